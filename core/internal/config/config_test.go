@@ -1,0 +1,101 @@
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustFile(tb testing.TB, dir, name, content string) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func getenvFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func validEnv(tb testing.TB) map[string]string {
+	tb.Helper()
+	dir := tb.TempDir()
+	return map[string]string{
+		"CORE_DATABASE_URL":        "postgres://postgres:hunter2@127.0.0.1:5432/custos",
+		"CORE_TLS_CERT_FILE":       mustFile(tb, dir, "server.crt", "pem"),
+		"CORE_TLS_KEY_FILE":        mustFile(tb, dir, "server.key", "pem"),
+		"CORE_ES_CA_FILE":          mustFile(tb, dir, "ca.crt", "pem"),
+		"CORE_ES_CLIENT_CERT_FILE": mustFile(tb, dir, "client.crt", "pem"),
+		"CORE_ES_CLIENT_KEY_FILE":  mustFile(tb, dir, "client.key", "pem"),
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(getenvFrom(validEnv(t)))
+	if err != nil {
+		t.Fatalf("Load(valid) = %v, want nil", err)
+	}
+	if c.GRPCAddr != ":8444" || c.HTTPAddr != ":8443" || c.DBMaxConns != 20 || !c.MigrateOnStart ||
+		c.LogLevel != slog.LevelInfo || c.ES.Addr != "localhost:9444" || c.ES.Timeout != 5*time.Second || c.ShutdownTimeout != 20*time.Second || c.MaxRequestBytes != 4<<20 {
+		t.Errorf("Load(valid) defaults = %+v", c)
+	}
+}
+
+func TestLoadDatabaseURLFromFile(t *testing.T) {
+	m := validEnv(t)
+	delete(m, "CORE_DATABASE_URL")
+	m["CORE_DATABASE_URL_FILE"] = mustFile(t, t.TempDir(), "url", "postgres://from-file\n")
+	c, err := Load(getenvFrom(m))
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if c.DatabaseURL != "postgres://from-file" {
+		t.Errorf("DatabaseURL = %q, want the file's trimmed contents", c.DatabaseURL)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		change map[string]string
+		want   []string
+	}{
+		{"missing database", map[string]string{"CORE_DATABASE_URL": ""}, []string{"CORE_DATABASE_URL: required"}},
+		{"both url and file", map[string]string{"CORE_DATABASE_URL_FILE": "/x"}, []string{"set either CORE_DATABASE_URL or CORE_DATABASE_URL_FILE"}},
+		{"missing cert", map[string]string{"CORE_TLS_CERT_FILE": ""}, []string{"CORE_TLS_CERT_FILE: required"}},
+		{"unreadable CA", map[string]string{"CORE_ES_CA_FILE": "/nonexistent/ca.crt"}, []string{"CORE_ES_CA_FILE: cannot read /nonexistent/ca.crt"}},
+		{"optional client CA unreadable", map[string]string{"CORE_TLS_CLIENT_CA_FILE": "/nonexistent/ca.crt"}, []string{"CORE_TLS_CLIENT_CA_FILE: cannot read"}},
+		{"bad ES timeout", map[string]string{"CORE_ES_TIMEOUT": "1ms"}, []string{"CORE_ES_TIMEOUT"}},
+		{"bad port", map[string]string{"CORE_GRPC_ADDR": "localhost"}, []string{"CORE_GRPC_ADDR: want host:port"}},
+		{"bad level", map[string]string{"CORE_LOG_LEVEL": "loud"}, []string{"CORE_LOG_LEVEL: want one of"}},
+		{"bad duration", map[string]string{"CORE_SHUTDOWN_TIMEOUT": "forever"}, []string{"CORE_SHUTDOWN_TIMEOUT"}},
+		{"bad bool", map[string]string{"CORE_MIGRATE_ON_START": "perhaps"}, []string{"CORE_MIGRATE_ON_START: want true or false"}},
+		{"same addresses", map[string]string{"CORE_GRPC_ADDR": ":7000", "CORE_HTTP_ADDR": ":7000"}, []string{"CORE_HTTP_ADDR: must differ"}},
+		{"several at once", map[string]string{"CORE_DATABASE_URL": "", "CORE_DB_MAX_CONNS": "0"}, []string{"CORE_DATABASE_URL", "CORE_DB_MAX_CONNS"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := validEnv(t)
+			for k, v := range tt.change {
+				m[k] = v
+			}
+			_, err := Load(getenvFrom(m))
+			if err == nil {
+				t.Fatalf("Load(%v) = nil error, want one mentioning %q", tt.change, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Load(%v) = %q, want it to mention %q", tt.change, err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("Load error %q leaks the database password", err)
+			}
+		})
+	}
+}

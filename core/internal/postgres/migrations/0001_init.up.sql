@@ -1,0 +1,1 @@
+COMMENT ON SCHEMA core IS 'Custos core: users, tenants, credentials and encrypted vault items';

@@ -1,0 +1,1 @@
+COMMENT ON SCHEMA encryption IS NULL;

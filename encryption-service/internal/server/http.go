@@ -1,0 +1,154 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// newGatewayMux returns the REST mux: camelCase JSON, unknown fields
+// refused (400), only allow-listed headers forwarded, and the caller's
+// identity passed in reserved metadata.
+func (s *Server) newGatewayMux() *runtime.ServeMux {
+	return runtime.NewServeMux(
+		runtime.WithIncomingHeaderMatcher(s.matchHeader),
+		runtime.WithMetadata(gatewayMetadata),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
+			Marshaler: &runtime.JSONPb{
+				MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+			},
+		}),
+		runtime.WithDisableHTTPMethodOverride(),
+	)
+}
+
+// matchHeader forwards exactly the allow-listed headers. The gateway passes
+// Authorization on its own, so it is never matched here (that would send it
+// twice); httpHandler deletes it instead when it is not allowed.
+func (s *Server) matchHeader(key string) (string, bool) {
+	k := strings.ToLower(key)
+	if k == "authorization" || !s.forward[k] {
+		return "", false
+	}
+	return k, true
+}
+
+// httpHandler serves /healthz and /readyz and passes everything else to the
+// gateway. Every response carries X-Request-Id and Cache-Control: no-store,
+// since API responses hold secrets and plaintext.
+func (s *Server) httpHandler(gateway http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		h := w.Header()
+		h.Set("X-Request-Id", id)
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+
+		switch r.URL.Path {
+		case "/healthz":
+			if allowGet(w, r) {
+				writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			}
+		case "/readyz":
+			if allowGet(w, r) {
+				s.serveReadyz(w, r)
+			}
+		default:
+			s.serveAPI(w, r, gateway)
+		}
+	})
+}
+
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed")
+	return false
+}
+
+// serveReadyz answers 200 when Ready passes and 503 otherwise. The reason
+// is generic; the error itself is logged.
+func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "shutting down"})
+		return
+	}
+	if err := s.checkReady(r.Context()); err != nil {
+		reason := "dependencies not ready"
+		if errors.Is(err, context.DeadlineExceeded) {
+			reason = "readiness check timed out"
+		}
+		s.log.Warn("server: readiness check failed", "error", err, "request_id", RequestID(r.Context()))
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// serveAPI bounds the request body, then hands the request to the gateway.
+// The body is read here, not by the gateway, so that an oversize body gets a
+// 413 naming the limit instead of a decoding error.
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, gateway http.Handler) {
+	limit := int64(s.cfg.MaxRequestBytes)
+	tooLarge := fmt.Sprintf("request body too large: the limit is %d bytes", limit)
+	if r.ContentLength > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, tooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if maxErr := (*http.MaxBytesError)(nil); errors.As(err, &maxErr) {
+			writeError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, tooLarge)
+			return
+		}
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "cannot read request body")
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+
+	// The gateway turns these into metadata whatever the header matcher
+	// says; X-Forwarded-* is rebuilt by it from the connection.
+	if !s.forward["authorization"] {
+		r.Header.Del("Authorization")
+	}
+	r.Header.Del("X-Forwarded-For")
+	r.Header.Del("X-Forwarded-Host")
+	gateway.ServeHTTP(w, r)
+}
+
+// writeError writes an error in the gateway's format.
+func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, message string) {
+	writeJSON(w, httpStatus, struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Details []any  `json:"details"`
+	}{int(code), message, []any{}})
+}
+
+func writeJSON(w http.ResponseWriter, httpStatus int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,385 @@
+// Package server runs a service's gRPC API and its REST gateway on two TLS
+// 1.3 listeners, with shared interceptors, health and readiness, and a
+// graceful drain.
+//
+// The gateway does not dial the network: the *grpc.Server is also served on
+// an in-memory listener whose connections are marked as coming from the
+// gateway, so REST calls pass through exactly the interceptors gRPC calls do,
+// and PeerIdentity can trust the caller identity the gateway forwards only on
+// those connections.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultShutdownTimeout = 15 * time.Second
+	DefaultMaxRequestBytes = 4 << 20
+	DefaultReadyInterval   = 5 * time.Second
+	DefaultReadyTimeout    = 2 * time.Second
+)
+
+// HTTP server limits. Calls may legitimately run long, so there is no write
+// timeout; reading a request is bounded.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 60 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+)
+
+// Config describes one binary's transport. GRPCAddr, HTTPAddr and TLS are
+// required; every other zero value has a documented default.
+type Config struct {
+	GRPCAddr string // host:port of the gRPC listener; ":0" picks a free port
+	HTTPAddr string // host:port of the REST listener; ":0" picks a free port
+
+	// TLS is the server configuration of both listeners, as built by
+	// mtls.NewServerConfig. Its MinVersion must be TLS 1.3.
+	TLS *tls.Config
+
+	Logger *slog.Logger // access log and server events; nil discards them
+
+	// Register adds the services to the gRPC server; it may be nil.
+	Register func(*grpc.Server)
+	// RegisterGateway adds REST routes that call conn, an in-process
+	// connection to the same gRPC server; it may be nil.
+	RegisterGateway func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+	// Ready reports whether the service can take traffic (database reachable
+	// and migrated, keys loaded...). Nil means always ready. Its error is
+	// logged, never shown to callers.
+	Ready func(ctx context.Context) error
+
+	ReadyInterval   time.Duration // how often gRPC health follows Ready; default DefaultReadyInterval
+	ReadyTimeout    time.Duration // bound on one Ready call; default DefaultReadyTimeout
+	ShutdownTimeout time.Duration // bound on the whole drain; default DefaultShutdownTimeout
+	MaxRequestBytes int           // largest gRPC message or REST body accepted; default DefaultMaxRequestBytes
+
+	// Interceptors run after the built-in ones (request id, access log,
+	// panic recovery), in order.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+
+	// ForwardHeaders lists the HTTP request headers (case-insensitive) the
+	// gateway passes to gRPC as metadata under their lower-case name, e.g.
+	// "x-tenant-id" or "authorization". No other header is forwarded;
+	// "Grpc-Metadata-*" headers are never forwarded.
+	ForwardHeaders []string
+}
+
+// Server serves one Config. Create it with New and start it with Run.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	forward map[string]bool // lower-case header names from Config.ForwardHeaders
+	grpc    *grpc.Server
+	health  *health.Server
+
+	running  atomic.Bool
+	draining atomic.Bool
+	started  chan struct{}
+
+	mu       sync.Mutex
+	grpcAddr string
+	httpAddr string
+}
+
+// New validates cfg, fills in defaults and builds the gRPC server with the
+// services cfg.Register adds. It does not listen; Run does.
+//
+// It fails when a required field is missing, TLS allows versions below 1.3, a
+// limit is negative, or ForwardHeaders names a header that must not be
+// forwarded (connection headers, "grpc-*", "x-forwarded-*", or the reserved
+// "x-custos-gw-*" identity keys).
+func New(cfg Config) (*Server, error) {
+	if cfg.GRPCAddr == "" || cfg.HTTPAddr == "" {
+		return nil, errors.New("server: GRPCAddr and HTTPAddr are required")
+	}
+	if cfg.TLS == nil {
+		return nil, errors.New("server: TLS is required")
+	}
+	if cfg.TLS.MinVersion < tls.VersionTLS13 {
+		return nil, errors.New("server: TLS.MinVersion must be TLS 1.3")
+	}
+	if cfg.MaxRequestBytes < 0 || cfg.ShutdownTimeout < 0 || cfg.ReadyInterval < 0 || cfg.ReadyTimeout < 0 {
+		return nil, errors.New("server: limits and durations must not be negative")
+	}
+	cfg.MaxRequestBytes = orDefault(cfg.MaxRequestBytes, DefaultMaxRequestBytes)
+	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	cfg.ReadyInterval = orDefault(cfg.ReadyInterval, DefaultReadyInterval)
+	cfg.ReadyTimeout = orDefault(cfg.ReadyTimeout, DefaultReadyTimeout)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	forward, err := forwardSet(cfg.ForwardHeaders)
+	if err != nil {
+		return nil, err
+	}
+
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		forward: forward,
+		health:  health.NewServer(),
+		started: make(chan struct{}),
+	}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(serverCreds{tls: credentials.NewTLS(cfg.TLS)}),
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.observeUnary, s.recoverUnary}, cfg.UnaryInterceptors...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.observeStream, s.recoverStream}, cfg.StreamInterceptors...)...),
+	)
+	// Not serving until Ready has passed once.
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if cfg.Register != nil {
+		cfg.Register(s.grpc)
+	}
+	return s, nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// forwardSet validates the header allow-list and returns it lower-cased.
+func forwardSet(headers []string) (map[string]bool, error) {
+	refused := map[string]bool{
+		"connection": true, "content-length": true, "content-type": true, "host": true, "keep-alive": true,
+		"proxy-connection": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true,
+		"x-forwarded-for": true, "x-forwarded-host": true,
+	}
+	set := make(map[string]bool, len(headers))
+	for _, h := range headers {
+		k := strings.ToLower(strings.TrimSpace(h))
+		switch {
+		case k == "" || strings.ContainsFunc(k, func(r rune) bool {
+			return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.')
+		}):
+			return nil, fmt.Errorf("server: ForwardHeaders: %q is not a valid metadata key", h)
+		case refused[k] || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, "grpcgateway-") ||
+			strings.HasPrefix(k, reservedPrefix) || strings.HasSuffix(k, "-bin"):
+			return nil, fmt.Errorf("server: ForwardHeaders: %q must not be forwarded", h)
+		}
+		set[k] = true
+	}
+	return set, nil
+}
+
+// Started is closed once both listeners are bound; GRPCAddr and HTTPAddr are
+// valid from then on. It is never closed if Run fails before listening.
+func (s *Server) Started() <-chan struct{} { return s.started }
+
+// GRPCAddr returns the bound address of the gRPC listener, or "" before
+// Started is closed.
+func (s *Server) GRPCAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grpcAddr
+}
+
+// HTTPAddr returns the bound address of the REST listener, or "" before
+// Started is closed.
+func (s *Server) HTTPAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpAddr
+}
+
+// Run listens on both addresses and serves until ctx is cancelled, then
+// drains: health turns NOT_SERVING, the HTTP server shuts down (finishing
+// in-flight REST calls), then the gRPC server stops gracefully; whatever is
+// still running when ShutdownTimeout has passed is cut off.
+//
+// It returns nil after a drain started by ctx, an error if a listener cannot
+// be bound, RegisterGateway fails, or a listener fails while serving (the
+// other is drained first). Run may be called only once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("server: Run called twice")
+	}
+	grpcLn, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("server: listen for gRPC on %s: %w", s.cfg.GRPCAddr, err)
+	}
+	httpLn, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("server: listen for HTTP on %s: %w", s.cfg.HTTPAddr, err)
+	}
+
+	gwLn := newPipeListener()
+	conn, err := grpc.NewClient("passthrough:///gateway",
+		grpc.WithContextDialer(gwLn.DialContext),
+		grpc.WithTransportCredentials(gatewayCreds{}),
+		// The server is this process; its replies are not size-limited.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+	)
+	if err != nil {
+		grpcLn.Close()
+		httpLn.Close()
+		return fmt.Errorf("server: gateway connection: %w", err)
+	}
+	defer conn.Close()
+	gwCtx, cancelGW := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelGW()
+	mux := s.newGatewayMux()
+	if s.cfg.RegisterGateway != nil {
+		if err := s.cfg.RegisterGateway(gwCtx, mux, conn); err != nil {
+			grpcLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("server: register gateway: %w", err)
+		}
+	}
+	httpSrv := &http.Server{
+		Handler:           s.httpHandler(mux),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// Refused handshakes and broken clients are noise at info level.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+
+	s.mu.Lock()
+	s.grpcAddr, s.httpAddr = grpcLn.Addr().String(), httpLn.Addr().String()
+	s.mu.Unlock()
+	close(s.started)
+	s.log.Info("server: listening", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String())
+
+	errc := make(chan error, 3)
+	go func() { errc <- wrapServe("gRPC", s.grpc.Serve(grpcLn)) }()
+	go func() { errc <- wrapServe("gateway", s.grpc.Serve(gwLn)) }()
+	go func() {
+		err := httpSrv.Serve(tls.NewListener(httpLn, s.cfg.TLS))
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- wrapServe("HTTP", err)
+	}()
+	readyCtx, stopReady := context.WithCancel(ctx)
+	readyDone := make(chan struct{})
+	go func() {
+		defer close(readyDone)
+		s.followReadiness(readyCtx)
+	}()
+
+	var runErr error
+	pending := 3
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		pending--
+	}
+	stopReady()
+	<-readyDone
+	s.drain(httpSrv, conn)
+	for ; pending > 0; pending-- {
+		if err := <-errc; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	s.log.Info("server: stopped")
+	return runErr
+}
+
+func wrapServe(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("server: serve %s: %w", what, err)
+}
+
+// drain stops both servers within ShutdownTimeout. REST calls go through the
+// gRPC server, so HTTP is drained first.
+func (s *Server) drain(httpSrv *http.Server, gwConn *grpc.ClientConn) {
+	s.draining.Store(true)
+	s.health.Shutdown()
+	s.log.Info("server: draining", "timeout", s.cfg.ShutdownTimeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+
+	if err := httpSrv.Shutdown(ctx); err != nil {
+		s.log.Warn("server: HTTP drain cut short", "error", err)
+		httpSrv.Close()
+	}
+	gwConn.Close()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.log.Warn("server: gRPC drain cut short")
+		s.grpc.Stop()
+		<-stopped
+	}
+}
+
+// followReadiness evaluates Ready now and every ReadyInterval, and sets the
+// overall gRPC health status from it, until ctx is done.
+func (s *Server) followReadiness(ctx context.Context) {
+	ticker := time.NewTicker(s.cfg.ReadyInterval)
+	defer ticker.Stop()
+	var last error
+	first := true
+	for {
+		err := s.checkReady(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		st := healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		s.health.SetServingStatus("", st)
+		if first || (err == nil) != (last == nil) {
+			if err != nil {
+				s.log.Warn("server: not ready", "error", err)
+			} else {
+				s.log.Info("server: ready")
+			}
+		}
+		first, last = false, err
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// checkReady calls Ready bounded by ReadyTimeout.
+func (s *Server) checkReady(ctx context.Context) error {
+	if s.cfg.Ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+	defer cancel()
+	return s.cfg.Ready(ctx)
+}

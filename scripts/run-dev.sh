@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# run-dev.sh - start the whole platform locally (what `make run` does).
+#
+#   1. dev certificates in certs/dev/ (scripts/gen-dev-certs.sh, only when missing or expiring)
+#   2. a PostgreSQL (scripts/dev-postgres.sh) with a database `custos` shared by both services,
+#      each in its own schema (`encryption`, `core`)
+#   3. builds both binaries into bin/ and starts them; logs go to .run/logs/
+#   4. writes .run/dev.env (shell KEY=value lines) for clients, tests and the CLI
+#   5. prints how to try the API, and keeps running until Ctrl-C, then stops what it started
+#
+# Environment (all optional):
+#   CUSTOS_DEV_ES_HTTP_PORT (9443)  CUSTOS_DEV_ES_GRPC_PORT (9444)
+#   CUSTOS_DEV_CORE_HTTP_PORT (8443) CUSTOS_DEV_CORE_GRPC_PORT (8444)
+#   CUSTOS_DEV_DATABASE  database name (custos)
+#   DATABASE_URL         a server to use instead of the local one (see scripts/dev-postgres.sh)
+set -euo pipefail
+export GOTOOLCHAIN=go1.27.3
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+run_dir="$repo/.run"
+logs="$run_dir/logs"
+certs="$repo/certs/dev"
+mkdir -p "$logs"
+
+es_http="${CUSTOS_DEV_ES_HTTP_PORT:-9443}"
+es_grpc="${CUSTOS_DEV_ES_GRPC_PORT:-9444}"
+core_http="${CUSTOS_DEV_CORE_HTTP_PORT:-8443}"
+core_grpc="${CUSTOS_DEV_CORE_GRPC_PORT:-8444}"
+dbname="${CUSTOS_DEV_DATABASE:-custos}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'make run: %s\n' "$*" >&2; exit 1; }
+
+command -v curl >/dev/null || die "curl is needed to wait for the services (Debian/Ubuntu: apt-get install -y curl)"
+for port in "$es_http" "$es_grpc" "$core_http" "$core_grpc"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port is already in use (another 'make run'?); stop it or set CUSTOS_DEV_*_PORT"
+  fi
+done
+
+say "dev certificates"
+scripts/gen-dev-certs.sh >&2
+
+say "PostgreSQL"
+db_url="$(scripts/dev-postgres.sh createdb "$dbname")"
+
+say "building"
+make --no-print-directory build >&2
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  if ((${#pids[@]})); then
+    say "stopping"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap stop_all EXIT
+trap 'exit 0' INT TERM
+
+say "starting the encryption service (logs: .run/logs/encryption-service.log)"
+ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" \
+ES_DATABASE_URL="$db_url" \
+ES_TLS_CERT_FILE="$certs/encryption-service.crt" ES_TLS_KEY_FILE="$certs/encryption-service.key" \
+ES_TLS_CLIENT_CA_FILE="$certs/ca.crt" \
+  bin/encryption-service >"$logs/encryption-service.log" 2>&1 &
+pids+=("$!")
+
+say "starting core (logs: .run/logs/core.log)"
+CORE_GRPC_ADDR="127.0.0.1:$core_grpc" CORE_HTTP_ADDR="127.0.0.1:$core_http" \
+CORE_DATABASE_URL="$db_url" \
+CORE_TLS_CERT_FILE="$certs/core.crt" CORE_TLS_KEY_FILE="$certs/core.key" \
+CORE_ES_ADDR="localhost:$es_grpc" CORE_ES_CA_FILE="$certs/ca.crt" \
+CORE_ES_CLIENT_CERT_FILE="$certs/core-client.crt" CORE_ES_CLIENT_KEY_FILE="$certs/core-client.key" \
+  bin/core >"$logs/core.log" 2>&1 &
+pids+=("$!")
+
+# wait_ready NAME URL [curl client-certificate args...]
+wait_ready() {
+  local name="$1" url="$2"
+  shift 2
+  for _ in $(seq 1 150); do
+    if curl -fsS --cacert "$certs/ca.crt" "$@" "$url" >/dev/null 2>&1; then
+      return 0
+    fi
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null || die "$name did not start; see .run/logs/ ($(tail -n 3 "$logs"/*.log | tr '\n' ' '))"
+    done
+    sleep 0.2
+  done
+  die "$name is not ready after 30 s; see .run/logs/"
+}
+client=(--cert "$certs/operator-client.crt" --key "$certs/operator-client.key")
+wait_ready "the encryption service" "https://localhost:$es_http/readyz" "${client[@]}"
+wait_ready "core" "https://localhost:$core_http/readyz"
+
+umask 077
+cat >"$run_dir/dev.env" <<ENV
+# Written by 'make run' ($(date -u +%Y-%m-%dT%H:%M:%SZ)). Local development only.
+CUSTOS_CORE_URL=https://localhost:$core_http
+CUSTOS_CORE_GRPC=localhost:$core_grpc
+CUSTOS_ES_URL=https://localhost:$es_http
+CUSTOS_ES_GRPC=localhost:$es_grpc
+CUSTOS_CA_FILE=$certs/ca.crt
+CUSTOS_CLIENT_CERT_FILE=$certs/operator-client.crt
+CUSTOS_CLIENT_KEY_FILE=$certs/operator-client.key
+CUSTOS_DATABASE_URL=$db_url
+ENV
+
+cat >&2 <<MSG
+
+Custos is running.
+  core                https://localhost:$core_http (REST)   localhost:$core_grpc (gRPC)
+  encryption service  https://localhost:$es_http (REST)   localhost:$es_grpc (gRPC, mutual TLS)
+  settings for clients: .run/dev.env     logs: .run/logs/
+
+Try it:
+  source .run/dev.env
+  curl --cacert "\$CUSTOS_CA_FILE" "\$CUSTOS_CORE_URL/readyz"
+  curl --cacert "\$CUSTOS_CA_FILE" --cert "\$CUSTOS_CLIENT_CERT_FILE" --key "\$CUSTOS_CLIENT_KEY_FILE" "\$CUSTOS_ES_URL/readyz"
+
+Press Ctrl-C to stop.
+MSG
+
+# Stay up until Ctrl-C or until a service dies.
+while true; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      die "a service exited; see .run/logs/"
+    fi
+  done
+  sleep 1
+done
