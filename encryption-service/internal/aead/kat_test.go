@@ -1,0 +1,249 @@
+package aead
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// aeadVector is one Wycheproof AeadTest case. ct and tag are kept apart as in the source files.
+type aeadVector struct {
+	tcID                       int
+	key, iv, aad, msg, ct, tag string
+	valid                      bool
+}
+
+// AES-256-GCM, 96-bit IV: C2SP/wycheproof testvectors_v1/aes_gcm_test.json (commit 6fc4a87a),
+// the group {"ivSize": 96, "keySize": 256, "tagSize": 128}. tcId 0 is not in the file: it is the
+// unmodified ciphertext of the ModifiedTag cases 130–156, whose tag differs from tcId 130's in
+// bit 0 (the file's "Flipped bit 0 in tag"), so those cases are known to fail for their tag alone.
+var aesGCMVectors = []aeadVector{
+	{tcID: 91, key: "92ace3e348cd821092cd921aa3546374299ab46209691bc28b8752d17f123c20", iv: "00112233445566778899aabb",
+		aad: "00000000ffffffff", msg: "00010203040506070809", ct: "e27abdd2d2a53d2f136b", tag: "9a4a2579529301bcfb71c78d4060f52c", valid: true},
+	{tcID: 92, key: "29d3a44f8723dc640239100c365423a312934ac80239212ac3df3421a2098123", iv: "00112233445566778899aabb",
+		aad: "aabbccddeeff", msg: "", ct: "", tag: "2a7d77fa526b8250cb296078926b5020", valid: true},
+	{tcID: 93, key: "80ba3192c803ce965ea371d5ff073cf0f43b6a2ab576b208426e11409c09b9b0", iv: "4da5bf8dfd5852c1ea12379d",
+		tag: "4771a7c404a472966cea8f73c8bfe17a", valid: true},
+	{tcID: 94, key: "cc56b680552eb75008f5484b4cb803fa5063ebd6eab91f6ab6aef4916a766273", iv: "99e23ec48985bccdeeab60f1",
+		msg: "2a", ct: "06", tag: "633c1e9703ef744ffffb40edf9d14355", valid: true},
+	{tcID: 97, key: "59d4eafb4de0cfc7d3db99a8f54b15d7b39f0acc8da69763b019c1699f87674a", iv: "2fcb1b38a99e71b84740ad9b",
+		msg: "549b365af913f3b081131ccb6b825588", ct: "f58c16690122d75356907fd96b570fca", tag: "28752c20153092818faba2a334640d6e", valid: true},
+	{tcID: 101, key: "cdccfe3f46d782ef47df4e72f0c02d9c7f774def970d23486f11a57f54247f17", iv: "376187894605a8d45e30de51",
+		aad: "956846a209e087ed", msg: "e28e0e9f9d22463ac0e42639b530f42102fded75", ct: "feca44952447015b5df1f456df8ca4bb4eee2ce2",
+		tag: "082e91924deeb77880e1b1c84f9b8d30", valid: true},
+	{tcID: 102, key: "f32364b1d339d82e4f132d8f4a0ec1ff7e746517fa07ef1a7f422f4e25a48194", iv: "5a86a50a0e8a179c734b996d",
+		aad: "ab2ac7c44c60bdf8228c7884adb20184", msg: "43891bccb522b1e72a6b53cf31c074e9d6c2df8e",
+		ct: "43dda832e942e286da314daa99bef5071d9d2c78", tag: "c3922583476ced575404ddb85dd8cd44", valid: true},
+	{tcID: 104, key: "6efca98126918ab564d88c6bec02e8998b2be50e3f906ff9adfdd185f373e756", iv: "4abd6cfc83bd06b11efaa2a7",
+		msg: "bbec79c086d41e602d090f7e40494d6bf3faa1dc6df0ab8a88ea5d35d426b248c2ad880351e223f6170d37cc9655e10459e59cbd6d1c092ed31d72ccc7af20",
+		ct:  "97b4c73a4d8b5b21bc4b50dbb70dfa77b1a7bf0bbe7cf16ecf5bb60ba8070acc5740780435ed145a62a613dd9881b721168fbb3f5af385ee5d4f856cf93cba",
+		tag: "27ac8c4010d8e81b7051ceb06b30fe2d", valid: true},
+	{tcID: 128, key: "00112233445566778899aabbccddeeff102132435465768798a9bacbdcedfe0f", iv: "000000000000000000000000",
+		msg: "561008fa07a68f5c61285cd013464eaf", ct: "23293e9b07ca7d1b0cae7cc489a973b3", tag: "ffffffffffffffffffffffffffffffff", valid: true},
+	{tcID: 129, key: "00112233445566778899aabbccddeeff102132435465768798a9bacbdcedfe0f", iv: "ffffffffffffffffffffffff",
+		msg: "c6152244cea1978d3e0bc274cf8c0b3b", ct: "7cb6fc7c6abc009efe9551a99f36a421", tag: "00000000000000000000000000000000", valid: true},
+	{tcID: 0, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "9ce8fef6d8ab1bf1bf887232eab590dd", valid: true},
+	{tcID: 130, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "9de8fef6d8ab1bf1bf887232eab590dd"},
+	{tcID: 145, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "9ce8fef6d8ab1bf1bf887232eab590dc"},
+	{tcID: 148, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "9ce8fef6d8ab1bf1bf887232eab5905d"},
+	{tcID: 152, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "631701092754e40e40778dcd154a6f22"},
+	{tcID: 153, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "00000000000000000000000000000000"},
+	{tcID: 156, key: "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", iv: "505152535455565758595a5b",
+		msg: "202122232425262728292a2b2c2d2e2f", ct: "b2061457c0759fc1749f174ee1ccadfa", tag: "9de9fff7d9aa1af0be897333ebb491dc"},
+}
+
+// XChaCha20-Poly1305: C2SP/wycheproof testvectors_v1/xchacha20_poly1305_test.json (commit
+// 2f387d26). tcId 1 is draft-irtf-cfrg-xchacha (then draft-arciszewski-xchacha-02) §A.3.1. tcId 0
+// is not in the file: it is the ciphertext with the "expected tag" the file's ModifiedTag cases
+// 166–185 name in their comments.
+var xchachaVectors = []aeadVector{
+	{tcID: 1, key: "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f", iv: "404142434445464748494a4b4c4d4e4f5051525354555657",
+		aad: "50515253c0c1c2c3c4c5c6c7",
+		msg: "4c616469657320616e642047656e746c656d656e206f662074686520636c617373206f66202739393a204966204920636f756c64206f6666657220796f75206f6e6c79206f6e652074697020666f7220746865206675747572652c2073756e73637265656e20776f756c642062652069742e",
+		ct:  "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e",
+		tag: "c0875924c1c7987947deafd8780acf49", valid: true},
+	{tcID: 2, key: "ab1562faea9f47af3ae1c3d6d030e3af230255dff3df583ced6fbbcbf9d606a9", iv: "6a5e0c4617e07091b605a4de2c02dde117de2ebd53b23497",
+		tag: "e2697ea6877aba39d9555a00e14db041", valid: true},
+	{tcID: 3, key: "d821dce9b890ea37ae1c89e7cb6aeae9371b8179add0d08f5494718322ae0071", iv: "3ec3f7c45e687d75a895bf5e71809e7cdac32158bb48ec0d",
+		aad: "8780fb400f94c55d", tag: "966c22d655b9e56326024f028cf887ad", valid: true},
+	{tcID: 4, key: "303ccb2e1567c3d9f629a5c632dbc62a9a82c525674f67988b31bd1dee990538", iv: "05188738844ab90a8b11beef38eaec3e100d8f4f85ae7a41",
+		msg: "62", ct: "45", tag: "d15734f984d749fa3f0550a70c43dddf", valid: true},
+	{tcID: 5, key: "697c197c9e0023c8eee42ddf08c12c46718a436561b0c66d998c81879f7cb74c", iv: "cd78f4533c94648feacd5aef0291b00b454ee3dcdb76dcc8",
+		aad: "6384f4714ff18c18", msg: "e1", ct: "b0", tag: "e5e35f5332f91bdd2d28e59d68a0b141", valid: true},
+	{tcID: 13, key: "48f1389d9222a80898ca26b5cfef5dc82dfc0af7cf66ea1e01bc5279e7414247", iv: "88ccb58d435ea760f19e1fa6172139a071c0c5143959a56c",
+		aad: "5cbdd482f3429a27", msg: "945a1fd040", ct: "fb5daf8c6e", tag: "ec1682b61957493c2eb758d7a2b7a179", valid: true},
+	{tcID: 216, key: "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "abffffffffffffffffffffffffffffff5a20e89e14ed5af85da66b5e4bdbe002",
+		msg: "660336ffb732a4dcda556c2539d3d2de6cdaed0d7d9104593f8ed69bf0db8aa33c0e746482b7dc53d40b8a5331ca33b874639cdc7a787badd436bcd56e798af3",
+		ct:  strings.Repeat("ff", 64), tag: "000102030405060708090a0b0c0d0e0f", valid: true},
+	{tcID: 217, key: "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "ffffffffffffffffffffffffffffffff7c85b8e5991711f804915250b99cf7a7",
+		msg: "660336ffb732a4dcda556c2539d3d2de6cdaed0d7d9104593f8ed69bf0db8aa33c0e746482b7dc53d40b8a5331ca33b874639cdc7a787badd436bcd56e798af3",
+		ct:  strings.Repeat("ff", 64), tag: "00000000000000000000000000000000", valid: true},
+	{tcID: 0, key: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "000102", msg: "000102030405060708090a0b0c0d0e0f", ct: "b70886f2313d015e1fe741365f5e35f1", tag: "2564a8ce1a360e8352971c8110885031", valid: true},
+	{tcID: 167, key: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "000102", msg: "000102030405060708090a0b0c0d0e0f", ct: "b70886f2313d015e1fe741365f5e35f1", tag: "2764a8ce1a360e8352971c8110885031"},
+	{tcID: 182, key: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "000102", msg: "000102030405060708090a0b0c0d0e0f", ct: "b70886f2313d015e1fe741365f5e35f1", tag: "2564a8ce1a360e8352971c81108850b1"},
+	{tcID: 184, key: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "000102", msg: "000102030405060708090a0b0c0d0e0f", ct: "b70886f2313d015e1fe741365f5e35f1", tag: "00000000000000000000000000000000"},
+	{tcID: 185, key: "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f", iv: "000102030405060708090a0b0c0d0e0f1011121314151617",
+		aad: "000102", msg: "000102030405060708090a0b0c0d0e0f", ct: "b70886f2313d015e1fe741365f5e35f1", tag: "ffffffffffffffffffffffffffffffff"},
+}
+
+func TestKnownAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		alg     string
+		vectors []aeadVector
+	}{
+		{AES256GCM, aesGCMVectors},
+		{XChaCha20Poly1305, xchachaVectors},
+	} {
+		for _, v := range tc.vectors {
+			t.Run(tc.alg+"/tcId="+strconv.Itoa(v.tcID), func(t *testing.T) {
+				c, err := newSymmetric(tc.alg, mustHex(t, v.key))
+				if err != nil {
+					t.Fatalf("newSymmetric: %v", err)
+				}
+				nonce, aad, msg := mustHex(t, v.iv), mustHex(t, v.aad), mustHex(t, v.msg)
+				ct := append(mustHex(t, v.ct), mustHex(t, v.tag)...)
+				meta := Metadata{FormatVersion: 1, Nonce: nonce}
+
+				got, err := c.Decrypt(ct, meta, aad)
+				if !v.valid {
+					if !errors.Is(err, ErrDecrypt) {
+						t.Fatalf("Decrypt(modified tag) = %x, %v; want ErrDecrypt", got, err)
+					}
+					return
+				}
+				if err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("Decrypt = %x, %v; want %s", got, err, v.msg)
+				}
+				if sealed := c.seal(nonce, msg, aad); !bytes.Equal(sealed, ct) {
+					t.Fatalf("seal = %x, want %s%s", sealed, v.ct, v.tag)
+				}
+			})
+		}
+	}
+}
+
+// RSA-OAEP with SHA-256 and MGF1-SHA-256: C2SP/wycheproof
+// testvectors_v1/rsa_oaep_3072_sha256_mgf1sha256_test.json (commit 0f541590), its key
+// ("privateKeyPkcs8") and tcIds 1 (empty label), 9 (20-byte label) and 12 (invalid: first byte of
+// lHash modified). They pin the OAEP parameters other-language producers must use, and show New
+// accepts a PKCS#8 key made elsewhere.
+
+const wycheproofRSAPKCS8 = "" +
+	"308206fb020100300d06092a864886f70d0101010500048206e5308206e10201000282018100c6fe23792566023c2652" +
+	"87c5ac6f71541c0994d11d059ee6403986efa21c24b51bd91d8862f9df79a4e328e3e27c83df260b25a9b43420affc44" +
+	"b51e8d7525b6f29c372a405104732007527a62ed82fac73f4892a80e09682a41a58cd347017f3be7d801334f92d9321a" +
+	"afd53b51bffabfc752cfccae0b1ee03bdaff9e428cc1c117f1ac96b4fe23f8c23e6381186a66fd59289339ae55c4bcda" +
+	"dbff84abdaa532240d4e1d28b2d0481dadd3b246557ca8fe18092817730b39e6ee378ffcc85b19ffdc916a9b991a6b66" +
+	"d4a9c7bab5f5e7a3722101142e7a4108c15d573b15289e07e46eaea07b42c2abcba330e99554b4656165bb4c0db2b639" +
+	"3a07eca575c51a93c4e15bdb0f747909447e3efe34c67ca8954b530e56a20a1b6d84d45ed1bcd3aa58ec06f184ee5857" +
+	"aaa819e1cca9a26f4e28d6b977d33916db9896d252d1afa762e287cb0d384cc75bfe53f4e922d02dd0a481c042e2d306" +
+	"b4b3c189371e575b25e0005a164cf69dd0976e4d5be476806ea6be6084e71ab4f5ac5c1b12030203010001028201800f" +
+	"2d59fa46f271503222104df0d96d1cdba8956b9f998aa588177b25b2c90fb9aa7e94448f3bfca1f404095ddc2be008f8" +
+	"87581f89e981e6ba48694203cb000de4922a98f3dfda0587d75720938406fde68d7a9508f14d215f3bb38b3aa00b4aaf" +
+	"807ed69499c89afd39d0d86416579ca1dceb8182dc7167b0f58fbdf84d9e1bb70502ff455d5796d9c5c2e966f2bc46cf" +
+	"a2e9b7d4e9e98bc055b6fad59d1fe7829c0251c7628fc4d8033f7b4a7917d312b69291bc3791a4350dda746d6c7bc168" +
+	"7b5fda19e481e85e94af5187acf34a805507cf44c51843ad6b680d492d921f6925f2db860b06e495283479fdff8bf5fe" +
+	"07f2e47287fe0eac0dddfa24aa6e1f6e49863a7bff1e4c2a4df05517a378a9a93e8f0f3090af3e9a8512bf456c03de16" +
+	"f15dcdea48991c47a92cbb2f3dd230f3bf251f71b6e6e58966eff45a0568bcc93e246fb5deee3b8c201438fd67643f31" +
+	"2f46361a26fe538a12456d65e8941ccf710fc78b84c030ab4411bec06bb08c2aa12a1c4c1aa229a09a043b02cb651502" +
+	"81c100f5eca16e0e83696b0ed9ac8a812545daba55f20a964c4e6343604a7f2be2860fce9fa16a1cc92120939deb88df" +
+	"f68550383ead851fac07ad1b2e8a9b2bb69525d96ceabb7ee83ce50f08d649107f449a14521a6893f3f3c5c5a703b2fc" +
+	"28bfcfe261a4f7f450558080deaeaab651c7a9ae586c1e7f5c52cda93e40aac908e4e3357984fc116af9cbe9539bc7a8" +
+	"d3b351a73ea5c2413d1da2e0b448b454670aca89ffe73b1401e9b8554fc3f23d6c904623251a1d29962ca9b26d973345" +
+	"bc4c5f0281c100cf25446f59cf512919ddbfcfa2d9670495ad92b6f295d61032057f9da6dbefc4510a623c2b47a52200" +
+	"82a3bc42af1a144f98c9ee4fdae41be0ec501ccc94b2b0640191099b355611160deb327e8ace018b898025ef470e4373" +
+	"ec1d97f669e298e1d845c6553c0a546ccb168d5b510dbe6018fd4ed9a3545f9bdb81968f4a6d7c790e5c34729a8efb49" +
+	"6086fa1300249ab8b28f38951d7bee1c127ac3c4d0bd596edee1e9d17781dbb8227d7b5d76ce8b8bce03c5d339b97579" +
+	"81610848c55cdd0281c06357a59679d26801514c6940c20eb67b370e84e9f5f0f9316c0437d3cb7c843f5a6e6d9c19e8" +
+	"bdb3152e93f904cfe6e692f1eed27a0ada46f95601b3d122be793dad9bdd05d4f6d469105ecfc11448381dc154ddadf6" +
+	"bc20c649435b483585d68a527b7b967be52e35e0be9a437021c1cfa5f4771567cc233c1ce3ae99eb37daf8bd10156b4b" +
+	"d580a3ce9c7d391bdbb23e67363a947405c6c812cbd3dccc8b356a2dafd0d3b23a21b684b458e4ab3854bcd9be04cdc9" +
+	"d65ceeb10a8531c470ed0281bf04dadabfc15b1a8bdc0f566f876191088a7986f6c2b8c04ba0e0801d31cbf5d2a4139a" +
+	"39cec9df14ecee22e846a7d3f4a5e8eed2a70c7a4c2cf95ce74fe42c4bf60c135a264919bb4cc906ba283d1896f0ae48" +
+	"529b490f0c85ab03068cbfee8fa6bb6ae73b182d25cd66f5205b038b4eeaf1aafe2e1ba5de97c88d40fa1ac47626602f" +
+	"c90ae694734f44f3e4e88d184e8805a755ac2904be8fe9def6b7a62cc9ebcf4d7c2d6c9f9e86b2483e9bf22ce51861bb" +
+	"b4e73e731a4dbeba87772d290281c0214a1f73130e48b336fe01b950885ecdb3443d93e7e8ca62fb0da96bd423759d8b" +
+	"e552c8be44f139fbee6ec24b75fbf0744fac4daabf5488fe6c3600d9b8e9a922481fc74a7a3d622662db8c85318de48e" +
+	"e8b716f19429fb594990da705ebdf7ef6613dd6bf885c16ad65e9fe6c280386bee976c25dbaff8fbf69baed9510be5ed" +
+	"ed3f90e0ba4a97e5c81a2189f114670745ab95edda215bd05fdc78929fa0cfe8b01c83f2aec93e3ad1a334fd85aa8794" +
+	"eacf955ae5dacd45b268741fca195c"
+
+var rsaOAEPVectors = []struct {
+	tcID           int
+	ct, label, msg string
+	valid          bool
+}{
+	{tcID: 1, valid: true, ct: "" +
+		"b47525feffb063be5201aaa1d6846f9f397589b988fa26848afb9bbd9d6b0d0c92cec327332f02bd072d53e479726faf" +
+		"f5fb89677c4947d60d5f1d7f3bbf211755975e1851f17f0d88eb970bd14719a9e5b257cde71071915774578e0bead5f7" +
+		"ccd7b476732a47e0d54ef214488d733c689238f6cccd6c8be7145e0dee871fcbb504c93e1efd842b228d67fa3e303a10" +
+		"81e26052c6c11ca85355a2de7f717dc432a90092ff9d3d75301e7f092b3b425354939c43f0879768342242836030822c" +
+		"9bbbbe09d5e938fd070aac9f974c35dd46599766ac6f0f87a036a36e3650f7244a336bee4a9ed1280b8adf57d702844c" +
+		"739354eae88ceabd8e66338e59262ecf51b28f4dfe7bea8449383c27580f81ea06bb4bd031826e6f6ddd0c6a3c7eae23" +
+		"d3d6acd5f6388fd9fa70e66c86d178394953ba4e391629a9a588797e25acf8c130859cb7c9504998cce6dd9e032b1a09" +
+		"aba8b215b03b4343a5c0f2a8253b5543d301bd883e941786371bdad14117fa273296b153bca8ce4581df09fee1bd5e15"},
+	{tcID: 9, label: "000102030405060708090a0b0c0d0e0f10111213", msg: "313233343030", valid: true, ct: "" +
+		"1f1ef3e2956c31f6b98fb4141a42fb2b1a14331b5591f40b5f34fb3cff536753eed85f9c54f24c76b29cf7010875b17e" +
+		"2bdadddffe230d411c87718a5f0cdbe6c120ade66b2171949bcf7df65e6c687249c0dedcd358c38aa1b61867e2435c47" +
+		"8f46be8853906cc08741a1c092c2fc577a0b8a32c818434575b54bd58e17fcd1a6f910b185df53449fa88a777f1f795a" +
+		"89eee2586c1cacd4d1277333ca2ebbe0430190289665c3efea05871227670fd07250652a1dd2afa6ed9c295ebc68b15a" +
+		"254725dd6006d28aec6b1acdafba69247790ceacedf5eff437d569a71e5564d6ec6c90d295e225fbf525e76b2e466985" +
+		"482927345737eabfa34046ef618494af1c847b1d819f2f99b15c13b8e817d437db38a574f66da845f54895710f1b685c" +
+		"bdd83fbff9835a26de074c5b1712d98d4e036c9720d921739b8f3dc320f1d266ae5b367b92f5e33ae28a7a06f727f2df" +
+		"5437e55c325cb233c801ddf6b12240ccd0b8db8c31a5ca652cd0e33bc1087f4bbd70a0142617903956443f4ccea5cd93"},
+	{tcID: 12, msg: "313233343030", ct: "" +
+		"5e6a85d2e4ebae323cdf919e12ac8e5028e0bd12501c5c81f2a30daa39a0ce15ed25e705c59edab7e53895e9a4b60b0a" +
+		"0c75f11d984a5cdc45d8f300398868c76c973e5d47f50831cbe994c5c76633574bde9f274bde95f5f4c7a05c7c74f597" +
+		"18e152c182b4dc9f86ec3a677d824ac63d33aa5dfd7d695bc409a3f22d84b4d75effa7c80b64647b1344e948087aecbb" +
+		"fbc607b667611fd7c3f847ce223d0ce6ee131f75eee01cad17131b5de821fa7d6b458cf989e3005ecf6fcd1f6cd02216" +
+		"2c2963e05893912cdfa9b06634ae0e040a73284414a9a6d8f8ac2e23b51ddcb108586216bcee3f07c7b1abc84c41b98c" +
+		"ede33d5c4ab8f8259aa0c52a4b6cbb754aa21c2b2ebe83962039651c9159ec65da43458f6ff397d9503d41ee102d0456" +
+		"ec58b1b8e28febdba82dc92e5e6941a097c8e406559f8410974fafbb77a9f72b0566bde813306b1a7df7603f731e8982" +
+		"f1730b95f9e541b29eed40fa85978044067650c55ead01240e58c456d9416145b0124170f10675e22d32920e91c11784"},
+}
+
+func TestRSAOAEPKnownAnswers(t *testing.T) {
+	c, err := New(RSAOAEP3072SHA256, mustHex(t, wycheproofRSAPKCS8))
+	if err != nil {
+		t.Fatalf("New(Wycheproof PKCS#8 key) = %v", err)
+	}
+	h := c.(*hybrid)
+	for _, v := range rsaOAEPVectors {
+		t.Run("tcId="+strconv.Itoa(v.tcID), func(t *testing.T) {
+			got, err := h.decryptKey(mustHex(t, v.ct), mustHex(t, v.label))
+			if !v.valid {
+				if err == nil {
+					t.Fatalf("decryptKey(invalid padding) = %x, nil; want an error", got)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, mustHex(t, v.msg)) {
+				t.Fatalf("decryptKey = %x, %v; want %s", got, err, v.msg)
+			}
+		})
+	}
+}
+
+func mustHex(tb testing.TB, s string) []byte {
+	tb.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		tb.Fatalf("bad hex in test table: %v", err)
+	}
+	return b
+}
