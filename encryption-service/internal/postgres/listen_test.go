@@ -1,0 +1,164 @@
+package postgres_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/postgres"
+)
+
+// eventWait bounds how long a test waits for a notification that must come;
+// it is a guard against hanging, not a timing assertion.
+const eventWait = 20 * time.Second
+
+type change struct {
+	kind string
+	id   uuid.UUID
+}
+
+// listening runs Listen on url until the test ends and returns its changes
+// and resets.
+func listening(t *testing.T, url string) (<-chan change, <-chan struct{}) {
+	t.Helper()
+	changes := make(chan change, 100)
+	resets := make(chan struct{}, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- postgres.Listen(ctx, url, slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+			func(kind string, id uuid.UUID) { changes <- change{kind, id} },
+			func() { resets <- struct{}{} })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Listen() after cancel = %v, want nil", err)
+		}
+	})
+	return changes, resets
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func waitReset(t *testing.T, resets <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-resets:
+	case <-time.After(eventWait):
+		t.Fatal("Listen did not call onReset")
+	}
+}
+
+func wantChange(t *testing.T, changes <-chan change, want change) {
+	t.Helper()
+	select {
+	case got := <-changes:
+		if got != want {
+			t.Errorf("onChange(%q, %s), want onChange(%q, %s)", got.kind, got.id, want.kind, want.id)
+		}
+	case <-time.After(eventWait):
+		t.Fatalf("no onChange(%q, %s)", want.kind, want.id)
+	}
+}
+
+// TestListenAcrossStores plays two replicas: changes made through one Store
+// reach the other replica's listener; a lost connection is replaced and
+// reported with onReset.
+func TestListenAcrossStores(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	writer, admin, url := mustStore(t)
+	reader := postgres.NewStore(mustOpen(t, url)) // the other replica
+	changes, resets := listening(t, url)
+	waitReset(t, resets)
+
+	tenant, first := mustTenant(t, writer, "")
+	wantChange(t, changes, change{postgres.ChangeTenant, tenant.ID})
+	e := mustContext(t, writer, tenant.ID)
+	wantChange(t, changes, change{postgres.ChangeEncryption, e.ID})
+	if _, err := writer.Rotate(ctx, tenant.ID, e.ID, newVersionFunc(t), auditEvent("encryption.rotate")); err != nil {
+		t.Fatal(err)
+	}
+	wantChange(t, changes, change{postgres.ChangeEncryption, e.ID})
+	if _, err := reader.GetEncryption(ctx, tenant.ID, e.ID); err != nil {
+		t.Fatalf("the other replica's GetEncryption() = %v", err)
+	}
+
+	// A refused change notifies nothing, and a stranger's malformed
+	// notification is skipped: the next change seen is the next real one.
+	if _, err := writer.RevokeTenantSecret(ctx, tenant.ID, first.ID, auditEvent("tenant.secret.revoke")); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("RevokeTenantSecret(last) = %v, want FailedPrecondition", err)
+	}
+	for _, payload := range []string{"garbage", "encryption:not-a-uuid", ":" + uuid.NewString()} {
+		if _, err := admin.Exec(ctx, "SELECT pg_notify('custos_es_changes', $1)", payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := mustAddSecret(t, reader, tenant.ID)
+	wantChange(t, changes, change{postgres.ChangeTenant, tenant.ID})
+	if _, err := reader.RevokeTenantSecret(ctx, tenant.ID, second.ID, auditEvent("tenant.secret.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	wantChange(t, changes, change{postgres.ChangeTenant, tenant.ID})
+
+	// Kill the listener's connection: it reconnects, says so, and listens again.
+	terminateListener(t, admin)
+	waitReset(t, resets)
+	if _, err := reader.Rotate(ctx, tenant.ID, e.ID, newVersionFunc(t), auditEvent("encryption.rotate")); err != nil {
+		t.Fatal(err)
+	}
+	wantChange(t, changes, change{postgres.ChangeEncryption, e.ID})
+}
+
+// terminateListener ends the listener's backend, waiting for it to exist.
+func terminateListener(t *testing.T, admin *pgxpool.Pool) {
+	t.Helper()
+	deadline := time.Now().Add(eventWait)
+	for {
+		n := count(t, admin, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			 WHERE datname = current_database() AND application_name = 'custos-encryption-service-listener') AS killed`)
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no listener connection to terminate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestListenRetriesWhileUnreachable(t *testing.T) {
+	t.Parallel()
+	// The database is unreachable at first: Listen keeps retrying without
+	// calling anything, and returns nil once cancelled.
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	called := false
+	err := postgres.Listen(ctx, "postgres://custos@127.0.0.1:1/none?connect_timeout=1", nil,
+		func(string, uuid.UUID) { called = true }, func() { called = true })
+	if err != nil || called {
+		t.Errorf("Listen(unreachable) = %v (callbacks called: %v), want nil and no calls", err, called)
+	}
+}
+
+func TestListenBadURL(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cret-Pa55"
+	err := postgres.Listen(t.Context(), "postgres://u:"+secret+"@host:notaport/db", nil, nil, nil)
+	if err == nil || strings.Contains(err.Error(), secret) {
+		t.Errorf("Listen(bad URL) = %v, want an error without the password", err)
+	}
+}
