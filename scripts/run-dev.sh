@@ -60,9 +60,23 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 0' INT TERM
 
+# Local secrets, made once and kept in .run/ (mode 0600) so that restarts can decrypt what earlier
+# runs encrypted: the platform master key and the admin-plane token.
+umask 077
+if [[ ! -s "$run_dir/dev-master-keys" ]]; then
+  printf 'dev1:%s\n' "$(openssl rand -base64 32)" >"$run_dir/dev-master-keys"
+fi
+if [[ ! -s "$run_dir/dev-admin-token" ]]; then
+  bin/encryption-service admin-token generate >"$run_dir/dev-admin-token"
+fi
+admin_token="$(sed -n 's/^X-Admin-Token: *//p' "$run_dir/dev-admin-token")"
+admin_token_hash="$(sed -n 's/^ES_ADMIN_TOKEN_HASH=//p' "$run_dir/dev-admin-token")"
+umask 022
+
 say "starting the encryption service (logs: .run/logs/encryption-service.log)"
 ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" \
 ES_DATABASE_URL="$db_url" \
+ES_MASTER_KEYS_FILE="$run_dir/dev-master-keys" ES_ADMIN_TOKEN_HASH="$admin_token_hash" \
 ES_TLS_CERT_FILE="$certs/encryption-service.crt" ES_TLS_KEY_FILE="$certs/encryption-service.key" \
 ES_TLS_CLIENT_CA_FILE="$certs/ca.crt" \
   bin/encryption-service >"$logs/encryption-service.log" 2>&1 &
@@ -96,6 +110,21 @@ client=(--cert "$certs/operator-client.crt" --key "$certs/operator-client.key")
 wait_ready "the encryption service" "https://localhost:$es_http/readyz" "${client[@]}"
 wait_ready "core" "https://localhost:$core_http/readyz"
 
+# A tenant of the encryption service to try its API with, made once per database.
+es_tenant_file="$run_dir/dev-es-tenant"
+if [[ -s "$es_tenant_file" ]] && ! ES_DATABASE_URL="$db_url" bin/encryption-service tenant list --json |
+  grep -q "$(sed -n 's/^CUSTOS_ES_TENANT_ID=//p' "$es_tenant_file")"; then
+  rm -f "$es_tenant_file" # the database was reset
+fi
+if [[ ! -s "$es_tenant_file" ]]; then
+  umask 077
+  created="$(ES_DATABASE_URL="$db_url" bin/encryption-service tenant create "dev-$(date +%s)" --json)"
+  printf 'CUSTOS_ES_TENANT_ID=%s\nCUSTOS_ES_TENANT_SECRET=%s\n' \
+    "$(printf '%s' "$created" | sed -E 's/.*"tenantId":"([^"]+)".*/\1/')" \
+    "$(printf '%s' "$created" | sed -E 's/.*"secret":"([^"]+)".*/\1/')" >"$es_tenant_file"
+  umask 022
+fi
+
 umask 077
 cat >"$run_dir/dev.env" <<ENV
 # Written by 'make run' ($(date -u +%Y-%m-%dT%H:%M:%SZ)). Local development only.
@@ -106,6 +135,8 @@ CUSTOS_ES_GRPC=localhost:$es_grpc
 CUSTOS_CA_FILE=$certs/ca.crt
 CUSTOS_CLIENT_CERT_FILE=$certs/operator-client.crt
 CUSTOS_CLIENT_KEY_FILE=$certs/operator-client.key
+CUSTOS_ES_ADMIN_TOKEN=$admin_token
+$(cat "$es_tenant_file")
 CUSTOS_DATABASE_URL=$db_url
 ENV
 
@@ -116,10 +147,13 @@ Custos is running.
   encryption service  https://localhost:$es_http (REST)   localhost:$es_grpc (gRPC, mutual TLS)
   settings for clients: .run/dev.env     logs: .run/logs/
 
-Try it:
+Try the encryption service (mutual TLS, tenant credential):
   source .run/dev.env
+  es() { curl -sS --cacert "\$CUSTOS_CA_FILE" --cert "\$CUSTOS_CLIENT_CERT_FILE" --key "\$CUSTOS_CLIENT_KEY_FILE" \\
+         -H "X-Tenant-Id: \$CUSTOS_ES_TENANT_ID" -H "X-Tenant-Secret: \$CUSTOS_ES_TENANT_SECRET" "\$@"; }
+  es -X POST "\$CUSTOS_ES_URL/v1/encryptions" -d '{"algorithm":"AES-256-GCM"}'
+  es -X POST "\$CUSTOS_ES_URL/v1/encrypt" -d '{"encryptionId":"<id from above>","data":"hello"}'
   curl --cacert "\$CUSTOS_CA_FILE" "\$CUSTOS_CORE_URL/readyz"
-  curl --cacert "\$CUSTOS_CA_FILE" --cert "\$CUSTOS_CLIENT_CERT_FILE" --key "\$CUSTOS_CLIENT_KEY_FILE" "\$CUSTOS_ES_URL/readyz"
 
 Press Ctrl-C to stop.
 MSG

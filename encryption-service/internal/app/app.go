@@ -13,13 +13,17 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
 
 	"github.com/custos-platform/custos/encryption-service/internal/config"
 	"github.com/custos-platform/custos/encryption-service/internal/grpcapi"
+	"github.com/custos-platform/custos/encryption-service/internal/keyring"
+	"github.com/custos-platform/custos/encryption-service/internal/masterkey"
 	"github.com/custos-platform/custos/encryption-service/internal/mtls"
 	"github.com/custos-platform/custos/encryption-service/internal/postgres"
 	"github.com/custos-platform/custos/encryption-service/internal/server"
+	"github.com/custos-platform/custos/encryption-service/internal/tenants"
 )
 
 // component names this binary in messages.
@@ -33,16 +37,24 @@ var forwardHeaders = []string{
 const usage = `usage: encryption-service [command]
 
 commands:
-  serve      serve gRPC and REST until SIGTERM or SIGINT (the default)
-  migrate    apply pending database migrations and exit
-  version    print the version and exit
-  help       print this help
+  serve                                  serve gRPC and REST until SIGTERM or SIGINT (the default)
+  migrate                                apply pending database migrations and exit
+  tenant create NAME [--json]            create a tenant; prints its id and first secret (shown once)
+  tenant list [--json]                   list tenants and their secrets' ids and states
+  tenant rotate-secret TENANT_ID [--json]
+                                         issue a new secret; the old ones keep working until revoked
+  tenant revoke-secret TENANT_ID SECRET_ID
+                                         make a secret stop working at once
+  admin-token generate                   print a new admin token and the ES_ADMIN_TOKEN_HASH for it
+  version                                print the version and exit
+  help                                   print this help
 
-Configuration is read from the environment: ES_DATABASE_URL, ES_TLS_CERT_FILE, ES_TLS_KEY_FILE,
-ES_TLS_CLIENT_CA_FILE and the optional variables listed in the README.
+serve reads ES_DATABASE_URL, ES_TLS_CERT_FILE, ES_TLS_KEY_FILE, ES_TLS_CLIENT_CA_FILE,
+ES_MASTER_KEYS (or ES_MASTER_KEY_DIR) and the optional variables listed in the README.
+migrate and tenant read only ES_DATABASE_URL.
 `
 
-// ErrUsage is returned (wrapped) for an unknown command or stray arguments.
+// ErrUsage is returned (wrapped) for an unknown command or wrong arguments.
 var ErrUsage = errors.New("usage")
 
 // Run runs the command named by args[0] (default "serve"). It returns when the command is done or,
@@ -60,28 +72,47 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
-	}
-	if cmd != "serve" && cmd != "migrate" {
+	case "admin-token":
+		if len(args) != 1 || args[0] != "generate" {
+			return fmt.Errorf("%w: admin-token generate\n\n%s", ErrUsage, usage)
+		}
+		return generateAdminToken(stdout)
+	case "tenant":
+		return runTenant(ctx, args, getenv, stdout, stderr)
+	case "serve", "migrate":
+	default:
 		return fmt.Errorf("%w: unknown command %q\n\n%s", ErrUsage, cmd, usage)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("%w: %s takes no arguments, got %q", ErrUsage, cmd, args)
 	}
+	if cmd == "migrate" {
+		db, err := config.LoadDatabase(getenv)
+		if err != nil {
+			return fmt.Errorf("configuration:\n%w", err)
+		}
+		return postgres.Migrate(ctx, db.DatabaseURL, newLogger(stderr, db.LogLevel, version))
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})).
+	return serve(ctx, cfg, newLogger(stderr, cfg.LogLevel, version))
+}
+
+func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).
 		With("service", "encryption-service", "version", version)
-	switch cmd {
-	case "serve":
-		return serve(ctx, cfg, logger)
-	default: // migrate
-		return postgres.Migrate(ctx, cfg.DatabaseURL, logger)
-	}
 }
 
 func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	for _, w := range cfg.MasterKeyWarnings {
+		logger.Warn("master keys: " + w)
+	}
+	masterKeys, err := masterkey.NewKeyring(cfg.MasterKeys, cfg.ActiveMasterKeyID)
+	if err != nil {
+		return fmt.Errorf("master keys: %w", err)
+	}
 	tlsConfig, err := mtls.NewServerConfig(mtls.ServerOptions{
 		CertFile:     cfg.TLSCertFile,
 		KeyFile:      cfg.TLSKeyFile,
@@ -105,9 +136,52 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
+	store := postgres.NewStore(pool)
 
-	services := grpcapi.Services{Encryption: &grpcapi.EncryptionServer{}, Admin: &grpcapi.AdminServer{}}
+	keys := keyring.New(store, masterKeys, keyring.Options{MaxDataBytes: cfg.MaxDataBytes, Logger: logger})
+	tenantSvc := tenants.New(store, nil)
+
+	// Caches follow changes made by every replica: the database notifies each of them.
+	listenCtx, stopListening := context.WithCancel(ctx)
+	listening := make(chan error, 1)
+	go func() {
+		listening <- postgres.Listen(listenCtx, cfg.DatabaseURL, logger,
+			func(kind string, id uuid.UUID) {
+				switch kind {
+				case "encryption":
+					keys.Invalidate(id)
+				case "tenant":
+					tenantSvc.Invalidate(id)
+				}
+			},
+			func() {
+				keys.ResetCache()
+				tenantSvc.ResetCache()
+			})
+	}()
+	// Encryption counts per key version are written to the database once a second.
+	counting := make(chan struct{})
+	go func() {
+		keys.RunCounter(listenCtx, time.Second)
+		close(counting)
+	}()
+	defer func() {
+		stopListening()
+		<-listening
+		<-counting
+	}()
+
+	auth := &grpcapi.Auth{Tenants: tenantSvc, AdminTokenHash: cfg.AdminTokenHash, AdminCNs: cfg.AdminCNs}
+	if len(cfg.AdminTokenHash) == 0 {
+		logger.Warn("admin plane disabled: ES_ADMIN_TOKEN_HASH is not set (tenants can still be managed with the tenant command)")
+	}
+	services := grpcapi.Services{
+		Encryption: &grpcapi.EncryptionServer{Keys: keys},
+		Admin:      &grpcapi.AdminServer{Tenants: tenantSvc, Audit: store},
+	}
 	unimplementedUnary, unimplementedStream := grpcapi.Unimplemented(component)
+	errorsUnary, errorsStream := grpcapi.ErrorInterceptors(logger)
+	authUnary, authStream := auth.Interceptors()
 	srv, err := server.New(server.Config{
 		GRPCAddr:           cfg.GRPCAddr,
 		HTTPAddr:           cfg.HTTPAddr,
@@ -118,8 +192,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Ready:              func(ctx context.Context) error { return postgres.CheckReady(ctx, pool) },
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		MaxRequestBytes:    cfg.MaxRequestBytes,
-		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unimplementedUnary},
-		StreamInterceptors: []grpc.StreamServerInterceptor{unimplementedStream},
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unimplementedUnary, errorsUnary, authUnary},
+		StreamInterceptors: []grpc.StreamServerInterceptor{unimplementedStream, errorsStream, authStream},
 		ForwardHeaders:     forwardHeaders,
 	})
 	if err != nil {

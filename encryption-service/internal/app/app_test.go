@@ -3,7 +3,9 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -21,7 +23,6 @@ import (
 
 	"github.com/custos-platform/custos/encryption-service/internal/testcerts"
 	"github.com/custos-platform/custos/encryption-service/internal/testdb"
-	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
 )
 
 // instance is an encryption service started through Run.
@@ -37,15 +38,7 @@ type instance struct {
 // waits until it listens. It is stopped, and its exit checked, when the test ends.
 func startInstance(tb testing.TB, databaseURL string, certs *testcerts.Set) *instance {
 	tb.Helper()
-	env := map[string]string{
-		"ES_DATABASE_URL":       databaseURL,
-		"ES_GRPC_ADDR":          "127.0.0.1:0",
-		"ES_HTTP_ADDR":          "127.0.0.1:0",
-		"ES_TLS_CERT_FILE":      certs.ServerCertFile,
-		"ES_TLS_KEY_FILE":       certs.ServerKeyFile,
-		"ES_TLS_CLIENT_CA_FILE": certs.CAFile,
-		"ES_LOG_LEVEL":          "debug",
-	}
+	env := testEnv(databaseURL, certs)
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{certs: certs, done: make(chan error, 1), stop: cancel, logs: newLogWatcher()}
 	go func() {
@@ -73,6 +66,29 @@ func startInstance(tb testing.TB, databaseURL string, certs *testcerts.Set) *ins
 		}
 	})
 	return inst
+}
+
+// Test master key and admin token. The token's hash is what the service is configured with.
+const (
+	testMasterKeys = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+	testAdminToken = "cat_test-admin-token"
+)
+
+// testEnv is the service's configuration for a test: loopback ports, certificates from certs.
+func testEnv(databaseURL string, certs *testcerts.Set) map[string]string {
+	h := sha256.Sum256([]byte(testAdminToken))
+	return map[string]string{
+		"ES_DATABASE_URL":         databaseURL,
+		"ES_GRPC_ADDR":            "127.0.0.1:0",
+		"ES_HTTP_ADDR":            "127.0.0.1:0",
+		"ES_TLS_CERT_FILE":        certs.ServerCertFile,
+		"ES_TLS_KEY_FILE":         certs.ServerKeyFile,
+		"ES_TLS_CLIENT_CA_FILE":   certs.CAFile,
+		"ES_MASTER_KEYS":          testMasterKeys,
+		"ES_ACTIVE_MASTER_KEY_ID": "k2",
+		"ES_ADMIN_TOKEN_HASH":     hex.EncodeToString(h[:]),
+		"ES_LOG_LEVEL":            "debug",
+	}
 }
 
 // logWatcher is the service's stderr: it reports the "server: listening" line and checks that no
@@ -216,42 +232,6 @@ func TestServeRefusesBadClients(t *testing.T) {
 	}
 }
 
-func TestServeAnswersUnimplementedClearly(t *testing.T) {
-	certs := testcerts.New(t)
-	inst := startInstance(t, testdb.New(t), certs)
-	waitReady(t, inst)
-
-	_, err := encryptionv1.NewEncryptionServiceClient(inst.grpcConn(t, certs.ClientConfig())).
-		Encrypt(context.Background(), &encryptionv1.EncryptRequest{})
-	want := "custos.encryption.v1.EncryptionService/Encrypt is not implemented by this release of the encryption service"
-	if status.Code(err) != codes.Unimplemented || status.Convert(err).Message() != want {
-		t.Errorf("gRPC Encrypt = %v, want Unimplemented %q", err, want)
-	}
-
-	client := inst.httpClient(certs.ClientConfig())
-	post := func(path, body string) (int, map[string]any) {
-		t.Helper()
-		resp, err := client.Post("https://"+inst.httpAddr+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatalf("POST %s = %v", path, err)
-		}
-		defer resp.Body.Close()
-		var got map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
-			t.Fatalf("POST %s: body is not JSON: %v", path, err)
-		}
-		return resp.StatusCode, got
-	}
-	code, got := post("/v1/encrypt", `{"encryptionId":"7f1c6a0e-3c1b-4f57-9a43-5a0f6c1d2e3f","data":"hello"}`)
-	if code != http.StatusNotImplemented || got["message"] != want {
-		t.Errorf("POST /v1/encrypt = %d %v, want 501 with message %q", code, got, want)
-	}
-	code, got = post("/v1/encrypt", `{"encryptionId":"x","plaintext":"hello"}`)
-	if code != http.StatusBadRequest || !strings.Contains(got["message"].(string), "plaintext") {
-		t.Errorf("POST /v1/encrypt with an unknown field = %d %v, want 400 naming the field", code, got)
-	}
-}
-
 func TestMigrationsIdempotentAndConcurrent(t *testing.T) {
 	certs := testcerts.New(t)
 	url := testdb.NewEmpty(t)
@@ -280,10 +260,7 @@ func TestMigrationsIdempotentAndConcurrent(t *testing.T) {
 	third := startInstance(t, url, certs)
 	waitReady(t, third)
 	if err := Run(context.Background(), "test", []string{"migrate"}, func(k string) string {
-		return map[string]string{
-			"ES_DATABASE_URL": url, "ES_TLS_CERT_FILE": certs.ServerCertFile,
-			"ES_TLS_KEY_FILE": certs.ServerKeyFile, "ES_TLS_CLIENT_CA_FILE": certs.CAFile,
-		}[k]
+		return map[string]string{"ES_DATABASE_URL": url}[k]
 	}, io.Discard, io.Discard); err != nil {
 		t.Errorf("migrate on a migrated database = %v, want nil", err)
 	}
@@ -298,7 +275,7 @@ func TestRunCommands(t *testing.T) {
 		t.Errorf("Run(frobnicate) = %v, want ErrUsage", err)
 	}
 	err := Run(context.Background(), "1.2.3", nil, func(string) string { return "" }, io.Discard, io.Discard)
-	for _, name := range []string{"ES_DATABASE_URL", "ES_TLS_CERT_FILE", "ES_TLS_KEY_FILE", "ES_TLS_CLIENT_CA_FILE"} {
+	for _, name := range []string{"ES_DATABASE_URL", "ES_TLS_CERT_FILE", "ES_TLS_KEY_FILE", "ES_TLS_CLIENT_CA_FILE", "ES_MASTER_KEYS"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("Run(serve) with no configuration = %v, want it to name %s", err, name)
 		}

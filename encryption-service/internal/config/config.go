@@ -5,8 +5,12 @@
 package config
 
 import (
+	"encoding/hex"
 	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/custos-platform/custos/encryption-service/internal/masterkey"
 )
 
 // Config is the encryption service's whole configuration.
@@ -32,6 +36,33 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxRequestBytes bounds a request body or message (ES_MAX_REQUEST_BYTES, default 4 MiB).
 	MaxRequestBytes int
+	// MaxDataBytes bounds the plaintext of one encryption (ES_MAX_DATA_BYTES, default 1 MiB).
+	MaxDataBytes int
+	// MasterKeys are the platform master keys (ES_MASTER_KEYS, or files in ES_MASTER_KEY_DIR), and
+	// ActiveMasterKeyID the one that wraps new keys (ES_ACTIVE_MASTER_KEY_ID; optional with one key).
+	MasterKeys        []masterkey.Key
+	ActiveMasterKeyID string
+	// MasterKeyWarnings are non-fatal findings about the key files (e.g. readable by others).
+	MasterKeyWarnings []string
+	// AdminTokenHash is the SHA-256 of the admin-plane token (ES_ADMIN_TOKEN_HASH, 64 hex digits);
+	// empty disables the admin plane.
+	AdminTokenHash []byte
+	// AdminCNs restricts the admin plane to client certificates with these common names
+	// (ES_ADMIN_CLIENT_CNS, comma-separated; empty allows any certificate the CA verifies).
+	AdminCNs []string
+}
+
+// Database is the configuration of commands that only need the database (migrate, tenant …).
+type Database struct {
+	DatabaseURL string
+	LogLevel    slog.Level
+}
+
+// LoadDatabase reads only ES_DATABASE_URL (or _FILE) and ES_LOG_LEVEL.
+func LoadDatabase(getenv func(string) string) (Database, error) {
+	e := &env{getenv: getenv}
+	d := Database{DatabaseURL: e.secret("ES_DATABASE_URL", true), LogLevel: logLevel(e, "ES_LOG_LEVEL")}
+	return d, e.err()
 }
 
 // Load reads the configuration through getenv. Its error lists every missing or invalid variable
@@ -51,6 +82,20 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxRequestBytes: e.integer("ES_MAX_REQUEST_BYTES", 4<<20, 1<<10, 64<<20),
 	}
 	c.LogLevel = logLevel(e, "ES_LOG_LEVEL")
+	c.MaxDataBytes = e.integer("ES_MAX_DATA_BYTES", 1<<20, 1, c.MaxRequestBytes)
+	c.MasterKeys, c.MasterKeyWarnings = masterKeys(e)
+	c.ActiveMasterKeyID = e.str("ES_ACTIVE_MASTER_KEY_ID", "")
+	if len(c.MasterKeys) > 0 {
+		if _, err := masterkey.NewKeyring(c.MasterKeys, c.ActiveMasterKeyID); err != nil {
+			e.fail("ES_ACTIVE_MASTER_KEY_ID", "%v", err)
+		}
+	}
+	c.AdminTokenHash = adminTokenHash(e)
+	for _, cn := range strings.Split(e.str("ES_ADMIN_CLIENT_CNS", ""), ",") {
+		if cn = strings.TrimSpace(cn); cn != "" {
+			c.AdminCNs = append(c.AdminCNs, cn)
+		}
+	}
 	if c.GRPCAddr == c.HTTPAddr && c.GRPCAddr[len(c.GRPCAddr)-2:] != ":0" {
 		e.fail("ES_HTTP_ADDR", "must differ from ES_GRPC_ADDR (%s)", c.GRPCAddr)
 	}
@@ -68,4 +113,44 @@ func logLevel(e *env, name string) slog.Level {
 	default:
 		return slog.LevelInfo
 	}
+}
+
+// masterKeys reads the platform master keys from ES_MASTER_KEYS (secret: "id:base64,…") or the
+// directory ES_MASTER_KEY_DIR (one file per key, named by its id). Exactly one source is required.
+func masterKeys(e *env) ([]masterkey.Key, []string) {
+	inline := e.secret("ES_MASTER_KEYS", false)
+	dir := e.str("ES_MASTER_KEY_DIR", "")
+	switch {
+	case inline != "" && dir != "":
+		e.fail("ES_MASTER_KEYS", "set either ES_MASTER_KEYS or ES_MASTER_KEY_DIR, not both")
+	case inline != "":
+		keys, err := masterkey.FromEnv(inline)
+		if err != nil {
+			e.fail("ES_MASTER_KEYS", "%v", err)
+		}
+		return keys, nil
+	case dir != "":
+		keys, warnings, err := masterkey.FromDir(dir)
+		if err != nil {
+			e.fail("ES_MASTER_KEY_DIR", "%v", err)
+		}
+		return keys, warnings
+	default:
+		e.fail("ES_MASTER_KEYS", "required (or ES_MASTER_KEYS_FILE, or ES_MASTER_KEY_DIR): the platform master keys, \"id:base64 of 32 bytes\"")
+	}
+	return nil, nil
+}
+
+// adminTokenHash reads ES_ADMIN_TOKEN_HASH: 64 hex digits, optionally prefixed "sha256:".
+func adminTokenHash(e *env) []byte {
+	s := strings.TrimPrefix(e.str("ES_ADMIN_TOKEN_HASH", ""), "sha256:")
+	if s == "" {
+		return nil
+	}
+	h, err := hex.DecodeString(s)
+	if err != nil || len(h) != 32 {
+		e.fail("ES_ADMIN_TOKEN_HASH", "want the SHA-256 of the admin token as 64 hex digits (see: encryption-service admin-token generate)")
+		return nil
+	}
+	return h
 }

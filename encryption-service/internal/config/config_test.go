@@ -18,6 +18,9 @@ func mustFile(tb testing.TB, dir, name, content string) string {
 	return p
 }
 
+// testKey is base64 of 32 bytes.
+const testKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
 func getenvFrom(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
@@ -30,6 +33,7 @@ func validEnv(tb testing.TB) map[string]string {
 		"ES_TLS_CERT_FILE":      mustFile(tb, dir, "server.crt", "pem"),
 		"ES_TLS_KEY_FILE":       mustFile(tb, dir, "server.key", "pem"),
 		"ES_TLS_CLIENT_CA_FILE": mustFile(tb, dir, "ca.crt", "pem"),
+		"ES_MASTER_KEYS":        "k1:" + testKey,
 	}
 }
 
@@ -72,6 +76,13 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", map[string]string{"ES_SHUTDOWN_TIMEOUT": "forever"}, []string{"ES_SHUTDOWN_TIMEOUT"}},
 		{"bad bool", map[string]string{"ES_MIGRATE_ON_START": "perhaps"}, []string{"ES_MIGRATE_ON_START: want true or false"}},
 		{"same addresses", map[string]string{"ES_GRPC_ADDR": ":7000", "ES_HTTP_ADDR": ":7000"}, []string{"ES_HTTP_ADDR: must differ"}},
+		{"no master keys", map[string]string{"ES_MASTER_KEYS": ""}, []string{"ES_MASTER_KEYS: required"}},
+		{"both key sources", map[string]string{"ES_MASTER_KEY_DIR": "/keys"}, []string{"set either ES_MASTER_KEYS or ES_MASTER_KEY_DIR"}},
+		{"short master key", map[string]string{"ES_MASTER_KEYS": "k1:c2hvcnQ="}, []string{"ES_MASTER_KEYS"}},
+		{"two keys, none active", map[string]string{"ES_MASTER_KEYS": "k1:" + testKey + ",k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="}, []string{"ES_ACTIVE_MASTER_KEY_ID"}},
+		{"unknown active key", map[string]string{"ES_ACTIVE_MASTER_KEY_ID": "k9"}, []string{"ES_ACTIVE_MASTER_KEY_ID"}},
+		{"bad admin hash", map[string]string{"ES_ADMIN_TOKEN_HASH": "abc"}, []string{"ES_ADMIN_TOKEN_HASH: want the SHA-256"}},
+		{"data limit over request limit", map[string]string{"ES_MAX_DATA_BYTES": "99999999"}, []string{"ES_MAX_DATA_BYTES"}},
 		{"several at once", map[string]string{"ES_DATABASE_URL": "", "ES_DB_MAX_CONNS": "0"}, []string{"ES_DATABASE_URL", "ES_DB_MAX_CONNS"}},
 	}
 	for _, tt := range tests {
@@ -89,9 +100,35 @@ func TestLoadErrors(t *testing.T) {
 					t.Errorf("Load(%v) = %q, want it to mention %q", tt.change, err, w)
 				}
 			}
-			if strings.Contains(err.Error(), "hunter2") {
-				t.Errorf("Load error %q leaks the database password", err)
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), testKey) {
+				t.Errorf("Load error %q leaks a secret", err)
 			}
 		})
+	}
+}
+
+func TestLoadMasterKeysAndAdmin(t *testing.T) {
+	m := validEnv(t)
+	m["ES_MASTER_KEYS"] = "old:" + testKey + ",new:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+	m["ES_ACTIVE_MASTER_KEY_ID"] = "new"
+	m["ES_ADMIN_TOKEN_HASH"] = "sha256:" + strings.Repeat("ab", 32)
+	m["ES_ADMIN_CLIENT_CNS"] = "custos-operator, custos-core,"
+	c, err := Load(getenvFrom(m))
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if len(c.MasterKeys) != 2 || c.ActiveMasterKeyID != "new" || len(c.AdminTokenHash) != 32 ||
+		strings.Join(c.AdminCNs, "|") != "custos-operator|custos-core" {
+		t.Errorf("Load = keys %d, active %q, hash %d bytes, CNs %q", len(c.MasterKeys), c.ActiveMasterKeyID, len(c.AdminTokenHash), c.AdminCNs)
+	}
+}
+
+func TestLoadDatabaseNeedsOnlyTheURL(t *testing.T) {
+	d, err := LoadDatabase(getenvFrom(map[string]string{"ES_DATABASE_URL": "postgres://x"}))
+	if err != nil || d.DatabaseURL != "postgres://x" {
+		t.Errorf("LoadDatabase = %+v, %v", d, err)
+	}
+	if _, err := LoadDatabase(getenvFrom(nil)); err == nil || !strings.Contains(err.Error(), "ES_DATABASE_URL") {
+		t.Errorf("LoadDatabase(empty) = %v, want it to name ES_DATABASE_URL", err)
 	}
 }

@@ -14,16 +14,6 @@ import (
 	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
 )
 
-// EncryptionServer serves custos.encryption.v1.EncryptionService.
-type EncryptionServer struct {
-	encryptionv1.UnimplementedEncryptionServiceServer
-}
-
-// AdminServer serves custos.encryption.v1.AdminService.
-type AdminServer struct {
-	encryptionv1.UnimplementedAdminServiceServer
-}
-
 var (
 	_ encryptionv1.EncryptionServiceServer = (*EncryptionServer)(nil)
 	_ encryptionv1.AdminServiceServer      = (*AdminServer)(nil)

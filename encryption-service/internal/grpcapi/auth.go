@@ -1,0 +1,177 @@
+package grpcapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"strings"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keyring"
+	"github.com/custos-platform/custos/encryption-service/internal/keywrap"
+	"github.com/custos-platform/custos/encryption-service/internal/server"
+	"github.com/custos-platform/custos/encryption-service/internal/tenants"
+)
+
+const (
+	dataPlanePrefix  = "/custos.encryption.v1.EncryptionService/"
+	adminPlanePrefix = "/custos.encryption.v1.AdminService/"
+)
+
+// TenantAuthenticator is what the auth interceptor needs to check a tenant credential.
+type TenantAuthenticator interface {
+	Authenticate(ctx context.Context, tenantID uuid.UUID, secret string) (secretID uuid.UUID, err error)
+}
+
+var _ TenantAuthenticator = (*tenants.Service)(nil)
+
+// Auth authenticates every call before it reaches a service:
+//   - data plane (EncryptionService): x-tenant-id and x-tenant-secret, checked against the tenant's
+//     active secrets; x-master-key, when present, parsed into the Caller;
+//   - admin plane (AdminService): a verified client certificate (whose CN is in AdminCNs when that is
+//     set) and x-admin-token, whose SHA-256 must equal AdminTokenHash (compared in constant time).
+//
+// Other services (gRPC health) pass through: the transport already required a client certificate.
+type Auth struct {
+	Tenants        TenantAuthenticator
+	AdminTokenHash []byte   // SHA-256 of the admin token; empty disables the admin plane
+	AdminCNs       []string // allowed client-certificate CNs for the admin plane; empty allows any verified one
+}
+
+type callerKey struct{}
+type adminKey struct{}
+
+// Interceptors returns the unary and stream interceptors.
+func (a *Auth) Interceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := a.authenticate(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := a.authenticate(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+	}
+	return unary, stream
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+func (a *Auth) authenticate(ctx context.Context, method string) (context.Context, error) {
+	switch {
+	case strings.HasPrefix(method, dataPlanePrefix):
+		c, err := a.tenant(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return context.WithValue(ctx, callerKey{}, c), nil
+	case strings.HasPrefix(method, adminPlanePrefix):
+		actor, err := a.admin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return context.WithValue(ctx, adminKey{}, actor), nil
+	default:
+		return ctx, nil
+	}
+}
+
+func (a *Auth) tenant(ctx context.Context) (keyring.Caller, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	id, okID := single(md, "x-tenant-id")
+	secret, okSecret := single(md, "x-tenant-secret")
+	if !okID || !okSecret {
+		return keyring.Caller{}, errs.E(errs.Unauthenticated, "missing tenant credential: send X-Tenant-Id and X-Tenant-Secret")
+	}
+	tenantID, err := uuid.Parse(id)
+	if err != nil {
+		return keyring.Caller{}, errs.E(errs.Unauthenticated, "tenant credential rejected: X-Tenant-Id is not a UUID")
+	}
+	secretID, err := a.Tenants.Authenticate(ctx, tenantID, secret)
+	if err != nil {
+		return keyring.Caller{}, err
+	}
+	c := keyring.Caller{TenantID: tenantID, Actor: "tenant:" + secretID.String(), RequestID: server.RequestID(ctx)}
+	if vals := md.Get("x-master-key"); len(vals) > 0 {
+		if len(vals) > 1 {
+			return keyring.Caller{}, errs.E(errs.Invalid, "X-Master-Key: sent more than once")
+		}
+		if c.MasterKey, err = keywrap.ParseMasterKey(vals[0]); err != nil {
+			return keyring.Caller{}, errs.Wrap(errs.Invalid, err, "X-Master-Key: want base64 of exactly 32 bytes")
+		}
+	}
+	return c, nil
+}
+
+func (a *Auth) admin(ctx context.Context) (tenants.Actor, error) {
+	id, ok := server.PeerIdentity(ctx)
+	if !ok {
+		return tenants.Actor{}, errs.E(errs.Unauthenticated, "the admin plane needs a verified client certificate")
+	}
+	if len(a.AdminCNs) > 0 && !contains(a.AdminCNs, id.CommonName) {
+		return tenants.Actor{}, errs.E(errs.PermissionDenied, "client certificate %q may not use the admin plane", id.CommonName)
+	}
+	if len(a.AdminTokenHash) == 0 {
+		return tenants.Actor{}, errs.E(errs.PermissionDenied, "the admin plane is disabled: the service has no ES_ADMIN_TOKEN_HASH")
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	token, ok := single(md, "x-admin-token")
+	if !ok {
+		return tenants.Actor{}, errs.E(errs.Unauthenticated, "missing admin token: send X-Admin-Token")
+	}
+	h := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(h[:], a.AdminTokenHash) != 1 {
+		return tenants.Actor{}, errs.E(errs.Unauthenticated, "admin token rejected")
+	}
+	return tenants.Actor{Name: "admin:" + id.CommonName, RequestID: server.RequestID(ctx)}, nil
+}
+
+// single returns the one value of key; absent, empty or repeated counts as missing.
+func single(md metadata.MD, key string) (string, bool) {
+	vals := md.Get(key)
+	if len(vals) != 1 || vals[0] == "" {
+		return "", false
+	}
+	return vals[0], true
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// callerFrom returns the authenticated tenant of a data-plane call.
+func callerFrom(ctx context.Context) (keyring.Caller, error) {
+	c, ok := ctx.Value(callerKey{}).(keyring.Caller)
+	if !ok {
+		return keyring.Caller{}, errs.E(errs.Internal, "data-plane call without an authenticated tenant")
+	}
+	return c, nil
+}
+
+// adminFrom returns the authenticated operator of an admin-plane call.
+func adminFrom(ctx context.Context) (tenants.Actor, error) {
+	a, ok := ctx.Value(adminKey{}).(tenants.Actor)
+	if !ok {
+		return tenants.Actor{}, errs.E(errs.Internal, "admin call without an authenticated operator")
+	}
+	return a, nil
+}

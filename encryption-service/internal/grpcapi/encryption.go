@@ -1,0 +1,200 @@
+package grpcapi
+
+import (
+	"context"
+	"encoding/base64"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keyring"
+	"github.com/custos-platform/custos/encryption-service/internal/postgres"
+	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
+)
+
+// EncryptionServer serves custos.encryption.v1.EncryptionService over a keyring.
+type EncryptionServer struct {
+	encryptionv1.UnimplementedEncryptionServiceServer
+	Keys *keyring.Service
+}
+
+// Encrypt implements the seed's POST /v1/encrypt.
+func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.EncryptRequest) (*encryptionv1.EncryptResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	encID, err := parseID("encryptionId", req.GetEncryptionId())
+	if err != nil {
+		return nil, err
+	}
+	verID, err := parseOptionalID("encryptionVersionId", req.GetEncryptionVersionId())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.Keys.Encrypt(ctx, c, encID, verID, []byte(req.GetData()))
+	if err != nil {
+		return nil, err
+	}
+	meta, err := structpb.NewStruct(res.Metadata.Map())
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "encode metadata")
+	}
+	return &encryptionv1.EncryptResponse{
+		CipherText:          base64.StdEncoding.EncodeToString(res.CipherText),
+		EncryptionId:        encID.String(),
+		EncryptionVersionId: res.VersionID.String(),
+		Algorithm:           res.Algorithm,
+		Metadata:            meta,
+	}, nil
+}
+
+// Decrypt implements the seed's POST /v1/decrypt.
+func (s *EncryptionServer) Decrypt(ctx context.Context, req *encryptionv1.DecryptRequest) (*encryptionv1.DecryptResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	encID, err := parseID("encryptionId", req.GetEncryptionId())
+	if err != nil {
+		return nil, err
+	}
+	verID, err := parseID("encryptionVersionId", req.GetEncryptionVersionId())
+	if err != nil {
+		return nil, err
+	}
+	ct, err := parseBase64("cipherText", req.GetCipherText())
+	if err != nil {
+		return nil, err
+	}
+	pt, err := s.Keys.Decrypt(ctx, c, encID, verID, ct, req.GetMetadata().AsMap())
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.Valid(pt) {
+		// Only reachable for data that was not a valid string when encrypted, which the contract's
+		// string field cannot carry; refuse rather than hand back altered bytes.
+		return nil, errs.E(errs.FailedPrecondition, "decrypted data is not valid UTF-8 and cannot be returned as a string")
+	}
+	return &encryptionv1.DecryptResponse{Data: string(pt)}, nil
+}
+
+// Rotate implements the seed's POST /v1/rotate.
+func (s *EncryptionServer) Rotate(ctx context.Context, req *encryptionv1.RotateRequest) (*encryptionv1.RotateResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	encID, err := parseID("encryptionId", req.GetEncryptionId())
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.Keys.Rotate(ctx, c, encID)
+	if err != nil {
+		return nil, err
+	}
+	return &encryptionv1.RotateResponse{NewVersionId: v.String()}, nil
+}
+
+// CreateEncryption implements POST /v1/encryptions.
+func (s *EncryptionServer) CreateEncryption(ctx context.Context, req *encryptionv1.CreateEncryptionRequest) (*encryptionv1.CreateEncryptionResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetRotationPolicy() != nil {
+		return nil, status.Error(codes.Unimplemented, "rotationPolicy: automatic rotation is not implemented by this release of the encryption service; rotate with POST /v1/rotate")
+	}
+	created, err := s.Keys.CreateEncryption(ctx, c, req.GetAlgorithm(), req.GetKeyMode())
+	if err != nil {
+		return nil, err
+	}
+	return &encryptionv1.CreateEncryptionResponse{
+		EncryptionId:        created.EncryptionID.String(),
+		EncryptionVersionId: created.VersionID.String(),
+		Algorithm:           created.Algorithm,
+		KeyMode:             created.KeyMode,
+	}, nil
+}
+
+// GetEncryption implements GET /v1/encryptions/{encryptionId}.
+func (s *EncryptionServer) GetEncryption(ctx context.Context, req *encryptionv1.GetEncryptionRequest) (*encryptionv1.GetEncryptionResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	encID, err := parseID("encryptionId", req.GetEncryptionId())
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.Keys.GetEncryption(ctx, c, encID)
+	if err != nil {
+		return nil, err
+	}
+	return &encryptionv1.GetEncryptionResponse{Encryption: encryptionToProto(e)}, nil
+}
+
+func encryptionToProto(e postgres.Encryption) *encryptionv1.Encryption {
+	out := &encryptionv1.Encryption{
+		EncryptionId: e.ID.String(),
+		Algorithm:    e.Algorithm,
+		KeyMode:      e.KeyMode,
+		CreatedAt:    timestamppb.New(e.CreatedAt),
+	}
+	for _, v := range e.Versions {
+		if v.State == keyring.StateActive {
+			out.ActiveVersionId = v.ID.String()
+		}
+		out.Versions = append(out.Versions, versionToProto(v))
+	}
+	return out
+}
+
+func versionToProto(v postgres.KeyVersion) *encryptionv1.KeyVersion {
+	return &encryptionv1.KeyVersion{
+		VersionId:    v.ID.String(),
+		Version:      uint32(v.Version),
+		State:        v.State,
+		Encryptions:  uint64(max(v.Encryptions, 0)),
+		PublicKeyPem: string(v.PublicKey),
+		CreatedAt:    timestamppb.New(v.CreatedAt),
+		UpdatedAt:    timestamppb.New(v.UpdatedAt),
+	}
+}
+
+// parseID parses a required UUID field; the error names the field and does not echo the value.
+func parseID(field, s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, errs.E(errs.Invalid, "%s: required", field)
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return uuid.Nil, errs.E(errs.Invalid, "%s: want a UUID such as 123e4567-e89b-12d3-a456-426614174000", field)
+	}
+	return id, nil
+}
+
+// parseOptionalID is parseID where empty means uuid.Nil.
+func parseOptionalID(field, s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, nil
+	}
+	return parseID(field, s)
+}
+
+// parseBase64 decodes standard, padded base64.
+func parseBase64(field, s string) ([]byte, error) {
+	if s == "" {
+		return nil, errs.E(errs.Invalid, "%s: required", field)
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return nil, errs.E(errs.Invalid, "%s: not valid base64 (standard alphabet, padded)", field)
+	}
+	return b, nil
+}

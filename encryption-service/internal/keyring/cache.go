@@ -1,0 +1,133 @@
+package keyring
+
+import (
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
+	"github.com/custos-platform/custos/encryption-service/internal/postgres"
+)
+
+// cache holds key contexts as last read from the database, so that the hot path (encrypt,
+// decrypt) needs no database round trip. For PLATFORM contexts it also holds each version's
+// ready-to-use cipher; for CLIENT contexts it holds only what is stored (wrapped blobs): their keys
+// exist unwrapped only for the duration of one request.
+//
+// Entries are dropped when another replica (or this one) changes the context — the database's
+// LISTEN/NOTIFY delivers the change — and after maxAge at the latest. A read racing an
+// invalidation must not re-insert stale data: loaders take the generation before reading the
+// database and put only if no invalidation happened since.
+type cache struct {
+	maxAge     time.Duration
+	maxEntries int
+	now        func() time.Time
+
+	mu      sync.Mutex
+	gen     uint64
+	entries map[uuid.UUID]*entry
+}
+
+// entry is one key context.
+type entry struct {
+	enc      postgres.Encryption
+	loadedAt time.Time
+
+	mu      sync.Mutex
+	ciphers map[uuid.UUID]aead.Cipher // PLATFORM only, by version id
+}
+
+func newCache(maxAge time.Duration, maxEntries int, now func() time.Time) *cache {
+	return &cache{maxAge: maxAge, maxEntries: maxEntries, now: now, entries: make(map[uuid.UUID]*entry)}
+}
+
+// generation returns the current invalidation generation.
+func (c *cache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// get returns the live entry for id, if any.
+func (c *cache) get(id uuid.UUID) (*entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[id]
+	if !ok {
+		return nil, false
+	}
+	if c.now().Sub(e.loadedAt) > c.maxAge {
+		delete(c.entries, id)
+		return nil, false
+	}
+	return e, true
+}
+
+// put stores enc unless an invalidation happened after gen was taken. It returns the entry to use
+// either way.
+func (c *cache) put(gen uint64, enc postgres.Encryption) *entry {
+	e := &entry{enc: enc, loadedAt: c.now(), ciphers: make(map[uuid.UUID]aead.Cipher)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return e
+	}
+	if len(c.entries) >= c.maxEntries {
+		// Crude but bounded: a full cache starts over rather than tracking recency on the hot path.
+		clear(c.entries)
+	}
+	c.entries[enc.ID] = e
+	return e
+}
+
+// invalidate drops one context.
+func (c *cache) invalidate(id uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.entries, id)
+}
+
+// reset drops everything.
+func (c *cache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.entries)
+}
+
+// cipher returns the cached cipher of a version, or builds it with mk and caches it.
+func (e *entry) cipher(versionID uuid.UUID, mk func() (aead.Cipher, error)) (aead.Cipher, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if c, ok := e.ciphers[versionID]; ok {
+		return c, nil
+	}
+	c, err := mk()
+	if err != nil {
+		return nil, err
+	}
+	e.ciphers[versionID] = c
+	return c, nil
+}
+
+// version returns the context's version with id.
+func (e *entry) version(id uuid.UUID) (postgres.KeyVersion, bool) {
+	for _, v := range e.enc.Versions {
+		if v.ID == id {
+			return v, true
+		}
+	}
+	return postgres.KeyVersion{}, false
+}
+
+// active returns the context's active version.
+func (e *entry) active() (postgres.KeyVersion, bool) {
+	for _, v := range e.enc.Versions {
+		if v.State == StateActive {
+			return v, true
+		}
+	}
+	return postgres.KeyVersion{}, false
+}

@@ -1,0 +1,528 @@
+// Package keyring is the encryption service's key hierarchy: tenants' key contexts, their
+// versioned data keys, and the master keys that wrap them.
+//
+// Every version's key material is stored only wrapped:
+//
+//	PLATFORM context:  version key ──AES-256-GCM──▶ platform master key (id stored per row)
+//	CLIENT context:    version key ──HPKE seal──▶ context's X25519 public key
+//	                   X25519 private key ──AES-256-GCM──▶ HKDF(client master key, tenant, context)
+//	                   and each of those blobs once more ──AES-256-GCM──▶ platform master key
+//
+// So a CLIENT context rotates without the client master key (a new version is sealed to the public
+// half), opening any of its versions needs the client master key (to unwrap the private half), a
+// wrong client key fails authentication of the private half (PermissionDenied), and a database
+// dump alone cannot even start guessing passwords offline (every blob is also under the platform
+// key). Changing the client master key rewraps one blob, the private half.
+//
+// Ciphertexts are bound to tenant, context, version and algorithm through the AEAD's associated
+// data (aead.AssociatedData), so a ciphertext moved anywhere else fails to decrypt.
+//
+// All errors are *errs.Error values; their messages name the context or version concerned and never
+// hold plaintext, keys or secrets.
+package keyring
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
+	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keywrap"
+	"github.com/custos-platform/custos/encryption-service/internal/masterkey"
+	"github.com/custos-platform/custos/encryption-service/internal/postgres"
+)
+
+// Key modes and version states, as stored and as shown on the wire.
+const (
+	ModePlatform = "PLATFORM"
+	ModeClient   = "CLIENT"
+
+	StateActive      = "ACTIVE"
+	StateDecryptOnly = "DECRYPT_ONLY"
+	StateDisabled    = "DISABLED"
+	StateDestroyed   = "DESTROYED"
+)
+
+// Store is what the keyring needs from the database.
+type Store interface {
+	CreateEncryption(ctx context.Context, e postgres.Encryption, first postgres.KeyVersion, audit postgres.AuditEvent) error
+	GetEncryption(ctx context.Context, tenantID, encryptionID uuid.UUID) (postgres.Encryption, error)
+	Rotate(ctx context.Context, tenantID, encryptionID uuid.UUID,
+		newVersion func(e postgres.Encryption, version int) (postgres.KeyVersion, error),
+		audit postgres.AuditEvent) (postgres.KeyVersion, error)
+	AddEncryptions(ctx context.Context, counts map[uuid.UUID]int64) error
+}
+
+var _ Store = (*postgres.Store)(nil)
+
+// Caller is who makes a request: an authenticated tenant, and the client master key if the
+// request carried one. MasterKey is never stored, logged or kept beyond the request.
+type Caller struct {
+	TenantID  uuid.UUID
+	Actor     string // for the audit trail, e.g. "tenant:<secret id>"
+	RequestID string
+	MasterKey []byte // 32 bytes, or nil when the request carried none
+}
+
+// Options tune a Service. Zero values mean the defaults.
+type Options struct {
+	MaxDataBytes    int           // largest plaintext accepted by Encrypt (default 1 MiB)
+	CacheMaxAge     time.Duration // upper bound on how long a context stays cached (default 5 min)
+	CacheMaxEntries int           // default 100,000
+	Rand            io.Reader     // default crypto/rand
+	Now             func() time.Time
+	Logger          *slog.Logger
+}
+
+// Service performs key-context operations for tenants.
+type Service struct {
+	store        Store
+	masterKeys   *masterkey.Keyring
+	rand         io.Reader
+	maxDataBytes int
+	cache        *cache
+	counts       counter
+	log          *slog.Logger
+}
+
+// New returns a Service over store wrapping new key material under masterKeys' active key.
+func New(store Store, masterKeys *masterkey.Keyring, opts Options) *Service {
+	if opts.MaxDataBytes <= 0 {
+		opts.MaxDataBytes = 1 << 20
+	}
+	if opts.CacheMaxAge <= 0 {
+		opts.CacheMaxAge = 5 * time.Minute
+	}
+	if opts.CacheMaxEntries <= 0 {
+		opts.CacheMaxEntries = 100_000
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		store:        store,
+		masterKeys:   masterKeys,
+		rand:         opts.Rand,
+		maxDataBytes: opts.MaxDataBytes,
+		cache:        newCache(opts.CacheMaxAge, opts.CacheMaxEntries, opts.Now),
+		log:          opts.Logger,
+	}
+}
+
+// Invalidate drops a key context from the cache; the change listener calls it when any replica
+// changed the context.
+func (s *Service) Invalidate(encryptionID uuid.UUID) { s.cache.invalidate(encryptionID) }
+
+// ResetCache drops every cached context; the change listener calls it after (re)connecting, when
+// it cannot know what it missed.
+func (s *Service) ResetCache() { s.cache.reset() }
+
+// Created is the result of CreateEncryption.
+type Created struct {
+	EncryptionID, VersionID uuid.UUID
+	Algorithm, KeyMode      string
+}
+
+// CreateEncryption creates a key context with its first, active version. algorithm "" means
+// AES-256-GCM and mode "" means PLATFORM. A CLIENT context needs c.MasterKey (Unauthenticated
+// without it); a PLATFORM context refuses one (Invalid).
+func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mode string) (Created, error) {
+	if algorithm == "" {
+		algorithm = aead.AES256GCM
+	}
+	if mode == "" {
+		mode = ModePlatform
+	}
+	if !validAlgorithm(algorithm) {
+		return Created{}, errs.E(errs.Invalid, "algorithm: want one of %v, got %q", aead.Algorithms(), algorithm)
+	}
+	enc := postgres.Encryption{
+		ID:        uuid.New(),
+		TenantID:  c.TenantID,
+		Algorithm: algorithm,
+		KeyMode:   mode,
+	}
+	switch mode {
+	case ModePlatform:
+		if c.MasterKey != nil {
+			return Created{}, errPlatformWithMasterKey(enc.ID)
+		}
+	case ModeClient:
+		if c.MasterKey == nil {
+			return Created{}, errs.E(errs.Unauthenticated,
+				"a CLIENT key context needs the client master key: send it in X-Master-Key")
+		}
+		priv, pub, err := keywrap.NewSealingKey(s.rand)
+		if err != nil {
+			return Created{}, errs.Wrap(errs.Internal, err, "generate sealing key")
+		}
+		wrapped, err := s.wrapSealingKey(enc, c.MasterKey, priv)
+		clear(priv)
+		if err != nil {
+			return Created{}, err
+		}
+		enc.SealingPublicKey, enc.SealingPrivateKey = pub, &wrapped
+	default:
+		return Created{}, errs.E(errs.Invalid, "keyMode: want PLATFORM or CLIENT, got %q", mode)
+	}
+	first, err := s.newVersion(enc, 1)
+	if err != nil {
+		return Created{}, err
+	}
+	audit := s.audit(c, "encryption.create", &enc.ID, &first.ID)
+	if err := s.store.CreateEncryption(ctx, enc, first, audit); err != nil {
+		return Created{}, err
+	}
+	return Created{EncryptionID: enc.ID, VersionID: first.ID, Algorithm: algorithm, KeyMode: mode}, nil
+}
+
+// GetEncryption returns a key context of the caller's tenant with its versions (never key
+// material), read from the database: its encryption counts include every replica's flushed counts
+// and this replica's pending ones.
+func (s *Service) GetEncryption(ctx context.Context, c Caller, encryptionID uuid.UUID) (postgres.Encryption, error) {
+	if err := s.FlushCounts(ctx); err != nil {
+		s.log.Warn("keyring: flush of encryption counts failed", "error", err)
+	}
+	e, err := s.load(ctx, c.TenantID, encryptionID, true)
+	if err != nil {
+		return postgres.Encryption{}, err
+	}
+	return e.enc, nil
+}
+
+// Rotate makes a new active version; the previous active one becomes DECRYPT_ONLY. It needs no
+// client master key, also for CLIENT contexts. Concurrent rotations serialize in the database and
+// yield consecutive versions.
+func (s *Service) Rotate(ctx context.Context, c Caller, encryptionID uuid.UUID) (uuid.UUID, error) {
+	audit := s.audit(c, "encryption.rotate", &encryptionID, nil)
+	v, err := s.store.Rotate(ctx, c.TenantID, encryptionID, s.newVersion, audit)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	s.cache.invalidate(encryptionID)
+	return v.ID, nil
+}
+
+// Encrypted is the result of Encrypt.
+type Encrypted struct {
+	CipherText []byte
+	VersionID  uuid.UUID
+	Algorithm  string
+	Metadata   aead.Metadata
+}
+
+// Encrypt encrypts data under the context's active version, or under versionID when it is not
+// uuid.Nil — which must then be the active version (a DECRYPT_ONLY, DISABLED or DESTROYED version
+// gets FailedPrecondition).
+func (s *Service) Encrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, data []byte) (Encrypted, error) {
+	if len(data) > s.maxDataBytes {
+		return Encrypted{}, errs.E(errs.Invalid, "data: %d bytes is over the limit of %d bytes", len(data), s.maxDataBytes)
+	}
+	e, err := s.load(ctx, c.TenantID, encryptionID, false)
+	if err != nil {
+		return Encrypted{}, err
+	}
+	var v postgres.KeyVersion
+	if versionID == uuid.Nil {
+		var ok bool
+		if v, ok = e.active(); !ok {
+			return Encrypted{}, errs.E(errs.FailedPrecondition, "key context %s has no active version", encryptionID)
+		}
+	} else {
+		if v, err = s.findVersion(ctx, c, e, versionID); err != nil {
+			return Encrypted{}, err
+		}
+		if v.State != StateActive {
+			return Encrypted{}, errs.E(errs.FailedPrecondition,
+				"version %d of key context %s is %s and no longer encrypts: omit encryptionVersionId to use the active version",
+				v.Version, encryptionID, v.State)
+		}
+	}
+	ciph, err := s.cipher(e, v, c)
+	if err != nil {
+		return Encrypted{}, err
+	}
+	ct, meta, err := ciph.Encrypt(data, aead.AssociatedData(c.TenantID.String(), encryptionID.String(), v.ID.String(), e.enc.Algorithm))
+	if err != nil {
+		return Encrypted{}, errs.Wrap(errs.Internal, err, "encrypt")
+	}
+	s.counts.add(v.ID, 1)
+	return Encrypted{CipherText: ct, VersionID: v.ID, Algorithm: e.enc.Algorithm, Metadata: meta}, nil
+}
+
+// Decrypt returns the data that Encrypt was given. A ciphertext that does not authenticate —
+// altered, truncated, or moved from another tenant, context or version — gets Invalid; a DISABLED or
+// DESTROYED version gets FailedPrecondition.
+func (s *Service) Decrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) ([]byte, error) {
+	e, err := s.load(ctx, c.TenantID, encryptionID, false)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.findVersion(ctx, c, e, versionID)
+	if err != nil {
+		return nil, err
+	}
+	switch v.State {
+	case StateActive, StateDecryptOnly:
+	case StateDisabled:
+		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is disabled: enable it to decrypt", v.Version, encryptionID)
+	default:
+		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is destroyed: its data is unrecoverable", v.Version, encryptionID)
+	}
+	meta, err := aead.ParseMetadata(e.enc.Algorithm, metadata)
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "metadata: "+metadataProblem(err))
+	}
+	ciph, err := s.cipher(e, v, c)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := ciph.Decrypt(ciphertext, meta, aead.AssociatedData(c.TenantID.String(), encryptionID.String(), v.ID.String(), e.enc.Algorithm))
+	if err != nil {
+		return nil, errs.E(errs.Invalid,
+			"cipherText does not authenticate under version %d of key context %s: it was altered, truncated, or encrypted under another context or version",
+			v.Version, encryptionID)
+	}
+	return pt, nil
+}
+
+// metadataProblem is the safe part of a metadata parse error: it names the field, and the
+// metadata holds no secrets (nonces and encrypted keys are public), but keep it short.
+func metadataProblem(err error) string {
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
+
+// load returns the cached entry for the context, reading it when missing or when fresh is set.
+// Another tenant's context gets the same NotFound as an unknown one.
+func (s *Service) load(ctx context.Context, tenantID, encryptionID uuid.UUID, fresh bool) (*entry, error) {
+	if !fresh {
+		if e, ok := s.cache.get(encryptionID); ok {
+			if e.enc.TenantID != tenantID {
+				return nil, errNotFound(encryptionID)
+			}
+			return e, nil
+		}
+	}
+	gen := s.cache.generation()
+	enc, err := s.store.GetEncryption(ctx, tenantID, encryptionID)
+	if err != nil {
+		return nil, err
+	}
+	return s.cache.put(gen, enc), nil
+}
+
+// findVersion finds versionID in e, reading the context again once if it is not there (another
+// replica may have rotated since it was cached).
+func (s *Service) findVersion(ctx context.Context, c Caller, e *entry, versionID uuid.UUID) (postgres.KeyVersion, error) {
+	if v, ok := e.version(versionID); ok {
+		return v, nil
+	}
+	fresh, err := s.load(ctx, c.TenantID, e.enc.ID, true)
+	if err != nil {
+		return postgres.KeyVersion{}, err
+	}
+	if v, ok := fresh.version(versionID); ok {
+		return v, nil
+	}
+	return postgres.KeyVersion{}, errs.E(errs.NotFound, "version %s of key context %s not found", versionID, e.enc.ID)
+}
+
+// cipher returns the cipher of version v. PLATFORM ciphers are cached; CLIENT ones are built from
+// the wrapped blobs and the caller's master key for this request only.
+func (s *Service) cipher(e *entry, v postgres.KeyVersion, c Caller) (aead.Cipher, error) {
+	if v.Material == nil {
+		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is destroyed: its data is unrecoverable", v.Version, e.enc.ID)
+	}
+	switch e.enc.KeyMode {
+	case ModePlatform:
+		if c.MasterKey != nil {
+			return nil, errPlatformWithMasterKey(e.enc.ID)
+		}
+		return e.cipher(v.ID, func() (aead.Cipher, error) {
+			key, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
+			if err != nil {
+				return nil, err
+			}
+			defer clear(key)
+			return newCipher(e.enc.Algorithm, key)
+		})
+	default:
+		if c.MasterKey == nil {
+			return nil, errs.E(errs.Unauthenticated,
+				"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", e.enc.ID)
+		}
+		priv, err := s.unwrapSealingKey(e.enc, c.MasterKey)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(priv)
+		sealed, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
+		if err != nil {
+			return nil, err
+		}
+		key, err := keywrap.Open(priv, sealed, versionAD(e.enc, v.ID))
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, fmt.Sprintf("open version %d of key context %s", v.Version, e.enc.ID))
+		}
+		defer clear(key)
+		return newCipher(e.enc.Algorithm, key)
+	}
+}
+
+// newVersion makes fresh key material for version n of enc and wraps it: under the platform master
+// key for PLATFORM contexts, sealed to the context's public key (then under the platform key) for
+// CLIENT ones.
+func (s *Service) newVersion(enc postgres.Encryption, n int) (postgres.KeyVersion, error) {
+	v := postgres.KeyVersion{ID: uuid.New(), EncryptionID: enc.ID, Version: n, State: StateActive}
+	key, err := aead.NewKey(enc.Algorithm, s.rand)
+	if err != nil {
+		return v, errs.Wrap(errs.Internal, err, "generate key")
+	}
+	defer clear(key)
+	if enc.Algorithm == aead.RSAOAEP3072SHA256 {
+		pemKey, err := aead.PublicKeyPEM(enc.Algorithm, key)
+		if err != nil {
+			return v, errs.Wrap(errs.Internal, err, "derive public key")
+		}
+		v.PublicKey = []byte(pemKey)
+	}
+	material := key
+	if enc.KeyMode == ModeClient {
+		sealed, err := keywrap.Seal(enc.SealingPublicKey, key, versionAD(enc, v.ID))
+		if err != nil {
+			return v, errs.Wrap(errs.Internal, err, "seal version key")
+		}
+		material = sealed
+	}
+	wrapped, err := s.wrapPlatform(material, versionAD(enc, v.ID))
+	if err != nil {
+		return v, err
+	}
+	v.Material = &wrapped
+	return v, nil
+}
+
+// wrapSealingKey protects a CLIENT context's private sealing key: under the client master key
+// (bound to tenant and context by HKDF), then under the platform master key.
+func (s *Service) wrapSealingKey(enc postgres.Encryption, masterKey, priv []byte) (postgres.WrappedKey, error) {
+	kek, err := keywrap.DeriveClientKEK(masterKey, enc.TenantID.String(), enc.ID.String())
+	if err != nil {
+		return postgres.WrappedKey{}, errs.Wrap(errs.Invalid, err, "X-Master-Key: want base64 of 32 bytes")
+	}
+	defer clear(kek)
+	inner, err := keywrap.Wrap(kek, priv, sealingAD(enc))
+	if err != nil {
+		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, "wrap sealing key")
+	}
+	return s.wrapPlatform(inner, sealingAD(enc))
+}
+
+// unwrapSealingKey recovers a CLIENT context's private sealing key. A wrong client master key fails
+// the inner unwrap's authentication: PermissionDenied.
+func (s *Service) unwrapSealingKey(enc postgres.Encryption, masterKey []byte) ([]byte, error) {
+	if enc.SealingPrivateKey == nil {
+		return nil, errs.E(errs.Internal, "key context %s has no sealing key", enc.ID)
+	}
+	inner, err := s.unwrapPlatform(*enc.SealingPrivateKey, sealingAD(enc))
+	if err != nil {
+		return nil, err
+	}
+	kek, err := keywrap.DeriveClientKEK(masterKey, enc.TenantID.String(), enc.ID.String())
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "X-Master-Key: want base64 of 32 bytes")
+	}
+	defer clear(kek)
+	priv, err := keywrap.Unwrap(kek, inner, sealingAD(enc))
+	if err != nil {
+		return nil, errs.E(errs.PermissionDenied, "wrong client master key for key context %s", enc.ID)
+	}
+	return priv, nil
+}
+
+func (s *Service) wrapPlatform(material, ad []byte) (postgres.WrappedKey, error) {
+	mk := s.masterKeys.Active()
+	blob, err := keywrap.Wrap(mk.Bytes, material, ad)
+	if err != nil {
+		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, "wrap under the platform master key")
+	}
+	return postgres.WrappedKey{MasterKeyID: mk.ID, Blob: blob}, nil
+}
+
+func (s *Service) unwrapPlatform(w postgres.WrappedKey, ad []byte) ([]byte, error) {
+	mk, ok := s.masterKeys.Get(w.MasterKeyID)
+	if !ok {
+		return nil, errs.E(errs.Unavailable,
+			"stored key is wrapped by platform master key %q, which this service is not configured with", w.MasterKeyID)
+	}
+	out, err := keywrap.Unwrap(mk.Bytes, w.Blob, ad)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, fmt.Sprintf("stored key does not authenticate under platform master key %q", w.MasterKeyID))
+	}
+	return out, nil
+}
+
+func (s *Service) audit(c Caller, action string, encryptionID, versionID *uuid.UUID) postgres.AuditEvent {
+	tenant := c.TenantID
+	return postgres.AuditEvent{
+		ID:           uuid.New(),
+		TenantID:     &tenant,
+		Actor:        c.Actor,
+		Action:       action,
+		EncryptionID: encryptionID,
+		VersionID:    versionID,
+		Outcome:      "ok",
+		RequestID:    c.RequestID,
+	}
+}
+
+// versionAD binds a version's wrapped material to where it is stored.
+func versionAD(enc postgres.Encryption, versionID uuid.UUID) []byte {
+	return []byte("custos/es/version-key/v1\x00" + enc.TenantID.String() + "\x00" + enc.ID.String() + "\x00" + versionID.String() + "\x00" + enc.Algorithm)
+}
+
+// sealingAD binds a CLIENT context's wrapped private sealing key to its context.
+func sealingAD(enc postgres.Encryption) []byte {
+	return []byte("custos/es/sealing-key/v1\x00" + enc.TenantID.String() + "\x00" + enc.ID.String())
+}
+
+func newCipher(alg string, key []byte) (aead.Cipher, error) {
+	c, err := aead.New(alg, key)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "load key")
+	}
+	return c, nil
+}
+
+func validAlgorithm(alg string) bool {
+	for _, a := range aead.Algorithms() {
+		if a == alg {
+			return true
+		}
+	}
+	return false
+}
+
+func errNotFound(id uuid.UUID) error {
+	return errs.E(errs.NotFound, "key context %s not found", id)
+}
+
+func errPlatformWithMasterKey(id uuid.UUID) error {
+	return errs.E(errs.Invalid,
+		"X-Master-Key must not be sent for key context %s: its keys are platform-managed (PLATFORM)", id)
+}
