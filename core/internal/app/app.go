@@ -7,6 +7,7 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -15,12 +16,17 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/custos-platform/custos/core/internal/auth"
 	"github.com/custos-platform/custos/core/internal/config"
+	"github.com/custos-platform/custos/core/internal/directory"
 	"github.com/custos-platform/custos/core/internal/esclient"
 	"github.com/custos-platform/custos/core/internal/grpcapi"
 	"github.com/custos-platform/custos/core/internal/mtls"
+	"github.com/custos-platform/custos/core/internal/password"
 	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/secretbox"
 	"github.com/custos-platform/custos/core/internal/server"
+	"github.com/custos-platform/custos/core/internal/signing"
 )
 
 // component names this binary in messages.
@@ -34,14 +40,18 @@ var forwardHeaders = []string{
 const usage = `usage: core [command]
 
 commands:
-  serve      serve gRPC and REST until SIGTERM or SIGINT (the default)
-  migrate    apply pending database migrations and exit
-  version    print the version and exit
-  help       print this help
+  serve                serve gRPC and REST until SIGTERM or SIGINT (the default)
+  migrate              apply pending database migrations and exit
+  admin bootstrap      create the platform admin from CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD
+                       (or _FILE) unless one exists
+  signing-key rotate   add a new access-token signing key; the previous one keeps verifying
+  version              print the version and exit
+  help                 print this help
 
-Configuration is read from the environment: CORE_DATABASE_URL, CORE_TLS_CERT_FILE,
-CORE_TLS_KEY_FILE, CORE_ES_CA_FILE, CORE_ES_CLIENT_CERT_FILE, CORE_ES_CLIENT_KEY_FILE and the
-optional variables listed in the README.
+serve reads CORE_DATABASE_URL, CORE_SECRET_KEYS, CORE_TLS_CERT_FILE, CORE_TLS_KEY_FILE,
+CORE_ES_CA_FILE, CORE_ES_CLIENT_CERT_FILE, CORE_ES_CLIENT_KEY_FILE and the optional variables
+listed in the README; migrate, admin and signing-key need only CORE_DATABASE_URL and
+CORE_SECRET_KEYS.
 `
 
 // ErrUsage is returned (wrapped) for an unknown command or stray arguments.
@@ -62,25 +72,69 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
-	}
-	if cmd != "serve" && cmd != "migrate" {
+	case "admin":
+		if len(args) != 1 || args[0] != "bootstrap" {
+			return fmt.Errorf("%w: admin bootstrap\n\n%s", ErrUsage, usage)
+		}
+		return adminBootstrap(ctx, getenv, stdout, stderr, version)
+	case "signing-key":
+		if len(args) != 1 || args[0] != "rotate" {
+			return fmt.Errorf("%w: signing-key rotate\n\n%s", ErrUsage, usage)
+		}
+		return rotateSigningKey(ctx, getenv, stdout)
+	case "serve", "migrate":
+	default:
 		return fmt.Errorf("%w: unknown command %q\n\n%s", ErrUsage, cmd, usage)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("%w: %s takes no arguments, got %q", ErrUsage, cmd, args)
 	}
+	if cmd == "migrate" {
+		db, err := config.LoadDatabase(getenv)
+		if err != nil {
+			return fmt.Errorf("configuration:\n%w", err)
+		}
+		return postgres.Migrate(ctx, db.DatabaseURL, newLogger(stderr, db.LogLevel, version))
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})).
+	return serve(ctx, cfg, newLogger(stderr, cfg.LogLevel, version))
+}
+
+func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).
 		With("service", "core", "version", version)
-	switch cmd {
-	case "serve":
-		return serve(ctx, cfg, logger)
-	default: // migrate
-		return postgres.Migrate(ctx, cfg.DatabaseURL, logger)
+}
+
+// preloginSeed derives the secret behind unknown users' fake prelogin parameters from the secret
+// key with the smallest id: stable across replicas and across a change of the active key.
+func preloginSeed(keys string) ([]byte, error) {
+	parsed, err := secretbox.ParseKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("CORE_SECRET_KEYS: %w", err)
 	}
+	first := parsed[0]
+	for _, k := range parsed[1:] {
+		if k.ID < first.ID {
+			first = k
+		}
+	}
+	return auth.PreloginSeed(first.Bytes)
+}
+
+// secretBox opens core's secret keys.
+func secretBox(keys, active string) (*secretbox.Box, error) {
+	parsed, err := secretbox.ParseKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("CORE_SECRET_KEYS: %w", err)
+	}
+	box, err := secretbox.NewBox(parsed, active)
+	if err != nil {
+		return nil, fmt.Errorf("CORE_SECRET_KEYS / CORE_ACTIVE_SECRET_KEY_ID: %w", err)
+	}
+	return box, nil
 }
 
 func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
@@ -114,6 +168,34 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 
+	box, err := secretBox(cfg.SecretKeys, cfg.ActiveSecretKeyID)
+	if err != nil {
+		return err
+	}
+	store := postgres.NewStore(pool)
+	keys, err := signing.Keys(ctx, store, box, rand.Reader)
+	if err != nil {
+		return err
+	}
+	preloginSeed, err := preloginSeed(cfg.SecretKeys)
+	if err != nil {
+		return err
+	}
+	pwParams := password.DefaultParams()
+	pwParams.MemoryKiB, pwParams.Iterations = uint32(cfg.PasswordMemoryKiB), uint32(cfg.PasswordIterations)
+	authSvc, err := auth.New(store, auth.Options{
+		Password: pwParams,
+		Issuer:   cfg.Tokens.Issuer, Audience: cfg.Tokens.Audience, AccessTTL: cfg.Tokens.AccessTTL,
+		Logger: logger, SigningKeys: keys, SecretBox: box, PreloginSeed: preloginSeed,
+		LoginAccount: auth.Limits{Limit: cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
+		TOTPAccount:  auth.Limits{Limit: cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
+		LoginAddress: auth.Limits{Limit: 10 * cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
+		TOTPAddress:  auth.Limits{Limit: 10 * cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
+	})
+	if err != nil {
+		return err
+	}
+
 	es, err := esclient.Dial(esclient.Options{
 		Addr:           cfg.ES.Addr,
 		ServerName:     cfg.ES.ServerName,
@@ -133,7 +215,52 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return esclient.CheckHealth(ctx, es)
 	}
 
-	services := grpcapi.Services{}
+	var provisioner directory.Provisioner
+	if cfg.ES.AdminToken != "" {
+		provisioner = esclient.NewAdmin(es, cfg.ES.AdminToken, cfg.ES.Timeout)
+	} else {
+		logger.Warn("CORE_ES_ADMIN_TOKEN is not set: tenants can only be created with a hosted encryption endpoint")
+	}
+	dir := directory.New(store, box, provisioner, pwParams)
+	if cfg.AdminUsername != "" {
+		created, err := dir.BootstrapPlatformAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
+		if err != nil {
+			return fmt.Errorf("bootstrap the platform admin: %w", err)
+		}
+		if created {
+			logger.Info("platform admin created", "username", cfg.AdminUsername)
+		}
+	}
+
+	// Signing keys rotated by any replica (core signing-key rotate) are picked up within a minute.
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				k, err := signing.Reload(ctx, store, box)
+				if err != nil {
+					logger.Warn("reload signing keys", "error", err)
+					continue
+				}
+				authSvc.SetKeys(k)
+			}
+		}
+	}()
+
+	services := grpcapi.Services{
+		Auth:    &grpcapi.AuthServer{Auth: authSvc},
+		Tenants: &grpcapi.TenantServer{Directory: dir},
+		Users:   &grpcapi.UserServer{Directory: dir},
+		APIKeys: &grpcapi.ApiKeyServer{Directory: dir},
+		Audit:   &grpcapi.AuditServer{Store: store},
+	}
+	guard := &grpcapi.Guard{Auth: authSvc, Audit: store}
+	guardUnary, guardStream := guard.Interceptors()
+	errorsUnary, errorsStream := grpcapi.ErrorInterceptors(logger)
 	unimplementedUnary, unimplementedStream := grpcapi.Unimplemented(component)
 	srv, err := server.New(server.Config{
 		GRPCAddr:           cfg.GRPCAddr,
@@ -145,8 +272,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Ready:              ready,
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		MaxRequestBytes:    cfg.MaxRequestBytes,
-		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unimplementedUnary},
-		StreamInterceptors: []grpc.StreamServerInterceptor{unimplementedStream},
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unimplementedUnary, errorsUnary, guardUnary},
+		StreamInterceptors: []grpc.StreamServerInterceptor{unimplementedStream, errorsStream, guardStream},
 		ForwardHeaders:     forwardHeaders,
 	})
 	if err != nil {

@@ -24,7 +24,6 @@ import (
 	"github.com/custos-platform/custos/core/internal/mtls"
 	"github.com/custos-platform/custos/core/internal/testcerts"
 	"github.com/custos-platform/custos/core/internal/testdb"
-	corev1 "github.com/custos-platform/custos/proto/gen/custos/core/v1"
 )
 
 // instance is a core started through Run.
@@ -40,6 +39,7 @@ type instance struct {
 // encryption service es.
 func coreEnv(databaseURL string, certs *testcerts.Set, es *fakeES) map[string]string {
 	return map[string]string{
+		"CORE_SECRET_KEYS":         testSecretKeys,
 		"CORE_DATABASE_URL":        databaseURL,
 		"CORE_GRPC_ADDR":           "127.0.0.1:0",
 		"CORE_HTTP_ADDR":           "127.0.0.1:0",
@@ -53,6 +53,9 @@ func coreEnv(databaseURL string, certs *testcerts.Set, es *fakeES) map[string]st
 		"CORE_LOG_LEVEL":           "debug",
 	}
 }
+
+// testSecretKeys are core's secret keys in tests.
+const testSecretKeys = "s1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 // fakeES stands in for the encryption service as far as core's readiness goes: a gRPC health
 // service behind mutual TLS 1.3 that requires a client certificate from certs' CA.
@@ -86,7 +89,12 @@ func startFakeES(tb testing.TB, certs *testcerts.Set) *fakeES {
 // waits until it listens. It is stopped, and its exit checked, when the test ends.
 func startInstance(tb testing.TB, databaseURL string, certs *testcerts.Set, es *fakeES) *instance {
 	tb.Helper()
-	env := coreEnv(databaseURL, certs, es)
+	return startWithEnv(tb, coreEnv(databaseURL, certs, es), certs)
+}
+
+// startWithEnv runs core in-process with env as its environment and waits until it listens.
+func startWithEnv(tb testing.TB, env map[string]string, certs *testcerts.Set) *instance {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{certs: certs, done: make(chan error, 1), stop: cancel, logs: newLogWatcher()}
 	go func() {
@@ -264,32 +272,6 @@ func TestServeRefusesTLS12(t *testing.T) {
 	}
 }
 
-func TestServeAnswersUnimplementedClearly(t *testing.T) {
-	certs := testcerts.New(t)
-	inst := startInstance(t, testdb.New(t), certs, startFakeES(t, certs))
-	waitReady(t, inst)
-
-	_, err := corev1.NewVaultServiceClient(inst.grpcConn(t, certs.ClientConfigNoCert())).
-		CreateItem(context.Background(), &corev1.CreateItemRequest{Name: "n", Data: "d"})
-	want := "custos.core.v1.VaultService/CreateItem is not implemented by this release of core"
-	if status.Code(err) != codes.Unimplemented || status.Convert(err).Message() != want {
-		t.Errorf("gRPC CreateItem = %v, want Unimplemented %q", err, want)
-	}
-
-	resp, err := inst.httpClient(certs.ClientConfigNoCert()).Post("https://"+inst.httpAddr+"/v1/items", "application/json", strings.NewReader(`{"name":"n","data":"d"}`))
-	if err != nil {
-		t.Fatalf("POST /v1/items = %v", err)
-	}
-	defer resp.Body.Close()
-	var got map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
-		t.Fatalf("POST /v1/items: body is not JSON: %v", err)
-	}
-	if resp.StatusCode != http.StatusNotImplemented || got["message"] != want {
-		t.Errorf("POST /v1/items = %d %v, want 501 with message %q", resp.StatusCode, got, want)
-	}
-}
-
 func TestMigrationsIdempotentAndConcurrent(t *testing.T) {
 	certs := testcerts.New(t)
 	es := startFakeES(t, certs)
@@ -333,7 +315,7 @@ func TestRunCommands(t *testing.T) {
 		t.Errorf("Run(frobnicate) = %v, want ErrUsage", err)
 	}
 	err := Run(context.Background(), "1.2.3", nil, func(string) string { return "" }, io.Discard, io.Discard)
-	for _, name := range []string{"CORE_DATABASE_URL", "CORE_TLS_CERT_FILE", "CORE_TLS_KEY_FILE", "CORE_ES_CA_FILE", "CORE_ES_CLIENT_CERT_FILE"} {
+	for _, name := range []string{"CORE_DATABASE_URL", "CORE_TLS_CERT_FILE", "CORE_TLS_KEY_FILE", "CORE_ES_CA_FILE", "CORE_ES_CLIENT_CERT_FILE", "CORE_SECRET_KEYS"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("Run(serve) with no configuration = %v, want it to name %s", err, name)
 		}

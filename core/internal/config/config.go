@@ -34,6 +34,59 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxRequestBytes bounds a request body or message (CORE_MAX_REQUEST_BYTES, default 4 MiB).
 	MaxRequestBytes int
+	// SecretKeys seal core's own secrets at rest (TOTP secrets, signing keys, tenants' encryption
+	// service secrets): CORE_SECRET_KEYS (secret, "id:base64,…"), with CORE_ACTIVE_SECRET_KEY_ID
+	// choosing the sealing one when there are several.
+	SecretKeys        string
+	ActiveSecretKeyID string
+	// Admin is the platform admin created at the first start, if any (CORE_ADMIN_USERNAME and
+	// CORE_ADMIN_PASSWORD or _FILE); an existing admin is never changed.
+	AdminUsername, AdminPassword string
+	// Tokens configure access tokens.
+	Tokens Tokens
+	// Throttle bounds failed logins and TOTP codes per account.
+	Throttle Throttle
+	// PasswordMemoryKiB and PasswordIterations are the Argon2id cost of stored password hashes
+	// (CORE_PASSWORD_MEMORY_KIB default 65536, at least 8192; CORE_PASSWORD_ITERATIONS default 3).
+	PasswordMemoryKiB, PasswordIterations int
+}
+
+// Throttle bounds failed attempts: after MaxFailures within Window, the account is locked out
+// for Lockout (CORE_LOGIN_MAX_FAILURES default 5, CORE_LOGIN_WINDOW default 15m,
+// CORE_LOGIN_LOCKOUT default 15m). Client addresses get ten times MaxFailures.
+type Throttle struct {
+	MaxFailures     int
+	Window, Lockout time.Duration
+}
+
+// Tokens configure access tokens.
+type Tokens struct {
+	Issuer    string        // CORE_TOKEN_ISSUER, default "custos"
+	Audience  string        // CORE_TOKEN_AUDIENCE, default "custos-api"
+	AccessTTL time.Duration // CORE_ACCESS_TOKEN_TTL, default 15m
+}
+
+// Database is the configuration of commands that need only the database and core's secret keys.
+type Database struct {
+	DatabaseURL                   string
+	SecretKeys, ActiveSecretKeyID string
+	AdminUsername, AdminPassword  string
+	LogLevel                      slog.Level
+}
+
+// LoadDatabase reads CORE_DATABASE_URL (or _FILE), CORE_SECRET_KEYS (or _FILE),
+// CORE_ACTIVE_SECRET_KEY_ID and CORE_LOG_LEVEL.
+func LoadDatabase(getenv func(string) string) (Database, error) {
+	e := &env{getenv: getenv}
+	d := Database{
+		DatabaseURL:       e.secret("CORE_DATABASE_URL", true),
+		SecretKeys:        e.secret("CORE_SECRET_KEYS", true),
+		ActiveSecretKeyID: e.str("CORE_ACTIVE_SECRET_KEY_ID", ""),
+		AdminUsername:     e.str("CORE_ADMIN_USERNAME", ""),
+		AdminPassword:     e.secret("CORE_ADMIN_PASSWORD", false),
+		LogLevel:          logLevel(e, "CORE_LOG_LEVEL"),
+	}
+	return d, e.err()
 }
 
 // EncryptionService is the platform encryption service's gRPC endpoint and core's mTLS identity.
@@ -49,6 +102,9 @@ type EncryptionService struct {
 	ClientCertFile, ClientKeyFile string
 	// Timeout bounds each call (CORE_ES_TIMEOUT, default 5s).
 	Timeout time.Duration
+	// AdminToken is the encryption service's admin-plane token, with which core provisions tenants
+	// (CORE_ES_ADMIN_TOKEN or _FILE; without it, tenants need a hosted encryption endpoint).
+	AdminToken string
 }
 
 // Load reads the configuration through getenv. Its error lists every missing or invalid variable
@@ -71,11 +127,31 @@ func Load(getenv func(string) string) (Config, error) {
 			ClientCertFile: e.file("CORE_ES_CLIENT_CERT_FILE", true),
 			ClientKeyFile:  e.file("CORE_ES_CLIENT_KEY_FILE", true),
 			Timeout:        e.duration("CORE_ES_TIMEOUT", 5*time.Second, 100*time.Millisecond, 5*time.Minute),
+			AdminToken:     e.secret("CORE_ES_ADMIN_TOKEN", false),
+		},
+		SecretKeys:        e.secret("CORE_SECRET_KEYS", true),
+		ActiveSecretKeyID: e.str("CORE_ACTIVE_SECRET_KEY_ID", ""),
+		AdminUsername:     e.str("CORE_ADMIN_USERNAME", ""),
+		AdminPassword:     e.secret("CORE_ADMIN_PASSWORD", false),
+		Tokens: Tokens{
+			Issuer:    e.str("CORE_TOKEN_ISSUER", "custos"),
+			Audience:  e.str("CORE_TOKEN_AUDIENCE", "custos-api"),
+			AccessTTL: e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, 24*time.Hour),
+		},
+		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
+		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),
+		Throttle: Throttle{
+			MaxFailures: e.integer("CORE_LOGIN_MAX_FAILURES", 5, 1, 1000),
+			Window:      e.duration("CORE_LOGIN_WINDOW", 15*time.Minute, time.Second, 24*time.Hour),
+			Lockout:     e.duration("CORE_LOGIN_LOCKOUT", 15*time.Minute, time.Second, 24*time.Hour),
 		},
 		ShutdownTimeout: e.duration("CORE_SHUTDOWN_TIMEOUT", 20*time.Second, time.Second, 10*time.Minute),
 		MaxRequestBytes: e.integer("CORE_MAX_REQUEST_BYTES", 4<<20, 1<<10, 64<<20),
 	}
 	c.LogLevel = logLevel(e, "CORE_LOG_LEVEL")
+	if (c.AdminUsername == "") != (c.AdminPassword == "") {
+		e.fail("CORE_ADMIN_USERNAME", "set CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD (or _FILE) together")
+	}
 	if c.GRPCAddr == c.HTTPAddr && c.GRPCAddr[len(c.GRPCAddr)-2:] != ":0" {
 		e.fail("CORE_HTTP_ADDR", "must differ from CORE_GRPC_ADDR (%s)", c.GRPCAddr)
 	}

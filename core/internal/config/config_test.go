@@ -32,6 +32,7 @@ func validEnv(tb testing.TB) map[string]string {
 		"CORE_ES_CA_FILE":          mustFile(tb, dir, "ca.crt", "pem"),
 		"CORE_ES_CLIENT_CERT_FILE": mustFile(tb, dir, "client.crt", "pem"),
 		"CORE_ES_CLIENT_KEY_FILE":  mustFile(tb, dir, "client.key", "pem"),
+		"CORE_SECRET_KEYS":         "s1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
 	}
 }
 
@@ -76,6 +77,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", map[string]string{"CORE_SHUTDOWN_TIMEOUT": "forever"}, []string{"CORE_SHUTDOWN_TIMEOUT"}},
 		{"bad bool", map[string]string{"CORE_MIGRATE_ON_START": "perhaps"}, []string{"CORE_MIGRATE_ON_START: want true or false"}},
 		{"same addresses", map[string]string{"CORE_GRPC_ADDR": ":7000", "CORE_HTTP_ADDR": ":7000"}, []string{"CORE_HTTP_ADDR: must differ"}},
+		{"no secret keys", map[string]string{"CORE_SECRET_KEYS": ""}, []string{"CORE_SECRET_KEYS: required"}},
+		{"admin without password", map[string]string{"CORE_ADMIN_USERNAME": "root"}, []string{"CORE_ADMIN_USERNAME"}},
 		{"several at once", map[string]string{"CORE_DATABASE_URL": "", "CORE_DB_MAX_CONNS": "0"}, []string{"CORE_DATABASE_URL", "CORE_DB_MAX_CONNS"}},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,514 @@
+// Package directory manages core's tenants, their users and their machine credentials (API keys).
+//
+// Who may call each method at all is the authorization policy's business (package authz); this
+// package decides which objects the caller may touch: the platform admin any tenant, everyone else
+// only their own; an admin cannot grant or hold power over owners.
+//
+// All errors are *errs.Error values; none holds a password or secret.
+package directory
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/core/internal/apikey"
+	"github.com/custos-platform/custos/core/internal/auth"
+	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/password"
+	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/principal"
+	"github.com/custos-platform/custos/core/internal/secretbox"
+)
+
+// Store is what directory needs from the database.
+type Store interface {
+	CreateTenant(ctx context.Context, t postgres.Tenant, audit postgres.AuditEvent) error
+	GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant, error)
+	ListTenants(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.Tenant, error)
+	UpdateTenant(ctx context.Context, id uuid.UUID, name *string, hintsEnabled *bool, audit postgres.AuditEvent) (postgres.Tenant, error)
+	CreateUser(ctx context.Context, u postgres.User, audit postgres.AuditEvent) error
+	GetUser(ctx context.Context, id uuid.UUID) (postgres.User, error)
+	ListUsers(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.User, error)
+	SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit postgres.AuditEvent) (postgres.User, error)
+	SetUserRole(ctx context.Context, id uuid.UUID, role string, audit postgres.AuditEvent) (postgres.User, error)
+	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) error
+	CountPlatformAdmins(ctx context.Context) (int, error)
+	CreateAPIKey(ctx context.Context, k postgres.APIKey, audit postgres.AuditEvent) error
+	ListAPIKeys(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.APIKey, error)
+	RevokeAPIKey(ctx context.Context, tenantID, id uuid.UUID, audit postgres.AuditEvent) error
+	RotateAPIKey(ctx context.Context, tenantID, id uuid.UUID, newHash []byte, previousExpiresAt time.Time, audit postgres.AuditEvent) (postgres.APIKey, error)
+}
+
+var _ Store = (*postgres.Store)(nil)
+
+// Provisioner creates a tenant on the platform's encryption service (its admin plane).
+type Provisioner interface {
+	CreateTenant(ctx context.Context, name string) (tenantID uuid.UUID, secret string, err error)
+}
+
+// Service manages tenants, users and API keys.
+type Service struct {
+	store     Store
+	box       *secretbox.Box
+	provision Provisioner
+	params    password.Params
+	rand      io.Reader
+	now       func() time.Time
+}
+
+// New returns a Service. params are the Argon2id parameters for new password hashes.
+func New(store Store, box *secretbox.Box, provision Provisioner, params password.Params) *Service {
+	return &Service{store: store, box: box, provision: provision, params: params, rand: rand.Reader, now: time.Now}
+}
+
+// Call is the request's metadata for the audit trail.
+type Call struct {
+	RequestID  string
+	RemoteAddr string
+}
+
+func (s *Service) event(ctx context.Context, c Call, tenantID *uuid.UUID, action, target string) postgres.AuditEvent {
+	p := principal.FromContext(ctx)
+	e := postgres.AuditEvent{
+		TenantID: tenantID, ActorType: string(p.Kind), Action: action, Target: target, Outcome: "ok",
+		RemoteAddr: c.RemoteAddr, RequestID: c.RequestID,
+	}
+	if p.Kind != principal.Anonymous {
+		id := p.ID
+		e.ActorID = &id
+	}
+	if p.Kind == principal.Anonymous {
+		e.ActorType = "system"
+	}
+	return e
+}
+
+// HostedEndpoint is a tenant-hosted encryption service, as given on tenant creation.
+type HostedEndpoint struct {
+	URL, Protocol, CABundlePEM, ClientCertPEM, ClientKeyPEM string
+	RemoteTenantID, RemoteTenantSecret                      string
+}
+
+// NewTenant describes a tenant to create.
+type NewTenant struct {
+	Name         string
+	KeyMode      string          // PLATFORM (default) or CLIENT
+	Hosted       *HostedEndpoint // nil: the platform's encryption service
+	HintsEnabled *bool           // nil: true
+}
+
+// CreateTenant creates a tenant. On the platform's encryption service core provisions the tenant
+// through its admin plane and keeps the tenant's secret sealed; for a tenant-hosted one it checks
+// and seals what it was given.
+func (s *Service) CreateTenant(ctx context.Context, c Call, nt NewTenant) (postgres.Tenant, error) {
+	name := strings.TrimSpace(nt.Name)
+	if n := len([]rune(name)); n < 1 || n > 200 {
+		return postgres.Tenant{}, errs.E(errs.Invalid, "name: want 1 to 200 characters, got %d", n)
+	}
+	mode := nt.KeyMode
+	if mode == "" {
+		mode = "PLATFORM"
+	}
+	if mode != "PLATFORM" && mode != "CLIENT" {
+		return postgres.Tenant{}, errs.E(errs.Invalid, "keyMode: want PLATFORM or CLIENT, got %q", nt.KeyMode)
+	}
+	t := postgres.Tenant{ID: uuid.New(), Name: name, KeyMode: mode, PasswordHintsEnabled: nt.HintsEnabled == nil || *nt.HintsEnabled}
+	var secret string
+	if nt.Hosted == nil {
+		if s.provision == nil {
+			return postgres.Tenant{}, errs.E(errs.FailedPrecondition,
+				"this core has no admin token for the platform's encryption service (CORE_ES_ADMIN_TOKEN): give the tenant a hosted encryptionEndpoint")
+		}
+		remoteID, sec, err := s.provision.CreateTenant(ctx, "core:"+t.ID.String())
+		if err != nil {
+			return postgres.Tenant{}, err
+		}
+		t.ES = postgres.ESEndpoint{Kind: "platform", TenantID: remoteID}
+		secret = sec
+	} else {
+		h := nt.Hosted
+		ep, err := checkHosted(*h)
+		if err != nil {
+			return postgres.Tenant{}, err
+		}
+		t.ES = ep
+		secret = h.RemoteTenantSecret
+		if h.ClientKeyPEM != "" {
+			if t.ES.ClientKeySealed, err = s.box.Seal([]byte(h.ClientKeyPEM), endpointAD(t.ID, "client-key")); err != nil {
+				return postgres.Tenant{}, errs.Wrap(errs.Internal, err, "seal client key")
+			}
+		}
+	}
+	sealed, err := s.box.Seal([]byte(secret), endpointAD(t.ID, "tenant-secret"))
+	if err != nil {
+		return postgres.Tenant{}, errs.Wrap(errs.Internal, err, "seal tenant secret")
+	}
+	t.ES.TenantSecretSealed = sealed
+	if err := s.store.CreateTenant(ctx, t, s.event(ctx, c, &t.ID, "tenant.create", "tenant:"+t.ID.String())); err != nil {
+		return postgres.Tenant{}, err
+	}
+	return s.store.GetTenant(ctx, t.ID)
+}
+
+func checkHosted(h HostedEndpoint) (postgres.ESEndpoint, error) {
+	ep := postgres.ESEndpoint{Kind: "hosted", URL: h.URL, Protocol: h.Protocol, CABundlePEM: h.CABundlePEM, ClientCertPEM: h.ClientCertPEM}
+	switch h.Protocol {
+	case "https":
+		u, err := url.Parse(h.URL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return ep, errs.E(errs.Invalid, "encryptionEndpoint.url: want https://host:port for protocol https")
+		}
+	case "grpc":
+		if h.URL == "" || strings.Contains(h.URL, "/") {
+			return ep, errs.E(errs.Invalid, "encryptionEndpoint.url: want host:port for protocol grpc")
+		}
+	default:
+		return ep, errs.E(errs.Invalid, "encryptionEndpoint.protocol: want grpc or https, got %q", h.Protocol)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM([]byte(h.CABundlePEM)) {
+		return ep, errs.E(errs.Invalid, "encryptionEndpoint.caBundlePem: no PEM certificate found")
+	}
+	if (h.ClientCertPEM == "") != (h.ClientKeyPEM == "") {
+		return ep, errs.E(errs.Invalid, "encryptionEndpoint: give clientCertificatePem and clientKeyPem together (mutual TLS)")
+	}
+	if h.ClientCertPEM != "" {
+		if b, _ := pem.Decode([]byte(h.ClientCertPEM)); b == nil || b.Type != "CERTIFICATE" {
+			return ep, errs.E(errs.Invalid, "encryptionEndpoint.clientCertificatePem: not a PEM certificate")
+		}
+		if b, _ := pem.Decode([]byte(h.ClientKeyPEM)); b == nil || !strings.Contains(b.Type, "PRIVATE KEY") {
+			return ep, errs.E(errs.Invalid, "encryptionEndpoint.clientKeyPem: not a PEM private key")
+		}
+	}
+	id, err := uuid.Parse(h.RemoteTenantID)
+	if err != nil {
+		return ep, errs.E(errs.Invalid, "encryptionEndpoint.remoteTenantId: want a UUID")
+	}
+	if h.RemoteTenantSecret == "" {
+		return ep, errs.E(errs.Invalid, "encryptionEndpoint.remoteTenantSecret: required")
+	}
+	ep.TenantID = id
+	return ep, nil
+}
+
+func endpointAD(tenantID uuid.UUID, what string) []byte {
+	return []byte("custos/core/tenant-endpoint/v1\x00" + tenantID.String() + "\x00" + what)
+}
+
+// GetTenant returns a tenant the caller may see: any for the platform admin, their own otherwise
+// (another tenant gets NotFound).
+func (s *Service) GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant, error) {
+	if err := canSeeTenant(ctx, id); err != nil {
+		return postgres.Tenant{}, err
+	}
+	return s.store.GetTenant(ctx, id)
+}
+
+// ListTenants lists tenants (platform admin).
+func (s *Service) ListTenants(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.Tenant, error) {
+	return s.store.ListTenants(ctx, pageSize, after)
+}
+
+// UpdateTenant renames a tenant or switches its password hints.
+func (s *Service) UpdateTenant(ctx context.Context, c Call, id uuid.UUID, name *string, hints *bool) (postgres.Tenant, error) {
+	if err := canSeeTenant(ctx, id); err != nil {
+		return postgres.Tenant{}, err
+	}
+	if name != nil {
+		n := strings.TrimSpace(*name)
+		if l := len([]rune(n)); l < 1 || l > 200 {
+			return postgres.Tenant{}, errs.E(errs.Invalid, "name: want 1 to 200 characters, got %d", l)
+		}
+		name = &n
+	}
+	return s.store.UpdateTenant(ctx, id, name, hints, s.event(ctx, c, &id, "tenant.update", "tenant:"+id.String()))
+}
+
+func canSeeTenant(ctx context.Context, id uuid.UUID) error {
+	p := principal.FromContext(ctx)
+	if p.PlatformAdmin || p.InTenant(id) {
+		return nil
+	}
+	return errs.E(errs.NotFound, "tenant %s not found", id)
+}
+
+var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9._@-]{3,64}$`)
+
+// NewUser describes a user to create.
+type NewUser struct {
+	TenantID     uuid.UUID
+	Username     string
+	Password     string
+	Role         string // default member
+	PasswordHint string
+}
+
+// CreateUser adds a user to a tenant. The platform admin may create any role in any tenant (a
+// tenant's first owner); an owner any role in theirs; an admin or a machine with users:manage only
+// admins and members.
+func (s *Service) CreateUser(ctx context.Context, c Call, nu NewUser) (postgres.User, error) {
+	if err := s.canManage(ctx, nu.TenantID); err != nil {
+		return postgres.User{}, err
+	}
+	role := nu.Role
+	if role == "" {
+		role = principal.RoleMember
+	}
+	if err := checkRole(role); err != nil {
+		return postgres.User{}, err
+	}
+	if err := mayGrant(ctx, role); err != nil {
+		return postgres.User{}, err
+	}
+	if !usernamePattern.MatchString(nu.Username) {
+		return postgres.User{}, errs.E(errs.Invalid, "username: 3 to 64 characters of letters, digits, '.', '_', '-', '@'")
+	}
+	if err := password.Validate(nu.Password); err != nil {
+		return postgres.User{}, errs.Wrap(errs.Invalid, err, "password: "+err.Error())
+	}
+	t, err := s.store.GetTenant(ctx, nu.TenantID)
+	if err != nil {
+		return postgres.User{}, err
+	}
+	if nu.PasswordHint != "" {
+		if !t.PasswordHintsEnabled {
+			return postgres.User{}, errs.E(errs.Invalid, "passwordHint: this tenant has switched password hints off")
+		}
+		if err := auth.ValidateHint(nu.PasswordHint); err != nil {
+			return postgres.User{}, err
+		}
+	}
+	u, err := s.newUser(nu.Username, nu.Password)
+	if err != nil {
+		return postgres.User{}, err
+	}
+	u.TenantID, u.Role, u.PasswordHint = nu.TenantID, role, nu.PasswordHint
+	if err := s.store.CreateUser(ctx, u, s.event(ctx, c, &u.TenantID, "user.create", "user:"+u.ID.String())); err != nil {
+		return postgres.User{}, err
+	}
+	return s.store.GetUser(ctx, u.ID)
+}
+
+// BootstrapPlatformAdmin creates the platform admin if none exists yet. It reports whether it
+// created one; an existing admin is left alone (its password is not reset).
+func (s *Service) BootstrapPlatformAdmin(ctx context.Context, username, pw string) (bool, error) {
+	n, err := s.store.CountPlatformAdmins(ctx)
+	if err != nil || n > 0 {
+		return false, err
+	}
+	if !usernamePattern.MatchString(username) {
+		return false, errs.E(errs.Invalid, "admin username: 3 to 64 characters of letters, digits, '.', '_', '-', '@'")
+	}
+	if err := password.Validate(pw); err != nil {
+		return false, errs.Wrap(errs.Invalid, err, "admin password: "+err.Error())
+	}
+	u, err := s.newUser(username, pw)
+	if err != nil {
+		return false, err
+	}
+	u.PlatformAdmin = true
+	audit := postgres.AuditEvent{ActorType: "system", Action: "user.bootstrap_admin", Target: "user:" + u.ID.String(), Outcome: "ok"}
+	if err := s.store.CreateUser(ctx, u, audit); err != nil {
+		if errs.Is(err, errs.Conflict) {
+			return false, nil // another replica made it first
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *Service) newUser(username, pw string) (postgres.User, error) {
+	hash, err := password.Hash(pw, s.params, s.rand)
+	if err != nil {
+		return postgres.User{}, errs.Wrap(errs.Internal, err, "hash password")
+	}
+	kdf, err := password.NewClientKDF(s.rand)
+	if err != nil {
+		return postgres.User{}, errs.Wrap(errs.Internal, err, "generate KDF salt")
+	}
+	return postgres.User{
+		ID: uuid.New(), Username: strings.ToLower(username), PasswordHash: hash,
+		KDF:           postgres.KDF{Salt: kdf.Salt, MemoryKiB: kdf.MemoryKiB, Iterations: kdf.Iterations, Parallelism: kdf.Parallelism},
+		SecurityStamp: uuid.NewString(),
+	}, nil
+}
+
+// ListUsers lists a tenant's users.
+func (s *Service) ListUsers(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.User, error) {
+	if err := s.canManage(ctx, tenantID); err != nil {
+		return nil, err
+	}
+	return s.store.ListUsers(ctx, tenantID, pageSize, after)
+}
+
+// GetUser returns a user the caller may manage.
+func (s *Service) GetUser(ctx context.Context, id uuid.UUID) (postgres.User, error) {
+	return s.managedUser(ctx, id)
+}
+
+// SetDisabled disables (ending their sessions at once) or re-enables a user.
+func (s *Service) SetDisabled(ctx context.Context, c Call, id uuid.UUID, disabled bool) (postgres.User, error) {
+	u, err := s.managedUser(ctx, id)
+	if err != nil {
+		return postgres.User{}, err
+	}
+	if err := mayTouch(ctx, u); err != nil {
+		return postgres.User{}, err
+	}
+	action := "user.enable"
+	if disabled {
+		action = "user.disable"
+	}
+	return s.store.SetUserDisabled(ctx, id, disabled, uuid.NewString(), s.event(ctx, c, &u.TenantID, action, "user:"+id.String()))
+}
+
+// SetRole changes a user's role; a tenant keeps at least one owner.
+func (s *Service) SetRole(ctx context.Context, c Call, id uuid.UUID, role string) (postgres.User, error) {
+	if err := checkRole(role); err != nil {
+		return postgres.User{}, err
+	}
+	u, err := s.managedUser(ctx, id)
+	if err != nil {
+		return postgres.User{}, err
+	}
+	if err := mayTouch(ctx, u); err != nil {
+		return postgres.User{}, err
+	}
+	if err := mayGrant(ctx, role); err != nil {
+		return postgres.User{}, err
+	}
+	return s.store.SetUserRole(ctx, id, role, s.event(ctx, c, &u.TenantID, "user.role", "user:"+id.String()+" role:"+role))
+}
+
+// DeleteUser deletes a user with their sessions (and, once the vault exists, their items).
+func (s *Service) DeleteUser(ctx context.Context, c Call, id uuid.UUID) error {
+	u, err := s.managedUser(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := mayTouch(ctx, u); err != nil {
+		return err
+	}
+	return s.store.DeleteUser(ctx, id, s.event(ctx, c, &u.TenantID, "user.delete", "user:"+id.String()))
+}
+
+// managedUser returns user id if the caller may manage its tenant; NotFound otherwise, as for an
+// unknown id.
+func (s *Service) managedUser(ctx context.Context, id uuid.UUID) (postgres.User, error) {
+	u, err := s.store.GetUser(ctx, id)
+	if err != nil {
+		return postgres.User{}, err
+	}
+	if u.PlatformAdmin || s.canManage(ctx, u.TenantID) != nil {
+		return postgres.User{}, errs.E(errs.NotFound, "user %s not found", id)
+	}
+	return u, nil
+}
+
+// canManage reports whether the caller may manage users of tenant id.
+func (s *Service) canManage(ctx context.Context, tenantID uuid.UUID) error {
+	p := principal.FromContext(ctx)
+	if p.PlatformAdmin || p.InTenant(tenantID) {
+		return nil
+	}
+	return errs.E(errs.NotFound, "tenant %s not found", tenantID)
+}
+
+// mayGrant refuses to let anyone but an owner or the platform admin make owners.
+func mayGrant(ctx context.Context, role string) error {
+	p := principal.FromContext(ctx)
+	if role == principal.RoleOwner && !p.PlatformAdmin && p.Role != principal.RoleOwner {
+		return errs.E(errs.PermissionDenied, "only an owner or the platform admin may make owners")
+	}
+	return nil
+}
+
+// mayTouch refuses to let admins and machines change owners.
+func mayTouch(ctx context.Context, u postgres.User) error {
+	p := principal.FromContext(ctx)
+	if u.Role == principal.RoleOwner && !p.PlatformAdmin && p.Role != principal.RoleOwner {
+		return errs.E(errs.PermissionDenied, "only an owner or the platform admin may change an owner")
+	}
+	return nil
+}
+
+func checkRole(role string) error {
+	switch role {
+	case principal.RoleOwner, principal.RoleAdmin, principal.RoleMember:
+		return nil
+	}
+	return errs.E(errs.Invalid, "role: want owner, admin or member, got %q", role)
+}
+
+// IssuedKey is a new machine credential; Secret is shown once.
+type IssuedKey struct {
+	Key    postgres.APIKey
+	Secret string
+}
+
+// CreateAPIKey issues a machine credential for the caller's tenant.
+func (s *Service) CreateAPIKey(ctx context.Context, c Call, name string, scopes []string, expiresAt *time.Time) (IssuedKey, error) {
+	p := principal.FromContext(ctx)
+	name = strings.TrimSpace(name)
+	if n := len([]rune(name)); n < 1 || n > 200 {
+		return IssuedKey{}, errs.E(errs.Invalid, "name: want 1 to 200 characters, got %d", n)
+	}
+	scopes, err := apikey.ParseScopes(scopes)
+	if err != nil {
+		return IssuedKey{}, errs.Wrap(errs.Invalid, err, "scopes: "+err.Error())
+	}
+	if expiresAt != nil && !expiresAt.After(s.now()) {
+		return IssuedKey{}, errs.E(errs.Invalid, "expiresAt: must be in the future")
+	}
+	cred, err := apikey.New(s.rand)
+	if err != nil {
+		return IssuedKey{}, errs.Wrap(errs.Internal, err, "generate API key")
+	}
+	k := postgres.APIKey{
+		ID: uuid.New(), TenantID: p.TenantID, KeyID: cred.KeyID, Name: name, Scopes: scopes,
+		SecretHash: cred.Hash, ExpiresAt: expiresAt, CreatedBy: p.ID,
+	}
+	if err := s.store.CreateAPIKey(ctx, k, s.event(ctx, c, &p.TenantID, "apikey.create", "apikey:"+k.ID.String())); err != nil {
+		return IssuedKey{}, err
+	}
+	k.CreatedAt = s.now()
+	return IssuedKey{Key: k, Secret: cred.Secret}, nil
+}
+
+// ListAPIKeys lists the caller's tenant's API keys.
+func (s *Service) ListAPIKeys(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.APIKey, error) {
+	return s.store.ListAPIKeys(ctx, principal.FromContext(ctx).TenantID, pageSize, after)
+}
+
+// RevokeAPIKey makes a key stop working at once.
+func (s *Service) RevokeAPIKey(ctx context.Context, c Call, id uuid.UUID) error {
+	p := principal.FromContext(ctx)
+	return s.store.RevokeAPIKey(ctx, p.TenantID, id, s.event(ctx, c, &p.TenantID, "apikey.revoke", "apikey:"+id.String()))
+}
+
+// RotateAPIKey issues a new secret; the previous one keeps working for overlap (at most 30 days).
+func (s *Service) RotateAPIKey(ctx context.Context, c Call, id uuid.UUID, overlap time.Duration) (IssuedKey, error) {
+	p := principal.FromContext(ctx)
+	if overlap < 0 || overlap > 30*24*time.Hour {
+		return IssuedKey{}, errs.E(errs.Invalid, "overlap: want 0s to 720h, got %s", overlap)
+	}
+	cred, err := apikey.New(s.rand)
+	if err != nil {
+		return IssuedKey{}, errs.Wrap(errs.Internal, err, "generate API key")
+	}
+	k, err := s.store.RotateAPIKey(ctx, p.TenantID, id, cred.Hash, s.now().Add(overlap),
+		s.event(ctx, c, &p.TenantID, "apikey.rotate", "apikey:"+id.String()))
+	if err != nil {
+		return IssuedKey{}, err
+	}
+	// The key id stays; only the secret part is new.
+	return IssuedKey{Key: k, Secret: cred.Secret}, nil
+}

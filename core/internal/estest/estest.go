@@ -1,0 +1,197 @@
+// Package estest runs the real encryption service for core's tests: the encryption-service binary,
+// built once per test process from this repository, started as a subprocess on loopback with its
+// own database, master key, admin token and mutual-TLS certificates. Stopped when the test ends.
+package estest
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-platform/custos/core/internal/testcerts"
+)
+
+// Service is a running encryption service.
+type Service struct {
+	GRPCAddr, HTTPAddr string
+	AdminToken         string
+	MasterKeys         string // ES_MASTER_KEYS, to restart it on the same database
+	DatabaseURL        string
+
+	certs *testcerts.Set
+	cmd   *exec.Cmd
+	done  chan error
+}
+
+var build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// binary builds the encryption service once per test process.
+func binary(tb testing.TB) string {
+	tb.Helper()
+	build.once.Do(func() {
+		root, err := repoRoot()
+		if err != nil {
+			build.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "custos-estest-")
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.path = filepath.Join(dir, "encryption-service")
+		cmd := exec.Command("go", "build", "-o", build.path, "./encryption-service/cmd/encryption-service")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("build encryption-service: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		tb.Fatal(build.err)
+	}
+	return build.path
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.work above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Start runs the encryption service on databaseURL (a database of its own: it migrates its own
+// schema there) with certs' server certificate, requiring client certificates from certs' CA.
+func Start(tb testing.TB, databaseURL string, certs *testcerts.Set) *Service {
+	tb.Helper()
+	key := make([]byte, 32)
+	token := make([]byte, 24)
+	rand.Read(key)
+	rand.Read(token)
+	s := &Service{
+		AdminToken:  "cat_" + base64.RawURLEncoding.EncodeToString(token),
+		MasterKeys:  "test:" + base64.StdEncoding.EncodeToString(key),
+		DatabaseURL: databaseURL,
+		certs:       certs,
+	}
+	s.start(tb)
+	return s
+}
+
+func (s *Service) start(tb testing.TB) {
+	tb.Helper()
+	h := sha256.Sum256([]byte(s.AdminToken))
+	grpcAddr, httpAddr := "127.0.0.1:0", "127.0.0.1:0"
+	if s.GRPCAddr != "" { // a restart keeps its addresses, so that clients reconnect
+		grpcAddr, httpAddr = s.GRPCAddr, s.HTTPAddr
+	}
+	cmd := exec.Command(binary(tb))
+	cmd.Env = append(os.Environ(),
+		"ES_DATABASE_URL="+s.DatabaseURL,
+		"ES_GRPC_ADDR="+grpcAddr, "ES_HTTP_ADDR="+httpAddr,
+		"ES_TLS_CERT_FILE="+s.certs.ServerCertFile, "ES_TLS_KEY_FILE="+s.certs.ServerKeyFile,
+		"ES_TLS_CLIENT_CA_FILE="+s.certs.CAFile,
+		"ES_MASTER_KEYS="+s.MasterKeys,
+		"ES_ADMIN_TOKEN_HASH="+hex.EncodeToString(h[:]),
+	)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start encryption-service: %v", err)
+	}
+	s.cmd, s.done = cmd, make(chan error, 1)
+	listening := make(chan [2]string, 1)
+	var logs []string
+	var mu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			mu.Lock()
+			logs = append(logs, line)
+			mu.Unlock()
+			var l struct {
+				Msg      string `json:"msg"`
+				GRPCAddr string `json:"grpc_addr"`
+				HTTPAddr string `json:"http_addr"`
+			}
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "server: listening" {
+				select {
+				case listening <- [2]string{l.GRPCAddr, l.HTTPAddr}:
+				default:
+				}
+			}
+		}
+	}()
+	go func() { s.done <- cmd.Wait() }()
+	select {
+	case addrs := <-listening:
+		s.GRPCAddr, s.HTTPAddr = addrs[0], addrs[1]
+	case err := <-s.done:
+		mu.Lock()
+		defer mu.Unlock()
+		tb.Fatalf("encryption-service exited before listening: %v\n%v", err, logs)
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		tb.Fatal("encryption-service did not listen within 60s")
+	}
+	tb.Cleanup(func() { s.Stop() })
+}
+
+// Stop stops the service (SIGTERM, then SIGKILL after 10 s) and waits for it. Safe to call twice.
+func (s *Service) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.cmd = nil
+}
+
+// Kill stops the service at once, as a crash would.
+func (s *Service) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart starts the service again on the same database with the same keys and addresses.
+func (s *Service) Restart(tb testing.TB) {
+	tb.Helper()
+	s.Stop()
+	s.start(tb)
+}

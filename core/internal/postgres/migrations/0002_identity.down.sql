@@ -1,0 +1,9 @@
+DROP TABLE core.audit_events;
+DROP TABLE core.throttle;
+DROP TABLE core.signing_keys;
+DROP TABLE core.api_keys;
+DROP TABLE core.refresh_tokens;
+DROP TABLE core.sessions;
+DROP TABLE core.recovery_codes;
+DROP TABLE core.users;
+DROP TABLE core.tenants;

@@ -1,0 +1,102 @@
+// Package signing keeps the Ed25519 keys that sign core's access tokens: stored in the database,
+// sealed under core's secret keys, shared by every replica, rotated with the previous key still
+// verifying.
+package signing
+
+import (
+	"context"
+	"crypto/ed25519"
+	"io"
+	"time"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/secretbox"
+	"github.com/custos-platform/custos/core/internal/token"
+)
+
+// Store is what signing needs from the database.
+type Store interface {
+	ListSigningKeys(ctx context.Context) ([]postgres.SigningKey, error)
+	InsertSigningKey(ctx context.Context, k postgres.SigningKey) error
+	RetireSigningKey(ctx context.Context, id string) error
+	EnsureSigningKey(ctx context.Context, make func() (postgres.SigningKey, error)) ([]postgres.SigningKey, error)
+}
+
+var _ Store = (*postgres.Store)(nil)
+
+// Keys loads the signing keys in force, creating the first one if there is none (once, whichever
+// replica gets there first). The newest key signs; the others only verify.
+func Keys(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader) (*token.Keys, error) {
+	rows, err := store.EnsureSigningKey(ctx, func() (postgres.SigningKey, error) { return newRow(box, rand) })
+	if err != nil {
+		return nil, err
+	}
+	return fromRows(rows, box)
+}
+
+// Rotate adds a new signing key, which signs from the next reload of each replica on (at most
+// a minute), and retires every key but the new one and the one it replaces, which keeps verifying
+// the tokens it signed until they expire. It returns the new key's id.
+func Rotate(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader) (string, error) {
+	rows, err := store.ListSigningKeys(ctx)
+	if err != nil {
+		return "", err
+	}
+	row, err := newRow(box, rand)
+	if err != nil {
+		return "", err
+	}
+	if err := store.InsertSigningKey(ctx, row); err != nil {
+		return "", err
+	}
+	for i, r := range rows { // newest first: rows[0] becomes the previous key
+		if i > 0 {
+			if err := store.RetireSigningKey(ctx, r.ID); err != nil {
+				return "", err
+			}
+		}
+	}
+	return row.ID, nil
+}
+
+func newRow(box *secretbox.Box, rand io.Reader) (postgres.SigningKey, error) {
+	k, err := token.GenerateSigningKey(rand, time.Now())
+	if err != nil {
+		return postgres.SigningKey{}, errs.Wrap(errs.Internal, err, "generate signing key")
+	}
+	sealed, err := box.Seal(k.Private, ad(k.ID))
+	if err != nil {
+		return postgres.SigningKey{}, errs.Wrap(errs.Internal, err, "seal signing key")
+	}
+	return postgres.SigningKey{ID: k.ID, PrivateKeySealed: sealed}, nil
+}
+
+func fromRows(rows []postgres.SigningKey, box *secretbox.Box) (*token.Keys, error) {
+	if len(rows) == 0 {
+		return nil, errs.E(errs.Internal, "no signing key in force")
+	}
+	keys := make([]token.SigningKey, 0, len(rows))
+	for _, r := range rows {
+		priv, err := box.Open(r.PrivateKeySealed, ad(r.ID))
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "open signing key "+r.ID+" (is its secret key still in CORE_SECRET_KEYS?)")
+		}
+		if len(priv) != ed25519.PrivateKeySize {
+			return nil, errs.E(errs.Internal, "signing key %s has a bad length", r.ID)
+		}
+		keys = append(keys, token.SigningKey{ID: r.ID, Private: ed25519.PrivateKey(priv)})
+	}
+	return token.NewKeys(keys[0], keys[1:]...)
+}
+
+// Reload loads the keys in force without creating any.
+func Reload(ctx context.Context, store Store, box *secretbox.Box) (*token.Keys, error) {
+	rows, err := store.ListSigningKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return fromRows(rows, box)
+}
+
+func ad(id string) []byte { return []byte("custos/core/signing-key/v1\x00" + id) }
