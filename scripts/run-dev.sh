@@ -69,6 +69,14 @@ fi
 if [[ ! -s "$run_dir/dev-admin-token" ]]; then
   bin/encryption-service admin-token generate >"$run_dir/dev-admin-token"
 fi
+if [[ ! -s "$run_dir/dev-core-secret-keys" ]]; then
+  printf 'dev1:%s\n' "$(openssl rand -base64 32)" >"$run_dir/dev-core-secret-keys"
+fi
+if [[ ! -s "$run_dir/dev-platform-admin" ]]; then
+  printf 'admin\n%s\n' "$(openssl rand -base64 18 | tr '+/' '-_')" >"$run_dir/dev-platform-admin"
+fi
+platform_admin="$(sed -n 1p "$run_dir/dev-platform-admin")"
+platform_password="$(sed -n 2p "$run_dir/dev-platform-admin")"
 admin_token="$(sed -n 's/^X-Admin-Token: *//p' "$run_dir/dev-admin-token")"
 admin_token_hash="$(sed -n 's/^ES_ADMIN_TOKEN_HASH=//p' "$run_dir/dev-admin-token")"
 umask 022
@@ -88,6 +96,8 @@ CORE_DATABASE_URL="$db_url" \
 CORE_TLS_CERT_FILE="$certs/core.crt" CORE_TLS_KEY_FILE="$certs/core.key" \
 CORE_ES_ADDR="localhost:$es_grpc" CORE_ES_CA_FILE="$certs/ca.crt" \
 CORE_ES_CLIENT_CERT_FILE="$certs/core-client.crt" CORE_ES_CLIENT_KEY_FILE="$certs/core-client.key" \
+CORE_ES_ADMIN_TOKEN="$admin_token" CORE_SECRET_KEYS_FILE="$run_dir/dev-core-secret-keys" \
+CORE_ADMIN_USERNAME="$platform_admin" CORE_ADMIN_PASSWORD="$platform_password" \
   bin/core >"$logs/core.log" 2>&1 &
 pids+=("$!")
 
@@ -136,6 +146,8 @@ CUSTOS_CA_FILE=$certs/ca.crt
 CUSTOS_CLIENT_CERT_FILE=$certs/operator-client.crt
 CUSTOS_CLIENT_KEY_FILE=$certs/operator-client.key
 CUSTOS_ES_ADMIN_TOKEN=$admin_token
+CUSTOS_ADMIN_USERNAME=$platform_admin
+CUSTOS_ADMIN_PASSWORD=$platform_password
 $(cat "$es_tenant_file")
 CUSTOS_DATABASE_URL=$db_url
 ENV
@@ -153,7 +165,11 @@ Try the encryption service (mutual TLS, tenant credential):
          -H "X-Tenant-Id: \$CUSTOS_ES_TENANT_ID" -H "X-Tenant-Secret: \$CUSTOS_ES_TENANT_SECRET" "\$@"; }
   es -X POST "\$CUSTOS_ES_URL/v1/encryptions" -d '{"algorithm":"AES-256-GCM"}'
   es -X POST "\$CUSTOS_ES_URL/v1/encrypt" -d '{"encryptionId":"<id from above>","data":"hello"}'
-  curl --cacert "\$CUSTOS_CA_FILE" "\$CUSTOS_CORE_URL/readyz"
+
+Try core (log in as the platform admin, create a tenant):
+  tok=\$(curl -sS --cacert "\$CUSTOS_CA_FILE" -X POST "\$CUSTOS_CORE_URL/v1/auth/login" \\
+        -d "{\\"username\\":\\"\$CUSTOS_ADMIN_USERNAME\\",\\"password\\":\\"\$CUSTOS_ADMIN_PASSWORD\\"}" | sed -E 's/.*"accessToken":"([^"]+)".*/\\1/')
+  curl -sS --cacert "\$CUSTOS_CA_FILE" -H "Authorization: Bearer \$tok" -X POST "\$CUSTOS_CORE_URL/v1/tenants" -d '{"name":"acme"}'
 
 Press Ctrl-C to stop.
 MSG

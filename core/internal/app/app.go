@@ -221,7 +221,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	} else {
 		logger.Warn("CORE_ES_ADMIN_TOKEN is not set: tenants can only be created with a hosted encryption endpoint")
 	}
-	dir := directory.New(store, box, provisioner, pwParams)
+	dir := directory.New(store, box, provisioner, pwParams, preloginSeed)
 	if cfg.AdminUsername != "" {
 		created, err := dir.BootstrapPlatformAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
 		if err != nil {

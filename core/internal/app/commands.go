@@ -47,7 +47,11 @@ func adminBootstrap(ctx context.Context, getenv func(string) string, stdout, std
 		return err
 	}
 	defer done()
-	created, err := directory.New(store, box, nil, password.DefaultParams()).BootstrapPlatformAdmin(ctx, db.AdminUsername, db.AdminPassword)
+	seed, err := preloginSeed(db.SecretKeys)
+	if err != nil {
+		return err
+	}
+	created, err := directory.New(store, box, nil, password.DefaultParams(), seed).BootstrapPlatformAdmin(ctx, db.AdminUsername, db.AdminPassword)
 	if err != nil {
 		return err
 	}

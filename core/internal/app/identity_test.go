@@ -199,7 +199,10 @@ func TestAccessTable(t *testing.T) {
 	export := corev1.NewExportServiceClient(p.conn)
 	rows := []row{
 		{"vault items (plaintext)", rest("GET", "/v1/items", nil),
-			func(ctx context.Context) error { _, err := vault.ListItems(ctx, &corev1.ListItemsRequest{}); return err },
+			func(ctx context.Context) error {
+				_, err := vault.ListItems(ctx, &corev1.ListItemsRequest{})
+				return err
+			},
 			map[string]bool{"member": true, "admin": true, "owner": true}},
 		{"create vault item", rest("POST", "/v1/items", map[string]string{"name": "n", "data": "d"}),
 			func(ctx context.Context) error {
@@ -217,7 +220,10 @@ func TestAccessTable(t *testing.T) {
 			},
 			map[string]bool{"member": true, "admin": true, "owner": true, "export": true}},
 		{"rotate tenant keys", rest("POST", "/v1/keys/rotate", map[string]string{}),
-			func(ctx context.Context) error { _, err := keys.RotateKeys(ctx, &corev1.RotateKeysRequest{}); return err },
+			func(ctx context.Context) error {
+				_, err := keys.RotateKeys(ctx, &corev1.RotateKeysRequest{})
+				return err
+			},
 			map[string]bool{"admin": true, "owner": true, "keys:rotate": true}},
 		{"manage users", rest("GET", "/v1/tenants/"+f.id+"/users", nil),
 			func(ctx context.Context) error {
@@ -226,7 +232,10 @@ func TestAccessTable(t *testing.T) {
 			},
 			map[string]bool{"admin": true, "owner": true, "platform": true, "users:manage": true}},
 		{"manage tenants", rest("GET", "/v1/tenants", nil),
-			func(ctx context.Context) error { _, err := tenants.ListTenants(ctx, &corev1.ListTenantsRequest{}); return err },
+			func(ctx context.Context) error {
+				_, err := tenants.ListTenants(ctx, &corev1.ListTenantsRequest{})
+				return err
+			},
 			map[string]bool{"platform": true}},
 	}
 	callers := map[string]cred{
@@ -281,6 +290,12 @@ func TestAccessTable(t *testing.T) {
 		t.Errorf("admin promoting to owner = %d, want 403", code)
 	}
 	p.must(200, "POST", "/v1/users/"+f.memberID+":setRole", f.owner, map[string]string{"role": "admin"})
+	p.must(200, "GET", "/v1/tenants/"+f.id+"/users", f.member, nil)
+	// A demotion takes effect at once, for tokens issued before it too.
+	p.must(200, "POST", "/v1/users/"+f.memberID+":setRole", f.owner, map[string]string{"role": "member"})
+	if code, _ := p.call("GET", "/v1/tenants/"+f.id+"/users", f.member, nil); code != 403 {
+		t.Errorf("demoted user listing users = %d, want 403", code)
+	}
 }
 
 // forged returns a token with the given header and claims, signed by sign (or unsigned).
@@ -460,7 +475,16 @@ func TestLockoutEngagesAndReleases(t *testing.T) {
 
 func TestUnknownUsersAreIndistinguishable(t *testing.T) {
 	p := startPlatform(t, nil)
-	p.newTenant("acme", "PLATFORM")
+	f := p.newTenant("acme", "PLATFORM")
+
+	// A client can derive a new user's password before creating them: prelogin answers the same
+	// parameters before and after.
+	before := p.must(200, "POST", "/v1/auth/prelogin", nil, map[string]string{"username": "Future-User"})
+	p.must(200, "POST", "/v1/tenants/"+f.id+"/users", f.owner, map[string]any{"username": "future-user", "password": "future-password-1"})
+	after := p.must(200, "POST", "/v1/auth/prelogin", nil, map[string]string{"username": "future-user"})
+	if before["salt"] != after["salt"] || before["memoryKiB"] != after["memoryKiB"] {
+		t.Errorf("prelogin before creation %v, after %v: want the same parameters", before, after)
+	}
 
 	known := p.must(200, "POST", "/v1/auth/prelogin", nil, map[string]string{"username": "acme-member"})
 	unknown := p.must(200, "POST", "/v1/auth/prelogin", nil, map[string]string{"username": "no-such-user"})
@@ -468,6 +492,9 @@ func TestUnknownUsersAreIndistinguishable(t *testing.T) {
 	if keysOf(known) != keysOf(unknown) || known["kdf"] != unknown["kdf"] || known["memoryKiB"] != unknown["memoryKiB"] ||
 		known["iterations"] != unknown["iterations"] || len(known["salt"].(string)) != len(unknown["salt"].(string)) {
 		t.Errorf("prelogin known = %v, unknown = %v: want the same shape and parameters", known, unknown)
+	}
+	if known["salt"] == unknown["salt"] {
+		t.Errorf("prelogin gave two users the same salt")
 	}
 	if unknown["salt"] != again["salt"] {
 		t.Errorf("prelogin of an unknown user is not stable: %v then %v", unknown["salt"], again["salt"])
@@ -568,4 +595,3 @@ func TestAPIKeys(t *testing.T) {
 		t.Errorf("mistyped secret = %d, want 401", code)
 	}
 }
-

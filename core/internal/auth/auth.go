@@ -547,8 +547,9 @@ func (s *Service) AuthenticateBearer(ctx context.Context, r Request, bearer stri
 	if st.Disabled || st.SessionRevoked || st.SecurityStamp != claims.SecurityStamp {
 		return principal.Principal{}, rejected
 	}
+	// The role is the one in force now, not the token's: a demotion takes effect at once.
 	p := principal.Principal{
-		Kind: principal.User, ID: userID, Role: claims.Role, PlatformAdmin: claims.PlatformAdmin,
+		Kind: principal.User, ID: userID, Role: st.Role, PlatformAdmin: claims.PlatformAdmin,
 		SessionID: sessionID, RemoteAddr: r.RemoteAddr,
 	}
 	if claims.TenantID != "" {

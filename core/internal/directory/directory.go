@@ -57,17 +57,19 @@ type Provisioner interface {
 
 // Service manages tenants, users and API keys.
 type Service struct {
-	store     Store
-	box       *secretbox.Box
-	provision Provisioner
-	params    password.Params
-	rand      io.Reader
-	now       func() time.Time
+	store        Store
+	box          *secretbox.Box
+	provision    Provisioner
+	params       password.Params
+	preloginSeed []byte
+	rand         io.Reader
+	now          func() time.Time
 }
 
-// New returns a Service. params are the Argon2id parameters for new password hashes.
-func New(store Store, box *secretbox.Box, provision Provisioner, params password.Params) *Service {
-	return &Service{store: store, box: box, provision: provision, params: params, rand: rand.Reader, now: time.Now}
+// New returns a Service. params are the Argon2id parameters for new password hashes; preloginSeed
+// is the secret behind users' client KDF salts (see newUser).
+func New(store Store, box *secretbox.Box, provision Provisioner, params password.Params, preloginSeed []byte) *Service {
+	return &Service{store: store, box: box, provision: provision, params: params, preloginSeed: preloginSeed, rand: rand.Reader, now: time.Now}
 }
 
 // Call is the request's metadata for the audit trail.
@@ -330,9 +332,12 @@ func (s *Service) newUser(username, pw string) (postgres.User, error) {
 	if err != nil {
 		return postgres.User{}, errs.Wrap(errs.Internal, err, "hash password")
 	}
-	kdf, err := password.NewClientKDF(s.rand)
+	// A user's client KDF parameters are the ones prelogin answered for the username before the
+	// user existed (a keyed hash of the username): a client can derive the new user's password
+	// before creating them, and prelogin cannot tell existing users from others.
+	kdf, err := password.FakeClientKDF(s.preloginSeed, strings.ToLower(username))
 	if err != nil {
-		return postgres.User{}, errs.Wrap(errs.Internal, err, "generate KDF salt")
+		return postgres.User{}, errs.Wrap(errs.Internal, err, "derive KDF parameters")
 	}
 	return postgres.User{
 		ID: uuid.New(), Username: strings.ToLower(username), PasswordHash: hash,
