@@ -45,13 +45,23 @@ commands:
                                          issue a new secret; the old ones keep working until revoked
   tenant revoke-secret TENANT_ID SECRET_ID
                                          make a secret stop working at once
+  tenant destroy TENANT_ID --yes         erase every key of the tenant (all its data becomes
+                                         unrecoverable) and revoke its secrets; cannot be undone
+  version disable|enable|destroy TENANT_ID ENCRYPTION_ID VERSION_ID [--json]
+                                         change a key version's state; destroy erases a DISABLED
+                                         version's key (its data becomes unrecoverable)
+  master-key rotate [--dry-run] [--batch-size N]
+                                         rewrap every stored key to the active platform master
+                                         key (ES_ACTIVE_MASTER_KEY_ID), online and resumable;
+                                         --dry-run only counts what each master key wraps
   admin-token generate                   print a new admin token and the ES_ADMIN_TOKEN_HASH for it
   version                                print the version and exit
   help                                   print this help
 
 serve reads ES_DATABASE_URL, ES_TLS_CERT_FILE, ES_TLS_KEY_FILE, ES_TLS_CLIENT_CA_FILE,
 ES_MASTER_KEYS (or ES_MASTER_KEY_DIR) and the optional variables listed in the README.
-migrate and tenant read only ES_DATABASE_URL.
+migrate, tenant and version read only ES_DATABASE_URL; master-key reads ES_DATABASE_URL and the
+master keys (ES_MASTER_KEYS or ES_MASTER_KEY_DIR, ES_ACTIVE_MASTER_KEY_ID).
 `
 
 // ErrUsage is returned (wrapped) for an unknown command or wrong arguments.
@@ -67,8 +77,13 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	}
 	switch cmd {
 	case "version", "--version":
+		if len(args) > 0 && cmd == "version" {
+			return runVersion(ctx, args, getenv, stdout)
+		}
 		fmt.Fprintln(stdout, "encryption-service", version)
 		return nil
+	case "master-key":
+		return runMasterKey(ctx, args, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -138,7 +153,11 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	defer pool.Close()
 	store := postgres.NewStore(pool)
 
-	keys := keyring.New(store, masterKeys, keyring.Options{MaxDataBytes: cfg.MaxDataBytes, Logger: logger})
+	keys := keyring.New(store, masterKeys, keyring.Options{
+		MaxDataBytes:             cfg.MaxDataBytes,
+		MaxEncryptionsPerVersion: cfg.MaxEncryptionsPerVersion,
+		Logger:                   logger,
+	})
 	tenantSvc := tenants.New(store, nil)
 
 	// Caches follow changes made by every replica: the database notifies each of them.
@@ -152,6 +171,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 					keys.Invalidate(id)
 				case "tenant":
 					tenantSvc.Invalidate(id)
+					keys.InvalidateTenant(id) // a destroyed tenant's contexts are destroyed too
 				}
 			},
 			func() {
@@ -159,7 +179,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 				tenantSvc.ResetCache()
 			})
 	}()
-	// Encryption counts per key version are written to the database once a second.
+	// Encryption counts per key version are written to the database once a second, and versions
+	// they show due for rotation are rotated.
 	counting := make(chan struct{})
 	go func() {
 		keys.RunCounter(listenCtx, time.Second)
@@ -176,8 +197,9 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		logger.Warn("admin plane disabled: ES_ADMIN_TOKEN_HASH is not set (tenants can still be managed with the tenant command)")
 	}
 	services := grpcapi.Services{
-		Encryption: &grpcapi.EncryptionServer{Keys: keys},
-		Admin:      &grpcapi.AdminServer{Tenants: tenantSvc, Audit: store},
+		Encryption: &grpcapi.EncryptionServer{Keys: keys, MaxBatchItems: cfg.MaxBatchItems, Log: logger},
+		Admin: &grpcapi.AdminServer{Tenants: tenantSvc, Audit: store, Keys: keys,
+			MasterKeys: masterKeys, StoredKeys: store},
 	}
 	unimplementedUnary, unimplementedStream := grpcapi.Unimplemented(component)
 	errorsUnary, errorsStream := grpcapi.ErrorInterceptors(logger)

@@ -38,7 +38,16 @@ type instance struct {
 // waits until it listens. It is stopped, and its exit checked, when the test ends.
 func startInstance(tb testing.TB, databaseURL string, certs *testcerts.Set) *instance {
 	tb.Helper()
+	return startInstanceWith(tb, databaseURL, certs, nil)
+}
+
+// startInstanceWith is startInstance with the variables in env set over testEnv's ("" unsets one).
+func startInstanceWith(tb testing.TB, databaseURL string, certs *testcerts.Set, overrides map[string]string) *instance {
+	tb.Helper()
 	env := testEnv(databaseURL, certs)
+	for k, v := range overrides {
+		env[k] = v
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{certs: certs, done: make(chan error, 1), stop: cancel, logs: newLogWatcher()}
 	go func() {

@@ -421,12 +421,6 @@ func TestAdminPlaneNeedsTheToken(t *testing.T) {
 	if code, got := r.call("POST", "/v1/admin/tenants", r.admin(), `{"name":"acme"}`); code != http.StatusConflict {
 		t.Errorf("duplicate tenant name = %d %v, want 409", code, got)
 	}
-	// Not yet built: a clear 501 naming the method, after authentication.
-	code, got := r.call("DELETE", "/v1/admin/tenants/"+ten["X-Tenant-Id"], r.admin(), "")
-	want := "custos.encryption.v1.AdminService/DestroyTenant is not implemented by this release of the encryption service"
-	if code != http.StatusNotImplemented || got["message"] != want {
-		t.Errorf("DELETE /v1/admin/tenants/{id} = %d %v, want 501 %q", code, got, want)
-	}
 	audit := r.must(200, "GET", "/v1/admin/audit?tenantId="+ten["X-Tenant-Id"], r.admin(), nil)
 	if events, _ := audit["events"].([]any); len(events) == 0 || events[0].(map[string]any)["action"] != "tenant.create" {
 		t.Errorf("GET /v1/admin/audit = %v, want the tenant's creation", audit)

@@ -19,17 +19,17 @@ import (
 	"github.com/custos-platform/custos/encryption-service/internal/tenants"
 )
 
-// runTenant runs "tenant create|list|rotate-secret|revoke-secret" against the database directly,
-// for operators of an on-premises service (no admin token needed: database access is the
+// runTenant runs "tenant create|list|rotate-secret|revoke-secret|destroy" against the database
+// directly, for operators of an on-premises service (no admin token needed: database access is the
 // credential). Changes are audited with actor "cli:$USER" and reach running replicas at once.
 func runTenant(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	asJSON := slices.Contains(args, "--json")
-	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--json" })
+	asJSON, args := flag(args, "--json")
+	confirmed, args := flag(args, "--yes")
 	if len(args) == 0 {
-		return fmt.Errorf("%w: tenant needs a subcommand: create, list, rotate-secret or revoke-secret\n\n%s", ErrUsage, usage)
+		return fmt.Errorf("%w: tenant needs a subcommand: create, list, rotate-secret, revoke-secret or destroy\n\n%s", ErrUsage, usage)
 	}
 	sub, args := args[0], args[1:]
-	want := map[string]int{"create": 1, "list": 0, "rotate-secret": 1, "revoke-secret": 2}
+	want := map[string]int{"create": 1, "list": 0, "rotate-secret": 1, "revoke-secret": 2, "destroy": 1}
 	n, ok := want[sub]
 	if !ok {
 		return fmt.Errorf("%w: unknown tenant subcommand %q\n\n%s", ErrUsage, sub, usage)
@@ -37,25 +37,18 @@ func runTenant(ctx context.Context, args []string, getenv func(string) string, s
 	if len(args) != n {
 		return fmt.Errorf("%w: tenant %s takes %d argument(s), got %d\n\n%s", ErrUsage, sub, n, len(args), usage)
 	}
-
-	db, err := config.LoadDatabase(getenv)
-	if err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
+	if sub == "destroy" && !confirmed {
+		return fmt.Errorf("%w: tenant destroy erases every key of the tenant, so all its data becomes unrecoverable, "+
+			"and it cannot be undone: add --yes to confirm", ErrUsage)
 	}
-	pool, err := postgres.Open(ctx, db.DatabaseURL, postgres.WithMaxConns(2))
+
+	store, done, err := openStore(ctx, getenv)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if err := postgres.CheckReady(ctx, pool); err != nil {
-		return fmt.Errorf("%w (run: encryption-service migrate)", err)
-	}
-	svc := tenants.New(postgres.NewStore(pool), nil)
-	user := getenv("USER")
-	if user == "" {
-		user = "unknown"
-	}
-	actor := tenants.Actor{Name: "cli:" + user}
+	defer done()
+	svc := tenants.New(store, nil)
+	actor := tenants.Actor{Name: cliActor(getenv)}
 
 	switch sub {
 	case "create":
@@ -64,6 +57,20 @@ func runTenant(ctx context.Context, args []string, getenv func(string) string, s
 			return err
 		}
 		return printIssued(stdout, asJSON, issued)
+	case "destroy":
+		id, err := uuid.Parse(args[0])
+		if err != nil {
+			return fmt.Errorf("%w: TENANT_ID must be a UUID", ErrUsage)
+		}
+		n, err := svc.Destroy(ctx, actor, id)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return json.NewEncoder(stdout).Encode(map[string]any{"tenantId": id, "encryptionsDestroyed": n})
+		}
+		fmt.Fprintf(stdout, "tenant %s is destroyed: %d key contexts erased, its data is unrecoverable and its secrets are revoked\n", id, n)
+		return nil
 	case "rotate-secret":
 		id, err := uuid.Parse(args[0])
 		if err != nil {
@@ -154,6 +161,44 @@ func printTenants(w io.Writer, asJSON bool, list []postgres.Tenant) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// flag removes every occurrence of name from args and reports whether there was one.
+func flag(args []string, name string) (bool, []string) {
+	found := slices.Contains(args, name)
+	return found, slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == name })
+}
+
+// cliActor names the operator of a command in the audit trail: "cli:$USER".
+func cliActor(getenv func(string) string) string {
+	user := getenv("USER")
+	if user == "" {
+		user = "unknown"
+	}
+	return "cli:" + user
+}
+
+// openStore opens the database of a command that needs only it, checks that it is migrated and
+// returns the store with a function that closes it.
+func openStore(ctx context.Context, getenv func(string) string) (*postgres.Store, func(), error) {
+	db, err := config.LoadDatabase(getenv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("configuration:\n%w", err)
+	}
+	return openMigrated(ctx, db.DatabaseURL)
+}
+
+// openMigrated opens databaseURL and checks that it is migrated.
+func openMigrated(ctx context.Context, databaseURL string) (*postgres.Store, func(), error) {
+	pool, err := postgres.Open(ctx, databaseURL, postgres.WithMaxConns(2))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := postgres.CheckReady(ctx, pool); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("%w (run: encryption-service migrate)", err)
+	}
+	return postgres.NewStore(pool), pool.Close, nil
 }
 
 // generateAdminToken prints a fresh admin token and the hash the service is configured with.

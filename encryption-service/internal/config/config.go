@@ -38,6 +38,12 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxDataBytes bounds the plaintext of one encryption (ES_MAX_DATA_BYTES, default 1 MiB).
 	MaxDataBytes int
+	// MaxBatchItems bounds the items of one batch call (ES_MAX_BATCH_ITEMS, default 1000).
+	MaxBatchItems int
+	// MaxEncryptionsPerVersion bounds the encryptions of every key version, after which it is
+	// rotated (ES_MAX_ENCRYPTIONS_PER_VERSION, default and at most 2^31; see
+	// keyring.DefaultMaxEncryptionsPerVersion).
+	MaxEncryptionsPerVersion int64
 	// MasterKeys are the platform master keys (ES_MASTER_KEYS, or files in ES_MASTER_KEY_DIR), and
 	// ActiveMasterKeyID the one that wraps new keys (ES_ACTIVE_MASTER_KEY_ID; optional with one key).
 	MasterKeys        []masterkey.Key
@@ -65,6 +71,37 @@ func LoadDatabase(getenv func(string) string) (Database, error) {
 	return d, e.err()
 }
 
+// Keys is the configuration of commands that need the database and the platform master keys
+// (master-key rotate).
+type Keys struct {
+	Database
+	MasterKeys        []masterkey.Key
+	ActiveMasterKeyID string
+	MasterKeyWarnings []string
+}
+
+// LoadKeys reads ES_DATABASE_URL (or _FILE), ES_LOG_LEVEL and the master keys as Load does
+// (ES_MASTER_KEYS or ES_MASTER_KEY_DIR, ES_ACTIVE_MASTER_KEY_ID). Its error names every missing or
+// invalid variable and never holds a key.
+func LoadKeys(getenv func(string) string) (Keys, error) {
+	e := &env{getenv: getenv}
+	k := Keys{Database: Database{DatabaseURL: e.secret("ES_DATABASE_URL", true), LogLevel: logLevel(e, "ES_LOG_LEVEL")}}
+	k.MasterKeys, k.MasterKeyWarnings = masterKeys(e)
+	k.ActiveMasterKeyID = activeMasterKeyID(e, k.MasterKeys)
+	return k, e.err()
+}
+
+// activeMasterKeyID reads ES_ACTIVE_MASTER_KEY_ID and checks it against keys.
+func activeMasterKeyID(e *env, keys []masterkey.Key) string {
+	id := e.str("ES_ACTIVE_MASTER_KEY_ID", "")
+	if len(keys) > 0 {
+		if _, err := masterkey.NewKeyring(keys, id); err != nil {
+			e.fail("ES_ACTIVE_MASTER_KEY_ID", "%v", err)
+		}
+	}
+	return id
+}
+
 // Load reads the configuration through getenv. Its error lists every missing or invalid variable
 // by name; it never contains a secret's value.
 func Load(getenv func(string) string) (Config, error) {
@@ -83,13 +120,10 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.LogLevel = logLevel(e, "ES_LOG_LEVEL")
 	c.MaxDataBytes = e.integer("ES_MAX_DATA_BYTES", 1<<20, 1, c.MaxRequestBytes)
+	c.MaxBatchItems = e.integer("ES_MAX_BATCH_ITEMS", 1000, 1, 100_000)
+	c.MaxEncryptionsPerVersion = int64(e.integer("ES_MAX_ENCRYPTIONS_PER_VERSION", maxEncryptionsPerVersion, 1, maxEncryptionsPerVersion))
 	c.MasterKeys, c.MasterKeyWarnings = masterKeys(e)
-	c.ActiveMasterKeyID = e.str("ES_ACTIVE_MASTER_KEY_ID", "")
-	if len(c.MasterKeys) > 0 {
-		if _, err := masterkey.NewKeyring(c.MasterKeys, c.ActiveMasterKeyID); err != nil {
-			e.fail("ES_ACTIVE_MASTER_KEY_ID", "%v", err)
-		}
-	}
+	c.ActiveMasterKeyID = activeMasterKeyID(e, c.MasterKeys)
 	c.AdminTokenHash = adminTokenHash(e)
 	for _, cn := range strings.Split(e.str("ES_ADMIN_CLIENT_CNS", ""), ",") {
 		if cn = strings.TrimSpace(cn); cn != "" {
@@ -101,6 +135,11 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	return c, e.err()
 }
+
+// maxEncryptionsPerVersion is the default and highest ES_MAX_ENCRYPTIONS_PER_VERSION: 2^31, half
+// of NIST SP 800-38D's 2^32 limit on AES-GCM encryptions with random 96-bit nonces under one key,
+// leaving margin for counts that reach the database only once a second from each replica.
+const maxEncryptionsPerVersion = 1 << 31
 
 func logLevel(e *env, name string) slog.Level {
 	switch e.oneOf(name, "info", "debug", "info", "warn", "error") {

@@ -43,7 +43,8 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatalf("Load(valid) = %v, want nil", err)
 	}
 	if c.GRPCAddr != ":9444" || c.HTTPAddr != ":9443" || c.DBMaxConns != 20 || !c.MigrateOnStart ||
-		c.LogLevel != slog.LevelInfo || c.ShutdownTimeout != 20*time.Second || c.MaxRequestBytes != 4<<20 {
+		c.LogLevel != slog.LevelInfo || c.ShutdownTimeout != 20*time.Second || c.MaxRequestBytes != 4<<20 ||
+		c.MaxBatchItems != 1000 || c.MaxEncryptionsPerVersion != 1<<31 {
 		t.Errorf("Load(valid) defaults = %+v", c)
 	}
 }
@@ -76,6 +77,11 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", map[string]string{"ES_SHUTDOWN_TIMEOUT": "forever"}, []string{"ES_SHUTDOWN_TIMEOUT"}},
 		{"bad bool", map[string]string{"ES_MIGRATE_ON_START": "perhaps"}, []string{"ES_MIGRATE_ON_START: want true or false"}},
 		{"same addresses", map[string]string{"ES_GRPC_ADDR": ":7000", "ES_HTTP_ADDR": ":7000"}, []string{"ES_HTTP_ADDR: must differ"}},
+		{"zero batch", map[string]string{"ES_MAX_BATCH_ITEMS": "0"}, []string{"ES_MAX_BATCH_ITEMS: want an integer from 1 to 100000"}},
+		{"huge batch", map[string]string{"ES_MAX_BATCH_ITEMS": "100001"}, []string{"ES_MAX_BATCH_ITEMS"}},
+		{"encryption bound over 2^31", map[string]string{"ES_MAX_ENCRYPTIONS_PER_VERSION": "2147483649"},
+			[]string{"ES_MAX_ENCRYPTIONS_PER_VERSION: want an integer from 1 to 2147483648"}},
+		{"zero encryption bound", map[string]string{"ES_MAX_ENCRYPTIONS_PER_VERSION": "0"}, []string{"ES_MAX_ENCRYPTIONS_PER_VERSION"}},
 		{"no master keys", map[string]string{"ES_MASTER_KEYS": ""}, []string{"ES_MASTER_KEYS: required"}},
 		{"both key sources", map[string]string{"ES_MASTER_KEY_DIR": "/keys"}, []string{"set either ES_MASTER_KEYS or ES_MASTER_KEY_DIR"}},
 		{"short master key", map[string]string{"ES_MASTER_KEYS": "k1:c2hvcnQ="}, []string{"ES_MASTER_KEYS"}},
@@ -130,5 +136,40 @@ func TestLoadDatabaseNeedsOnlyTheURL(t *testing.T) {
 	}
 	if _, err := LoadDatabase(getenvFrom(nil)); err == nil || !strings.Contains(err.Error(), "ES_DATABASE_URL") {
 		t.Errorf("LoadDatabase(empty) = %v, want it to name ES_DATABASE_URL", err)
+	}
+}
+
+func TestLoadKeys(t *testing.T) {
+	tests := []struct {
+		name   string
+		env    map[string]string
+		active string
+		want   []string // error mentions; none: success
+	}{
+		{"one key", map[string]string{"ES_DATABASE_URL": "postgres://x", "ES_MASTER_KEYS": "k1:" + testKey}, "", nil},
+		{"two keys, one active", map[string]string{"ES_DATABASE_URL": "postgres://x",
+			"ES_MASTER_KEYS": "k1:" + testKey + ",k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=", "ES_ACTIVE_MASTER_KEY_ID": "k2"}, "k2", nil},
+		{"nothing", map[string]string{}, "", []string{"ES_DATABASE_URL", "ES_MASTER_KEYS"}},
+		{"unknown active key", map[string]string{"ES_DATABASE_URL": "postgres://x", "ES_MASTER_KEYS": "k1:" + testKey,
+			"ES_ACTIVE_MASTER_KEY_ID": "k9"}, "", []string{"ES_ACTIVE_MASTER_KEY_ID"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := LoadKeys(getenvFrom(tt.env))
+			if len(tt.want) == 0 {
+				if err != nil || k.DatabaseURL != "postgres://x" || len(k.MasterKeys) == 0 || k.ActiveMasterKeyID != tt.active {
+					t.Errorf("LoadKeys() = %+v, %v; want the URL, the keys and active %q", k, err, tt.active)
+				}
+				return
+			}
+			for _, w := range tt.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("LoadKeys() = %v, want an error mentioning %s", err, w)
+				}
+			}
+			if err != nil && strings.Contains(err.Error(), testKey) {
+				t.Errorf("LoadKeys error %q leaks a key", err)
+			}
+		})
 	}
 }

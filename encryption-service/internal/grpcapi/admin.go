@@ -7,6 +7,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keyring"
+	"github.com/custos-platform/custos/encryption-service/internal/masterkey"
 	"github.com/custos-platform/custos/encryption-service/internal/postgres"
 	"github.com/custos-platform/custos/encryption-service/internal/tenants"
 	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
@@ -22,6 +24,12 @@ type AdminServer struct {
 	encryptionv1.UnimplementedAdminServiceServer
 	Tenants *tenants.Service
 	Audit   AuditLister
+	// Keys, when set, drops a destroyed tenant's contexts from this replica's cache at once (the
+	// others follow the database's notification).
+	Keys *keyring.Service
+	// MasterKeys are the configured platform master keys and StoredKeys counts what each wraps.
+	MasterKeys *masterkey.Keyring
+	StoredKeys keyring.StoredKeys
 }
 
 // CreateTenant implements POST /v1/admin/tenants.
@@ -105,6 +113,48 @@ func (s *AdminServer) RevokeTenantSecret(ctx context.Context, req *encryptionv1.
 		return nil, err
 	}
 	return &encryptionv1.RevokeTenantSecretResponse{Secret: secretToProto(sec)}, nil
+}
+
+// DestroyTenant implements DELETE /v1/admin/tenants/{tenantId}: every key of the tenant is erased
+// and its secrets revoked. It cannot be undone.
+func (s *AdminServer) DestroyTenant(ctx context.Context, req *encryptionv1.DestroyTenantRequest) (*encryptionv1.DestroyTenantResponse, error) {
+	actor, err := adminFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("tenantId", req.GetTenantId())
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.Tenants.Destroy(ctx, actor, id)
+	if err != nil {
+		return nil, err
+	}
+	if s.Keys != nil {
+		s.Keys.InvalidateTenant(id)
+	}
+	return &encryptionv1.DestroyTenantResponse{TenantId: id.String(), EncryptionsDestroyed: uint32(n)}, nil
+}
+
+// ListMasterKeys implements GET /v1/admin/master-keys: the configured platform master keys, which
+// one is active and how many stored keys each still wraps, then any key id the database names but
+// the configuration lacks (never active; its stored keys cannot be used until it is configured).
+func (s *AdminServer) ListMasterKeys(ctx context.Context, _ *encryptionv1.ListMasterKeysRequest) (*encryptionv1.ListMasterKeysResponse, error) {
+	if _, err := adminFrom(ctx); err != nil {
+		return nil, err
+	}
+	if s.MasterKeys == nil || s.StoredKeys == nil {
+		return nil, errs.E(errs.Internal, "admin server without master keys")
+	}
+	usages, err := keyring.MasterKeyUsages(ctx, s.StoredKeys, s.MasterKeys)
+	if err != nil {
+		return nil, err
+	}
+	resp := &encryptionv1.ListMasterKeysResponse{MasterKeys: make([]*encryptionv1.MasterKey, 0, len(usages))}
+	for _, u := range usages {
+		resp.MasterKeys = append(resp.MasterKeys, &encryptionv1.MasterKey{KeyId: u.ID, Active: u.Active, WrappedKeys: uint64(u.WrappedKeys)})
+	}
+	return resp, nil
 }
 
 // ListAuditEvents implements GET /v1/admin/audit.

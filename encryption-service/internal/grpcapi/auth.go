@@ -31,7 +31,8 @@ var _ TenantAuthenticator = (*tenants.Service)(nil)
 
 // Auth authenticates every call before it reaches a service:
 //   - data plane (EncryptionService): x-tenant-id and x-tenant-secret, checked against the tenant's
-//     active secrets; x-master-key, when present, parsed into the Caller;
+//     active secrets; x-master-key, when present, parsed into the Caller, and x-new-master-key too,
+//     which only ChangeMasterKey accepts;
 //   - admin plane (AdminService): a verified client certificate (whose CN is in AdminCNs when that is
 //     set) and x-admin-token, whose SHA-256 must equal AdminTokenHash (compared in constant time).
 //
@@ -74,7 +75,7 @@ func (w *wrappedStream) Context() context.Context { return w.ctx }
 func (a *Auth) authenticate(ctx context.Context, method string) (context.Context, error) {
 	switch {
 	case strings.HasPrefix(method, dataPlanePrefix):
-		c, err := a.tenant(ctx)
+		c, err := a.tenant(ctx, method)
 		if err != nil {
 			return nil, err
 		}
@@ -90,7 +91,10 @@ func (a *Auth) authenticate(ctx context.Context, method string) (context.Context
 	}
 }
 
-func (a *Auth) tenant(ctx context.Context) (keyring.Caller, error) {
+// changeMasterKeyMethod is the only method that takes x-new-master-key.
+const changeMasterKeyMethod = dataPlanePrefix + "ChangeMasterKey"
+
+func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	id, okID := single(md, "x-tenant-id")
 	secret, okSecret := single(md, "x-tenant-secret")
@@ -106,15 +110,34 @@ func (a *Auth) tenant(ctx context.Context) (keyring.Caller, error) {
 		return keyring.Caller{}, err
 	}
 	c := keyring.Caller{TenantID: tenantID, Actor: "tenant:" + secretID.String(), RequestID: server.RequestID(ctx)}
-	if vals := md.Get("x-master-key"); len(vals) > 0 {
-		if len(vals) > 1 {
-			return keyring.Caller{}, errs.E(errs.Invalid, "X-Master-Key: sent more than once")
-		}
-		if c.MasterKey, err = keywrap.ParseMasterKey(vals[0]); err != nil {
-			return keyring.Caller{}, errs.Wrap(errs.Invalid, err, "X-Master-Key: want base64 of exactly 32 bytes")
-		}
+	if c.MasterKey, err = masterKeyHeader(md, "x-master-key", "X-Master-Key"); err != nil {
+		return keyring.Caller{}, err
+	}
+	if c.NewMasterKey, err = masterKeyHeader(md, "x-new-master-key", "X-New-Master-Key"); err != nil {
+		return keyring.Caller{}, err
+	}
+	if c.NewMasterKey != nil && method != changeMasterKeyMethod {
+		return keyring.Caller{}, errs.E(errs.Invalid,
+			"X-New-Master-Key is only for ChangeMasterKey (POST /v1/encryptions/{encryptionId}:changeMasterKey): do not send it here")
 	}
 	return c, nil
+}
+
+// masterKeyHeader parses an optional client master key header: nil when absent; Invalid, naming
+// the header and never echoing its value, when sent twice or not base64 of 32 bytes.
+func masterKeyHeader(md metadata.MD, key, name string) ([]byte, error) {
+	vals := md.Get(key)
+	switch {
+	case len(vals) == 0:
+		return nil, nil
+	case len(vals) > 1:
+		return nil, errs.E(errs.Invalid, "%s: sent more than once", name)
+	}
+	k, err := keywrap.ParseMasterKey(vals[0])
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, name+": want base64 of exactly 32 bytes")
+	}
+	return k, nil
 }
 
 func (a *Auth) admin(ctx context.Context) (tenants.Actor, error) {

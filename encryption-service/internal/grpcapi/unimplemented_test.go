@@ -16,7 +16,8 @@ func TestUnimplementedNamesTheMethod(t *testing.T) {
 	unary, stream := Unimplemented("the encryption service")
 	info := &grpc.UnaryServerInfo{FullMethod: "/custos.encryption.v1.EncryptionService/Rewrap"}
 	_, err := unary(context.Background(), &encryptionv1.RewrapRequest{}, info, func(ctx context.Context, req any) (any, error) {
-		return (&EncryptionServer{}).Rewrap(ctx, req.(*encryptionv1.RewrapRequest))
+		// What a method that a service leaves unimplemented answers.
+		return encryptionv1.UnimplementedEncryptionServiceServer{}.Rewrap(ctx, req.(*encryptionv1.RewrapRequest))
 	})
 	want := "custos.encryption.v1.EncryptionService/Rewrap is not implemented by this release of the encryption service"
 	if status.Code(err) != codes.Unimplemented || status.Convert(err).Message() != want {

@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,6 +34,16 @@ type cache struct {
 type entry struct {
 	enc      postgres.Encryption
 	loadedAt time.Time
+
+	// encrypted counts the encryptions this replica made with the context's active version since
+	// the entry was loaded: with the version's stored count it tells when the version is due for
+	// rotation without a database round trip.
+	encrypted atomic.Int64
+	// rotating is set while a request of this replica rotates the context automatically, so that
+	// concurrent requests do not queue up behind the same rotation; retryAt (Unix nanoseconds)
+	// delays the next attempt after a failed one.
+	rotating atomic.Bool
+	retryAt  atomic.Int64
 
 	mu      sync.Mutex
 	ciphers map[uuid.UUID]aead.Cipher // PLATFORM only, by version id
@@ -87,6 +98,18 @@ func (c *cache) invalidate(id uuid.UUID) {
 	defer c.mu.Unlock()
 	c.gen++
 	delete(c.entries, id)
+}
+
+// invalidateTenant drops every context of one tenant.
+func (c *cache) invalidateTenant(tenantID uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for id, e := range c.entries {
+		if e.enc.TenantID == tenantID {
+			delete(c.entries, id)
+		}
+	}
 }
 
 // reset drops everything.

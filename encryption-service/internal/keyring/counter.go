@@ -34,8 +34,9 @@ func (c *counter) take() map[uuid.UUID]int64 {
 	return p
 }
 
-// FlushCounts writes the pending encryption counts to the database. On failure the counts are kept
-// for the next flush.
+// FlushCounts writes the pending encryption counts to the database, then rotates the versions
+// that the counts now show due (see RotationPolicy). On failure the counts are kept for the next
+// flush.
 func (s *Service) FlushCounts(ctx context.Context) error {
 	p := s.counts.take()
 	if len(p) == 0 {
@@ -47,6 +48,11 @@ func (s *Service) FlushCounts(ctx context.Context) error {
 		}
 		return err
 	}
+	ids := make([]uuid.UUID, 0, len(p))
+	for id := range p {
+		ids = append(ids, id)
+	}
+	s.rotateDueVersions(ctx, ids)
 	return nil
 }
 

@@ -17,6 +17,13 @@
 // Ciphertexts are bound to tenant, context, version and algorithm through the AEAD's associated
 // data (aead.AssociatedData), so a ciphertext moved anywhere else fails to decrypt.
 //
+// Versions go ACTIVE → DECRYPT_ONLY (rotation) → DISABLED ⇄ DECRYPT_ONLY → DESTROYED (key material
+// erased). A context rotates by itself by age and by encryptions per version (RotationPolicy, and
+// the service-wide bound that keeps random 96-bit GCM nonces far from a collision). Platform
+// master-key rotation (RotateMasterKey) rewraps the outer layer of every stored blob, keeping its
+// associated data. Batches (EncryptBatch, DecryptBatch, RewrapBatch) read each context and unwrap
+// each key once per request, not per item.
+//
 // All errors are *errs.Error values; their messages name the context or version concerned and never
 // hold plaintext, keys or secrets.
 package keyring
@@ -57,18 +64,40 @@ type Store interface {
 		newVersion func(e postgres.Encryption, version int) (postgres.KeyVersion, error),
 		audit postgres.AuditEvent) (postgres.KeyVersion, error)
 	AddEncryptions(ctx context.Context, counts map[uuid.UUID]int64) error
+
+	GetEncryptions(ctx context.Context, tenantID uuid.UUID, ids []uuid.UUID) ([]postgres.Encryption, error)
+	RotateIfActive(ctx context.Context, tenantID, encryptionID, expectedActive uuid.UUID,
+		newVersion func(e postgres.Encryption, version int) (postgres.KeyVersion, error),
+		audit postgres.AuditEvent) (postgres.KeyVersion, bool, error)
+	DueByEncryptions(ctx context.Context, versionIDs []uuid.UUID, bound int64) ([]postgres.DueVersion, error)
+	SetRotationPolicy(ctx context.Context, tenantID, encryptionID uuid.UUID, maxAge time.Duration, maxEncryptions int64, audit postgres.AuditEvent) error
+	SetVersionState(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, state string, audit postgres.AuditEvent) (postgres.KeyVersion, error)
+	DestroyEncryption(ctx context.Context, tenantID, encryptionID uuid.UUID, audit postgres.AuditEvent) (int, error)
+	ReplaceSealingKey(ctx context.Context, tenantID, encryptionID uuid.UUID,
+		rewrap func(e postgres.Encryption) (postgres.WrappedKey, error), audit postgres.AuditEvent) (postgres.Encryption, error)
 }
 
 var _ Store = (*postgres.Store)(nil)
 
-// Caller is who makes a request: an authenticated tenant, and the client master key if the
-// request carried one. MasterKey is never stored, logged or kept beyond the request.
+// Caller is who makes a request: an authenticated tenant, and the client master keys if the
+// request carried them. MasterKey and NewMasterKey are never stored, logged or kept beyond the
+// request.
 type Caller struct {
 	TenantID  uuid.UUID
 	Actor     string // for the audit trail, e.g. "tenant:<secret id>"
 	RequestID string
 	MasterKey []byte // 32 bytes, or nil when the request carried none
+	// NewMasterKey is the client master key a ChangeMasterKey call changes to (X-New-Master-Key):
+	// 32 bytes, or nil.
+	NewMasterKey []byte
 }
+
+// DefaultMaxEncryptionsPerVersion is the default and highest service-wide bound on the
+// encryptions one key version makes before it is rotated: 2^31. AES-256-GCM with random 96-bit
+// nonces must stay below 2^32 encryptions under one key (NIST SP 800-38D, section 8.3); counts
+// reach the database only once a second from each replica, so a version may overshoot the bound by
+// a few seconds of traffic, and 2^31 leaves all of the other 2^31 for that.
+const DefaultMaxEncryptionsPerVersion = 1 << 31
 
 // Options tune a Service. Zero values mean the defaults.
 type Options struct {
@@ -78,23 +107,34 @@ type Options struct {
 	Rand            io.Reader     // default crypto/rand
 	Now             func() time.Time
 	Logger          *slog.Logger
+	// MaxEncryptionsPerVersion bounds the encryptions of every key version, whatever its context's
+	// rotation policy: a version that reached it is rotated (default and at most
+	// DefaultMaxEncryptionsPerVersion).
+	MaxEncryptionsPerVersion int64
 }
 
 // Service performs key-context operations for tenants.
 type Service struct {
-	store        Store
-	masterKeys   *masterkey.Keyring
-	rand         io.Reader
-	maxDataBytes int
-	cache        *cache
-	counts       counter
-	log          *slog.Logger
+	store         Store
+	masterKeys    *masterkey.Keyring
+	rand          io.Reader
+	now           func() time.Time
+	maxDataBytes  int
+	maxPerVersion int64
+	cache         *cache
+	counts        counter
+	log           *slog.Logger
 }
 
 // New returns a Service over store wrapping new key material under masterKeys' active key.
+// masterKeys may be nil for a Service that only changes key versions' states (the version
+// command): every operation that needs a master key then fails with Unavailable.
 func New(store Store, masterKeys *masterkey.Keyring, opts Options) *Service {
 	if opts.MaxDataBytes <= 0 {
 		opts.MaxDataBytes = 1 << 20
+	}
+	if opts.MaxEncryptionsPerVersion <= 0 || opts.MaxEncryptionsPerVersion > DefaultMaxEncryptionsPerVersion {
+		opts.MaxEncryptionsPerVersion = DefaultMaxEncryptionsPerVersion
 	}
 	if opts.CacheMaxAge <= 0 {
 		opts.CacheMaxAge = 5 * time.Minute
@@ -112,18 +152,24 @@ func New(store Store, masterKeys *masterkey.Keyring, opts Options) *Service {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{
-		store:        store,
-		masterKeys:   masterKeys,
-		rand:         opts.Rand,
-		maxDataBytes: opts.MaxDataBytes,
-		cache:        newCache(opts.CacheMaxAge, opts.CacheMaxEntries, opts.Now),
-		log:          opts.Logger,
+		store:         store,
+		masterKeys:    masterKeys,
+		rand:          opts.Rand,
+		now:           opts.Now,
+		maxDataBytes:  opts.MaxDataBytes,
+		maxPerVersion: opts.MaxEncryptionsPerVersion,
+		cache:         newCache(opts.CacheMaxAge, opts.CacheMaxEntries, opts.Now),
+		log:           opts.Logger,
 	}
 }
 
 // Invalidate drops a key context from the cache; the change listener calls it when any replica
 // changed the context.
 func (s *Service) Invalidate(encryptionID uuid.UUID) { s.cache.invalidate(encryptionID) }
+
+// InvalidateTenant drops every cached key context of a tenant; the change listener calls it when
+// any replica changed the tenant (a destroyed tenant's contexts are all destroyed).
+func (s *Service) InvalidateTenant(tenantID uuid.UUID) { s.cache.invalidateTenant(tenantID) }
 
 // ResetCache drops every cached context; the change listener calls it after (re)connecting, when
 // it cannot know what it missed.
@@ -135,10 +181,11 @@ type Created struct {
 	Algorithm, KeyMode      string
 }
 
-// CreateEncryption creates a key context with its first, active version. algorithm "" means
-// AES-256-GCM and mode "" means PLATFORM. A CLIENT context needs c.MasterKey (Unauthenticated
-// without it); a PLATFORM context refuses one (Invalid).
-func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mode string) (Created, error) {
+// CreateEncryption creates a key context with its first, active version and rotation policy p
+// (the zero policy: the service's bound only). algorithm "" means AES-256-GCM and mode "" means
+// PLATFORM. A CLIENT context needs c.MasterKey (Unauthenticated without it); a PLATFORM context
+// refuses one (Invalid); a policy out of bounds is Invalid (see SetRotationPolicy).
+func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mode string, p RotationPolicy) (Created, error) {
 	if algorithm == "" {
 		algorithm = aead.AES256GCM
 	}
@@ -148,11 +195,16 @@ func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mod
 	if !validAlgorithm(algorithm) {
 		return Created{}, errs.E(errs.Invalid, "algorithm: want one of %v, got %q", aead.Algorithms(), algorithm)
 	}
+	if err := s.checkPolicy(p); err != nil {
+		return Created{}, err
+	}
 	enc := postgres.Encryption{
-		ID:        uuid.New(),
-		TenantID:  c.TenantID,
-		Algorithm: algorithm,
-		KeyMode:   mode,
+		ID:                     uuid.New(),
+		TenantID:               c.TenantID,
+		Algorithm:              algorithm,
+		KeyMode:                mode,
+		RotationMaxAge:         p.MaxAge,
+		RotationMaxEncryptions: p.MaxEncryptions,
 	}
 	switch mode {
 	case ModePlatform:
@@ -215,7 +267,7 @@ func (s *Service) Rotate(ctx context.Context, c Caller, encryptionID uuid.UUID) 
 	return v.ID, nil
 }
 
-// Encrypted is the result of Encrypt.
+// Encrypted is the result of Encrypt and Rewrap.
 type Encrypted struct {
 	CipherText []byte
 	VersionID  uuid.UUID
@@ -225,77 +277,41 @@ type Encrypted struct {
 
 // Encrypt encrypts data under the context's active version, or under versionID when it is not
 // uuid.Nil — which must then be the active version (a DECRYPT_ONLY, DISABLED or DESTROYED version
-// gets FailedPrecondition).
+// gets FailedPrecondition). When the active version is due for rotation (its context's policy or
+// the service's bound), it is rotated first and the new version encrypts. Data over the size limit
+// is Invalid.
 func (s *Service) Encrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, data []byte) (Encrypted, error) {
-	if len(data) > s.maxDataBytes {
-		return Encrypted{}, errs.E(errs.Invalid, "data: %d bytes is over the limit of %d bytes", len(data), s.maxDataBytes)
-	}
-	e, err := s.load(ctx, c.TenantID, encryptionID, false)
-	if err != nil {
+	if err := s.checkDataSize(data); err != nil {
 		return Encrypted{}, err
 	}
-	var v postgres.KeyVersion
-	if versionID == uuid.Nil {
-		var ok bool
-		if v, ok = e.active(); !ok {
-			return Encrypted{}, errs.E(errs.FailedPrecondition, "key context %s has no active version", encryptionID)
-		}
-	} else {
-		if v, err = s.findVersion(ctx, c, e, versionID); err != nil {
-			return Encrypted{}, err
-		}
-		if v.State != StateActive {
-			return Encrypted{}, errs.E(errs.FailedPrecondition,
-				"version %d of key context %s is %s and no longer encrypts: omit encryptionVersionId to use the active version",
-				v.Version, encryptionID, v.State)
-		}
-	}
-	ciph, err := s.cipher(e, v, c)
-	if err != nil {
-		return Encrypted{}, err
-	}
-	ct, meta, err := ciph.Encrypt(data, aead.AssociatedData(c.TenantID.String(), encryptionID.String(), v.ID.String(), e.enc.Algorithm))
-	if err != nil {
-		return Encrypted{}, errs.Wrap(errs.Internal, err, "encrypt")
-	}
-	s.counts.add(v.ID, 1)
-	return Encrypted{CipherText: ct, VersionID: v.ID, Algorithm: e.enc.Algorithm, Metadata: meta}, nil
+	ss := s.session(ctx, c, encryptionID)
+	defer ss.close()
+	return ss.encrypt(ctx, versionID, data)
 }
 
 // Decrypt returns the data that Encrypt was given. A ciphertext that does not authenticate —
 // altered, truncated, or moved from another tenant, context or version — gets Invalid; a DISABLED or
 // DESTROYED version gets FailedPrecondition.
 func (s *Service) Decrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) ([]byte, error) {
-	e, err := s.load(ctx, c.TenantID, encryptionID, false)
-	if err != nil {
-		return nil, err
+	ss := s.session(ctx, c, encryptionID)
+	defer ss.close()
+	return ss.decrypt(ctx, versionID, ciphertext, metadata)
+}
+
+// Rewrap decrypts ciphertext as Decrypt does and encrypts the data again under the context's
+// active version as Encrypt does (rotating first when it is due); the data never leaves the
+// service. Errors are Decrypt's and Encrypt's. A CLIENT context's private key is unwrapped once.
+func (s *Service) Rewrap(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) (Encrypted, error) {
+	ss := s.session(ctx, c, encryptionID)
+	defer ss.close()
+	return ss.rewrap(ctx, versionID, ciphertext, metadata)
+}
+
+func (s *Service) checkDataSize(data []byte) error {
+	if len(data) > s.maxDataBytes {
+		return errs.E(errs.Invalid, "data: %d bytes is over the limit of %d bytes", len(data), s.maxDataBytes)
 	}
-	v, err := s.findVersion(ctx, c, e, versionID)
-	if err != nil {
-		return nil, err
-	}
-	switch v.State {
-	case StateActive, StateDecryptOnly:
-	case StateDisabled:
-		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is disabled: enable it to decrypt", v.Version, encryptionID)
-	default:
-		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is destroyed: its data is unrecoverable", v.Version, encryptionID)
-	}
-	meta, err := aead.ParseMetadata(e.enc.Algorithm, metadata)
-	if err != nil {
-		return nil, errs.Wrap(errs.Invalid, err, "metadata: "+metadataProblem(err))
-	}
-	ciph, err := s.cipher(e, v, c)
-	if err != nil {
-		return nil, err
-	}
-	pt, err := ciph.Decrypt(ciphertext, meta, aead.AssociatedData(c.TenantID.String(), encryptionID.String(), v.ID.String(), e.enc.Algorithm))
-	if err != nil {
-		return nil, errs.E(errs.Invalid,
-			"cipherText does not authenticate under version %d of key context %s: it was altered, truncated, or encrypted under another context or version",
-			v.Version, encryptionID)
-	}
-	return pt, nil
+	return nil
 }
 
 // metadataProblem is the safe part of a metadata parse error: it names the field, and the
@@ -327,62 +343,32 @@ func (s *Service) load(ctx context.Context, tenantID, encryptionID uuid.UUID, fr
 	return s.cache.put(gen, enc), nil
 }
 
-// findVersion finds versionID in e, reading the context again once if it is not there (another
-// replica may have rotated since it was cached).
-func (s *Service) findVersion(ctx context.Context, c Caller, e *entry, versionID uuid.UUID) (postgres.KeyVersion, error) {
-	if v, ok := e.version(versionID); ok {
-		return v, nil
-	}
-	fresh, err := s.load(ctx, c.TenantID, e.enc.ID, true)
-	if err != nil {
-		return postgres.KeyVersion{}, err
-	}
-	if v, ok := fresh.version(versionID); ok {
-		return v, nil
-	}
-	return postgres.KeyVersion{}, errs.E(errs.NotFound, "version %s of key context %s not found", versionID, e.enc.ID)
-}
-
-// cipher returns the cipher of version v. PLATFORM ciphers are cached; CLIENT ones are built from
-// the wrapped blobs and the caller's master key for this request only.
-func (s *Service) cipher(e *entry, v postgres.KeyVersion, c Caller) (aead.Cipher, error) {
-	if v.Material == nil {
-		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is destroyed: its data is unrecoverable", v.Version, e.enc.ID)
-	}
-	switch e.enc.KeyMode {
-	case ModePlatform:
-		if c.MasterKey != nil {
-			return nil, errPlatformWithMasterKey(e.enc.ID)
-		}
-		return e.cipher(v.ID, func() (aead.Cipher, error) {
-			key, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
-			if err != nil {
-				return nil, err
-			}
-			defer clear(key)
-			return newCipher(e.enc.Algorithm, key)
-		})
-	default:
-		if c.MasterKey == nil {
-			return nil, errs.E(errs.Unauthenticated,
-				"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", e.enc.ID)
-		}
-		priv, err := s.unwrapSealingKey(e.enc, c.MasterKey)
+// platformCipher returns the cached cipher of version v of a PLATFORM context, building it on
+// first use.
+func (s *Service) platformCipher(e *entry, v postgres.KeyVersion) (aead.Cipher, error) {
+	return e.cipher(v.ID, func() (aead.Cipher, error) {
+		key, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
 		if err != nil {
 			return nil, err
-		}
-		defer clear(priv)
-		sealed, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
-		if err != nil {
-			return nil, err
-		}
-		key, err := keywrap.Open(priv, sealed, versionAD(e.enc, v.ID))
-		if err != nil {
-			return nil, errs.Wrap(errs.Internal, err, fmt.Sprintf("open version %d of key context %s", v.Version, e.enc.ID))
 		}
 		defer clear(key)
 		return newCipher(e.enc.Algorithm, key)
+	})
+}
+
+// clientCipher builds the cipher of version v of a CLIENT context from the context's unwrapped
+// private sealing key.
+func (s *Service) clientCipher(enc postgres.Encryption, v postgres.KeyVersion, priv []byte) (aead.Cipher, error) {
+	sealed, err := s.unwrapPlatform(*v.Material, versionAD(enc, v.ID))
+	if err != nil {
+		return nil, err
 	}
+	key, err := keywrap.Open(priv, sealed, versionAD(enc, v.ID))
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, fmt.Sprintf("open version %d of key context %s", v.Version, enc.ID))
+	}
+	defer clear(key)
+	return newCipher(enc.Algorithm, key)
 }
 
 // newVersion makes fresh key material for version n of enc and wraps it: under the platform master
@@ -456,7 +442,11 @@ func (s *Service) unwrapSealingKey(enc postgres.Encryption, masterKey []byte) ([
 }
 
 func (s *Service) wrapPlatform(material, ad []byte) (postgres.WrappedKey, error) {
+	if s.masterKeys == nil {
+		return postgres.WrappedKey{}, errNoMasterKeys
+	}
 	mk := s.masterKeys.Active()
+	defer clear(mk.Bytes)
 	blob, err := keywrap.Wrap(mk.Bytes, material, ad)
 	if err != nil {
 		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, "wrap under the platform master key")
@@ -465,12 +455,16 @@ func (s *Service) wrapPlatform(material, ad []byte) (postgres.WrappedKey, error)
 }
 
 func (s *Service) unwrapPlatform(w postgres.WrappedKey, ad []byte) ([]byte, error) {
+	if s.masterKeys == nil {
+		return nil, errNoMasterKeys
+	}
 	mk, ok := s.masterKeys.Get(w.MasterKeyID)
 	if !ok {
 		return nil, errs.E(errs.Unavailable,
 			"stored key is wrapped by platform master key %q, which this service is not configured with", w.MasterKeyID)
 	}
 	out, err := keywrap.Unwrap(mk.Bytes, w.Blob, ad)
+	clear(mk.Bytes)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, fmt.Sprintf("stored key does not authenticate under platform master key %q", w.MasterKeyID))
 	}
@@ -521,6 +515,8 @@ func validAlgorithm(alg string) bool {
 func errNotFound(id uuid.UUID) error {
 	return errs.E(errs.NotFound, "key context %s not found", id)
 }
+
+var errNoMasterKeys = errs.E(errs.Unavailable, "no platform master keys are configured")
 
 func errPlatformWithMasterKey(id uuid.UUID) error {
 	return errs.E(errs.Invalid,

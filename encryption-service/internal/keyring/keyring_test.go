@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,23 +21,82 @@ import (
 // mustService returns a Service over a fresh database with one tenant, and that tenant as a Caller.
 func mustService(tb testing.TB) (*Service, *postgres.Store, Caller) {
 	tb.Helper()
+	svc, store, _, caller := mustServiceWith(tb, Options{})
+	return svc, store, caller
+}
+
+// mustServiceWith is mustService with opts, also returning the database URL.
+func mustServiceWith(tb testing.TB, opts Options) (*Service, *postgres.Store, string, Caller) {
+	tb.Helper()
 	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testdb.New(tb))
+	url := testdb.New(tb)
+	pool, err := postgres.Open(ctx, url)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(pool.Close)
 	store := postgres.NewStore(pool)
-	mk, err := masterkey.NewKeyring([]masterkey.Key{{ID: "k1", Bytes: bytes.Repeat([]byte{1}, 32)}}, "")
+	caller := mustTenant(tb, store)
+	return New(store, mustKeyring(tb, "k1", "k1"), opts), store, url, caller
+}
+
+// mustTenant creates a tenant and returns it as a Caller.
+func mustTenant(tb testing.TB, store *postgres.Store) Caller {
+	tb.Helper()
+	tenant := postgres.Tenant{ID: uuid.New(), Name: "t-" + uuid.NewString()}
+	secret := postgres.TenantSecret{ID: uuid.New(), TenantID: tenant.ID, Hash: bytes.Repeat([]byte{2}, 32)}
+	if err := store.CreateTenant(context.Background(), tenant, secret, postgres.AuditEvent{Actor: "test", Action: "tenant.create", Outcome: "ok"}); err != nil {
+		tb.Fatal(err)
+	}
+	return Caller{TenantID: tenant.ID, Actor: "test"}
+}
+
+// mustKeyring returns master keys with the given ids, active the one named. A key's bytes follow
+// from its id alone (32 times its last byte), so every keyring agrees on them.
+func mustKeyring(tb testing.TB, active string, ids ...string) *masterkey.Keyring {
+	tb.Helper()
+	var keys []masterkey.Key
+	for _, id := range ids {
+		keys = append(keys, masterkey.Key{ID: id, Bytes: bytes.Repeat([]byte{id[len(id)-1]}, 32)})
+	}
+	mk, err := masterkey.NewKeyring(keys, active)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tenant := postgres.Tenant{ID: uuid.New(), Name: "t-" + uuid.NewString()}
-	secret := postgres.TenantSecret{ID: uuid.New(), TenantID: tenant.ID, Hash: bytes.Repeat([]byte{2}, 32)}
-	if err := store.CreateTenant(ctx, tenant, secret, postgres.AuditEvent{Actor: "test", Action: "tenant.create", Outcome: "ok"}); err != nil {
-		tb.Fatal(err)
+	return mk
+}
+
+// mustCreate creates a key context.
+func mustCreate(tb testing.TB, svc *Service, c Caller, alg, mode string, p RotationPolicy) uuid.UUID {
+	tb.Helper()
+	created, err := svc.CreateEncryption(context.Background(), c, alg, mode, p)
+	if err != nil {
+		tb.Fatalf("CreateEncryption(%s, %s, %+v) = %v", alg, mode, p, err)
 	}
-	return New(store, mk, Options{}), store, Caller{TenantID: tenant.ID, Actor: "test"}
+	return created.EncryptionID
+}
+
+func mustEncrypt(tb testing.TB, svc *Service, c Caller, id uuid.UUID, data string) Encrypted {
+	tb.Helper()
+	enc, err := svc.Encrypt(context.Background(), c, id, uuid.Nil, []byte(data))
+	if err != nil {
+		tb.Fatalf("Encrypt(%s) = %v", id, err)
+	}
+	return enc
+}
+
+// wantKind fails tb unless err is an *errs.Error of kind whose message contains msg.
+func wantKind(tb testing.TB, call string, err error, kind errs.Kind, msg string) {
+	tb.Helper()
+	var e *errs.Error
+	switch {
+	case err == nil:
+		tb.Errorf("%s = nil, want a %v error", call, kind)
+	case !errors.As(err, &e):
+		tb.Errorf("%s = %v (%T), want an *errs.Error", call, err, err)
+	case e.Kind != kind || !strings.Contains(e.Message, msg):
+		tb.Errorf("%s = %v (kind %v), want kind %v mentioning %q", call, err, e.Kind, kind, msg)
+	}
 }
 
 func TestCacheDoesNotKeepWhatAnInvalidationOvertook(t *testing.T) {
@@ -71,7 +132,7 @@ func TestCacheExpires(t *testing.T) {
 func TestCountsReachTheDatabase(t *testing.T) {
 	svc, _, caller := mustService(t)
 	ctx := context.Background()
-	created, err := svc.CreateEncryption(ctx, caller, "", "")
+	created, err := svc.CreateEncryption(ctx, caller, "", "", RotationPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +162,7 @@ func FuzzDecrypt(f *testing.F) {
 	}
 	var targets []target
 	for _, alg := range aead.Algorithms() {
-		created, err := svc.CreateEncryption(ctx, caller, alg, ModePlatform)
+		created, err := svc.CreateEncryption(ctx, caller, alg, ModePlatform, RotationPolicy{})
 		if err != nil {
 			f.Fatal(err)
 		}

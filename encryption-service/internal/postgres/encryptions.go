@@ -189,32 +189,19 @@ func loadEncryption(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, forU
 	if forUpdate {
 		query += " FOR UPDATE"
 	}
-	var (
-		e                  Encryption
-		sealingKey         []byte
-		sealingMasterKeyID *string
-		maxAge             *time.Duration
-		maxEncryptions     *int64
-	)
-	err := tx.QueryRow(ctx, query, id, tenantID).Scan(&e.ID, &e.TenantID, &e.Algorithm, &e.KeyMode,
-		&e.SealingPublicKey, &sealingKey, &sealingMasterKeyID, &maxAge, &maxEncryptions, &e.CreatedAt)
+	rows, err := tx.Query(ctx, query, id, tenantID)
+	if err != nil {
+		return Encryption{}, fmt.Errorf("get key context: %w", err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, scanEncryption)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Encryption{}, encryptionNotFound(id)
 	}
 	if err != nil {
 		return Encryption{}, fmt.Errorf("get key context: %w", err)
 	}
-	if sealingKey != nil && sealingMasterKeyID != nil {
-		e.SealingPrivateKey = &WrappedKey{MasterKeyID: *sealingMasterKeyID, Blob: sealingKey}
-	}
-	if maxAge != nil {
-		e.RotationMaxAge = *maxAge
-	}
-	if maxEncryptions != nil {
-		e.RotationMaxEncryptions = *maxEncryptions
-	}
 
-	rows, err := tx.Query(ctx, "SELECT "+versionColumns+" FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY version", id)
+	rows, err = tx.Query(ctx, "SELECT "+versionColumns+" FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY version", id)
 	if err != nil {
 		return Encryption{}, fmt.Errorf("list key versions: %w", err)
 	}
@@ -259,11 +246,47 @@ func scanVersion(row pgx.CollectableRow) (KeyVersion, error) {
 // as Internal.
 func (s *Store) Rotate(ctx context.Context, tenantID, encryptionID uuid.UUID,
 	newVersion func(e Encryption, version int) (KeyVersion, error), audit AuditEvent) (KeyVersion, error) {
+	v, _, err := s.rotate(ctx, tenantID, encryptionID, uuid.Nil, newVersion, audit)
+	if err != nil {
+		return KeyVersion{}, fail("rotate key context", err)
+	}
+	return v, nil
+}
+
+// RotateIfActive is Rotate on the condition that version expectedActive is
+// still the context's ACTIVE version once its row is locked, for automatic
+// rotation: replicas that find the same version due at once rotate it only
+// once. When the condition does not hold it changes nothing, does not call
+// newVersion and returns rotated false.
+//
+// Errors: as Rotate's.
+func (s *Store) RotateIfActive(ctx context.Context, tenantID, encryptionID, expectedActive uuid.UUID,
+	newVersion func(e Encryption, version int) (KeyVersion, error), audit AuditEvent) (v KeyVersion, rotated bool, err error) {
+	if expectedActive == uuid.Nil {
+		return KeyVersion{}, false, errs.E(errs.Invalid, "expected active key version id is required")
+	}
+	v, rotated, err = s.rotate(ctx, tenantID, encryptionID, expectedActive, newVersion, audit)
+	if err != nil {
+		return KeyVersion{}, false, fail("rotate key context", err)
+	}
+	return v, rotated, nil
+}
+
+// rotate is Rotate, and RotateIfActive when expectedActive is not uuid.Nil.
+func (s *Store) rotate(ctx context.Context, tenantID, encryptionID, expectedActive uuid.UUID,
+	newVersion func(e Encryption, version int) (KeyVersion, error), audit AuditEvent) (KeyVersion, bool, error) {
 	var created KeyVersion
+	rotated := false
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rotated = false
 		e, err := loadEncryption(ctx, tx, tenantID, encryptionID, true)
 		if err != nil {
 			return err
+		}
+		if expectedActive != uuid.Nil {
+			if i := slices.IndexFunc(e.Versions, func(v KeyVersion) bool { return v.State == StateActive }); i < 0 || e.Versions[i].ID != expectedActive {
+				return nil // rotated already, by another caller
+			}
 		}
 		next := 1
 		if n := len(e.Versions); n > 0 {
@@ -290,12 +313,13 @@ func (s *Store) Rotate(ctx context.Context, tenantID, encryptionID uuid.UUID,
 		if err := insertAudit(ctx, tx, audit.withDefaults(&tenantID, &encryptionID, &created.ID)); err != nil {
 			return err
 		}
+		rotated = true
 		return notify(ctx, tx, ChangeEncryption, encryptionID)
 	})
-	if err != nil {
-		return KeyVersion{}, fail("rotate key context", err)
+	if err != nil || !rotated {
+		return KeyVersion{}, false, err
 	}
-	return created, nil
+	return created, true, nil
 }
 
 // AddEncryptions adds counts[versionID] to each version's encryptions

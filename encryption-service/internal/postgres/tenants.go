@@ -330,3 +330,54 @@ func (s *Store) ActiveSecrets(ctx context.Context, tenantID uuid.UUID) ([]Tenant
 	}
 	return secrets, nil
 }
+
+// DestroyTenant erases tenant tenantID: every one of its live key contexts is
+// destroyed as [Store.DestroyEncryption] does (all its data becomes
+// unrecoverable), every secret is revoked, and the tenant is marked
+// destroyed, after which every Store method treats it as unknown (its name
+// stays taken). It returns how many key contexts were destroyed. It cannot be
+// undone.
+//
+// The tenant's row is locked first, so no key context can be added while it
+// is destroyed. One transaction erases everything: a tenant with very many
+// contexts holds their locks until it commits.
+//
+// Errors: NotFound ("tenant <id> not found") if it does not exist or is
+// already destroyed.
+func (s *Store) DestroyTenant(ctx context.Context, tenantID uuid.UUID, audit AuditEvent) (int, error) {
+	var n int
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := lockTenant(ctx, tx, tenantID, true); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT id FROM encryptions WHERE tenant_id = $1 AND destroyed_at IS NULL
+			 ORDER BY id FOR UPDATE`, tenantID)
+		if err != nil {
+			return fmt.Errorf("lock key contexts: %w", err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return fmt.Errorf("lock key contexts: %w", err)
+		}
+		n = len(ids)
+		if _, err := destroyEncryptions(ctx, tx, ids); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE tenant_secrets SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL", tenantID); err != nil {
+			return fmt.Errorf("revoke tenant secrets: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE tenants SET destroyed_at = now() WHERE id = $1", tenantID); err != nil {
+			return fmt.Errorf("destroy tenant: %w", err)
+		}
+		if err := insertAudit(ctx, tx, audit.withDefaults(&tenantID, nil, nil)); err != nil {
+			return err
+		}
+		// One notification for the tenant: replicas drop its secrets and
+		// every cached context of it (rather than one notification per context).
+		return notify(ctx, tx, ChangeTenant, tenantID)
+	})
+	if err != nil {
+		return 0, fail("destroy tenant", err)
+	}
+	return n, nil
+}

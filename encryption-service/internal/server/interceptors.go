@@ -79,7 +79,18 @@ func begin(ctx context.Context) (context.Context, call) {
 			c.requestID = newRequestID()
 		}
 	}
+	ctx = context.WithValue(ctx, remoteAddrKey{}, c.addr)
 	return context.WithValue(ctx, requestIDKey{}, c.requestID), c
+}
+
+type remoteAddrKey struct{}
+
+// RemoteAddr returns the network address of the caller of the RPC whose context is ctx: the
+// gRPC peer's, or for REST calls the HTTP client's (as the in-process gateway reported it; the
+// same metadata from any other connection is ignored). It reports false outside an RPC.
+func RemoteAddr(ctx context.Context) (string, bool) {
+	a, ok := ctx.Value(remoteAddrKey{}).(string)
+	return a, ok && a != ""
 }
 
 // observeUnary is the outermost interceptor: request id and access log.

@@ -41,6 +41,7 @@ type Store interface {
 	AddTenantSecret(ctx context.Context, s postgres.TenantSecret, audit postgres.AuditEvent) error
 	RevokeTenantSecret(ctx context.Context, tenantID, secretID uuid.UUID, audit postgres.AuditEvent) (postgres.TenantSecret, error)
 	ActiveSecrets(ctx context.Context, tenantID uuid.UUID) ([]postgres.TenantSecret, error)
+	DestroyTenant(ctx context.Context, tenantID uuid.UUID, audit postgres.AuditEvent) (int, error)
 }
 
 var _ Store = (*postgres.Store)(nil)
@@ -129,6 +130,19 @@ func (s *Service) RevokeSecret(ctx context.Context, actor Actor, tenantID, secre
 	}
 	s.Invalidate(tenantID)
 	return sec, nil
+}
+
+// Destroy erases a tenant: every key of every one of its key contexts (all its data becomes
+// unrecoverable) and its credentials, which stop working at once on every replica. It returns how
+// many key contexts were erased. It cannot be undone; the tenant's name stays taken. Errors:
+// NotFound for an unknown or already destroyed tenant.
+func (s *Service) Destroy(ctx context.Context, actor Actor, tenantID uuid.UUID) (int, error) {
+	n, err := s.store.DestroyTenant(ctx, tenantID, audit(actor, tenantID, "tenant.destroy"))
+	if err != nil {
+		return 0, err
+	}
+	s.Invalidate(tenantID)
+	return n, nil
 }
 
 // errBadCredential is the one answer to every failed authentication, so that a caller learns

@@ -1,0 +1,80 @@
+package grpcapi
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
+	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keyring"
+	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
+)
+
+// TestMetadataStructIsTheWireForm holds metadataStruct, built by hand for speed, to what the
+// aead package defines as the metadata object.
+func TestMetadataStructIsTheWireForm(t *testing.T) {
+	for _, alg := range aead.Algorithms() {
+		key, err := aead.NewKey(alg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := aead.New(alg, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, meta, err := c.Encrypt([]byte("x"), []byte("ad"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := structpb.NewStruct(meta.Map())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := metadataStruct(meta)
+		if err != nil || !proto.Equal(got, want) {
+			t.Errorf("%s: metadataStruct() = %v, %v; want %v", alg, got, err, want)
+		}
+		back, err := aead.ParseMetadata(alg, got.AsMap())
+		if err != nil || !bytes.Equal(back.Nonce, meta.Nonce) || !bytes.Equal(back.EncryptedKey, meta.EncryptedKey) {
+			t.Errorf("%s: ParseMetadata(metadataStruct()) = %+v, %v; want %+v", alg, back, err, meta)
+		}
+	}
+}
+
+func TestPolicyFrom(t *testing.T) {
+	tests := []struct {
+		name string
+		in   *encryptionv1.RotationPolicy
+		want keyring.RotationPolicy
+		msg  string // error mention; "" for success
+	}{
+		{"absent", nil, keyring.RotationPolicy{}, ""},
+		{"both", &encryptionv1.RotationPolicy{MaxAge: durationpb.New(90 * 24 * time.Hour), MaxEncryptions: 1000},
+			keyring.RotationPolicy{MaxAge: 90 * 24 * time.Hour, MaxEncryptions: 1000}, ""},
+		{"negative age", &encryptionv1.RotationPolicy{MaxAge: durationpb.New(-time.Hour)}, keyring.RotationPolicy{}, "rotationPolicy.maxAge"},
+		{"invalid duration", &encryptionv1.RotationPolicy{MaxAge: &durationpb.Duration{Seconds: 1, Nanos: -1}}, keyring.RotationPolicy{}, "rotationPolicy.maxAge"},
+		{"count over int64", &encryptionv1.RotationPolicy{MaxEncryptions: 1 << 63}, keyring.RotationPolicy{}, "rotationPolicy.maxEncryptions"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := policyFrom(tt.in)
+			if tt.msg == "" {
+				if err != nil || got != tt.want {
+					t.Errorf("policyFrom() = %+v, %v; want %+v", got, err, tt.want)
+				}
+				return
+			}
+			if !errs.Is(err, errs.Invalid) || !bytes.Contains([]byte(err.Error()), []byte(tt.msg)) {
+				t.Errorf("policyFrom() = %v, want Invalid naming %s", err, tt.msg)
+			}
+		})
+	}
+	if p := policyToProto(keyring.RotationPolicy{}); p.MaxAge != nil || p.MaxEncryptions != 0 {
+		t.Errorf("policyToProto(zero) = %v, want no maxAge and 0", p)
+	}
+}

@@ -1,0 +1,359 @@
+package keyring
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
+	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/postgres"
+)
+
+// session is one request's use of one key context. It reads the context again at most once when a
+// version is missing from the cached copy, builds each version's cipher at most once and, for a
+// CLIENT context, unwraps the private sealing key at most once, however many items of a batch use
+// it. close clears the keys it holds. A session is used by one goroutine.
+type session struct {
+	s     *Service
+	c     Caller
+	id    uuid.UUID
+	e     *entry
+	err   error // the context could not be loaded: every use fails with it
+	fresh bool  // e was read from the database during this request
+
+	// Versions used so far: their associated data and cipher, so that the items of a batch
+	// neither rebuild the one nor look up the other again.
+	prepared []prepared
+
+	// Encryptions made but not yet added to the service's counter: one lock per version and
+	// request rather than per item.
+	countVersion uuid.UUID
+	countN       int64
+
+	// CLIENT contexts only.
+	priv    []byte
+	privErr error
+}
+
+// prepared is a version ready to encrypt and decrypt within a session.
+type prepared struct {
+	id     uuid.UUID
+	ad     []byte
+	cipher aead.Cipher
+}
+
+// session loads key context id for c, from the cache when it holds it.
+func (s *Service) session(ctx context.Context, c Caller, id uuid.UUID) *session {
+	ss := &session{s: s, c: c, id: id}
+	ss.e, ss.err = s.load(ctx, c.TenantID, id, false)
+	return ss
+}
+
+// sessions returns a session for every distinct context in ids. Contexts missing from the cache
+// are read with one query for all of them; a context that cannot be read gets a session holding
+// the error.
+func (s *Service) sessions(ctx context.Context, c Caller, ids []uuid.UUID) map[uuid.UUID]*session {
+	out := make(map[uuid.UUID]*session, 4)
+	var missing []uuid.UUID
+	for _, id := range ids {
+		if _, ok := out[id]; ok {
+			continue
+		}
+		ss := &session{s: s, c: c, id: id}
+		out[id] = ss
+		if e, ok := s.cache.get(id); ok {
+			if e.enc.TenantID != c.TenantID {
+				ss.err = errNotFound(id)
+			} else {
+				ss.e = e
+			}
+			continue
+		}
+		missing = append(missing, id)
+	}
+	if len(missing) == 0 {
+		return out
+	}
+	gen := s.cache.generation()
+	encs, err := s.store.GetEncryptions(ctx, c.TenantID, missing)
+	for _, enc := range encs {
+		out[enc.ID].e = s.cache.put(gen, enc)
+	}
+	for _, id := range missing {
+		ss := out[id]
+		switch {
+		case err != nil:
+			ss.err = err
+		case ss.e == nil:
+			ss.err = errNotFound(id)
+		}
+	}
+	return out
+}
+
+// close adds the session's encryptions to the counter and clears the key material it unwrapped.
+func (ss *session) close() {
+	ss.count(uuid.Nil)
+	clear(ss.priv)
+	ss.priv = nil
+}
+
+// count records one encryption with version id; uuid.Nil only flushes what is recorded.
+func (ss *session) count(id uuid.UUID) {
+	if id == ss.countVersion {
+		ss.countN++
+		return
+	}
+	if ss.countN > 0 {
+		ss.s.counts.add(ss.countVersion, ss.countN)
+	}
+	ss.countVersion, ss.countN = id, 0
+	if id != uuid.Nil {
+		ss.countN = 1
+	}
+}
+
+// reload reads the context again from the database.
+func (ss *session) reload(ctx context.Context) error {
+	e, err := ss.s.load(ctx, ss.c.TenantID, ss.id, true)
+	if err != nil {
+		return err
+	}
+	ss.e, ss.fresh = e, true
+	return nil
+}
+
+// version returns version id of the context, reading the context again once if the cached copy
+// lacks it (another replica may have rotated since).
+func (ss *session) version(ctx context.Context, id uuid.UUID) (postgres.KeyVersion, error) {
+	if v, ok := ss.e.version(id); ok {
+		return v, nil
+	}
+	if !ss.fresh {
+		if err := ss.reload(ctx); err != nil {
+			return postgres.KeyVersion{}, err
+		}
+		if v, ok := ss.e.version(id); ok {
+			return v, nil
+		}
+	}
+	return postgres.KeyVersion{}, errs.E(errs.NotFound, "version %s of key context %s not found", id, ss.id)
+}
+
+// prepare returns version v's associated data and cipher: the cached cipher for a PLATFORM
+// context, or for a CLIENT context one opened with the caller's client master key for this session
+// only.
+func (ss *session) prepare(v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
+	enc := ss.e.enc
+	if v.Material == nil {
+		return nil, nil, errDestroyed(v, enc.ID)
+	}
+	for i := range ss.prepared {
+		if p := &ss.prepared[i]; p.id == v.ID {
+			return p.ad, p.cipher, nil
+		}
+	}
+	var c aead.Cipher
+	var err error
+	switch {
+	case enc.KeyMode == ModePlatform && ss.c.MasterKey != nil:
+		return nil, nil, errPlatformWithMasterKey(enc.ID)
+	case enc.KeyMode == ModePlatform:
+		c, err = ss.s.platformCipher(ss.e, v)
+	case ss.c.MasterKey == nil:
+		return nil, nil, errs.E(errs.Unauthenticated,
+			"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", enc.ID)
+	default:
+		if ss.priv == nil && ss.privErr == nil {
+			ss.priv, ss.privErr = ss.s.unwrapSealingKey(enc, ss.c.MasterKey)
+		}
+		if ss.privErr != nil {
+			return nil, nil, ss.privErr
+		}
+		c, err = ss.s.clientCipher(enc, v, ss.priv)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ad := aead.AssociatedData(enc.TenantID.String(), enc.ID.String(), v.ID.String(), enc.Algorithm)
+	ss.prepared = append(ss.prepared, prepared{id: v.ID, ad: ad, cipher: c})
+	return ad, c, nil
+}
+
+// decrypt is Decrypt within the session.
+func (ss *session) decrypt(ctx context.Context, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) ([]byte, error) {
+	if ss.err != nil {
+		return nil, ss.err
+	}
+	v, err := ss.version(ctx, versionID)
+	if err != nil {
+		return nil, err
+	}
+	switch v.State {
+	case StateActive, StateDecryptOnly:
+	case StateDisabled:
+		return nil, errs.E(errs.FailedPrecondition, "version %d of key context %s is disabled: enable it to decrypt", v.Version, ss.id)
+	default:
+		return nil, errDestroyed(v, ss.id)
+	}
+	meta, err := aead.ParseMetadata(ss.e.enc.Algorithm, metadata)
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "metadata: "+metadataProblem(err))
+	}
+	ad, ciph, err := ss.prepare(v)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := ciph.Decrypt(ciphertext, meta, ad)
+	if err != nil {
+		return nil, errs.E(errs.Invalid,
+			"cipherText does not authenticate under version %d of key context %s: it was altered, truncated, or encrypted under another context or version",
+			v.Version, ss.id)
+	}
+	return pt, nil
+}
+
+// encrypt is Encrypt within the session, without the size check (rewrap encrypts data that was
+// accepted before).
+func (ss *session) encrypt(ctx context.Context, versionID uuid.UUID, data []byte) (Encrypted, error) {
+	if ss.err != nil {
+		return Encrypted{}, ss.err
+	}
+	v, err := ss.encryptionVersion(ctx, versionID)
+	if err != nil {
+		return Encrypted{}, err
+	}
+	ad, ciph, err := ss.prepare(v)
+	if err != nil {
+		return Encrypted{}, err
+	}
+	e := ss.e
+	ct, meta, err := ciph.Encrypt(data, ad)
+	if err != nil {
+		return Encrypted{}, errs.Wrap(errs.Internal, err, "encrypt")
+	}
+	e.encrypted.Add(1)
+	ss.count(v.ID)
+	return Encrypted{CipherText: ct, VersionID: v.ID, Algorithm: e.enc.Algorithm, Metadata: meta}, nil
+}
+
+// rewrap is Rewrap within the session.
+func (ss *session) rewrap(ctx context.Context, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) (Encrypted, error) {
+	pt, err := ss.decrypt(ctx, versionID, ciphertext, metadata)
+	if err != nil {
+		return Encrypted{}, err
+	}
+	defer clear(pt)
+	return ss.encrypt(ctx, uuid.Nil, pt)
+}
+
+// encryptionVersion returns the version that encrypts: the active one, rotated first when it is
+// due. A versionID other than uuid.Nil must name that version.
+func (ss *session) encryptionVersion(ctx context.Context, versionID uuid.UUID) (postgres.KeyVersion, error) {
+	v, ok := ss.e.active()
+	if !ok {
+		return v, errs.E(errs.FailedPrecondition, "key context %s has no active version", ss.id)
+	}
+	if ss.s.due(ss.e, v) {
+		if err := ss.rotateDue(ctx, v); err != nil {
+			return postgres.KeyVersion{}, err
+		}
+		if v, ok = ss.e.active(); !ok {
+			return v, errs.E(errs.FailedPrecondition, "key context %s has no active version", ss.id)
+		}
+	}
+	if versionID == uuid.Nil || versionID == v.ID {
+		return v, nil
+	}
+	named, err := ss.version(ctx, versionID)
+	if err != nil {
+		return named, err
+	}
+	if named.State != StateActive {
+		return postgres.KeyVersion{}, errs.E(errs.FailedPrecondition,
+			"version %d of key context %s is %s and no longer encrypts: omit encryptionVersionId to use the active version",
+			named.Version, ss.id, named.State)
+	}
+	return named, nil // active in a fresher copy of the context than v's
+}
+
+func errDestroyed(v postgres.KeyVersion, encryptionID uuid.UUID) error {
+	return errs.E(errs.FailedPrecondition,
+		"version %d of key context %s is destroyed: its key material is erased and its data is unrecoverable", v.Version, encryptionID)
+}
+
+// EncryptItem is one item of EncryptBatch: Encrypt's arguments.
+type EncryptItem struct {
+	EncryptionID uuid.UUID
+	VersionID    uuid.UUID // uuid.Nil: the active version
+	Data         []byte
+}
+
+// DecryptItem is one item of DecryptBatch and RewrapBatch: Decrypt's arguments.
+type DecryptItem struct {
+	EncryptionID, VersionID uuid.UUID
+	CipherText              []byte
+	Metadata                map[string]any
+}
+
+// EncryptBatch encrypts every item as Encrypt does: results[i] is items[i]'s result when
+// failures[i] is nil. One item's failure does not affect the others. Each context is read at most
+// once (all that the cache misses, in one query) and a CLIENT context's private key is unwrapped
+// once, whatever the number of items.
+func (s *Service) EncryptBatch(ctx context.Context, c Caller, items []EncryptItem) (results []Encrypted, failures []error) {
+	ids := make([]uuid.UUID, len(items))
+	for i, it := range items {
+		ids[i] = it.EncryptionID
+	}
+	sessions := s.sessions(ctx, c, ids)
+	defer closeAll(sessions)
+	results, failures = make([]Encrypted, len(items)), make([]error, len(items))
+	for i, it := range items {
+		if failures[i] = s.checkDataSize(it.Data); failures[i] != nil {
+			continue
+		}
+		results[i], failures[i] = sessions[it.EncryptionID].encrypt(ctx, it.VersionID, it.Data)
+	}
+	return results, failures
+}
+
+// DecryptBatch decrypts every item as Decrypt does: data[i] is items[i]'s data when failures[i] is
+// nil. One item's failure does not affect the others; contexts and keys are loaded as by
+// EncryptBatch.
+func (s *Service) DecryptBatch(ctx context.Context, c Caller, items []DecryptItem) (data [][]byte, failures []error) {
+	sessions := s.sessions(ctx, c, decryptIDs(items))
+	defer closeAll(sessions)
+	data, failures = make([][]byte, len(items)), make([]error, len(items))
+	for i, it := range items {
+		data[i], failures[i] = sessions[it.EncryptionID].decrypt(ctx, it.VersionID, it.CipherText, it.Metadata)
+	}
+	return data, failures
+}
+
+// RewrapBatch rewraps every item as Rewrap does: results[i] is items[i]'s result when failures[i]
+// is nil. One item's failure does not affect the others; contexts and keys are loaded as by
+// EncryptBatch.
+func (s *Service) RewrapBatch(ctx context.Context, c Caller, items []DecryptItem) (results []Encrypted, failures []error) {
+	sessions := s.sessions(ctx, c, decryptIDs(items))
+	defer closeAll(sessions)
+	results, failures = make([]Encrypted, len(items)), make([]error, len(items))
+	for i, it := range items {
+		results[i], failures[i] = sessions[it.EncryptionID].rewrap(ctx, it.VersionID, it.CipherText, it.Metadata)
+	}
+	return results, failures
+}
+
+func decryptIDs(items []DecryptItem) []uuid.UUID {
+	ids := make([]uuid.UUID, len(items))
+	for i, it := range items {
+		ids[i] = it.EncryptionID
+	}
+	return ids
+}
+
+func closeAll(sessions map[uuid.UUID]*session) {
+	for _, ss := range sessions {
+		ss.close()
+	}
+}
