@@ -55,6 +55,8 @@ commands:
                                          key (ES_ACTIVE_MASTER_KEY_ID), online and resumable;
                                          --dry-run only counts what each master key wraps
   admin-token generate                   print a new admin token and the ES_ADMIN_TOKEN_HASH for it
+  probe [--live | --ready]               check this service's own REST listener (exit 0 when healthy),
+                                         for container health checks and Kubernetes exec probes
   version                                print the version and exit
   help                                   print this help
 
@@ -94,6 +96,11 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 		return generateAdminToken(stdout)
 	case "tenant":
 		return runTenant(ctx, args, getenv, stdout, stderr)
+	case "probe":
+		return probe(ctx, args, getenv, stderr, probeSettings{
+			addrVar: "ES_HTTP_ADDR", certVar: "ES_PROBE_CERT_FILE", keyVar: "ES_PROBE_KEY_FILE",
+			caVar: "ES_PROBE_CA_FILE", serverNameVar: "ES_PROBE_SERVER_NAME", certRequired: true,
+		})
 	case "serve", "migrate":
 	default:
 		return fmt.Errorf("%w: unknown command %q\n\n%s", ErrUsage, cmd, usage)

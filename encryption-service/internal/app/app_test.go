@@ -290,3 +290,34 @@ func TestRunCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestProbe(t *testing.T) {
+	certs := testcerts.New(t)
+	inst := startInstance(t, testdb.New(t), certs)
+	waitReady(t, inst)
+	env := map[string]string{
+		"ES_HTTP_ADDR": inst.httpAddr, "ES_PROBE_CA_FILE": certs.CAFile,
+		"ES_PROBE_CERT_FILE": certs.ClientCertFile, "ES_PROBE_KEY_FILE": certs.ClientKeyFile,
+	}
+	run := func(env map[string]string, args ...string) error {
+		return Run(context.Background(), "test", append([]string{"probe"}, args...), func(k string) string { return env[k] }, io.Discard, io.Discard)
+	}
+	for _, args := range [][]string{nil, {"--live"}, {"--ready"}} {
+		if err := run(env, args...); err != nil {
+			t.Errorf("probe %v = %v, want healthy", args, err)
+		}
+	}
+	noCert := map[string]string{"ES_HTTP_ADDR": inst.httpAddr, "ES_PROBE_CA_FILE": certs.CAFile}
+	if err := run(noCert); err == nil || !strings.Contains(err.Error(), "ES_PROBE_CERT_FILE") {
+		t.Errorf("probe without a certificate = %v, want it to name ES_PROBE_CERT_FILE", err)
+	}
+	other := certs.Unrelated(t)
+	wrongCA := map[string]string{"ES_HTTP_ADDR": inst.httpAddr, "ES_PROBE_CA_FILE": other.CAFile,
+		"ES_PROBE_CERT_FILE": certs.ClientCertFile, "ES_PROBE_KEY_FILE": certs.ClientKeyFile}
+	if err := run(wrongCA); err == nil {
+		t.Errorf("probe trusting another CA = nil, want a failure")
+	}
+	if err := run(env, "--live", "--ready"); !errors.Is(err, ErrUsage) {
+		t.Errorf("probe --live --ready = %v, want a usage error", err)
+	}
+}

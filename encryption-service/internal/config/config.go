@@ -182,7 +182,7 @@ func masterKeys(e *env) ([]masterkey.Key, []string) {
 
 // adminTokenHash reads ES_ADMIN_TOKEN_HASH: 64 hex digits, optionally prefixed "sha256:".
 func adminTokenHash(e *env) []byte {
-	s := strings.TrimPrefix(e.str("ES_ADMIN_TOKEN_HASH", ""), "sha256:")
+	s := strings.TrimPrefix(e.secret("ES_ADMIN_TOKEN_HASH", false), "sha256:")
 	if s == "" {
 		return nil
 	}
