@@ -19,6 +19,7 @@ import (
 	"github.com/custos-platform/custos/core/internal/auth"
 	"github.com/custos-platform/custos/core/internal/config"
 	"github.com/custos-platform/custos/core/internal/directory"
+	"github.com/custos-platform/custos/core/internal/errs"
 	"github.com/custos-platform/custos/core/internal/esclient"
 	"github.com/custos-platform/custos/core/internal/grpcapi"
 	"github.com/custos-platform/custos/core/internal/mtls"
@@ -27,6 +28,7 @@ import (
 	"github.com/custos-platform/custos/core/internal/secretbox"
 	"github.com/custos-platform/custos/core/internal/server"
 	"github.com/custos-platform/custos/core/internal/signing"
+	"github.com/custos-platform/custos/core/internal/vault"
 )
 
 // component names this binary in messages.
@@ -45,6 +47,7 @@ commands:
   admin bootstrap      create the platform admin from CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD
                        (or _FILE) unless one exists
   signing-key rotate   add a new access-token signing key; the previous one keeps verifying
+  probe [--live|--ready]  check this service's own REST listener (exit 0 when healthy)
   version              print the version and exit
   help                 print this help
 
@@ -77,6 +80,11 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 			return fmt.Errorf("%w: admin bootstrap\n\n%s", ErrUsage, usage)
 		}
 		return adminBootstrap(ctx, getenv, stdout, stderr, version)
+	case "probe":
+		return probe(ctx, args, getenv, stderr, probeSettings{
+			addrVar: "CORE_HTTP_ADDR", certVar: "CORE_PROBE_CERT_FILE", keyVar: "CORE_PROBE_KEY_FILE",
+			caVar: "CORE_PROBE_CA_FILE", serverNameVar: "CORE_PROBE_SERVER_NAME",
+		})
 	case "signing-key":
 		if len(args) != 1 || args[0] != "rotate" {
 			return fmt.Errorf("%w: signing-key rotate\n\n%s", ErrUsage, usage)
@@ -251,7 +259,19 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}()
 
+	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger})
+	defer router.Close()
+	vaultSvc := vault.New(store, router, vault.Limits{})
+	// People of PLATFORM tenants get their key context with their account; those of CLIENT tenants
+	// at their first request carrying their master key.
+	dir.AfterCreateUser = func(ctx context.Context, u postgres.User) {
+		if _, err := vaultSvc.EnsureContext(ctx, u.ID, u.TenantID, nil); err != nil && !errs.Is(err, errs.Unauthenticated) {
+			logger.Warn("create key context with the user; it will be created at their first vault request", "user_id", u.ID, "error", err)
+		}
+	}
+
 	services := grpcapi.Services{
+		Vault:   &grpcapi.VaultServer{Vault: vaultSvc},
 		Auth:    &grpcapi.AuthServer{Auth: authSvc},
 		Tenants: &grpcapi.TenantServer{Directory: dir},
 		Users:   &grpcapi.UserServer{Directory: dir},

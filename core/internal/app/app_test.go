@@ -30,6 +30,7 @@ import (
 type instance struct {
 	grpcAddr, httpAddr string
 	certs              *testcerts.Set
+	env                map[string]string
 	done               chan error
 	stop               context.CancelFunc
 	logs               *logWatcher
@@ -96,7 +97,7 @@ func startInstance(tb testing.TB, databaseURL string, certs *testcerts.Set, es *
 func startWithEnv(tb testing.TB, env map[string]string, certs *testcerts.Set) *instance {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	inst := &instance{certs: certs, done: make(chan error, 1), stop: cancel, logs: newLogWatcher()}
+	inst := &instance{certs: certs, env: env, done: make(chan error, 1), stop: cancel, logs: newLogWatcher()}
 	go func() {
 		inst.done <- Run(ctx, "test", nil, func(k string) string { return env[k] }, io.Discard, inst.logs)
 	}()
@@ -319,5 +320,23 @@ func TestRunCommands(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("Run(serve) with no configuration = %v, want it to name %s", err, name)
 		}
+	}
+}
+
+func TestProbe(t *testing.T) {
+	certs := testcerts.New(t)
+	inst := startInstance(t, testdb.New(t), certs, startFakeES(t, certs))
+	waitReady(t, inst)
+	run := func(env map[string]string, args ...string) error {
+		return Run(context.Background(), "test", append([]string{"probe"}, args...), func(k string) string { return env[k] }, io.Discard, io.Discard)
+	}
+	env := map[string]string{"CORE_HTTP_ADDR": inst.httpAddr, "CORE_PROBE_CA_FILE": certs.CAFile}
+	for _, args := range [][]string{nil, {"--live"}} {
+		if err := run(env, args...); err != nil {
+			t.Errorf("probe %v = %v, want healthy", args, err)
+		}
+	}
+	if err := run(map[string]string{"CORE_HTTP_ADDR": inst.httpAddr, "CORE_PROBE_CA_FILE": certs.Unrelated(t).CAFile}); err == nil {
+		t.Errorf("probe trusting another CA = nil, want a failure")
 	}
 }

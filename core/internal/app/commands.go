@@ -13,6 +13,14 @@ import (
 	"github.com/custos-platform/custos/core/internal/signing"
 )
 
+// needSecretKeys refuses a command that seals or opens secrets without CORE_SECRET_KEYS.
+func needSecretKeys(db config.Database) error {
+	if db.SecretKeys == "" {
+		return fmt.Errorf("configuration: CORE_SECRET_KEYS (or CORE_SECRET_KEYS_FILE) is required")
+	}
+	return nil
+}
+
 // openStore opens the database for a one-off command and checks it is migrated.
 func openStore(ctx context.Context, db config.Database) (*postgres.Store, func(), error) {
 	pool, err := postgres.Open(ctx, db.DatabaseURL, postgres.WithMaxConns(2))
@@ -31,6 +39,9 @@ func adminBootstrap(ctx context.Context, getenv func(string) string, stdout, std
 	db, err := config.LoadDatabase(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
+	}
+	if err := needSecretKeys(db); err != nil {
+		return err
 	}
 	if db.AdminUsername == "" || db.AdminPassword == "" {
 		return fmt.Errorf("configuration: set CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD (or CORE_ADMIN_PASSWORD_FILE)")
@@ -68,6 +79,9 @@ func rotateSigningKey(ctx context.Context, getenv func(string) string, stdout io
 	db, err := config.LoadDatabase(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
+	}
+	if err := needSecretKeys(db); err != nil {
+		return err
 	}
 	box, err := secretBox(db.SecretKeys, db.ActiveSecretKeyID)
 	if err != nil {

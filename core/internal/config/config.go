@@ -74,13 +74,14 @@ type Database struct {
 	LogLevel                      slog.Level
 }
 
-// LoadDatabase reads CORE_DATABASE_URL (or _FILE), CORE_SECRET_KEYS (or _FILE),
-// CORE_ACTIVE_SECRET_KEY_ID and CORE_LOG_LEVEL.
+// LoadDatabase reads CORE_DATABASE_URL (or _FILE, required), CORE_SECRET_KEYS (or _FILE, needed by
+// the commands that seal or open secrets, which check it), CORE_ACTIVE_SECRET_KEY_ID, the admin
+// variables and CORE_LOG_LEVEL.
 func LoadDatabase(getenv func(string) string) (Database, error) {
 	e := &env{getenv: getenv}
 	d := Database{
 		DatabaseURL:       e.secret("CORE_DATABASE_URL", true),
-		SecretKeys:        e.secret("CORE_SECRET_KEYS", true),
+		SecretKeys:        e.secret("CORE_SECRET_KEYS", false),
 		ActiveSecretKeyID: e.str("CORE_ACTIVE_SECRET_KEY_ID", ""),
 		AdminUsername:     e.str("CORE_ADMIN_USERNAME", ""),
 		AdminPassword:     e.secret("CORE_ADMIN_PASSWORD", false),

@@ -64,6 +64,10 @@ type Service struct {
 	preloginSeed []byte
 	rand         io.Reader
 	now          func() time.Time
+
+	// AfterCreateUser, when set, runs after a user is created (the vault gives them a key
+	// context); its failures must not fail the creation.
+	AfterCreateUser func(ctx context.Context, u postgres.User)
 }
 
 // New returns a Service. params are the Argon2id parameters for new password hashes; preloginSeed
@@ -145,12 +149,12 @@ func (s *Service) CreateTenant(ctx context.Context, c Call, nt NewTenant) (postg
 		t.ES = ep
 		secret = h.RemoteTenantSecret
 		if h.ClientKeyPEM != "" {
-			if t.ES.ClientKeySealed, err = s.box.Seal([]byte(h.ClientKeyPEM), endpointAD(t.ID, "client-key")); err != nil {
+			if t.ES.ClientKeySealed, err = s.box.Seal([]byte(h.ClientKeyPEM), postgres.EndpointSecretAD(t.ID, postgres.SealedClientKey)); err != nil {
 				return postgres.Tenant{}, errs.Wrap(errs.Internal, err, "seal client key")
 			}
 		}
 	}
-	sealed, err := s.box.Seal([]byte(secret), endpointAD(t.ID, "tenant-secret"))
+	sealed, err := s.box.Seal([]byte(secret), postgres.EndpointSecretAD(t.ID, postgres.SealedTenantSecret))
 	if err != nil {
 		return postgres.Tenant{}, errs.Wrap(errs.Internal, err, "seal tenant secret")
 	}
@@ -199,10 +203,6 @@ func checkHosted(h HostedEndpoint) (postgres.ESEndpoint, error) {
 	}
 	ep.TenantID = id
 	return ep, nil
-}
-
-func endpointAD(tenantID uuid.UUID, what string) []byte {
-	return []byte("custos/core/tenant-endpoint/v1\x00" + tenantID.String() + "\x00" + what)
 }
 
 // GetTenant returns a tenant the caller may see: any for the platform admin, their own otherwise
@@ -295,6 +295,9 @@ func (s *Service) CreateUser(ctx context.Context, c Call, nu NewUser) (postgres.
 	u.TenantID, u.Role, u.PasswordHint = nu.TenantID, role, nu.PasswordHint
 	if err := s.store.CreateUser(ctx, u, s.event(ctx, c, &u.TenantID, "user.create", "user:"+u.ID.String())); err != nil {
 		return postgres.User{}, err
+	}
+	if s.AfterCreateUser != nil {
+		s.AfterCreateUser(ctx, u)
 	}
 	return s.store.GetUser(ctx, u.ID)
 }

@@ -1,4 +1,13 @@
-// Package esclient connects core to an encryption service over mutual TLS 1.3.
+// Package esclient connects core to encryption services over mutual TLS 1.3.
+//
+// Dial makes the connection to the platform's encryption service and CheckHealth asks it whether
+// it serves; Admin provisions tenants on it. Router gives each tenant the Client of its own
+// encryption service: the platform's over gRPC, or a tenant-hosted one over gRPC or over the
+// seed's REST/JSON contract (HTTPS). Every call carries the tenant's credential (X-Tenant-Id,
+// X-Tenant-Secret) and, for zero-knowledge contexts, the client master key; each attempt has a
+// deadline; idempotent calls are retried with exponential backoff and jitter when the service is
+// unavailable; a circuit breaker per endpoint fails calls fast while the service is down. Errors
+// are *errs.Error values that never hold plaintext, ciphertext, keys or secrets.
 package esclient
 
 import (
@@ -6,8 +15,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -22,6 +33,17 @@ type Options struct {
 	ClientCertFile string // core's client certificate
 	ClientKeyFile  string
 	Logger         *slog.Logger
+}
+
+// connectParams make a connection that lost its encryption service try again soon (from 100 ms,
+// at most every 5 s) rather than with gRPC's default backoff of up to two minutes: the service
+// restarting must not keep core away from it longer than the circuit breaker's cooldown. The
+// breaker's half-open probe also resets the backoff (ResetConnectBackoff).
+func connectParams() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	}
 }
 
 // Dial returns a lazily connecting gRPC client connection to the encryption service. It fails only
@@ -46,7 +68,8 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(opts.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
+	conn, err := grpc.NewClient(opts.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+		grpc.WithConnectParams(connectParams()))
 	if err != nil {
 		return nil, fmt.Errorf("encryption service at %s: %w", opts.Addr, err)
 	}

@@ -11,9 +11,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,4 +196,26 @@ func (s *Service) Restart(tb testing.TB) {
 	tb.Helper()
 	s.Stop()
 	s.start(tb)
+}
+
+// CreateTenant creates a tenant through the admin plane, as an operator with certs' client
+// certificate, and returns its id and secret.
+func (s *Service) CreateTenant(tb testing.TB, name string) (id, secret string) {
+	tb.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: s.certs.ClientConfig()}}
+	req, err := http.NewRequest("POST", "https://"+s.HTTPAddr+"/v1/admin/tenants", strings.NewReader(`{"name":"`+name+`"}`))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("X-Admin-Token", s.AdminToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		tb.Fatalf("create tenant on the encryption service: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct{ TenantID, Secret string }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		tb.Fatalf("create tenant on the encryption service: %d %v", resp.StatusCode, err)
+	}
+	return out.TenantID, out.Secret
 }

@@ -1,0 +1,221 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/custos-platform/custos/core/internal/estest"
+	"github.com/custos-platform/custos/core/internal/testcerts"
+	"github.com/custos-platform/custos/core/internal/testdb"
+)
+
+// marker returns a plaintext that cannot occur by chance, to search the database for.
+func marker(tb testing.TB) string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return "PLAINTEXT-MARKER-" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// assertNotStored searches every column of every table of the core schema, as text and as bytes,
+// for each of the needles.
+func assertNotStored(tb testing.TB, databaseURL string, needles ...string) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT table_name, column_name, data_type FROM information_schema.columns
+		WHERE table_schema = 'core' ORDER BY table_name, column_name`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	type col struct{ table, column, typ string }
+	var cols []col
+	for rows.Next() {
+		var c col
+		if err := rows.Scan(&c.table, &c.column, &c.typ); err != nil {
+			tb.Fatal(err)
+		}
+		cols = append(cols, c)
+	}
+	if len(cols) < 20 {
+		tb.Fatalf("found only %d columns in schema core", len(cols))
+	}
+	for _, c := range cols {
+		expr := pgx.Identifier{c.column}.Sanitize() + "::text"
+		if c.typ == "bytea" {
+			expr = "encode(" + pgx.Identifier{c.column}.Sanitize() + ", 'escape')"
+		}
+		for _, n := range needles {
+			var count int
+			q := fmt.Sprintf("SELECT count(*) FROM %s WHERE strpos(%s, $1) > 0", pgx.Identifier{"core", c.table}.Sanitize(), expr)
+			if err := conn.QueryRow(ctx, q, n).Scan(&count); err != nil {
+				tb.Fatalf("search core.%s.%s: %v", c.table, c.column, err)
+			}
+			if count > 0 {
+				tb.Errorf("core.%s.%s holds the plaintext %q in %d rows", c.table, c.column, n, count)
+			}
+		}
+	}
+}
+
+// TestSeedSequenceDiagram is the seed's write and read over REST: the client sends plaintext, core
+// stores only ciphertext from the encryption service, and reads it back through it.
+func TestSeedSequenceDiagram(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("acme", "PLATFORM")
+	name, data := marker(t), marker(t)
+
+	created := p.must(200, "POST", "/v1/items", f.member, map[string]string{"name": name, "data": data})
+	for _, k := range []string{"id", "name", "data", "revision", "createdAt", "updatedAt"} {
+		if _, ok := created[k]; !ok {
+			t.Errorf("POST /v1/items answer lacks %q: %v", k, created)
+		}
+	}
+	id := created["id"].(string)
+	got := p.must(200, "GET", "/v1/items/"+id, f.member, nil)
+	if got["name"] != name || got["data"] != data || got["revision"] != float64(1) {
+		t.Errorf("GET /v1/items/%s = %v, want the item as written at revision 1", id, got)
+	}
+	list := p.must(200, "GET", "/v1/items", f.member, nil)
+	if items := list["items"].([]any); len(items) != 1 || items[0].(map[string]any)["data"] != data {
+		t.Errorf("GET /v1/items = %v, want the one item", list)
+	}
+
+	newData := marker(t)
+	updated := p.must(200, "PUT", "/v1/items/"+id, f.member, map[string]any{"name": name, "data": newData, "revision": 1})
+	if updated["revision"] != float64(2) || updated["data"] != newData {
+		t.Errorf("PUT = %v, want revision 2 with the new data", updated)
+	}
+	// A stale revision changes nothing.
+	if code, got := p.call("PUT", "/v1/items/"+id, f.member, map[string]any{"name": name, "data": "lost update", "revision": 1}); code != http.StatusConflict {
+		t.Errorf("PUT with a stale revision = %d %v, want 409", code, got)
+	}
+	if got := p.must(200, "GET", "/v1/items/"+id, f.member, nil); got["data"] != newData {
+		t.Errorf("after a stale PUT the item holds %v, want the last good write", got["data"])
+	}
+	// Another person's items are not there for them, not even for an admin.
+	if code, _ := p.call("GET", "/v1/items/"+id, f.admin, nil); code != 404 {
+		t.Errorf("admin reading the member's item = %d, want 404", code)
+	}
+	for name, body := range map[string]map[string]any{
+		"empty name":    {"name": "", "data": "x"},
+		"unknown field": {"name": "n", "data": "x", "secret": "y"},
+	} {
+		if code, _ := p.call("POST", "/v1/items", f.member, body); code != 400 {
+			t.Errorf("POST /v1/items with %s = %d, want 400", name, code)
+		}
+	}
+	if code, _ := p.call("GET", "/v1/items/not-a-uuid", f.member, nil); code != 400 {
+		t.Errorf("GET /v1/items/not-a-uuid = %d, want 400", code)
+	}
+
+	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], name, data, newData)
+
+	p.must(200, "DELETE", "/v1/items/"+id, f.member, nil)
+	if code, _ := p.call("GET", "/v1/items/"+id, f.member, nil); code != 404 {
+		t.Errorf("GET after DELETE = %d, want 404", code)
+	}
+}
+
+func TestZeroKnowledgeTenant(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("zk", "CLIENT")
+	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+	wrong := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("w", 32)))
+	withKey := func(c cred, k string) cred {
+		out := cred{"X-Master-Key": k}
+		for kk, v := range c {
+			out[kk] = v
+		}
+		return out
+	}
+	secret := marker(t)
+	if code, got := p.call("POST", "/v1/items", f.member, map[string]string{"name": "n", "data": secret}); code != 401 || !strings.Contains(got["message"].(string), "X-Master-Key") {
+		t.Errorf("create without X-Master-Key = %d %v, want 401 asking for it", code, got)
+	}
+	created := p.must(200, "POST", "/v1/items", withKey(f.member, key), map[string]string{"name": "n", "data": secret})
+	id := created["id"].(string)
+	if got := p.must(200, "GET", "/v1/items/"+id, withKey(f.member, key), nil); got["data"] != secret {
+		t.Errorf("read with the key = %v", got)
+	}
+	if code, _ := p.call("GET", "/v1/items/"+id, f.member, nil); code != 401 {
+		t.Errorf("read without X-Master-Key = %d, want 401", code)
+	}
+	if code, got := p.call("GET", "/v1/items/"+id, withKey(f.member, wrong), nil); code != 403 {
+		t.Errorf("read with a wrong X-Master-Key = %d %v, want 403", code, got)
+	}
+	if code, _ := p.call("GET", "/v1/items/"+id, withKey(f.member, "bm90LTMyLWJ5dGVz"), nil); code != 400 {
+		t.Errorf("read with a malformed X-Master-Key = %d, want 400", code)
+	}
+	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], secret, key)
+}
+
+// TestTenantsOnSeparateEncryptionServices runs one tenant on the platform's encryption service and
+// one on a second, separately keyed instance (its own database and master key) that it hosts.
+func TestTenantsOnSeparateEncryptionServices(t *testing.T) {
+	p := startPlatform(t, nil)
+	platformTenant := p.newTenant("on-platform", "PLATFORM")
+
+	certs := testcerts.New(t)
+	hosted := estest.Start(t, testdb.NewEmpty(t), certs)
+	remoteID, remoteSecret := hosted.CreateTenant(t, "sovereign")
+	root, _ := p.login(rootName, rootPass)
+	ep := map[string]any{
+		"kind": "hosted", "url": hosted.GRPCAddr, "protocol": "grpc",
+		"caBundlePem": readFile(t, certs.CAFile), "clientCertificatePem": readFile(t, certs.ClientCertFile),
+		"clientKeyPem": readFile(t, certs.ClientKeyFile), "remoteTenantId": remoteID, "remoteTenantSecret": remoteSecret,
+	}
+	hostedTenant := p.must(200, "POST", "/v1/tenants", bearer(root), map[string]any{"name": "sovereign", "encryptionEndpoint": ep})
+	if got := hostedTenant["encryptionEndpoint"].(map[string]any); got["clientKeyPem"] != "" || got["remoteTenantSecret"] != "" {
+		t.Errorf("tenant answer shows its endpoint's key or secret: %v", got)
+	}
+	hid := hostedTenant["tenantId"].(string)
+	p.must(200, "POST", "/v1/tenants/"+hid+"/users", bearer(root), map[string]any{"username": "sov-member", "password": "password-of-sov"})
+	tok, _ := p.login("sov-member", "password-of-sov")
+	sov := bearer(tok)
+
+	a := p.must(200, "POST", "/v1/items", platformTenant.member, map[string]string{"name": "a", "data": "on the platform"})
+	b := p.must(200, "POST", "/v1/items", sov, map[string]string{"name": "b", "data": "on the tenant's own service"})
+	if got := p.must(200, "GET", "/v1/items/"+b["id"].(string), sov, nil); got["data"] != "on the tenant's own service" {
+		t.Errorf("hosted tenant reads %v", got)
+	}
+	if got := p.must(200, "GET", "/v1/items/"+a["id"].(string), platformTenant.member, nil); got["data"] != "on the platform" {
+		t.Errorf("platform tenant reads %v", got)
+	}
+	for who, c := range map[string]cred{"platform tenant": platformTenant.member, "hosted tenant": sov} {
+		other := b["id"].(string)
+		if who == "hosted tenant" {
+			other = a["id"].(string)
+		}
+		if code, _ := p.call("GET", "/v1/items/"+other, c, nil); code != 404 {
+			t.Errorf("%s reading the other tenant's item = %d, want 404", who, code)
+		}
+	}
+	// The hosted tenant's data key lives only on its own service: stopping it stops its reads,
+	// with a clear 503, and leaves the platform tenant untouched.
+	hosted.Stop()
+	if code, got := p.call("GET", "/v1/items/"+b["id"].(string), sov, nil); code != 503 {
+		t.Errorf("hosted tenant with its service down = %d %v, want 503", code, got)
+	}
+	p.must(200, "GET", "/v1/items/"+a["id"].(string), platformTenant.member, nil)
+}
+
+func readFile(tb testing.TB, path string) string {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,333 @@
+package esclient
+
+import (
+	"context"
+	"encoding/json"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
+)
+
+// grpcClient is a Client over the encryption service's gRPC API: the platform's service, and
+// tenant-hosted ones with protocol grpc.
+type grpcClient struct {
+	rpc  encryptionv1.EncryptionServiceClient
+	cred credential
+	call *caller
+}
+
+var _ Client = (*grpcClient)(nil)
+
+// outgoing returns ctx carrying the tenant's credential and, when not nil, the client master
+// key(s) as metadata.
+func (g *grpcClient) outgoing(ctx context.Context, masterKey, newMasterKey []byte) (context.Context, error) {
+	mk, err := encodeMasterKey("X-Master-Key", masterKey)
+	if err != nil {
+		return nil, err
+	}
+	nk, err := encodeMasterKey("X-New-Master-Key", newMasterKey)
+	if err != nil {
+		return nil, err
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	// The credential is the client's alone: whatever the caller's context carries is dropped.
+	for _, k := range []string{"x-tenant-id", "x-tenant-secret", "x-master-key", "x-new-master-key"} {
+		md.Delete(k)
+	}
+	md.Set("x-tenant-id", g.cred.tenantID)
+	md.Set("x-tenant-secret", g.cred.secret)
+	if mk != "" {
+		md.Set("x-master-key", mk)
+	}
+	if nk != "" {
+		md.Set("x-new-master-key", nk)
+	}
+	return metadata.NewOutgoingContext(ctx, md), nil
+}
+
+// grpcErr turns a gRPC error into a remoteError.
+func grpcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(err)
+	return &remoteError{code: st.Code(), message: sanitize(st.Message())}
+}
+
+// CreateContext implements Client.
+func (g *grpcClient) CreateContext(ctx context.Context, keyMode string, masterKey []byte) (string, error) {
+	ctx, err := g.outgoing(ctx, masterKey, nil)
+	if err != nil {
+		return "", err
+	}
+	var resp *encryptionv1.CreateEncryptionResponse
+	err = g.call.do(ctx, opCreate, func(ctx context.Context, probe bool) error {
+		var err error
+		resp, err = g.rpc.CreateEncryption(ctx, &encryptionv1.CreateEncryptionRequest{KeyMode: keyMode}, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+	if err != nil {
+		return "", err
+	}
+	if resp.GetEncryptionId() == "" {
+		return "", errs.E(errs.Internal, "the encryption service created a key context without an id")
+	}
+	return resp.GetEncryptionId(), nil
+}
+
+// Encrypt implements Client.
+func (g *grpcClient) Encrypt(ctx context.Context, encryptionID, data string, masterKey []byte) (Ciphertext, error) {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return Ciphertext{}, err
+	}
+	if err := checkData(data); err != nil {
+		return Ciphertext{}, err
+	}
+	ctx, err := g.outgoing(ctx, masterKey, nil)
+	if err != nil {
+		return Ciphertext{}, err
+	}
+	var resp *encryptionv1.EncryptResponse
+	err = g.call.do(ctx, opEncrypt, func(ctx context.Context, probe bool) error {
+		var err error
+		resp, err = g.rpc.Encrypt(ctx, &encryptionv1.EncryptRequest{EncryptionId: encryptionID, Data: data}, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+	if err != nil {
+		return Ciphertext{}, err
+	}
+	return ciphertextFromProto(encryptionID, resp.GetCipherText(), resp.GetEncryptionId(), resp.GetEncryptionVersionId(),
+		resp.GetAlgorithm(), resp.GetMetadata())
+}
+
+// Decrypt implements Client.
+func (g *grpcClient) Decrypt(ctx context.Context, c Ciphertext, masterKey []byte) (string, error) {
+	req, err := decryptRequest(c)
+	if err != nil {
+		return "", err
+	}
+	ctx, err = g.outgoing(ctx, masterKey, nil)
+	if err != nil {
+		return "", err
+	}
+	var resp *encryptionv1.DecryptResponse
+	err = g.call.do(ctx, opDecrypt, func(ctx context.Context, probe bool) error {
+		var err error
+		resp, err = g.rpc.Decrypt(ctx, req, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetData(), nil
+}
+
+// Rotate implements Client.
+func (g *grpcClient) Rotate(ctx context.Context, encryptionID string) (string, error) {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return "", err
+	}
+	ctx, err := g.outgoing(ctx, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	var resp *encryptionv1.RotateResponse
+	err = g.call.do(ctx, opRotate, func(ctx context.Context, probe bool) error {
+		var err error
+		resp, err = g.rpc.Rotate(ctx, &encryptionv1.RotateRequest{EncryptionId: encryptionID}, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+	if err != nil {
+		return "", err
+	}
+	if resp.GetNewVersionId() == "" {
+		return "", errs.E(errs.Internal, "the encryption service rotated without naming the new version")
+	}
+	return resp.GetNewVersionId(), nil
+}
+
+// GetContext implements Client.
+func (g *grpcClient) GetContext(ctx context.Context, encryptionID string) (Context, error) {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return Context{}, err
+	}
+	ctx, err := g.outgoing(ctx, nil, nil)
+	if err != nil {
+		return Context{}, err
+	}
+	var resp *encryptionv1.GetEncryptionResponse
+	err = g.call.do(ctx, opGet, func(ctx context.Context, probe bool) error {
+		var err error
+		resp, err = g.rpc.GetEncryption(ctx, &encryptionv1.GetEncryptionRequest{EncryptionId: encryptionID}, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+	if err != nil {
+		return Context{}, err
+	}
+	e := resp.GetEncryption()
+	if e == nil || e.GetActiveVersionId() == "" {
+		return Context{}, errs.E(errs.Internal, "the encryption service described a key context without its active version")
+	}
+	c := Context{ActiveVersionID: e.GetActiveVersionId(), KeyMode: e.GetKeyMode(), Algorithm: e.GetAlgorithm(),
+		Versions: make([]Version, 0, len(e.GetVersions()))}
+	for _, v := range e.GetVersions() {
+		c.Versions = append(c.Versions, Version{ID: v.GetVersionId(), Version: int(v.GetVersion()), State: v.GetState()})
+	}
+	return c, nil
+}
+
+// RewrapBatch implements Client.
+func (g *grpcClient) RewrapBatch(ctx context.Context, items []Ciphertext, masterKey []byte) ([]RewrapResult, error) {
+	results := make([]RewrapResult, len(items))
+	req := &encryptionv1.RewrapBatchRequest{}
+	var sent []int // indexes of items in req
+	for i, it := range items {
+		d, err := decryptRequest(it)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		req.Items = append(req.Items, &encryptionv1.RewrapRequest{EncryptionId: d.EncryptionId, CipherText: d.CipherText,
+			EncryptionVersionId: d.EncryptionVersionId, Metadata: d.Metadata})
+		sent = append(sent, i)
+	}
+	if len(sent) == 0 {
+		return results, nil
+	}
+	ctx, err := g.outgoing(ctx, masterKey, nil)
+	if err != nil {
+		return nil, err
+	}
+	var resp *encryptionv1.RewrapBatchResponse
+	err = g.call.do(ctx, opRewrap, func(ctx context.Context, probe bool) error {
+		var err error
+		resp, err = g.rpc.RewrapBatch(ctx, req, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.GetResults()) != len(sent) {
+		return nil, errs.E(errs.Internal, "the encryption service answered %d rewrap results for %d items", len(resp.GetResults()), len(sent))
+	}
+	for j, r := range resp.GetResults() {
+		i := sent[j]
+		if e := r.GetError(); e != nil {
+			results[i].Err = toErrs(opRewrap, &remoteError{code: codes.Code(e.GetCode()), message: sanitize(e.GetMessage())})
+			continue
+		}
+		results[i].Ciphertext, results[i].Err = ciphertextFromProto(items[i].EncryptionID, r.GetCipherText(), r.GetEncryptionId(),
+			r.GetEncryptionVersionId(), r.GetAlgorithm(), r.GetMetadata())
+	}
+	return results, nil
+}
+
+// DisableVersion implements Client.
+func (g *grpcClient) DisableVersion(ctx context.Context, encryptionID, versionID string) error {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return err
+	}
+	if err := checkID("versionId", versionID); err != nil {
+		return err
+	}
+	ctx, err := g.outgoing(ctx, nil, nil)
+	if err != nil {
+		return err
+	}
+	return g.call.do(ctx, opDisable, func(ctx context.Context, probe bool) error {
+		_, err := g.rpc.DisableVersion(ctx, &encryptionv1.DisableVersionRequest{EncryptionId: encryptionID, VersionId: versionID},
+			grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+}
+
+// ChangeMasterKey implements Client.
+func (g *grpcClient) ChangeMasterKey(ctx context.Context, encryptionID string, oldKey, newKey []byte) error {
+	if err := checkKeyChange(encryptionID, oldKey, newKey); err != nil {
+		return err
+	}
+	ctx, err := g.outgoing(ctx, oldKey, newKey)
+	if err != nil {
+		return err
+	}
+	return g.call.do(ctx, opChangeKey, func(ctx context.Context, probe bool) error {
+		_, err := g.rpc.ChangeMasterKey(ctx, &encryptionv1.ChangeMasterKeyRequest{EncryptionId: encryptionID}, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+}
+
+func checkKeyChange(encryptionID string, oldKey, newKey []byte) error {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return err
+	}
+	if oldKey == nil {
+		return errs.E(errs.Invalid, "X-Master-Key: required: the current client master key")
+	}
+	if newKey == nil {
+		return errs.E(errs.Invalid, "X-New-Master-Key: required: the new client master key")
+	}
+	return nil
+}
+
+// decryptRequest checks c and turns it into a DecryptRequest.
+func decryptRequest(c Ciphertext) (*encryptionv1.DecryptRequest, error) {
+	if err := checkID("encryptionId", c.EncryptionID); err != nil {
+		return nil, err
+	}
+	if err := checkID("encryptionVersionId", c.VersionID); err != nil {
+		return nil, err
+	}
+	if err := checkID("cipherText", c.CipherText); err != nil {
+		return nil, err
+	}
+	if err := checkMetadata(c.Metadata); err != nil {
+		return nil, err
+	}
+	var meta *structpb.Struct
+	if c.Metadata != nil {
+		meta = &structpb.Struct{}
+		if err := protojson.Unmarshal(c.Metadata, meta); err != nil {
+			return nil, errs.E(errs.Invalid, "metadata: not a JSON object")
+		}
+	}
+	return &encryptionv1.DecryptRequest{EncryptionId: c.EncryptionID, CipherText: c.CipherText,
+		EncryptionVersionId: c.VersionID, Metadata: meta}, nil
+}
+
+// ciphertextFromProto builds and checks the Ciphertext of an encrypt or rewrap answer for
+// context wantID.
+func ciphertextFromProto(wantID, cipherText, encryptionID, versionID, algorithm string, meta *structpb.Struct) (Ciphertext, error) {
+	c := Ciphertext{CipherText: cipherText, EncryptionID: encryptionID, VersionID: versionID, Algorithm: algorithm}
+	if meta != nil {
+		// encoding/json, not protojson: its output is stable (sorted keys, no whitespace).
+		b, err := json.Marshal(meta.AsMap())
+		if err != nil {
+			return Ciphertext{}, errs.Wrap(errs.Internal, err, "the encryption service answered metadata that cannot be encoded")
+		}
+		c.Metadata = b
+	}
+	return checkAnswered(wantID, c)
+}
+
+// checkAnswered checks an answered ciphertext for context wantID; a service that leaves out the
+// context id (the seed's contract lists it) gets it filled in.
+func checkAnswered(wantID string, c Ciphertext) (Ciphertext, error) {
+	if c.EncryptionID == "" {
+		c.EncryptionID = wantID
+	}
+	if err := checkCiphertext(c); err != nil {
+		return Ciphertext{}, err
+	}
+	if c.EncryptionID != wantID {
+		return Ciphertext{}, errs.E(errs.Internal, "the encryption service answered a ciphertext of another key context")
+	}
+	return c, nil
+}

@@ -1,0 +1,148 @@
+package grpcapi
+
+import (
+	"context"
+	"encoding/base64"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/vault"
+	corev1 "github.com/custos-platform/custos/proto/gen/custos/core/v1"
+)
+
+// VaultServer serves custos.core.v1.VaultService.
+type VaultServer struct {
+	corev1.UnimplementedVaultServiceServer
+	Vault *vault.Service
+}
+
+// vaultCall reads the request's master key (X-Master-Key: base64 of 32 bytes, passed through to the
+// encryption service, never stored or logged) and its audit metadata.
+func vaultCall(ctx context.Context) (vault.Call, error) {
+	r := request(ctx)
+	c := vault.Call{RequestID: r.RequestID, RemoteAddr: r.RemoteAddr}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("x-master-key")
+	switch len(vals) {
+	case 0:
+		return c, nil
+	case 1:
+	default:
+		return c, errs.E(errs.Invalid, "X-Master-Key: sent more than once")
+	}
+	key, err := base64.StdEncoding.DecodeString(vals[0])
+	if err != nil {
+		key, err = base64.RawStdEncoding.DecodeString(vals[0])
+	}
+	if err != nil || len(key) != 32 {
+		return c, errs.E(errs.Invalid, "X-Master-Key: want base64 of exactly 32 bytes")
+	}
+	c.MasterKey = key
+	return c, nil
+}
+
+// CreateItem implements POST /v1/items.
+func (s *VaultServer) CreateItem(ctx context.Context, req *corev1.CreateItemRequest) (*corev1.CreateItemResponse, error) {
+	c, err := vaultCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	it, err := s.Vault.Create(ctx, c, req.GetName(), req.GetData())
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.CreateItemResponse{Item: itemToProto(it)}, nil
+}
+
+// ListItems implements GET /v1/items.
+func (s *VaultServer) ListItems(ctx context.Context, req *corev1.ListItemsRequest) (*corev1.ListItemsResponse, error) {
+	c, err := vaultCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = 50
+	case size < 0 || size > 500:
+		return nil, errs.E(errs.Invalid, "pageSize: want 1 to 500, got %d", size)
+	}
+	after := uuid.Nil
+	if req.GetPageToken() != "" {
+		if after, err = parseID("pageToken", req.GetPageToken()); err != nil {
+			return nil, err
+		}
+	}
+	items, next, err := s.Vault.List(ctx, c, size, after)
+	if err != nil {
+		return nil, err
+	}
+	out := &corev1.ListItemsResponse{}
+	if next != uuid.Nil {
+		out.NextPageToken = next.String()
+	}
+	for _, it := range items {
+		out.Items = append(out.Items, itemToProto(it))
+	}
+	return out, nil
+}
+
+// GetItem implements GET /v1/items/{id}.
+func (s *VaultServer) GetItem(ctx context.Context, req *corev1.GetItemRequest) (*corev1.GetItemResponse, error) {
+	c, err := vaultCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	it, err := s.Vault.Get(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.GetItemResponse{Item: itemToProto(it)}, nil
+}
+
+// UpdateItem implements PUT /v1/items/{id}.
+func (s *VaultServer) UpdateItem(ctx context.Context, req *corev1.UpdateItemRequest) (*corev1.UpdateItemResponse, error) {
+	c, err := vaultCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	it, err := s.Vault.Update(ctx, c, id, int(req.GetRevision()), req.GetName(), req.GetData())
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.UpdateItemResponse{Item: itemToProto(it)}, nil
+}
+
+// DeleteItem implements DELETE /v1/items/{id}.
+func (s *VaultServer) DeleteItem(ctx context.Context, req *corev1.DeleteItemRequest) (*corev1.DeleteItemResponse, error) {
+	c, err := vaultCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseID("id", req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Vault.Delete(ctx, c, id); err != nil {
+		return nil, err
+	}
+	return &corev1.DeleteItemResponse{}, nil
+}
+
+func itemToProto(it vault.Item) *corev1.Item {
+	return &corev1.Item{
+		Id: it.ID.String(), Name: it.Name, Data: it.Data, Revision: int32(it.Revision),
+		CreatedAt: timestamppb.New(it.CreatedAt), UpdatedAt: timestamppb.New(it.UpdatedAt),
+	}
+}

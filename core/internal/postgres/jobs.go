@@ -1,0 +1,640 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+)
+
+// Re-encryption job scopes.
+const (
+	JobScopeTenant = "TENANT" // the tenant's platform-managed contexts; zero-knowledge ones are only counted
+	JobScopeOwner  = "OWNER"  // one person's own zero-knowledge context, moved with their master key
+)
+
+// Re-encryption job states. SUCCEEDED, FAILED and WAITING_FOR_KEY are final.
+const (
+	JobPending       = "PENDING"
+	JobRunning       = "RUNNING"
+	JobSucceeded     = "SUCCEEDED"
+	JobFailed        = "FAILED"
+	JobWaitingForKey = "WAITING_FOR_KEY"
+)
+
+// States of one key context within a job.
+const (
+	JobContextPending       = "PENDING"         // not planned yet
+	JobContextMoving        = "MOVING"          // planned; pages being moved
+	JobContextDone          = "DONE"            // every item up to the end has been dealt with
+	JobContextWaitingForKey = "WAITING_FOR_KEY" // zero-knowledge context a TENANT job cannot move
+)
+
+// maxJobMessage bounds a job's message, in characters.
+const maxJobMessage = 1000
+
+// Job is a re-encryption job: it moves items of some key contexts to each context's active
+// version. It holds no key material and no item data.
+type Job struct {
+	ID, TenantID uuid.UUID
+	Scope        string    // JobScopeTenant or JobScopeOwner
+	OwnerID      uuid.UUID // the owner, for JobScopeOwner; uuid.Nil otherwise
+	State        string
+	// Total counts the items to move, found as contexts are planned; Done those moved, Skipped
+	// those edited or deleted meanwhile, Failed those the encryption service refused.
+	Total, Done, Skipped, Failed int64
+	// WaitingItems are items of WaitingContexts zero-knowledge contexts a TENANT job cannot move.
+	WaitingItems    int64
+	WaitingContexts int
+	Message         string    // what went wrong or what is awaited; never data
+	FirstFailure    string    // the first item the encryption service refused, and why; never data
+	CreatedByType   string    // ActorUser, ActorAPIKey or ActorSystem
+	CreatedBy       uuid.UUID // the user or API key; uuid.Nil for the system
+	LeaseOwner      string    // the replica working the job, until LeaseUntil
+	LeaseUntil      time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	FinishedAt      time.Time // zero until final
+}
+
+// Final reports whether the job has ended.
+func (j Job) Final() bool {
+	return j.State == JobSucceeded || j.State == JobFailed || j.State == JobWaitingForKey
+}
+
+// JobContext is one key context of a job and how far the job got with it.
+type JobContext struct {
+	EncryptionID    uuid.UUID
+	KeyMode         string
+	State           string    // JobContextPending, …
+	ActiveVersionID uuid.UUID // the version items move to; uuid.Nil until planned
+	ToMove          int64     // items not on ActiveVersionID when planned
+	Checkpoint      uuid.UUID // every item of the context with an id up to this one has been dealt with
+}
+
+// Lease is a replica's claim on a job. Owner names the replica; the claim ends after For unless
+// renewed.
+type Lease struct {
+	Owner string
+	For   time.Duration
+}
+
+// errLeaseLost is returned when a replica acts on a job whose lease another replica now holds.
+var errLeaseLost = errs.E(errs.Aborted, "another core replica has taken over this job")
+
+// IsLeaseLost reports whether err means that the job's lease was taken over by another replica:
+// the replica must stop working the job.
+func IsLeaseLost(err error) bool {
+	return errors.Is(err, errLeaseLost)
+}
+
+const jobColumns = `id, tenant_id, scope, owner_id, state, total, done, skipped, failed, waiting_items,
+	waiting_contexts, message, first_failure, created_by_type, created_by, lease_owner, lease_until, created_at, updated_at,
+	finished_at`
+
+func scanJob(row pgx.Row) (Job, error) {
+	var (
+		j                      Job
+		owner, createdBy       *uuid.UUID
+		leaseOwner             *string
+		leaseUntil, finishedAt *time.Time
+	)
+	err := row.Scan(&j.ID, &j.TenantID, &j.Scope, &owner, &j.State, &j.Total, &j.Done, &j.Skipped, &j.Failed,
+		&j.WaitingItems, &j.WaitingContexts, &j.Message, &j.FirstFailure, &j.CreatedByType, &createdBy, &leaseOwner, &leaseUntil,
+		&j.CreatedAt, &j.UpdatedAt, &finishedAt)
+	j.OwnerID, j.CreatedBy, j.LeaseOwner = deref(owner), deref(createdBy), deref(leaseOwner)
+	j.LeaseUntil, j.FinishedAt = deref(leaseUntil), deref(finishedAt)
+	return j, err
+}
+
+// CreateJob records a new job with the key contexts of its scope: every key context of the tenant
+// for JobScopeTenant, the owner's own CLIENT context for JobScopeOwner. A zero j.ID gets a
+// time-ordered one. With a lease (Owner set) the job starts RUNNING, held by that replica (a job
+// whose master key only that replica has); without one it waits PENDING for any replica's worker.
+// audit is recorded in the same transaction.
+//
+// Errors: Invalid for an unknown scope or an OWNER job without OwnerID; FailedPrecondition when an
+// unfinished job of the same tenant (TENANT) or owner (OWNER) exists (the message names it), or
+// the owner has no zero-knowledge key context; NotFound for an unknown tenant or owner.
+func (s *Store) CreateJob(ctx context.Context, j Job, lease Lease, audit AuditEvent) (Job, error) {
+	if j.Scope != JobScopeTenant && j.Scope != JobScopeOwner {
+		return Job{}, errs.E(errs.Invalid, "job scope must be %s or %s", JobScopeTenant, JobScopeOwner)
+	}
+	if (j.Scope == JobScopeOwner) != (j.OwnerID != uuid.Nil) {
+		return Job{}, errs.E(errs.Invalid, "an %s job, and only one, names its owner", JobScopeOwner)
+	}
+	if j.ID == uuid.Nil {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return Job{}, fail("new job id", err)
+		}
+		j.ID = id
+	}
+	state := JobPending
+	var leaseOwner *string
+	var leaseMillis *int64
+	if lease.Owner != "" {
+		state, leaseOwner = JobRunning, &lease.Owner
+		ms := lease.For.Milliseconds()
+		leaseMillis = &ms
+	}
+	var out Job
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanJob(tx.QueryRow(ctx, `INSERT INTO reencryption_jobs (id, tenant_id, scope, owner_id, state,
+			created_by_type, created_by, lease_owner, lease_until)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond') RETURNING `+jobColumns,
+			j.ID, j.TenantID, j.Scope, nullIfNil(j.OwnerID), state, j.CreatedByType, nullIfNil(j.CreatedBy),
+			leaseOwner, leaseMillis))
+		if err != nil {
+			return err
+		}
+		var tag pgconn.CommandTag
+		if j.Scope == JobScopeTenant {
+			tag, err = tx.Exec(ctx, `INSERT INTO reencryption_job_contexts (job_id, encryption_id, key_mode)
+				SELECT $1, encryption_id, key_mode FROM key_contexts WHERE tenant_id = $2`, j.ID, j.TenantID)
+		} else {
+			tag, err = tx.Exec(ctx, `INSERT INTO reencryption_job_contexts (job_id, encryption_id, key_mode)
+				SELECT $1, encryption_id, key_mode FROM key_contexts
+				WHERE user_id = $2 AND tenant_id = $3 AND key_mode = 'CLIENT'`, j.ID, j.OwnerID, j.TenantID)
+		}
+		if err != nil {
+			return err
+		}
+		if j.Scope == JobScopeOwner && tag.RowsAffected() == 0 {
+			return errs.E(errs.FailedPrecondition, "user %s has no zero-knowledge key context to re-encrypt", j.OwnerID)
+		}
+		return insertAudit(ctx, tx, audit.about(&j.TenantID, "job:"+j.ID.String()))
+	})
+	if c, ok := uniqueViolation(err); ok && strings.HasPrefix(c, "reencryption_jobs_one_per_") {
+		if other, found, err := s.UnfinishedJob(ctx, j.TenantID, j.OwnerID); err == nil && found {
+			return Job{}, ErrUnfinished(other)
+		}
+		return Job{}, errs.E(errs.FailedPrecondition, "a re-encryption job of this scope is still running; wait for it to finish")
+	}
+	if _, ok := foreignKeyViolation(err); ok {
+		return Job{}, errs.E(errs.NotFound, "tenant %s or user %s not found", j.TenantID, j.OwnerID)
+	}
+	if err != nil {
+		return Job{}, fail("create job", err)
+	}
+	return out, nil
+}
+
+// UnfinishedJob returns the PENDING or RUNNING job of tenantID's TENANT scope (ownerID uuid.Nil) or
+// of ownerID's OWNER scope, if there is one.
+func (s *Store) UnfinishedJob(ctx context.Context, tenantID, ownerID uuid.UUID) (Job, bool, error) {
+	scope := JobScopeTenant
+	if ownerID != uuid.Nil {
+		scope = JobScopeOwner
+	}
+	j, err := scanJob(s.pool.QueryRow(ctx, `SELECT `+jobColumns+` FROM reencryption_jobs WHERE tenant_id = $1 AND scope = $2
+		AND ($3::uuid IS NULL OR owner_id = $3) AND state IN ('PENDING', 'RUNNING') LIMIT 1`,
+		tenantID, scope, nullIfNil(ownerID)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Job{}, false, nil
+	}
+	if err != nil {
+		return Job{}, false, fail("find unfinished job", err)
+	}
+	return j, true, nil
+}
+
+// ErrUnfinished is the FailedPrecondition error naming the unfinished job j that keeps another of
+// its scope from being created.
+func ErrUnfinished(j Job) error {
+	return errs.E(errs.FailedPrecondition, "re-encryption job %s is still running; wait for it to finish (GET /v1/keys/jobs/%s)", j.ID, j.ID)
+}
+
+// GetJob returns a job of tenantID. Errors: NotFound for an unknown job and another tenant's alike.
+func (s *Store) GetJob(ctx context.Context, tenantID, id uuid.UUID) (Job, error) {
+	j, err := scanJob(s.pool.QueryRow(ctx, `SELECT `+jobColumns+` FROM reencryption_jobs WHERE id = $1 AND tenant_id = $2`, id, tenantID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Job{}, errs.E(errs.NotFound, "job %s not found", id)
+	}
+	if err != nil {
+		return Job{}, fail("read job", err)
+	}
+	return j, nil
+}
+
+// ListJobs returns a page of tenantID's jobs, newest first, and the cursor of the next page ("" on
+// the last). pageSize <= 0 means 100, at most 1000. Errors: Invalid for a cursor ListJobs did not
+// return.
+func (s *Store) ListJobs(ctx context.Context, tenantID uuid.UUID, pageSize int, cursor string) ([]Job, string, error) {
+	limit := clampPageSize(pageSize)
+	var rows pgx.Rows
+	var err error
+	if cursor == "" {
+		rows, err = s.pool.Query(ctx, `SELECT `+jobColumns+` FROM reencryption_jobs WHERE tenant_id = $1
+			ORDER BY created_at DESC, id DESC LIMIT $2`, tenantID, limit+1)
+	} else {
+		t, id, ok := decodePosition(cursor)
+		if !ok {
+			return nil, "", errs.E(errs.Invalid, "pageToken: not a token ListJobs returned")
+		}
+		rows, err = s.pool.Query(ctx, `SELECT `+jobColumns+` FROM reencryption_jobs WHERE tenant_id = $1
+			AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $2`, tenantID, limit+1, t, id)
+	}
+	if err != nil {
+		return nil, "", fail("list jobs", err)
+	}
+	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Job, error) { return scanJob(r) })
+	if err != nil {
+		return nil, "", fail("list jobs", err)
+	}
+	if len(jobs) <= limit {
+		return jobs, "", nil
+	}
+	jobs = jobs[:limit]
+	last := jobs[limit-1]
+	return jobs, encodePosition(last.CreatedAt, last.ID), nil
+}
+
+// ClaimJob gives worker the oldest unfinished job whose lease is free or has expired (a replica
+// that died holding it), leased for lease.For, and marks it RUNNING; ok is false when there is none.
+// Replicas claiming at once never get the same job (FOR UPDATE SKIP LOCKED).
+func (s *Store) ClaimJob(ctx context.Context, lease Lease) (j Job, ok bool, err error) {
+	j, err = scanJob(s.pool.QueryRow(ctx, `UPDATE reencryption_jobs
+		SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond', state = 'RUNNING', updated_at = now()
+		WHERE id = (SELECT id FROM reencryption_jobs
+			WHERE state IN ('PENDING', 'RUNNING') AND (lease_until IS NULL OR lease_until < now())
+			ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+jobColumns, lease.Owner, lease.For.Milliseconds()))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Job{}, false, nil
+	}
+	if err != nil {
+		return Job{}, false, fail("claim job", err)
+	}
+	return j, true, nil
+}
+
+// RenewLease extends lease.Owner's lease on job id by lease.For and, if message is not nil, sets
+// the job's message. Errors: Aborted (IsLeaseLost) when another replica holds the lease or the
+// job has ended.
+func (s *Store) RenewLease(ctx context.Context, id uuid.UUID, lease Lease, message *string) error {
+	if message != nil {
+		m := truncate(*message, maxJobMessage)
+		message = &m
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE reencryption_jobs SET lease_until = now() + $3 * interval '1 millisecond',
+		message = COALESCE($4, message)
+		WHERE id = $1 AND lease_owner = $2 AND state = 'RUNNING'`, id, lease.Owner, lease.For.Milliseconds(), message)
+	if err != nil {
+		return fail("renew job lease", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errLeaseLost
+	}
+	return nil
+}
+
+// ReleaseJob gives up owner's lease on job id at once, so that another replica's worker can take it
+// over without waiting for the lease to expire (a replica shutting down). It is a no-op if owner
+// no longer holds the lease.
+func (s *Store) ReleaseJob(ctx context.Context, id uuid.UUID, owner string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE reencryption_jobs SET lease_owner = NULL, lease_until = NULL
+		WHERE id = $1 AND lease_owner = $2 AND state = 'RUNNING'`, id, owner)
+	return fail("release job", err)
+}
+
+// JobContexts returns the key contexts of job id in the order a worker goes through them.
+func (s *Store) JobContexts(ctx context.Context, id uuid.UUID) ([]JobContext, error) {
+	rows, err := s.pool.Query(ctx, `SELECT encryption_id, key_mode, state, active_version_id, to_move, checkpoint
+		FROM reencryption_job_contexts WHERE job_id = $1 ORDER BY encryption_id`, id)
+	if err != nil {
+		return nil, fail("list job contexts", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (JobContext, error) {
+		var c JobContext
+		var active *uuid.UUID
+		err := r.Scan(&c.EncryptionID, &c.KeyMode, &c.State, &active, &c.ToMove, &c.Checkpoint)
+		c.ActiveVersionID = deref(active)
+		return c, err
+	})
+	if err != nil {
+		return nil, fail("list job contexts", err)
+	}
+	return out, nil
+}
+
+// PlanJobContext records the active version of a PENDING context of job id, counts the context's
+// items on other versions and adds them to the job: to Total when the context will be moved
+// (state JobContextMoving), to the waiting counts for a zero-knowledge context this job cannot
+// move (JobContextWaitingForKey). Planning a context twice changes nothing. It returns the
+// context as planned.
+//
+// Errors: Aborted (IsLeaseLost) when lease.Owner no longer holds the job; Invalid for another
+// state; NotFound for a context not in the job.
+func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, encryptionID, activeVersionID uuid.UUID, state string) (JobContext, error) {
+	if state != JobContextMoving && state != JobContextWaitingForKey {
+		return JobContext{}, errs.E(errs.Invalid, "a planned context is %s or %s", JobContextMoving, JobContextWaitingForKey)
+	}
+	var out JobContext
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := holdLease(ctx, tx, id, lease); err != nil {
+			return err
+		}
+		var current string
+		err := tx.QueryRow(ctx, `SELECT state FROM reencryption_job_contexts WHERE job_id = $1 AND encryption_id = $2 FOR UPDATE`,
+			id, encryptionID).Scan(&current)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "key context %s is not part of job %s", encryptionID, id)
+		}
+		if err != nil {
+			return err
+		}
+		if current == JobContextPending {
+			var n int64
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM items WHERE encryption_id = $1 AND encryption_version_id <> $2`,
+				encryptionID, activeVersionID).Scan(&n); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE reencryption_job_contexts SET state = $3, active_version_id = $4, to_move = $5
+				WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID, state, activeVersionID, n); err != nil {
+				return err
+			}
+			if state == JobContextMoving {
+				_, err = tx.Exec(ctx, `UPDATE reencryption_jobs SET total = total + $2, updated_at = now() WHERE id = $1`, id, n)
+			} else if n > 0 {
+				_, err = tx.Exec(ctx, `UPDATE reencryption_jobs SET waiting_items = waiting_items + $2,
+					waiting_contexts = waiting_contexts + 1, updated_at = now() WHERE id = $1`, id, n)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return tx.QueryRow(ctx, `SELECT encryption_id, key_mode, state, active_version_id, to_move, checkpoint
+			FROM reencryption_job_contexts WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID).
+			Scan(&out.EncryptionID, &out.KeyMode, &out.State, &out.ActiveVersionID, &out.ToMove, &out.Checkpoint)
+	})
+	if err != nil {
+		return JobContext{}, fail("plan job context", err)
+	}
+	return out, nil
+}
+
+// ItemsToMove returns up to limit items of tenantID in key context encryptionID that are not on
+// activeVersionID and whose id is above after, in id order: the next page of a job.
+func (s *Store) ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int) ([]Item, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items
+		WHERE encryption_id = $1 AND id > $2 AND encryption_version_id <> $3 AND tenant_id = $4
+		ORDER BY id LIMIT $5`, encryptionID, after, activeVersionID, tenantID, limit)
+	if err != nil {
+		return nil, fail("list items to move", err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	if err != nil {
+		return nil, fail("list items to move", err)
+	}
+	return items, nil
+}
+
+// Move is one item of a page: its new ciphertext under the active version, to be written only if
+// the item is still at Revision on FromVersionID.
+type Move struct {
+	ID            uuid.UUID
+	Revision      int
+	FromVersionID uuid.UUID
+	To            Item // CipherText, EncryptionID, VersionID, Algorithm and Metadata are used
+}
+
+// Page is what a worker did with one page of a job's context.
+type Page struct {
+	Moves      []Move
+	Failed     int64     // items of the page the encryption service refused
+	Checkpoint uuid.UUID // the last item id of the page: everything up to it has been dealt with
+	Last       bool      // no item of the context is left after Checkpoint
+	Message    *string   // sets the job's message, when not nil
+	Failure    string    // the first refused item of the page and why, kept if the job has none yet
+}
+
+// ApplyPage writes a page back in one transaction: each move only if its item is still at the
+// revision and version it was read at (an item edited meanwhile is already current and is never
+// overwritten: it counts as skipped, as does a deleted one), the context's checkpoint, the job's
+// counts, and a renewal of lease. Item revisions and update times are left alone: re-encryption
+// changes no content, so it must not make an owner's next update look stale.
+//
+// It returns how many moves were written and how many skipped. Errors: Aborted (IsLeaseLost) when
+// lease.Owner no longer holds the job (nothing is written).
+func (s *Store) ApplyPage(ctx context.Context, id uuid.UUID, lease Lease, encryptionID uuid.UUID, p Page) (done, skipped int64, err error) {
+	if p.Message != nil {
+		m := truncate(*p.Message, maxJobMessage)
+		p.Message = &m
+	}
+	if !validText(p.Failure, 0, 10*maxJobMessage) {
+		p.Failure = "(unprintable)"
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		done, skipped = 0, 0
+		if err := holdLease(ctx, tx, id, lease); err != nil {
+			return err
+		}
+		if len(p.Moves) > 0 {
+			b := &pgx.Batch{}
+			for _, m := range p.Moves {
+				b.Queue(`UPDATE items SET cipher_text = $4, encryption_version_id = $5, algorithm = $6, metadata = $7
+					WHERE id = $1 AND revision = $2 AND encryption_version_id = $3 AND encryption_id = $8`,
+					m.ID, m.Revision, m.FromVersionID, m.To.CipherText, m.To.VersionID, m.To.Algorithm, m.To.Metadata, encryptionID)
+			}
+			res := tx.SendBatch(ctx, b)
+			for range p.Moves {
+				tag, err := res.Exec()
+				if err != nil {
+					res.Close()
+					return err
+				}
+				if tag.RowsAffected() == 1 {
+					done++
+				} else {
+					skipped++
+				}
+			}
+			if err := res.Close(); err != nil {
+				return err
+			}
+		}
+		state := JobContextMoving
+		if p.Last {
+			state = JobContextDone
+		}
+		if _, err := tx.Exec(ctx, `UPDATE reencryption_job_contexts SET checkpoint = GREATEST(checkpoint, $3), state = $4
+			WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID, p.Checkpoint, state); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET done = done + $2, skipped = skipped + $3, failed = failed + $4,
+			message = COALESCE($5, message), updated_at = now(), lease_until = now() + $6 * interval '1 millisecond',
+			first_failure = CASE WHEN first_failure = '' THEN $7 ELSE first_failure END
+			WHERE id = $1`, id, done, skipped, p.Failed, p.Message, lease.For.Milliseconds(), truncate(p.Failure, maxJobMessage))
+		return err
+	})
+	if err != nil {
+		return 0, 0, fail("write re-encrypted items", err)
+	}
+	return done, skipped, nil
+}
+
+// FinishJob ends job id in state (SUCCEEDED, FAILED or WAITING_FOR_KEY) with message, frees its
+// lease, and records audit in the same transaction. Items planned but never met (edited to the
+// active version or deleted meanwhile) are counted skipped, so that done + skipped + failed =
+// total. Errors: Invalid for another state; Aborted (IsLeaseLost) when lease.Owner no longer
+// holds the job.
+func (s *Store) FinishJob(ctx context.Context, id uuid.UUID, lease Lease, state, message string, audit AuditEvent) (Job, error) {
+	if state != JobSucceeded && state != JobFailed && state != JobWaitingForKey {
+		return Job{}, errs.E(errs.Invalid, "a job ends %s, %s or %s", JobSucceeded, JobFailed, JobWaitingForKey)
+	}
+	var out Job
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := holdLease(ctx, tx, id, lease); err != nil {
+			return err
+		}
+		var err error
+		// Reconciled only when every context was gone through: a job that stopped half-way has
+		// items left that nobody looked at.
+		out, err = scanJob(tx.QueryRow(ctx, `WITH complete AS (
+				SELECT NOT EXISTS (SELECT 1 FROM reencryption_job_contexts
+					WHERE job_id = $1 AND state IN ('PENDING', 'MOVING')) AS yes)
+			UPDATE reencryption_jobs SET state = $2, message = $3,
+				skipped = CASE WHEN complete.yes THEN GREATEST(skipped, total - done - failed) ELSE skipped END,
+				total = CASE WHEN complete.yes THEN GREATEST(total, done + GREATEST(skipped, total - done - failed) + failed)
+					ELSE total END,
+				lease_owner = NULL, lease_until = NULL, updated_at = now(), finished_at = now()
+			FROM complete WHERE id = $1 RETURNING `+jobColumns, id, state, truncate(message, maxJobMessage)))
+		if err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit.about(&out.TenantID, "job:"+id.String()))
+	})
+	if err != nil {
+		return Job{}, fail("finish job", err)
+	}
+	return out, nil
+}
+
+// holdLease locks job id and checks that lease.Owner holds it while it runs.
+func holdLease(ctx context.Context, tx pgx.Tx, id uuid.UUID, lease Lease) error {
+	var owner *string
+	var state string
+	err := tx.QueryRow(ctx, `SELECT lease_owner, state FROM reencryption_jobs WHERE id = $1 FOR UPDATE`, id).Scan(&owner, &state)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (deref(owner) != lease.Owner || state != JobRunning)) {
+		return errLeaseLost
+	}
+	return err
+}
+
+// VersionCount is how many items of a tenant one key version encrypts.
+type VersionCount struct {
+	EncryptionID, VersionID uuid.UUID
+	Items                   int64
+}
+
+// KeyContexts returns every personal key context of tenantID, oldest first.
+func (s *Store) KeyContexts(ctx context.Context, tenantID uuid.UUID) ([]KeyContext, error) {
+	rows, err := s.pool.Query(ctx, `SELECT user_id, tenant_id, encryption_id, key_mode, created_at
+		FROM key_contexts WHERE tenant_id = $1 ORDER BY created_at, encryption_id`, tenantID)
+	if err != nil {
+		return nil, fail("list key contexts", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (KeyContext, error) {
+		var k KeyContext
+		err := r.Scan(&k.UserID, &k.TenantID, &k.EncryptionID, &k.KeyMode, &k.CreatedAt)
+		return k, err
+	})
+	if err != nil {
+		return nil, fail("list key contexts", err)
+	}
+	return out, nil
+}
+
+// CountItemsByVersion counts tenantID's items per key context and version.
+func (s *Store) CountItemsByVersion(ctx context.Context, tenantID uuid.UUID) ([]VersionCount, error) {
+	rows, err := s.pool.Query(ctx, `SELECT encryption_id, encryption_version_id, count(*) FROM items
+		WHERE tenant_id = $1 GROUP BY encryption_id, encryption_version_id`, tenantID)
+	if err != nil {
+		return nil, fail("count items", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (VersionCount, error) {
+		var c VersionCount
+		err := r.Scan(&c.EncryptionID, &c.VersionID, &c.Items)
+		return c, err
+	})
+	if err != nil {
+		return nil, fail("count items", err)
+	}
+	return out, nil
+}
+
+// DisableUnusedVersion calls disable, which disables a key version on the encryption service, only
+// if no item uses that version, and records audit. While disable runs, the key context is locked
+// against imports into it (ImportItems), so that no item can arrive on the version in between.
+//
+// Errors: NotFound when encryptionID is not a key context of tenantID; FailedPrecondition when
+// items still use the version (the message says how many); disable's error, unchanged.
+func (s *Store) DisableUnusedVersion(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, disable func(context.Context) error, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var owner uuid.UUID
+		err := tx.QueryRow(ctx, `SELECT user_id FROM key_contexts WHERE encryption_id = $1 AND tenant_id = $2 FOR UPDATE`,
+			encryptionID, tenantID).Scan(&owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "key context %s not found", encryptionID)
+		}
+		if err != nil {
+			return err
+		}
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM items WHERE encryption_id = $1 AND encryption_version_id = $2`,
+			encryptionID, versionID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return errs.E(errs.FailedPrecondition,
+				"%d items still use version %s: re-encrypt them first (POST /v1/keys/jobs) and wait for the job to finish", n, versionID)
+		}
+		if err := disable(ctx); err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit.about(&tenantID, "key:"+encryptionID.String()+"/"+versionID.String()))
+	})
+	return fail("disable key version", err)
+}
+
+// encodePosition encodes a position in a (time, id) order as an opaque cursor: the time in
+// microseconds (PostgreSQL's precision, so that it round-trips exactly) and the id.
+func encodePosition(t time.Time, id uuid.UUID) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "." + id.String()))
+}
+
+// decodePosition reverses encodePosition.
+func decodePosition(cursor string) (time.Time, uuid.UUID, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return time.Time{}, uuid.Nil, false
+	}
+	micros, idText, ok := strings.Cut(string(b), ".")
+	if !ok || len(idText) != 36 {
+		return time.Time{}, uuid.Nil, false
+	}
+	us, err1 := strconv.ParseInt(micros, 10, 64)
+	id, err2 := uuid.Parse(idText)
+	if err1 != nil || err2 != nil {
+		return time.Time{}, uuid.Nil, false
+	}
+	return time.UnixMicro(us), id, true
+}
+
+// truncate cuts s to at most n characters.
+func truncate(s string, n int) string {
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n])
+}

@@ -1,0 +1,2 @@
+DROP TABLE core.items;
+DROP TABLE core.key_contexts;

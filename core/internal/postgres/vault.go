@@ -1,0 +1,188 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+)
+
+// What is sealed of a tenant's encryption endpoint.
+const (
+	SealedTenantSecret = "tenant-secret"
+	SealedClientKey    = "client-key"
+)
+
+// EndpointSecretAD is the associated data that binds a sealed secret of a tenant's encryption
+// endpoint (SealedTenantSecret, SealedClientKey) to its tenant: one definition for who seals and
+// who opens.
+func EndpointSecretAD(tenantID uuid.UUID, field string) []byte {
+	return []byte("custos/core/tenant-endpoint/v1\x00" + tenantID.String() + "\x00" + field)
+}
+
+// KeyContext is a user's personal key context on their tenant's encryption service.
+type KeyContext struct {
+	UserID, TenantID, EncryptionID uuid.UUID
+	KeyMode                        string
+	CreatedAt                      time.Time
+}
+
+// Item is a vault item as stored: ciphertext and key references, never plaintext.
+type Item struct {
+	ID, TenantID, OwnerID uuid.UUID
+	Revision              int
+	CipherText            string
+	EncryptionID          uuid.UUID
+	VersionID             uuid.UUID
+	Algorithm             string
+	Metadata              json.RawMessage
+	CreatedAt, UpdatedAt  time.Time
+}
+
+// GetKeyContext returns a user's personal key context; NotFound when the user has none yet.
+func (s *Store) GetKeyContext(ctx context.Context, userID uuid.UUID) (KeyContext, error) {
+	var k KeyContext
+	err := s.pool.QueryRow(ctx, `SELECT user_id, tenant_id, encryption_id, key_mode, created_at
+		FROM key_contexts WHERE user_id = $1`, userID).
+		Scan(&k.UserID, &k.TenantID, &k.EncryptionID, &k.KeyMode, &k.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return KeyContext{}, errs.E(errs.NotFound, "user %s has no key context yet", userID)
+	}
+	if err != nil {
+		return KeyContext{}, fail("read key context", err)
+	}
+	return k, nil
+}
+
+// PutKeyContext records a user's personal key context unless they have one already, and returns
+// the one in force: of two requests racing to create a context, the first recorded wins (the
+// loser's context stays unused on the encryption service).
+func (s *Store) PutKeyContext(ctx context.Context, k KeyContext) (KeyContext, error) {
+	_, err := s.pool.Exec(ctx, `INSERT INTO key_contexts (user_id, tenant_id, encryption_id, key_mode)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING`, k.UserID, k.TenantID, k.EncryptionID, k.KeyMode)
+	if _, ok := foreignKeyViolation(err); ok {
+		return KeyContext{}, errs.E(errs.NotFound, "user %s not found", k.UserID)
+	}
+	if err != nil {
+		return KeyContext{}, fail("record key context", err)
+	}
+	return s.GetKeyContext(ctx, k.UserID)
+}
+
+const itemColumns = `id, tenant_id, owner_id, revision, cipher_text, encryption_id, encryption_version_id,
+	algorithm, metadata, created_at, updated_at`
+
+func scanItem(row pgx.Row) (Item, error) {
+	var it Item
+	err := row.Scan(&it.ID, &it.TenantID, &it.OwnerID, &it.Revision, &it.CipherText, &it.EncryptionID,
+		&it.VersionID, &it.Algorithm, &it.Metadata, &it.CreatedAt, &it.UpdatedAt)
+	return it, err
+}
+
+// CreateItem stores a new item (revision 1) and returns it as stored.
+func (s *Store) CreateItem(ctx context.Context, it Item, audit AuditEvent) (Item, error) {
+	var out Item
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanItem(tx.QueryRow(ctx, `INSERT INTO items (id, tenant_id, owner_id, cipher_text, encryption_id,
+			encryption_version_id, algorithm, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+itemColumns,
+			it.ID, it.TenantID, it.OwnerID, it.CipherText, it.EncryptionID, it.VersionID, it.Algorithm, it.Metadata))
+		if err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit.about(&it.TenantID, "item:"+it.ID.String()))
+	})
+	if _, ok := foreignKeyViolation(err); ok {
+		return Item{}, errs.E(errs.NotFound, "owner %s not found", it.OwnerID)
+	}
+	if err != nil {
+		return Item{}, fail("create item", err)
+	}
+	return out, nil
+}
+
+// GetItem returns an item of owner; NotFound for an unknown item and for another user's alike.
+func (s *Store) GetItem(ctx context.Context, ownerID, id uuid.UUID) (Item, error) {
+	it, err := scanItem(s.pool.QueryRow(ctx, `SELECT `+itemColumns+` FROM items WHERE id = $1 AND owner_id = $2`, id, ownerID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Item{}, errs.E(errs.NotFound, "item %s not found", id)
+	}
+	if err != nil {
+		return Item{}, fail("read item", err)
+	}
+	return it, nil
+}
+
+// ListItems returns up to pageSize of owner's items, newest first, after the item after (uuid.Nil:
+// from the start).
+func (s *Store) ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, after uuid.UUID) ([]Item, error) {
+	var rows pgx.Rows
+	var err error
+	if after == uuid.Nil {
+		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items WHERE owner_id = $1
+			ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, pageSize)
+	} else {
+		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items WHERE owner_id = $1
+			AND (created_at, id) < (SELECT created_at, id FROM items WHERE id = $3 AND owner_id = $1)
+			ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, pageSize, after)
+	}
+	if err != nil {
+		return nil, fail("list items", err)
+	}
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	if err != nil {
+		return nil, fail("list items", err)
+	}
+	return items, nil
+}
+
+// UpdateItem replaces an item's ciphertext if its revision is still revision, and increments it.
+// A stale revision gets Aborted and changes nothing; an unknown item (or another owner's) NotFound.
+func (s *Store) UpdateItem(ctx context.Context, ownerID, id uuid.UUID, revision int, ct Item, audit AuditEvent) (Item, error) {
+	var out Item
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		out, err = scanItem(tx.QueryRow(ctx, `UPDATE items SET cipher_text = $4, encryption_id = $5,
+			encryption_version_id = $6, algorithm = $7, metadata = $8, revision = revision + 1, updated_at = now()
+			WHERE id = $1 AND owner_id = $2 AND revision = $3 RETURNING `+itemColumns,
+			id, ownerID, revision, ct.CipherText, ct.EncryptionID, ct.VersionID, ct.Algorithm, ct.Metadata))
+		if errors.Is(err, pgx.ErrNoRows) {
+			var current int
+			if err := tx.QueryRow(ctx, `SELECT revision FROM items WHERE id = $1 AND owner_id = $2`, id, ownerID).Scan(&current); errors.Is(err, pgx.ErrNoRows) {
+				return errs.E(errs.NotFound, "item %s not found", id)
+			} else if err != nil {
+				return err
+			}
+			return errs.E(errs.Aborted, "item %s is at revision %d, not %d: it changed since you read it; read it again and retry", id, current, revision)
+		}
+		if err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit.about(&out.TenantID, "item:"+id.String()))
+	})
+	if err != nil {
+		return Item{}, fail("update item", err)
+	}
+	return out, nil
+}
+
+// DeleteItem deletes an item of owner; NotFound for an unknown item and for another user's alike.
+func (s *Store) DeleteItem(ctx context.Context, ownerID, id uuid.UUID, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var tenant uuid.UUID
+		err := tx.QueryRow(ctx, `DELETE FROM items WHERE id = $1 AND owner_id = $2 RETURNING tenant_id`, id, ownerID).Scan(&tenant)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "item %s not found", id)
+		}
+		if err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit.about(&tenant, "item:"+id.String()))
+	})
+	return fail("delete item", err)
+}

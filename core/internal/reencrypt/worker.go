@@ -1,0 +1,437 @@
+package reencrypt
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/esclient"
+	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/vault"
+)
+
+// stopTimeout bounds what a job does after its replica began shutting down: hand it over.
+const stopTimeout = 5 * time.Second
+
+// Run works re-encryption jobs until ctx is cancelled: it claims runnable jobs (new ones, and
+// those whose replica died) up to Options.MaxJobs at a time, looking every PollInterval and at
+// once when this replica creates one, and runs the jobs owners start here with their master key.
+// On cancellation it hands its jobs over (their leases are released; jobs that held a master key
+// end WAITING_FOR_KEY), waits for them and returns nil.
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.running = ctx
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.running = nil
+		s.mu.Unlock()
+		s.jobs.Wait()
+	}()
+	slots := make(chan struct{}, s.opts.MaxJobs)
+	for {
+		s.claim(ctx, slots)
+		// Jittered, so that replicas started together do not poll in step.
+		wait := s.opts.PollInterval/2 + rand.N(s.opts.PollInterval)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// claim claims jobs while slots has room and jobs are runnable, and starts each.
+func (s *Service) claim(ctx context.Context, slots chan struct{}) {
+	for {
+		select {
+		case slots <- struct{}{}:
+		default:
+			return
+		}
+		lease := s.newLease()
+		job, ok, err := s.store.ClaimJob(ctx, lease)
+		if err != nil || !ok {
+			<-slots
+			if err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "re-encryption: look for jobs", "error", err)
+			}
+			return
+		}
+		s.log.InfoContext(ctx, "re-encryption job claimed", "job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner)
+		s.jobs.Add(1)
+		go func() {
+			defer func() { <-slots; s.jobs.Done() }()
+			s.work(ctx, job, lease, nil)
+		}()
+	}
+}
+
+// runContext returns Run's context, if Run is running.
+func (s *Service) runContext() (context.Context, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == nil || s.running.Err() != nil {
+		return nil, false
+	}
+	return s.running, true
+}
+
+// spawn works job on this replica with key, which it clears when done.
+func (s *Service) spawn(ctx context.Context, job postgres.Job, lease postgres.Lease, key []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == nil {
+		// Run returned meanwhile: the job's lease expires and another replica reports it waiting.
+		clear(key)
+		return
+	}
+	s.jobs.Add(1)
+	go func() {
+		defer s.jobs.Done()
+		s.work(ctx, job, lease, key)
+	}()
+}
+
+// notify wakes the worker.
+func (s *Service) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// work runs job under lease until it ends, the replica shuts down or another replica takes it
+// over. key is the owner's master key for an OWNER job started here, nil otherwise.
+func (s *Service) work(parent context.Context, job postgres.Job, lease postgres.Lease, key []byte) {
+	defer clear(key)
+	log := s.log.With("job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner)
+	if job.Scope == postgres.JobScopeOwner && key == nil {
+		// Claimed after the replica holding the owner's key stopped: only the owner can go on.
+		s.finish(parent, job, lease, postgres.JobWaitingForKey,
+			"the core replica holding the master key for this job stopped; start the job again with X-Master-Key")
+		return
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	go s.heartbeat(ctx, cancel, job.ID, lease)
+
+	state, msg, err := s.run(ctx, job, lease, key)
+	switch {
+	case err == nil:
+		s.finish(ctx, job, lease, state, msg)
+	case postgres.IsLeaseLost(err) || postgres.IsLeaseLost(context.Cause(ctx)):
+		log.WarnContext(parent, "re-encryption job taken over by another replica; stopping here")
+	case parent.Err() != nil:
+		s.handOver(job, lease, key != nil)
+	default:
+		log.ErrorContext(ctx, "re-encryption job failed", "error", err)
+		s.finish(ctx, job, lease, postgres.JobFailed, message(err))
+	}
+}
+
+// handOver gives up a job because the replica is shutting down.
+func (s *Service) handOver(job postgres.Job, lease postgres.Lease, heldKey bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if heldKey {
+		s.finish(ctx, job, lease, postgres.JobWaitingForKey,
+			"core stopped while re-encrypting with your master key, which it keeps only in memory; start the job again with X-Master-Key")
+		return
+	}
+	if err := s.store.ReleaseJob(ctx, job.ID, lease.Owner); err != nil {
+		s.log.Warn("re-encryption: release job at shutdown; another replica takes it over when its lease expires", "job_id", job.ID, "error", err)
+	}
+}
+
+// finish ends job in state with msg.
+func (s *Service) finish(ctx context.Context, job postgres.Job, lease postgres.Lease, state, msg string) {
+	outcome := postgres.OutcomeOK
+	switch state {
+	case postgres.JobFailed:
+		outcome = "ABORTED"
+	case postgres.JobWaitingForKey:
+		outcome = "FAILED_PRECONDITION"
+	}
+	done, err := s.store.FinishJob(ctx, job.ID, lease, state, msg, postgres.AuditEvent{
+		ActorType: postgres.ActorSystem, Action: "keys.reencrypt.finish", Outcome: outcome})
+	if err != nil {
+		if !postgres.IsLeaseLost(err) {
+			s.log.ErrorContext(ctx, "re-encryption: record the end of a job; another replica retries it when the lease expires",
+				"job_id", job.ID, "state", state, "error", err)
+		}
+		return
+	}
+	s.opts.Metrics.finished(state)
+	s.log.InfoContext(ctx, "re-encryption job finished", "job_id", job.ID, "tenant_id", job.TenantID, "state", state,
+		"total", done.Total, "done", done.Done, "skipped", done.Skipped, "failed", done.Failed, "waiting", done.WaitingItems)
+}
+
+// heartbeat renews the lease every third of its length until ctx ends; if another replica took
+// the job over, it cancels ctx with the cause.
+func (s *Service) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, id uuid.UUID, lease postgres.Lease) {
+	t := time.NewTicker(lease.For / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := s.store.RenewLease(ctx, id, lease, nil)
+		switch {
+		case postgres.IsLeaseLost(err):
+			cancel(err)
+			return
+		case err != nil && ctx.Err() == nil:
+			s.log.WarnContext(ctx, "re-encryption: renew job lease", "job_id", id, "error", err)
+		}
+	}
+}
+
+// run plans every context of job, then moves the movable ones, and returns the state the job
+// ends in with its message. An error means the job stopped before the end.
+func (s *Service) run(ctx context.Context, job postgres.Job, lease postgres.Lease, key []byte) (string, string, error) {
+	r := &runner{s: s, job: job, lease: lease, key: key}
+	var es esclient.Client
+	if err := r.retry(ctx, "reach the encryption service", func() error {
+		var err error
+		es, err = s.router.For(ctx, job.TenantID)
+		return err
+	}); err != nil {
+		return "", "", err
+	}
+	r.es = es
+	var contexts []postgres.JobContext
+	if err := r.retry(ctx, "read the job", func() error {
+		var err error
+		contexts, err = s.store.JobContexts(ctx, job.ID)
+		return err
+	}); err != nil {
+		return "", "", err
+	}
+	for i, c := range contexts {
+		if c.State != postgres.JobContextPending {
+			continue
+		}
+		planned, err := r.plan(ctx, c)
+		if err != nil {
+			if postgres.IsLeaseLost(err) || ctx.Err() != nil {
+				return "", "", err
+			}
+			return "", "", errs.Wrap(errs.KindOf(err), err, fmt.Sprintf("key context %s: %s", c.EncryptionID, message(err)))
+		}
+		contexts[i] = planned
+	}
+	for _, c := range contexts {
+		if c.State != postgres.JobContextMoving {
+			continue
+		}
+		if err := r.move(ctx, c); err != nil {
+			return "", "", err
+		}
+	}
+	var end postgres.Job
+	if err := r.retry(ctx, "read the job", func() error {
+		var err error
+		end, err = s.store.GetJob(ctx, job.TenantID, job.ID)
+		return err
+	}); err != nil {
+		return "", "", err
+	}
+	switch {
+	case end.Failed > 0:
+		return postgres.JobFailed, fmt.Sprintf("%d items could not be re-encrypted; the first: %s; start the job again to retry them",
+			end.Failed, end.FirstFailure), nil
+	case end.WaitingItems > 0:
+		return postgres.JobWaitingForKey, fmt.Sprintf("%d items in %d zero-knowledge key contexts wait for their owners' master keys: "+
+			"each owner starts a job with X-Master-Key (POST /v1/keys/jobs), or edits the items", end.WaitingItems, end.WaitingContexts), nil
+	}
+	return postgres.JobSucceeded, "", nil
+}
+
+// runner is one run of one job.
+type runner struct {
+	s     *Service
+	job   postgres.Job
+	lease postgres.Lease
+	key   []byte
+	es    esclient.Client
+	// degraded is set while the run retries after an outage; the next page clears the message.
+	degraded bool
+}
+
+// plan reads c's active version from the encryption service and records it with the count of
+// items to move (or, for a zero-knowledge context of a TENANT job, to wait for).
+func (r *runner) plan(ctx context.Context, c postgres.JobContext) (postgres.JobContext, error) {
+	var info esclient.Context
+	if err := r.retry(ctx, "read the key context", func() error {
+		var err error
+		info, err = r.es.GetContext(ctx, c.EncryptionID.String())
+		return err
+	}); err != nil {
+		return c, err
+	}
+	active, err := uuid.Parse(info.ActiveVersionID)
+	if err != nil {
+		return c, errs.E(errs.Internal, "the encryption service answered an active version that is not a UUID")
+	}
+	state := postgres.JobContextMoving
+	if r.job.Scope == postgres.JobScopeTenant && c.KeyMode == postgres.KeyModeClient {
+		state = postgres.JobContextWaitingForKey
+	}
+	var planned postgres.JobContext
+	err = r.retry(ctx, "plan the key context", func() error {
+		var err error
+		planned, err = r.s.store.PlanJobContext(ctx, r.job.ID, r.lease, c.EncryptionID, active, state)
+		return err
+	})
+	return planned, err
+}
+
+// move moves c's items page by page from its checkpoint.
+func (r *runner) move(ctx context.Context, c postgres.JobContext) error {
+	after := c.Checkpoint
+	for {
+		var items []postgres.Item
+		if err := r.retry(ctx, "read items", func() error {
+			var err error
+			items, err = r.s.store.ItemsToMove(ctx, r.job.TenantID, c.EncryptionID, c.ActiveVersionID, after, r.s.opts.PageSize)
+			return err
+		}); err != nil {
+			return err
+		}
+		page := postgres.Page{Checkpoint: after, Last: len(items) < r.s.opts.PageSize}
+		if len(items) > 0 {
+			page.Checkpoint = items[len(items)-1].ID
+			if err := r.rewrap(ctx, items, &page); err != nil {
+				return err
+			}
+		}
+		if r.degraded {
+			clearMsg := ""
+			page.Message, r.degraded = &clearMsg, false
+		}
+		// If a commit succeeded but its answer was lost, the retry finds the items moved and
+		// counts them skipped: the counts may then overstate, never the items.
+		var done, skipped int64
+		if err := r.retry(ctx, "write items", func() error {
+			var err error
+			done, skipped, err = r.s.store.ApplyPage(ctx, r.job.ID, r.lease, c.EncryptionID, page)
+			return err
+		}); err != nil {
+			return err
+		}
+		r.s.opts.Metrics.moved(done)
+		r.s.opts.Metrics.skipped(skipped)
+		r.s.opts.Metrics.failed(page.Failed)
+		r.s.log.DebugContext(ctx, "re-encryption page written", "job_id", r.job.ID, "encryption_id", c.EncryptionID,
+			"done", done, "skipped", skipped, "failed", page.Failed)
+		if page.Last {
+			return nil
+		}
+		after = page.Checkpoint
+	}
+}
+
+// rewrap rewraps items and fills page with the moves and failures. An item the service refuses
+// on its own fails; an unavailable service is retried for the whole page; a refused master key
+// fails the job.
+func (r *runner) rewrap(ctx context.Context, items []postgres.Item, page *postgres.Page) error {
+	cts := make([]esclient.Ciphertext, len(items))
+	for i, it := range items {
+		cts[i] = vault.Ciphertext(it)
+	}
+	var results []esclient.RewrapResult
+	err := r.retry(ctx, "rewrap", func() error {
+		var err error
+		results, err = r.es.RewrapBatch(ctx, cts, r.key)
+		if err != nil {
+			return err
+		}
+		for _, res := range results {
+			if errs.Is(res.Err, errs.Unavailable) {
+				return res.Err // the service is in trouble: the whole page again
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, res := range results {
+		it := items[i]
+		if res.Err == nil && res.Ciphertext.EncryptionID != it.EncryptionID.String() {
+			res.Err = errs.E(errs.Internal, "the encryption service rewrapped it into another key context")
+		}
+		var to postgres.Item
+		if res.Err == nil {
+			to, res.Err = toItem(res.Ciphertext)
+		}
+		if res.Err != nil {
+			if errs.Is(res.Err, errs.PermissionDenied) || errs.Is(res.Err, errs.Unauthenticated) {
+				return errs.Wrap(errs.PermissionDenied, res.Err, "the encryption service refused the master key: "+message(res.Err))
+			}
+			page.Failed++
+			if page.Failure == "" {
+				page.Failure = fmt.Sprintf("item %s: %s", it.ID, message(res.Err))
+			}
+			continue
+		}
+		page.Moves = append(page.Moves, postgres.Move{ID: it.ID, Revision: it.Revision, FromVersionID: it.VersionID, To: to})
+	}
+	return nil
+}
+
+// toItem turns a rewrapped ciphertext into the fields stored.
+func toItem(ct esclient.Ciphertext) (postgres.Item, error) {
+	enc, err1 := uuid.Parse(ct.EncryptionID)
+	ver, err2 := uuid.Parse(ct.VersionID)
+	if err1 != nil || err2 != nil || ct.CipherText == "" || len(ct.Metadata) == 0 || ct.Metadata[0] != '{' {
+		return postgres.Item{}, errs.E(errs.Internal, "the encryption service answered a malformed ciphertext")
+	}
+	return postgres.Item{CipherText: ct.CipherText, EncryptionID: enc, VersionID: ver, Algorithm: ct.Algorithm, Metadata: ct.Metadata}, nil
+}
+
+// retry runs fn until it succeeds or fails with something other than Unavailable, backing off
+// exponentially with jitter between attempts and saying so in the job's message. After
+// GiveUpAfter of unavailability it gives up with Unavailable.
+func (r *runner) retry(ctx context.Context, what string, fn func() error) error {
+	var since time.Time
+	delay := r.s.opts.RetryMin
+	for {
+		err := fn()
+		if err == nil || !errs.Is(err, errs.Unavailable) || postgres.IsLeaseLost(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		now := time.Now()
+		if since.IsZero() {
+			since = now
+			r.degraded = true
+			msg := fmt.Sprintf("%s: %s since %s; retrying", what, message(err), now.UTC().Format(time.RFC3339))
+			// Best effort: the database may be what is unavailable.
+			if err := r.s.store.RenewLease(ctx, r.job.ID, r.lease, &msg); postgres.IsLeaseLost(err) {
+				return err
+			}
+			r.s.log.WarnContext(ctx, "re-encryption: unavailable, backing off", "job_id", r.job.ID, "step", what, "error", err)
+		}
+		if now.Sub(since) > r.s.opts.GiveUpAfter {
+			return errs.Wrap(errs.Unavailable, err, fmt.Sprintf("%s: %s for over %s; start the job again", what, message(err), r.s.opts.GiveUpAfter))
+		}
+		r.s.opts.Metrics.retry()
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		}
+		delay = min(2*delay, r.s.opts.RetryMax)
+	}
+}
