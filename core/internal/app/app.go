@@ -262,6 +262,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger})
 	defer router.Close()
 	vaultSvc := vault.New(store, router, vault.Limits{})
+	authSvc.SetMasterKeyChanger(vaultSvc)
 	// People of PLATFORM tenants get their key context with their account; those of CLIENT tenants
 	// at their first request carrying their master key.
 	dir.AfterCreateUser = func(ctx context.Context, u postgres.User) {

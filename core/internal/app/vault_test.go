@@ -158,7 +158,26 @@ func TestZeroKnowledgeTenant(t *testing.T) {
 	if code, _ := p.call("GET", "/v1/items/"+id, withKey(f.member, "bm90LTMyLWJ5dGVz"), nil); code != 400 {
 		t.Errorf("read with a malformed X-Master-Key = %d, want 400", code)
 	}
-	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], secret, key)
+
+	// A password change moves the keys to the new password's master key: every item stays
+	// readable, with the new key only.
+	newKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("n", 32)))
+	if code, got := p.call("POST", "/v1/auth/password", f.member, map[string]string{
+		"currentPassword": "password-of-member", "newPassword": "new-password-of-member",
+	}); code != 400 || !strings.Contains(got["message"].(string), "X-New-Master-Key") {
+		t.Errorf("password change without the master keys = %d %v, want 400 asking for them", code, got)
+	}
+	changed := p.must(200, "POST", "/v1/auth/password", cred{
+		"Authorization": f.member["Authorization"], "X-Master-Key": key, "X-New-Master-Key": newKey,
+	}, map[string]string{"currentPassword": "password-of-member", "newPassword": "new-password-of-member"})
+	member := bearer(changed["tokens"].(map[string]any)["accessToken"].(string))
+	if got := p.must(200, "GET", "/v1/items/"+id, withKey(member, newKey), nil); got["data"] != secret {
+		t.Errorf("read with the new key after the password change = %v", got)
+	}
+	if code, _ := p.call("GET", "/v1/items/"+id, withKey(member, key), nil); code != 403 {
+		t.Errorf("read with the old key after the password change = %d, want 403", code)
+	}
+	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], secret, key, newKey)
 }
 
 // TestTenantsOnSeparateEncryptionServices runs one tenant on the platform's encryption service and

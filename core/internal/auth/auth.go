@@ -60,6 +60,11 @@ type Store interface {
 
 var _ Store = (*postgres.Store)(nil)
 
+// MasterKeyChanger rewraps a user's zero-knowledge keys from one client master key to another.
+type MasterKeyChanger interface {
+	ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) error
+}
+
 // Limits are the throttling thresholds: after Limit failures within Window, Lockout.
 type Limits struct {
 	Limit   int
@@ -87,6 +92,8 @@ type Options struct {
 	PreloginSeed []byte // stable secret for fake prelogin parameters (derived from core's secret keys)
 	SigningKeys  *token.Keys
 	SecretBox    *secretbox.Box
+	// MasterKeys moves a zero-knowledge user's keys to the master key of their new password.
+	MasterKeys MasterKeyChanger
 }
 
 // Service is the authentication service.
@@ -163,6 +170,10 @@ func New(store Store, opts Options) (*Service, error) {
 	slots := max(2, runtime.GOMAXPROCS(0))
 	return &Service{store: store, box: opts.SecretBox, issuer: issuer, opts: opts, hashing: make(chan struct{}, slots)}, nil
 }
+
+// SetMasterKeyChanger sets what moves zero-knowledge keys on a password change (the vault, which
+// is built after this service).
+func (s *Service) SetMasterKeyChanger(m MasterKeyChanger) { s.opts.MasterKeys = m }
 
 // SetKeys replaces the signing keys (after a rotation by any replica).
 func (s *Service) SetKeys(k *token.Keys) { s.issuer.SetKeys(k) }
@@ -410,8 +421,11 @@ func (s *Service) Hint(ctx context.Context, r Request, username string) (string,
 }
 
 // ChangePassword replaces the caller's password and ends every other session. It returns tokens
-// of a fresh session for the caller, since the change invalidates theirs too.
-func (s *Service) ChangePassword(ctx context.Context, r Request, current, next string, hint string) (Tokens, error) {
+// of a fresh session for the caller, since the change invalidates theirs too. In a zero-knowledge
+// tenant oldKey and newKey are the master keys derived from the current and the new password: the
+// user's keys are rewrapped from one to the other first, and back if the password cannot then be
+// stored, so that the keys always follow the password in force.
+func (s *Service) ChangePassword(ctx context.Context, r Request, current, next, hint string, oldKey, newKey []byte) (Tokens, error) {
 	p := principal.FromContext(ctx)
 	u, err := s.reauthenticate(ctx, r, p, current)
 	if err != nil {
@@ -432,9 +446,22 @@ func (s *Service) ChangePassword(ctx context.Context, r Request, current, next s
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "hash password")
 	}
+	rewrapped := false
+	if s.opts.MasterKeys != nil && !u.PlatformAdmin {
+		if err := s.opts.MasterKeys.ChangeMasterKey(ctx, u.ID, u.TenantID, oldKey, newKey); err != nil {
+			return Tokens{}, err
+		}
+		rewrapped = oldKey != nil && newKey != nil
+	}
 	stamp := newStamp()
 	h := hint
 	if err := s.store.ChangePassword(ctx, u.ID, hash, &h, stamp, uuid.Nil, s.event(r, nilIfZero(u.TenantID), "user", &u.ID, "auth.password.change", "", "ok")); err != nil {
+		if rewrapped {
+			if rerr := s.opts.MasterKeys.ChangeMasterKey(context.WithoutCancel(ctx), u.ID, u.TenantID, newKey, oldKey); rerr != nil {
+				s.opts.Logger.ErrorContext(ctx, "password change failed after the keys moved to the new master key, and moving them back failed too: the user's keys follow the NEW password",
+					"user_id", u.ID, "error", rerr)
+			}
+		}
 		return Tokens{}, err
 	}
 	u.SecurityStamp = stamp

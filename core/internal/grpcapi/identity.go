@@ -111,7 +111,15 @@ func (s *AuthServer) ChangePassword(ctx context.Context, req *corev1.ChangePassw
 	if req.GetCurrentPassword() == "" || req.GetNewPassword() == "" {
 		return nil, errs.E(errs.Invalid, "currentPassword and newPassword: required")
 	}
-	t, err := s.Auth.ChangePassword(ctx, request(ctx), req.GetCurrentPassword(), req.GetNewPassword(), req.GetNewPasswordHint())
+	oldKey, err := masterKeyHeader(ctx, "x-master-key", "X-Master-Key")
+	if err != nil {
+		return nil, err
+	}
+	newKey, err := masterKeyHeader(ctx, "x-new-master-key", "X-New-Master-Key")
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.Auth.ChangePassword(ctx, request(ctx), req.GetCurrentPassword(), req.GetNewPassword(), req.GetNewPasswordHint(), oldKey, newKey)
 	if err != nil {
 		return nil, err
 	}

@@ -24,24 +24,31 @@ type VaultServer struct {
 func vaultCall(ctx context.Context) (vault.Call, error) {
 	r := request(ctx)
 	c := vault.Call{RequestID: r.RequestID, RemoteAddr: r.RemoteAddr}
+	key, err := masterKeyHeader(ctx, "x-master-key", "X-Master-Key")
+	c.MasterKey = key
+	return c, err
+}
+
+// masterKeyHeader reads a client master key header (base64 of 32 bytes); nil when absent. The
+// error names the header and never echoes its value.
+func masterKeyHeader(ctx context.Context, key, name string) ([]byte, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("x-master-key")
+	vals := md.Get(key)
 	switch len(vals) {
 	case 0:
-		return c, nil
+		return nil, nil
 	case 1:
 	default:
-		return c, errs.E(errs.Invalid, "X-Master-Key: sent more than once")
+		return nil, errs.E(errs.Invalid, "%s: sent more than once", name)
 	}
-	key, err := base64.StdEncoding.DecodeString(vals[0])
+	b, err := base64.StdEncoding.DecodeString(vals[0])
 	if err != nil {
-		key, err = base64.RawStdEncoding.DecodeString(vals[0])
+		b, err = base64.RawStdEncoding.DecodeString(vals[0])
 	}
-	if err != nil || len(key) != 32 {
-		return c, errs.E(errs.Invalid, "X-Master-Key: want base64 of exactly 32 bytes")
+	if err != nil || len(b) != 32 {
+		return nil, errs.E(errs.Invalid, "%s: want base64 of exactly 32 bytes", name)
 	}
-	c.MasterKey = key
-	return c, nil
+	return b, nil
 }
 
 // CreateItem implements POST /v1/items.

@@ -336,3 +336,28 @@ func event(p principal.Principal, c Call, action string) postgres.AuditEvent {
 	id := p.ID
 	return postgres.AuditEvent{ActorType: "user", ActorID: &id, Action: action, Outcome: "ok", RemoteAddr: c.RemoteAddr, RequestID: c.RequestID}
 }
+
+// ChangeMasterKey moves a user's zero-knowledge key context from the master key oldKey to newKey
+// (the encryption service rewraps it; no item is touched). A user without a key context, or of a
+// PLATFORM tenant, has nothing to change.
+func (s *Service) ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) error {
+	kc, err := s.store.GetKeyContext(ctx, userID)
+	if errs.Is(err, errs.NotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if kc.KeyMode != "CLIENT" {
+		return nil
+	}
+	if oldKey == nil || newKey == nil {
+		return errs.E(errs.Invalid,
+			"this tenant is zero-knowledge: a password change needs the current master key in X-Master-Key and the new one in X-New-Master-Key")
+	}
+	es, err := s.router.For(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	return es.ChangeMasterKey(ctx, kc.EncryptionID.String(), oldKey, newKey)
+}
