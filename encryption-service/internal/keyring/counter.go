@@ -26,6 +26,13 @@ func (c *counter) add(versionID uuid.UUID, n int64) {
 	c.mu.Unlock()
 }
 
+// of returns the count of versionID not yet taken for a flush.
+func (c *counter) of(versionID uuid.UUID) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending[versionID]
+}
+
 func (c *counter) take() map[uuid.UUID]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

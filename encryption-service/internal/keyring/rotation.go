@@ -78,9 +78,17 @@ func (s *Service) limit(enc postgres.Encryption) int64 {
 	return s.maxPerVersion
 }
 
+// made estimates how many encryptions v, the active version of e, has made: its count as read
+// with e, plus what this replica made since — counted with e, or, when e was read again meanwhile
+// (another replica's change drops cached entries), still waiting for the flush, which holds the
+// encryptions made before the reload too.
+func (s *Service) made(e *entry, v postgres.KeyVersion) int64 {
+	return v.Encryptions + max(e.encrypted.Load(), s.counts.of(v.ID))
+}
+
 // due reports whether v, the active version of e, is due for rotation.
 func (s *Service) due(e *entry, v postgres.KeyVersion) bool {
-	if v.Encryptions+e.encrypted.Load() >= s.limit(e.enc) {
+	if s.made(e, v) >= s.limit(e.enc) {
 		return true
 	}
 	return e.enc.RotationMaxAge > 0 && s.now().Sub(v.CreatedAt) >= e.enc.RotationMaxAge
@@ -92,7 +100,7 @@ func (s *Service) due(e *entry, v postgres.KeyVersion) bool {
 // fails and v has reached the service's bound, which no version may pass knowingly.
 func (ss *session) rotateDue(ctx context.Context, v postgres.KeyVersion) error {
 	s, e := ss.s, ss.e
-	atBound := v.Encryptions+e.encrypted.Load() >= s.maxPerVersion
+	atBound := s.made(e, v) >= s.maxPerVersion
 	now := s.now()
 	if now.UnixNano() < e.retryAt.Load() {
 		if atBound {

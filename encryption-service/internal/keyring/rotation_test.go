@@ -175,3 +175,20 @@ func TestAutoRotationOnceAcrossReplicas(t *testing.T) {
 		t.Errorf("audit = %+v, %v; want the automatic rotation, by %q", events, err, autoRotationActor)
 	}
 }
+
+// TestCountSurvivesACacheReload: another replica's change drops the cached context between
+// encryptions; the encryptions made before, still waiting for the flush, must keep counting.
+func TestCountSurvivesACacheReload(t *testing.T) {
+	svc, _, _, c := mustServiceWith(t, Options{MaxEncryptionsPerVersion: 5})
+	id := mustCreate(t, svc, c, "", "", RotationPolicy{})
+	var versions []uuid.UUID
+	for i := range 6 {
+		if i == 3 {
+			svc.Invalidate(id) // as a notification of another replica's change would
+		}
+		versions = append(versions, mustEncrypt(t, svc, c, id, "x").VersionID)
+	}
+	if versions[0] != versions[4] || versions[5] == versions[4] {
+		t.Errorf("versions of 6 encryptions with a bound of 5 and a reload after the 3rd = %v, want a rotation before the 6th", versions)
+	}
+}
