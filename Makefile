@@ -47,3 +47,28 @@ build: ## build both service binaries into bin/
 clean: ## remove binaries and local runtime state (stops the throwaway PostgreSQL first)
 	@scripts/dev-postgres.sh stop >/dev/null 2>&1 || true
 	rm -rf bin .run
+
+.PHONY: bench conformance
+
+bench: ## measure the encryption service against gRPC and REST echo ceilings (~2 min; BENCH_FLAGS="-duration 3s")
+	@url="$${BENCH_DATABASE_URL:-$$(scripts/dev-postgres.sh)}"; \
+	BENCH_DATABASE_URL="$$url" go run ./encryption-service/cmd/es-bench $(BENCH_FLAGS)
+
+conformance: ## run the conformance kit against CONFORMANCE_URL, or else the service of `make run` (.run/dev.env)
+	@if [ -z "$${CONFORMANCE_URL:-}" ] && [ -f .run/dev.env ]; then \
+	  source .run/dev.env; \
+	  export CONFORMANCE_URL="$$CUSTOS_ES_URL" CONFORMANCE_CA_FILE="$$CUSTOS_CA_FILE" \
+	    CONFORMANCE_CLIENT_CERT_FILE="$$CUSTOS_CLIENT_CERT_FILE" CONFORMANCE_CLIENT_KEY_FILE="$$CUSTOS_CLIENT_KEY_FILE" \
+	    CONFORMANCE_TENANT_ID="$$CUSTOS_ES_TENANT_ID" CONFORMANCE_TENANT_SECRET="$$CUSTOS_ES_TENANT_SECRET" \
+	    CONFORMANCE_ADMIN_TOKEN="$$CUSTOS_ES_ADMIN_TOKEN" CONFORMANCE_MASTER_KEY="$$(openssl rand -base64 32)"; \
+	fi; \
+	go test -count=1 -v -run '^TestConformance$$' ./encryption-service/conformance
+
+.PHONY: vuln golangci
+
+vuln: ## govulncheck every module against an offline database built from golang.org/x/vulndb (pinned; ~15 s warm)
+	@scripts/vuln.sh
+
+golangci: ## golangci-lint v2 with gosec on every module (.golangci.yml); to join `lint` once clean
+	@scripts/tools.sh golangci-lint
+	@"$$(scripts/tools.sh --print)/golangci-lint" run ./proto/... ./core/... ./encryption-service/...

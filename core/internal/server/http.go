@@ -150,5 +150,5 @@ func writeJSON(w http.ResponseWriter, httpStatus int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
-	w.Write(append(b, '\n'))
+	_, _ = w.Write(append(b, '\n')) // a client that went away has nothing more to receive
 }

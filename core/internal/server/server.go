@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/stats"
 )
 
 // Defaults for the zero values of Config.
@@ -84,6 +85,22 @@ type Config struct {
 	// "x-tenant-id" or "authorization". No other header is forwarded;
 	// "Grpc-Metadata-*" headers are never forwarded.
 	ForwardHeaders []string
+
+	// Metrics records every RPC and REST response; nil records nothing.
+	Metrics Metrics
+	// MetricsAddr, when set, is the host:port of a third listener that serves
+	// MetricsHandler at GET /metrics, over TLS with the same configuration as
+	// the others (so with the same client-certificate policy). ":0" picks a
+	// free port.
+	MetricsAddr string
+	// MetricsHandler answers scrapes on MetricsAddr, e.g. the Prometheus
+	// handler of *telemetry.Metrics; required when MetricsAddr is set.
+	MetricsHandler http.Handler
+
+	// StatsHandler, when not nil, sees every RPC of the gRPC server (network
+	// and gateway connections alike), e.g. OpenTelemetry's server handler that
+	// continues the caller's trace. Nil adds no per-RPC cost.
+	StatsHandler stats.Handler
 }
 
 // Server serves one Config. Create it with New and start it with Run.
@@ -98,18 +115,20 @@ type Server struct {
 	draining atomic.Bool
 	started  chan struct{}
 
-	mu       sync.Mutex
-	grpcAddr string
-	httpAddr string
+	mu          sync.Mutex
+	grpcAddr    string
+	httpAddr    string
+	metricsAddr string
 }
 
 // New validates cfg, fills in defaults and builds the gRPC server with the
 // services cfg.Register adds. It does not listen; Run does.
 //
 // It fails when a required field is missing, TLS allows versions below 1.3, a
-// limit is negative, or ForwardHeaders names a header that must not be
-// forwarded (connection headers, "grpc-*", "x-forwarded-*", or the reserved
-// "x-custos-gw-*" identity keys).
+// limit is negative, MetricsAddr is set without MetricsHandler, or
+// ForwardHeaders names a header that must not be forwarded (connection
+// headers, "grpc-*", "x-forwarded-*", or the reserved "x-custos-gw-*" identity
+// keys).
 func New(cfg Config) (*Server, error) {
 	if cfg.GRPCAddr == "" || cfg.HTTPAddr == "" {
 		return nil, errors.New("server: GRPCAddr and HTTPAddr are required")
@@ -122,6 +141,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxRequestBytes < 0 || cfg.ShutdownTimeout < 0 || cfg.ReadyInterval < 0 || cfg.ReadyTimeout < 0 {
 		return nil, errors.New("server: limits and durations must not be negative")
+	}
+	if cfg.MetricsAddr != "" && cfg.MetricsHandler == nil {
+		return nil, errors.New("server: MetricsAddr needs a MetricsHandler")
 	}
 	cfg.MaxRequestBytes = orDefault(cfg.MaxRequestBytes, DefaultMaxRequestBytes)
 	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, DefaultShutdownTimeout)
@@ -142,12 +164,16 @@ func New(cfg Config) (*Server, error) {
 		health:  health.NewServer(),
 		started: make(chan struct{}),
 	}
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.Creds(serverCreds{tls: credentials.NewTLS(cfg.TLS)}),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.observeUnary, s.recoverUnary}, cfg.UnaryInterceptors...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.observeStream, s.recoverStream}, cfg.StreamInterceptors...)...),
-	)
+	}
+	if cfg.StatsHandler != nil {
+		opts = append(opts, grpc.StatsHandler(cfg.StatsHandler))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	// Not serving until Ready has passed once.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -189,8 +215,9 @@ func forwardSet(headers []string) (map[string]bool, error) {
 	return set, nil
 }
 
-// Started is closed once both listeners are bound; GRPCAddr and HTTPAddr are
-// valid from then on. It is never closed if Run fails before listening.
+// Started is closed once every listener is bound; GRPCAddr, HTTPAddr and
+// MetricsAddr are valid from then on. It is never closed if Run fails before
+// listening.
 func (s *Server) Started() <-chan struct{} { return s.started }
 
 // GRPCAddr returns the bound address of the gRPC listener, or "" before
@@ -209,10 +236,19 @@ func (s *Server) HTTPAddr() string {
 	return s.httpAddr
 }
 
-// Run listens on both addresses and serves until ctx is cancelled, then
+// MetricsAddr returns the bound address of the metrics listener, or "" before
+// Started is closed or when Config.MetricsAddr is empty.
+func (s *Server) MetricsAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metricsAddr
+}
+
+// Run listens on its addresses and serves until ctx is cancelled, then
 // drains: health turns NOT_SERVING, the HTTP server shuts down (finishing
-// in-flight REST calls), then the gRPC server stops gracefully; whatever is
-// still running when ShutdownTimeout has passed is cut off.
+// in-flight REST calls), then the gRPC server stops gracefully, then the
+// metrics listener closes; whatever is still running when ShutdownTimeout has
+// passed is cut off.
 //
 // It returns nil after a drain started by ctx, an error if a listener cannot
 // be bound, RegisterGateway fails, or a listener fails while serving (the
@@ -230,6 +266,21 @@ func (s *Server) Run(ctx context.Context) error {
 		grpcLn.Close()
 		return fmt.Errorf("server: listen for HTTP on %s: %w", s.cfg.HTTPAddr, err)
 	}
+	var metricsLn net.Listener
+	if s.cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", s.cfg.MetricsAddr); err != nil {
+			grpcLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("server: listen for metrics on %s: %w", s.cfg.MetricsAddr, err)
+		}
+	}
+	closeListeners := func() {
+		grpcLn.Close()
+		httpLn.Close()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
+	}
 
 	gwLn := newPipeListener()
 	conn, err := grpc.NewClient("passthrough:///gateway",
@@ -239,8 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
 	)
 	if err != nil {
-		grpcLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return fmt.Errorf("server: gateway connection: %w", err)
 	}
 	defer conn.Close()
@@ -249,13 +299,12 @@ func (s *Server) Run(ctx context.Context) error {
 	mux := s.newGatewayMux()
 	if s.cfg.RegisterGateway != nil {
 		if err := s.cfg.RegisterGateway(gwCtx, mux, conn); err != nil {
-			grpcLn.Close()
-			httpLn.Close()
+			closeListeners()
 			return fmt.Errorf("server: register gateway: %w", err)
 		}
 	}
 	httpSrv := &http.Server{
-		Handler:           s.httpHandler(mux),
+		Handler:           s.observeHTTP(s.httpHandler(mux)),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		IdleTimeout:       idleTimeout,
@@ -264,13 +313,34 @@ func (s *Server) Run(ctx context.Context) error {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 
+	var metricsSrv *http.Server
+	if metricsLn != nil {
+		metricsSrv = &http.Server{
+			Handler:           s.metricsHandler(),
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+	}
+
 	s.mu.Lock()
 	s.grpcAddr, s.httpAddr = grpcLn.Addr().String(), httpLn.Addr().String()
+	if metricsLn != nil {
+		s.metricsAddr = metricsLn.Addr().String()
+	}
+	metricsAddr := s.metricsAddr
 	s.mu.Unlock()
 	close(s.started)
-	s.log.Info("server: listening", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String())
+	s.log.Info("server: listening", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
+		"metrics_addr", metricsAddr)
 
-	errc := make(chan error, 3)
+	pending := 3
+	if metricsSrv != nil {
+		pending++
+	}
+	errc := make(chan error, pending)
 	go func() { errc <- wrapServe("gRPC", s.grpc.Serve(grpcLn)) }()
 	go func() { errc <- wrapServe("gateway", s.grpc.Serve(gwLn)) }()
 	go func() {
@@ -280,6 +350,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		errc <- wrapServe("HTTP", err)
 	}()
+	if metricsSrv != nil {
+		go func() {
+			err := metricsSrv.Serve(tls.NewListener(metricsLn, s.cfg.TLS))
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- wrapServe("metrics", err)
+		}()
+	}
 	readyCtx, stopReady := context.WithCancel(ctx)
 	readyDone := make(chan struct{})
 	go func() {
@@ -288,7 +367,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 
 	var runErr error
-	pending := 3
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
@@ -296,7 +374,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopReady()
 	<-readyDone
-	s.drain(httpSrv, conn)
+	s.drain(httpSrv, metricsSrv, conn)
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil {
 			runErr = err
@@ -313,9 +391,10 @@ func wrapServe(what string, err error) error {
 	return fmt.Errorf("server: serve %s: %w", what, err)
 }
 
-// drain stops both servers within ShutdownTimeout. REST calls go through the
-// gRPC server, so HTTP is drained first.
-func (s *Server) drain(httpSrv *http.Server, gwConn *grpc.ClientConn) {
+// drain stops the servers within ShutdownTimeout. REST calls go through the
+// gRPC server, so HTTP is drained first; metrics last, so that a scrape can
+// still see the drain. metricsSrv may be nil.
+func (s *Server) drain(httpSrv, metricsSrv *http.Server, gwConn *grpc.ClientConn) {
 	s.draining.Store(true)
 	s.health.Shutdown()
 	s.log.Info("server: draining", "timeout", s.cfg.ShutdownTimeout.String())
@@ -338,6 +417,12 @@ func (s *Server) drain(httpSrv *http.Server, gwConn *grpc.ClientConn) {
 		s.log.Warn("server: gRPC drain cut short")
 		s.grpc.Stop()
 		<-stopped
+	}
+	if metricsSrv != nil {
+		if err := metricsSrv.Shutdown(ctx); err != nil {
+			s.log.Warn("server: metrics drain cut short", "error", err)
+			metricsSrv.Close()
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/custos-platform/custos/encryption-service/internal/config"
@@ -23,6 +24,7 @@ import (
 	"github.com/custos-platform/custos/encryption-service/internal/mtls"
 	"github.com/custos-platform/custos/encryption-service/internal/postgres"
 	"github.com/custos-platform/custos/encryption-service/internal/server"
+	"github.com/custos-platform/custos/encryption-service/internal/telemetry"
 	"github.com/custos-platform/custos/encryption-service/internal/tenants"
 )
 
@@ -119,7 +121,11 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	return serve(ctx, cfg, newLogger(stderr, cfg.LogLevel, version))
+	tracing, err := telemetry.ParseTracingEnv(getenv, "encryption-service", version)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	return serve(ctx, cfg, tracing, version, newLogger(stderr, cfg.LogLevel, version))
 }
 
 func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
@@ -127,7 +133,22 @@ func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
 		With("service", "encryption-service", "version", version)
 }
 
-func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingConfig, version string, logger *slog.Logger) error {
+	metrics, err := telemetry.NewMetrics(prometheus.NewRegistry(), version)
+	if err != nil {
+		return err
+	}
+	tracing, err := telemetry.NewTracing(ctx, tracingCfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(c); err != nil {
+			logger.Warn("flush traces", "error", err)
+		}
+	}()
 	for _, w := range cfg.MasterKeyWarnings {
 		logger.Warn("master keys: " + w)
 	}
@@ -164,6 +185,8 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		MaxDataBytes:             cfg.MaxDataBytes,
 		MaxEncryptionsPerVersion: cfg.MaxEncryptionsPerVersion,
 		Logger:                   logger,
+		CacheHits:                metrics.KeyCacheHits(),
+		CacheMisses:              metrics.KeyCacheMisses(),
 	})
 	tenantSvc := tenants.New(store, nil)
 
@@ -215,6 +238,10 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		GRPCAddr:           cfg.GRPCAddr,
 		HTTPAddr:           cfg.HTTPAddr,
 		TLS:                tlsConfig,
+		Metrics:            metrics,
+		MetricsAddr:        cfg.MetricsAddr,
+		MetricsHandler:     metrics.Handler(),
+		StatsHandler:       tracing.ServerHandler(),
 		Logger:             logger,
 		Register:           services.Register,
 		RegisterGateway:    grpcapi.RegisterGateway,

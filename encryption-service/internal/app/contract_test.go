@@ -3,9 +3,11 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -595,5 +597,48 @@ func TestConcurrentRotationsAreConsecutive(t *testing.T) {
 	}
 	if active != 1 {
 		t.Errorf("%d active versions, want exactly 1", active)
+	}
+}
+
+func TestMetricsOverTLS(t *testing.T) {
+	certs := testcerts.New(t)
+	// Pick a free port for the metrics listener: the service reports it only in its log.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	inst := startInstanceWith(t, testdb.New(t), certs, map[string]string{"ES_METRICS_ADDR": addr})
+	r := newREST(t, inst)
+	ten := r.newTenant("acme")
+	id := r.must(200, "POST", "/v1/encryptions", ten, `{}`)["encryptionId"].(string)
+	for range 3 {
+		r.must(200, "POST", "/v1/encrypt", ten, map[string]any{"encryptionId": id, "data": "x"})
+	}
+	get := func(cfg *tls.Config) (int, string, error) {
+		resp, err := inst.httpClient(cfg).Get("https://" + addr + "/metrics")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	code, body, err := get(certs.ClientConfig())
+	if err != nil || code != 200 {
+		t.Fatalf("GET /metrics = %d, %v", code, err)
+	}
+	for _, series := range []string{
+		`custos_rpc_requests_total{code="OK",method="/custos.encryption.v1.EncryptionService/Encrypt",via="gateway"} 3`,
+		`custos_key_cache_lookups_total{result="hit"}`,
+		`custos_rpc_duration_seconds_bucket`,
+	} {
+		if !strings.Contains(body, series) {
+			t.Errorf("metrics lack %s", series)
+		}
+	}
+	if _, _, err := get(certs.ClientConfigNoCert()); err == nil {
+		t.Errorf("GET /metrics without a client certificate succeeded, want a refused handshake")
 	}
 }

@@ -53,6 +53,9 @@ type Config struct {
 	// AdminTokenHash is the SHA-256 of the admin-plane token (ES_ADMIN_TOKEN_HASH, 64 hex digits);
 	// empty disables the admin plane.
 	AdminTokenHash []byte
+	// MetricsAddr, when set, serves Prometheus metrics at GET /metrics on a TLS listener that, like
+	// every listener of the service, requires a client certificate (ES_METRICS_ADDR).
+	MetricsAddr string
 	// AdminCNs restricts the admin plane to client certificates with these common names
 	// (ES_ADMIN_CLIENT_CNS, comma-separated; empty allows any certificate the CA verifies).
 	AdminCNs []string
@@ -125,6 +128,9 @@ func Load(getenv func(string) string) (Config, error) {
 	c.MasterKeys, c.MasterKeyWarnings = masterKeys(e)
 	c.ActiveMasterKeyID = activeMasterKeyID(e, c.MasterKeys)
 	c.AdminTokenHash = adminTokenHash(e)
+	if e.str("ES_METRICS_ADDR", "") != "" {
+		c.MetricsAddr = e.address("ES_METRICS_ADDR", "")
+	}
 	for _, cn := range strings.Split(e.str("ES_ADMIN_CLIENT_CNS", ""), ",") {
 		if cn = strings.TrimSpace(cn); cn != "" {
 			c.AdminCNs = append(c.AdminCNs, cn)

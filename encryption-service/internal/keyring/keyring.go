@@ -56,6 +56,13 @@ const (
 	StateDestroyed   = "DESTROYED"
 )
 
+// Counter counts events, such as key cache hits, for metrics.
+type Counter interface{ Inc() }
+
+type noCounter struct{}
+
+func (noCounter) Inc() {}
+
 // Store is what the keyring needs from the database.
 type Store interface {
 	CreateEncryption(ctx context.Context, e postgres.Encryption, first postgres.KeyVersion, audit postgres.AuditEvent) error
@@ -111,6 +118,8 @@ type Options struct {
 	// rotation policy: a version that reached it is rotated (default and at most
 	// DefaultMaxEncryptionsPerVersion).
 	MaxEncryptionsPerVersion int64
+	// CacheHits and CacheMisses count lookups of key contexts in the cache (nil: not counted).
+	CacheHits, CacheMisses Counter
 }
 
 // Service performs key-context operations for tenants.
@@ -124,6 +133,7 @@ type Service struct {
 	cache         *cache
 	counts        counter
 	log           *slog.Logger
+	hits, misses  Counter
 }
 
 // New returns a Service over store wrapping new key material under masterKeys' active key.
@@ -160,7 +170,16 @@ func New(store Store, masterKeys *masterkey.Keyring, opts Options) *Service {
 		maxPerVersion: opts.MaxEncryptionsPerVersion,
 		cache:         newCache(opts.CacheMaxAge, opts.CacheMaxEntries, opts.Now),
 		log:           opts.Logger,
+		hits:          orNoCounter(opts.CacheHits),
+		misses:        orNoCounter(opts.CacheMisses),
 	}
+}
+
+func orNoCounter(c Counter) Counter {
+	if c == nil {
+		return noCounter{}
+	}
+	return c
 }
 
 // Invalidate drops a key context from the cache; the change listener calls it when any replica
@@ -329,11 +348,13 @@ func metadataProblem(err error) string {
 func (s *Service) load(ctx context.Context, tenantID, encryptionID uuid.UUID, fresh bool) (*entry, error) {
 	if !fresh {
 		if e, ok := s.cache.get(encryptionID); ok {
+			s.hits.Inc()
 			if e.enc.TenantID != tenantID {
 				return nil, errNotFound(encryptionID)
 			}
 			return e, nil
 		}
+		s.misses.Inc()
 	}
 	gen := s.cache.generation()
 	enc, err := s.store.GetEncryption(ctx, tenantID, encryptionID)

@@ -219,7 +219,10 @@ func mustStart(tb testing.TB, edit func(*server.Config, *testcerts.Set)) *env {
 	tb.Cleanup(func() {
 		cancel()
 		select {
-		case <-e.done:
+		case err := <-e.done:
+			if err != nil {
+				tb.Errorf("Run after cancel = %v, want nil", err)
+			}
 		case <-time.After(10 * time.Second):
 			tb.Error("Run did not return after cancel")
 		}

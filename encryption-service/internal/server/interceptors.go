@@ -93,14 +93,14 @@ func RemoteAddr(ctx context.Context) (string, bool) {
 	return a, ok && a != ""
 }
 
-// observeUnary is the outermost interceptor: request id and access log.
+// observeUnary is the outermost interceptor: request id, access log and metrics.
 func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	ctx, c := begin(ctx)
 	// Fails only if headers were already sent, which cannot be the case yet.
 	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeaderKey, c.requestID))
 	resp, err := handler(ctx, req)
-	s.logCall(ctx, info.FullMethod, c, start, err)
+	s.record(ctx, info.FullMethod, c, start, err)
 	return resp, err
 }
 
@@ -110,7 +110,7 @@ func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	ctx, c := begin(ss.Context())
 	_ = ss.SetHeader(metadata.Pairs(requestIDHeaderKey, c.requestID))
 	err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-	s.logCall(ctx, info.FullMethod, c, start, err)
+	s.record(ctx, info.FullMethod, c, start, err)
 	return err
 }
 
@@ -121,10 +121,15 @@ type serverStream struct {
 
 func (s *serverStream) Context() context.Context { return s.ctx }
 
-// logCall writes the access log line. It records the status message, which
-// callers see anyway, but no metadata, payload or error cause.
-func (s *Server) logCall(ctx context.Context, method string, c call, start time.Time, err error) {
+// record writes the access log line and observes the call in Metrics. The
+// log holds the status message, which callers see anyway, but no metadata,
+// payload or error cause.
+func (s *Server) record(ctx context.Context, method string, c call, start time.Time, err error) {
+	elapsed := time.Since(start)
 	st := status.Convert(err)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.ObserveRPC(method, st.Code(), c.via, elapsed)
+	}
 	level := slog.LevelInfo
 	switch st.Code() {
 	case codes.Internal, codes.Unknown, codes.DataLoss:
@@ -133,7 +138,7 @@ func (s *Server) logCall(ctx context.Context, method string, c call, start time.
 	attrs := []slog.Attr{
 		slog.String("method", method),
 		slog.String("code", st.Code().String()),
-		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		slog.String("request_id", c.requestID),
 		slog.String("peer", c.addr),
 		slog.String("via", c.via),
