@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/custos-platform/custos/core/internal/auth"
@@ -21,13 +22,16 @@ import (
 	"github.com/custos-platform/custos/core/internal/directory"
 	"github.com/custos-platform/custos/core/internal/errs"
 	"github.com/custos-platform/custos/core/internal/esclient"
+	"github.com/custos-platform/custos/core/internal/export"
 	"github.com/custos-platform/custos/core/internal/grpcapi"
 	"github.com/custos-platform/custos/core/internal/mtls"
 	"github.com/custos-platform/custos/core/internal/password"
 	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/reencrypt"
 	"github.com/custos-platform/custos/core/internal/secretbox"
 	"github.com/custos-platform/custos/core/internal/server"
 	"github.com/custos-platform/custos/core/internal/signing"
+	"github.com/custos-platform/custos/core/internal/telemetry"
 	"github.com/custos-platform/custos/core/internal/vault"
 )
 
@@ -108,7 +112,11 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	return serve(ctx, cfg, newLogger(stderr, cfg.LogLevel, version))
+	tracing, err := telemetry.ParseTracingEnv(getenv, "core", version)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	return serve(ctx, cfg, tracing, version, newLogger(stderr, cfg.LogLevel, version))
 }
 
 func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
@@ -132,6 +140,22 @@ func preloginSeed(keys string) ([]byte, error) {
 	return auth.PreloginSeed(first.Bytes)
 }
 
+// exportKey derives the key of export integrity tags from the secret key with the smallest id, as
+// preloginSeed does: stable across replicas and across a change of the active key.
+func exportKey(keys string) ([]byte, error) {
+	parsed, err := secretbox.ParseKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("CORE_SECRET_KEYS: %w", err)
+	}
+	first := parsed[0]
+	for _, k := range parsed[1:] {
+		if k.ID < first.ID {
+			first = k
+		}
+	}
+	return export.IntegrityKey(first.Bytes)
+}
+
 // secretBox opens core's secret keys.
 func secretBox(keys, active string) (*secretbox.Box, error) {
 	parsed, err := secretbox.ParseKeys(keys)
@@ -145,7 +169,24 @@ func secretBox(keys, active string) (*secretbox.Box, error) {
 	return box, nil
 }
 
-func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingConfig, version string, logger *slog.Logger) error {
+	metrics, err := telemetry.NewMetrics(prometheus.NewRegistry(), version)
+	if err != nil {
+		return err
+	}
+	tracing, err := telemetry.NewTracing(ctx, tracingCfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(c); err != nil {
+			logger.Warn("flush traces", "error", err)
+		}
+	}()
+	// Calls to encryption services carry the trace and are measured.
+	esDial := append(tracing.DialOptions(), grpc.WithChainUnaryInterceptor(metrics.ESUnaryClientInterceptor()))
 	// People and machines authenticate with tokens and API keys; a client certificate is verified
 	// when one is presented and a CA is configured for it.
 	clientAuth := mtls.NoClientCert
@@ -211,6 +252,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		ClientCertFile: cfg.ES.ClientCertFile,
 		ClientKeyFile:  cfg.ES.ClientKeyFile,
 		Logger:         logger,
+		DialOptions:    esDial,
 	})
 	if err != nil {
 		return err
@@ -259,7 +301,7 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}()
 
-	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger})
+	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger, DialOptions: esDial})
 	defer router.Close()
 	vaultSvc := vault.New(store, router, vault.Limits{})
 	authSvc.SetMasterKeyChanger(vaultSvc)
@@ -271,7 +313,30 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		}
 	}
 
+	integrityKey, err := exportKey(cfg.SecretKeys)
+	if err != nil {
+		return err
+	}
+	keysSvc := reencrypt.New(store, router, reencrypt.Options{Logger: logger, Metrics: reencrypt.Metrics{
+		ItemsMoved: metrics.ReencryptItemsMoved, ItemsSkipped: metrics.ReencryptItemsSkipped,
+		ItemsFailed: metrics.ReencryptItemsFailed, JobFinished: metrics.ReencryptJobFinished, Retry: metrics.ReencryptRetry,
+	}})
+	metrics.WatchReencryptJobs(keysSvc.Running)
+	// The re-encryption worker stops with serve and hands its jobs over before the pool closes.
+	workerCtx, stopWorker := context.WithCancel(ctx)
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		_ = keysSvc.Run(workerCtx)
+	}()
+	defer func() {
+		stopWorker()
+		<-workerDone
+	}()
+
 	services := grpcapi.Services{
+		Export:  &grpcapi.ExportServer{Exports: export.New(store, integrityKey)},
+		Keys:    &grpcapi.KeyServer{Keys: keysSvc},
 		Vault:   &grpcapi.VaultServer{Vault: vaultSvc},
 		Auth:    &grpcapi.AuthServer{Auth: authSvc},
 		Tenants: &grpcapi.TenantServer{Directory: dir},
@@ -287,6 +352,10 @@ func serve(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		GRPCAddr:           cfg.GRPCAddr,
 		HTTPAddr:           cfg.HTTPAddr,
 		TLS:                tlsConfig,
+		Metrics:            metrics,
+		MetricsAddr:        cfg.MetricsAddr,
+		MetricsHandler:     metrics.Handler(),
+		StatsHandler:       tracing.PublicServerHandler(),
 		Logger:             logger,
 		Register:           services.Register,
 		RegisterGateway:    grpcapi.RegisterGateway,

@@ -46,6 +46,9 @@ type Config struct {
 	Tokens Tokens
 	// Throttle bounds failed logins and TOTP codes per account.
 	Throttle Throttle
+	// MetricsAddr, when set, serves Prometheus metrics at GET /metrics on a TLS listener
+	// (CORE_METRICS_ADDR).
+	MetricsAddr string
 	// PasswordMemoryKiB and PasswordIterations are the Argon2id cost of stored password hashes
 	// (CORE_PASSWORD_MEMORY_KIB default 65536, at least 8192; CORE_PASSWORD_ITERATIONS default 3).
 	PasswordMemoryKiB, PasswordIterations int
@@ -150,6 +153,9 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxRequestBytes: e.integer("CORE_MAX_REQUEST_BYTES", 4<<20, 1<<10, 64<<20),
 	}
 	c.LogLevel = logLevel(e, "CORE_LOG_LEVEL")
+	if e.str("CORE_METRICS_ADDR", "") != "" {
+		c.MetricsAddr = e.address("CORE_METRICS_ADDR", "")
+	}
 	if (c.AdminUsername == "") != (c.AdminPassword == "") {
 		e.fail("CORE_ADMIN_USERNAME", "set CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD (or _FILE) together")
 	}

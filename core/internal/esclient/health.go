@@ -33,6 +33,8 @@ type Options struct {
 	ClientCertFile string // core's client certificate
 	ClientKeyFile  string
 	Logger         *slog.Logger
+	// DialOptions are added to the connection's (tracing, client metrics).
+	DialOptions []grpc.DialOption
 }
 
 // connectParams make a connection that lost its encryption service try again soon (from 100 ms,
@@ -68,8 +70,8 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(opts.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
-		grpc.WithConnectParams(connectParams()))
+	conn, err := grpc.NewClient(opts.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+		grpc.WithConnectParams(connectParams())}, opts.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("encryption service at %s: %w", opts.Addr, err)
 	}

@@ -43,6 +43,8 @@ var _ TenantLookup = (*postgres.Store)(nil)
 
 // RouterOptions tune the clients a Router builds. Zero values mean the defaults.
 type RouterOptions struct {
+	// DialOptions are added to the connections to tenant-hosted services (tracing, client metrics).
+	DialOptions []grpc.DialOption
 	// Timeout bounds each attempt of a call (DefaultTimeout); the caller's context bounds the
 	// whole call, retries included.
 	Timeout time.Duration
@@ -253,9 +255,9 @@ func (r *Router) endpointLocked(t postgres.Tenant) (*endpoint, error) {
 		if err != nil {
 			return nil, fail(err, "its TLS material is unusable")
 		}
-		conn, err := grpc.NewClient(es.URL, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		conn, err := grpc.NewClient(es.URL, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 			grpc.WithConnectParams(connectParams()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(r.opts.MaxResponseBytes))))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(r.opts.MaxResponseBytes)))}, r.opts.DialOptions...)...)
 		if err != nil {
 			return nil, fail(err, "cannot set up its connection")
 		}

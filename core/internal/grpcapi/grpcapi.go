@@ -59,6 +59,7 @@ func RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.Clie
 		corev1.RegisterExportServiceHandler,
 		corev1.RegisterKeyServiceHandler,
 		corev1.RegisterAuditServiceHandler,
+		RegisterImportGateway, // after RegisterExportServiceHandler: it replaces its POST /v1/import
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return err

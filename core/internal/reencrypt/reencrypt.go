@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -186,6 +187,7 @@ type Service struct {
 	mu      sync.Mutex
 	running context.Context // Run's context while it runs; nil before and after
 	jobs    sync.WaitGroup  // work goroutines
+	working atomic.Int64    // jobs being worked here, for Running
 }
 
 // New returns a Service over store, reaching each tenant's encryption service through router.

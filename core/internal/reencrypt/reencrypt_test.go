@@ -436,7 +436,13 @@ func TestShutdownHandsJobsOver(t *testing.T) {
 	}
 	<-stuck
 	<-stuck
+	if n := a.Running(); n != 2 {
+		t.Errorf("Running() with both jobs stuck = %d, want 2", n)
+	}
 	stopA()
+	if n := a.Running(); n != 0 {
+		t.Errorf("Running() after shutdown = %d, want 0", n)
+	}
 	if got, _ := e.store.GetJob(context.Background(), e.tenant.ID, oj.ID); got.State != postgres.JobWaitingForKey || !strings.Contains(got.Message, "X-Master-Key") {
 		t.Errorf("owner's job after its replica stopped = %s %q; want WAITING_FOR_KEY asking for X-Master-Key", got.State, got.Message)
 	}

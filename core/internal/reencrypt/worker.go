@@ -66,11 +66,18 @@ func (s *Service) claim(ctx context.Context, slots chan struct{}) {
 		s.log.InfoContext(ctx, "re-encryption job claimed", "job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner)
 		s.jobs.Add(1)
 		go func() {
-			defer func() { <-slots; s.jobs.Done() }()
+			defer func() {
+				<-slots
+				s.notify() // a slot is free: look for more at once
+				s.jobs.Done()
+			}()
 			s.work(ctx, job, lease, nil)
 		}()
 	}
 }
+
+// Running returns how many jobs this replica is working on now: cheap, never blocks (for a gauge).
+func (s *Service) Running() int { return int(s.working.Load()) }
 
 // runContext returns Run's context, if Run is running.
 func (s *Service) runContext() (context.Context, bool) {
@@ -110,6 +117,8 @@ func (s *Service) notify() {
 // over. key is the owner's master key for an OWNER job started here, nil otherwise.
 func (s *Service) work(parent context.Context, job postgres.Job, lease postgres.Lease, key []byte) {
 	defer clear(key)
+	s.working.Add(1)
+	defer s.working.Add(-1)
 	log := s.log.With("job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner)
 	if job.Scope == postgres.JobScopeOwner && key == nil {
 		// Claimed after the replica holding the owner's key stopped: only the owner can go on.
