@@ -27,13 +27,15 @@ es_http="${CUSTOS_DEV_ES_HTTP_PORT:-9443}"
 es_grpc="${CUSTOS_DEV_ES_GRPC_PORT:-9444}"
 core_http="${CUSTOS_DEV_CORE_HTTP_PORT:-8443}"
 core_grpc="${CUSTOS_DEV_CORE_GRPC_PORT:-8444}"
+es_metrics="${CUSTOS_DEV_ES_METRICS_PORT:-9445}"
+core_metrics="${CUSTOS_DEV_CORE_METRICS_PORT:-8445}"
 dbname="${CUSTOS_DEV_DATABASE:-custos}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'make run: %s\n' "$*" >&2; exit 1; }
 
 command -v curl >/dev/null || die "curl is needed to wait for the services (Debian/Ubuntu: apt-get install -y curl)"
-for port in "$es_http" "$es_grpc" "$core_http" "$core_grpc"; do
+for port in "$es_http" "$es_grpc" "$core_http" "$core_grpc" "$es_metrics" "$core_metrics"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is already in use (another 'make run'?); stop it or set CUSTOS_DEV_*_PORT"
   fi
@@ -82,7 +84,7 @@ admin_token_hash="$(sed -n 's/^ES_ADMIN_TOKEN_HASH=//p' "$run_dir/dev-admin-toke
 umask 022
 
 say "starting the encryption service (logs: .run/logs/encryption-service.log)"
-ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" \
+ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" ES_METRICS_ADDR="127.0.0.1:$es_metrics" \
 ES_DATABASE_URL="$db_url" \
 ES_MASTER_KEYS_FILE="$run_dir/dev-master-keys" ES_ADMIN_TOKEN_HASH="$admin_token_hash" \
 ES_TLS_CERT_FILE="$certs/encryption-service.crt" ES_TLS_KEY_FILE="$certs/encryption-service.key" \
@@ -91,7 +93,7 @@ ES_TLS_CLIENT_CA_FILE="$certs/ca.crt" \
 pids+=("$!")
 
 say "starting core (logs: .run/logs/core.log)"
-CORE_GRPC_ADDR="127.0.0.1:$core_grpc" CORE_HTTP_ADDR="127.0.0.1:$core_http" \
+CORE_GRPC_ADDR="127.0.0.1:$core_grpc" CORE_HTTP_ADDR="127.0.0.1:$core_http" CORE_METRICS_ADDR="127.0.0.1:$core_metrics" \
 CORE_DATABASE_URL="$db_url" \
 CORE_TLS_CERT_FILE="$certs/core.crt" CORE_TLS_KEY_FILE="$certs/core.key" \
 CORE_ES_ADDR="localhost:$es_grpc" CORE_ES_CA_FILE="$certs/ca.crt" \
@@ -142,6 +144,8 @@ CUSTOS_CORE_URL=https://localhost:$core_http
 CUSTOS_CORE_GRPC=localhost:$core_grpc
 CUSTOS_ES_URL=https://localhost:$es_http
 CUSTOS_ES_GRPC=localhost:$es_grpc
+CUSTOS_CORE_METRICS_URL=https://localhost:$core_metrics/metrics
+CUSTOS_ES_METRICS_URL=https://localhost:$es_metrics/metrics
 CUSTOS_CA_FILE=$certs/ca.crt
 CUSTOS_CLIENT_CERT_FILE=$certs/operator-client.crt
 CUSTOS_CLIENT_KEY_FILE=$certs/operator-client.key
