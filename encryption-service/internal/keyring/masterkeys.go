@@ -106,10 +106,12 @@ func RotateMasterKey(ctx context.Context, store StoredKeys, keys *masterkey.Keyr
 		return rewrapStoredKey(keys, active, k)
 	}
 
-	left, stranded, err := leftOn(ctx, store, keys)
+	// What is stranded under unconfigured keys is reported at the end, from the final count.
+	left, _, err := leftOn(ctx, store, keys)
 	if err != nil {
 		return 0, err
 	}
+	var stranded []string
 	var done int64
 	for waits := 0; ; {
 		if err := ctx.Err(); err != nil {
