@@ -39,10 +39,11 @@ lint: ## gofmt and go vet on every module
 	@out="$$(gofmt -l $(MODULES))"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	@go vet $(PKGS)
 
-build: ## build both service binaries into bin/
+build: ## build both service binaries and the custos CLI into bin/
 	@mkdir -p bin
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/encryption-service ./encryption-service/cmd/encryption-service
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/core ./core/cmd/core
+	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/custos ./core/cmd/custos
 
 clean: ## remove binaries and local runtime state (stops the throwaway PostgreSQL first)
 	@scripts/dev-postgres.sh stop >/dev/null 2>&1 || true

@@ -175,6 +175,16 @@ Try core (log in as the platform admin, create a tenant):
         -d "{\\"username\\":\\"\$CUSTOS_ADMIN_USERNAME\\",\\"password\\":\\"\$CUSTOS_ADMIN_PASSWORD\\"}" | sed -E 's/.*"accessToken":"([^"]+)".*/\\1/')
   curl -sS --cacert "\$CUSTOS_CA_FILE" -H "Authorization: Bearer \$tok" -X POST "\$CUSTOS_CORE_URL/v1/tenants" -d '{"name":"acme"}'
 
+Try the custos CLI (bin/custos; every command and exit code: docs/cli.md):
+  set -a; source .run/dev.env; set +a; export CUSTOS_URL="\$CUSTOS_CORE_URL" PATH="\$PWD/bin:\$PATH"
+  CUSTOS_PASSWORD="\$CUSTOS_ADMIN_PASSWORD" custos --profile admin login --platform-admin -u "\$CUSTOS_ADMIN_USERNAME"
+  tid=\$(custos --profile admin tenants create "demo-\$RANDOM" --key-mode CLIENT -o json | grep -o '"tenantId": "[^"]*"' | cut -d'"' -f4)
+  u="alice-\$RANDOM"; custos --profile admin users create "\$u" --tenant "\$tid" --role owner   # asks for her password
+  custos login -u "\$u"                            # the password is derived locally (Argon2id); only the result is sent
+  custos items put --name note --data "my secret"  # zero-knowledge: asks again, the master key is never stored
+  custos items list && custos totp enroll          # the QR code shows in the terminal
+  custos export > backup.ndjson && custos keys rotate --wait && custos keys reencrypt --wait
+
 Press Ctrl-C to stop.
 MSG
 

@@ -1,0 +1,202 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// call describes one unary RPC in both its forms: the gRPC method, and the REST mapping of
+// proto/custos/core/v1 (google.api.http).
+type call struct {
+	method    string     // full gRPC method name
+	verb      string     // REST: HTTP method
+	path      string     // REST: path with its parameters filled in (escaped)
+	query     url.Values // REST: query parameters
+	body      bool       // REST: send the request as the JSON body (body: "*")
+	respField string     // REST: the answer is this field of the response (response_body)
+	auth      bool       // needs a credential (a session or an API key)
+	masterKey bool       // carries X-Master-Key in zero-knowledge tenants
+	header    map[string]string
+}
+
+// maxAnswerBytes bounds one unary answer; items are at most a few MiB.
+const maxAnswerBytes = 64 << 20
+
+var (
+	marshal   = protojson.MarshalOptions{}
+	unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true} // newer cores may add fields
+	// unmarshalStrict reads export files, which must be exactly what Export wrote.
+	unmarshalStrict = protojson.UnmarshalOptions{}
+)
+
+// invoke runs cl with req, filling resp. An authenticated call refused with 401 is retried once
+// after refreshing the session.
+func (c *Client) invoke(ctx context.Context, cl call, req, resp proto.Message) error {
+	hdr, used, err := c.credentials(ctx, cl)
+	if err != nil {
+		return err
+	}
+	err = c.send(ctx, cl, hdr, req, resp)
+	if used == "" || !errors.Is(err, ErrUnauthenticated) {
+		return err
+	}
+	if rerr := c.refresh(ctx, used); rerr != nil {
+		if errors.Is(rerr, ErrSessionExpired) {
+			return rerr
+		}
+		return err
+	}
+	if hdr, _, err = c.credentials(ctx, cl); err != nil {
+		return err
+	}
+	return c.send(ctx, cl, hdr, req, resp)
+}
+
+// credentials returns the headers of cl: its own, the caller's credential and, where the call
+// needs it in a zero-knowledge tenant, X-Master-Key. used is the access token sent, if any.
+func (c *Client) credentials(ctx context.Context, cl call) (hdr map[string]string, used string, err error) {
+	hdr = map[string]string{}
+	for k, v := range cl.header {
+		hdr[k] = v
+	}
+	if !cl.auth {
+		return hdr, "", nil
+	}
+	if c.apiKey != "" {
+		hdr["X-Api-Key"], hdr["X-Api-Secret"] = c.apiKey, c.apiSec
+		return hdr, "", nil
+	}
+	s, err := c.liveSession(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	hdr["Authorization"] = "Bearer " + s.AccessToken
+	if cl.masterKey && s.ZeroKnowledge {
+		c.mu.Lock()
+		mk := c.masterKey
+		c.mu.Unlock()
+		if mk == "" {
+			return nil, "", ErrLocked
+		}
+		hdr["X-Master-Key"] = mk
+	}
+	return hdr, s.AccessToken, nil
+}
+
+func (c *Client) send(ctx context.Context, cl call, hdr map[string]string, req, resp proto.Message) error {
+	if c.conn != nil {
+		return c.sendGRPC(ctx, cl, hdr, req, resp)
+	}
+	return c.sendREST(ctx, cl, hdr, req, resp)
+}
+
+func (c *Client) sendGRPC(ctx context.Context, cl call, hdr map[string]string, req, resp proto.Message) error {
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	err := c.conn.Invoke(outgoing(callCtx, hdr), cl.method, req, resp)
+	if err != nil {
+		if perr := ctxErr(ctx); perr != nil {
+			return perr
+		}
+	}
+	return grpcError(err)
+}
+
+func (c *Client) sendREST(ctx context.Context, cl call, hdr map[string]string, req, resp proto.Message) error {
+	var body io.Reader
+	if cl.body {
+		raw, err := marshal.Marshal(req)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", cl.method, err)
+		}
+		body = bytes.NewReader(raw)
+	}
+	status, raw, err := c.rest(ctx, cl.verb, cl.path, cl.query, hdr, body)
+	if err != nil {
+		return err
+	}
+	if status/100 != 2 {
+		return restError(status, raw)
+	}
+	target := resp
+	if cl.respField != "" {
+		fd := resp.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(cl.respField))
+		if fd == nil {
+			return fmt.Errorf("client: %s has no field %s", cl.method, cl.respField)
+		}
+		target = resp.ProtoReflect().Mutable(fd).Message().Interface()
+	}
+	if err := unmarshal.Unmarshal(raw, target); err != nil {
+		return fmt.Errorf("decode the answer of %s %s: %w", cl.verb, cl.path, err)
+	}
+	return nil
+}
+
+// rest sends one request and reads the whole answer.
+func (c *Client) rest(ctx context.Context, verb, path string, query url.Values, hdr map[string]string, body io.Reader) (int, []byte, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.do(ctx, verb, path, query, hdr, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	if err != nil {
+		if perr := ctxErr(parent); perr != nil {
+			return 0, nil, perr
+		}
+		return 0, nil, unreachable(c.base.Host, err)
+	}
+	return resp.StatusCode, raw, nil
+}
+
+// do sends one REST request and returns the open answer.
+func (c *Client) do(ctx context.Context, verb, path string, query url.Values, hdr map[string]string, body io.Reader) (*http.Response, error) {
+	u := *c.base
+	u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + path
+	u.Path, _ = url.PathUnescape(u.RawPath)
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, verb, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("build %s %s: %w", verb, path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if perr := ctxErr(ctx); perr != nil {
+			return nil, perr
+		}
+		return nil, unreachable(c.base.Host, err)
+	}
+	return resp, nil
+}
+
+// ctxErr returns the context's error when it ended, so that a cancelled call reports the
+// cancellation rather than a network failure.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	return nil
+}
+
+// esc escapes one path parameter.
+func esc(s string) string { return url.PathEscape(s) }

@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/custos-platform/custos/core/client"
+)
+
+// A profile is a named set of settings (profiles/NAME.json) and a session (tokens/NAME.json, 0600)
+// under $XDG_CONFIG_HOME/custos (else ~/.config/custos). Neither ever holds a password or master
+// key.
+
+// settings are a profile's non-secret settings, saved by login.
+type settings struct {
+	URL      string `json:"url"`
+	CAFile   string `json:"caFile,omitempty"`
+	GRPC     string `json:"grpc,omitempty"`
+	Username string `json:"username,omitempty"`
+}
+
+var profileName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// profileName returns the profile in force: --profile, CUSTOS_PROFILE, else "default".
+func (e *env) profileName() (string, error) {
+	name := firstNonEmpty(e.profile, e.getenv("CUSTOS_PROFILE"), "default")
+	if !profileName.MatchString(name) || name == "." || name == ".." {
+		return "", usageErr("profile %q: 1 to 64 letters, digits, '.', '_' or '-'", name)
+	}
+	return name, nil
+}
+
+// configDir is $XDG_CONFIG_HOME/custos, else $HOME/.config/custos.
+func (e *env) configDir() (string, error) {
+	if x := e.getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "custos"), nil
+	}
+	if h := e.getenv("HOME"); h != "" {
+		return filepath.Join(h, ".config", "custos"), nil
+	}
+	d, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no configuration directory: set XDG_CONFIG_HOME or HOME")
+	}
+	return filepath.Join(d, "custos"), nil
+}
+
+func (e *env) profilePaths() (settingsPath, tokensPath string, err error) {
+	name, err := e.profileName()
+	if err != nil {
+		return "", "", err
+	}
+	dir, err := e.configDir()
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(dir, "profiles", name+".json"), filepath.Join(dir, "tokens", name+".json"), nil
+}
+
+func (e *env) loadSettings() (settings, error) {
+	path, _, err := e.profilePaths()
+	if err != nil {
+		return settings{}, err
+	}
+	var s settings
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("read profile: %w", err)
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return s, fmt.Errorf("profile %s is not valid JSON: %w", path, err)
+	}
+	return s, nil
+}
+
+func (e *env) saveSettings(s settings) error {
+	path, _, err := e.profilePaths()
+	if err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile0600(path, append(raw, '\n'))
+}
+
+// writeFile0600 replaces path atomically with a file only its owner can read, in a directory only
+// its owner can enter.
+func writeFile0600(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// fileStore keeps a profile's session in a 0600 file; refreshes lock a file beside it, so that
+// custos processes running at once never spend the same refresh token twice.
+type fileStore struct{ path string }
+
+var (
+	_ client.TokenStore  = fileStore{}
+	_ client.TokenLocker = fileStore{}
+)
+
+// Load reads the session; the zero Session when there is none.
+func (f fileStore) Load(context.Context) (client.Session, error) {
+	var s client.Session
+	raw, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return client.Session{}, fmt.Errorf("%s is not a session: %w", f.path, err)
+	}
+	return s, nil
+}
+
+// Save writes s (0600), or removes the file for the zero Session.
+func (f fileStore) Save(_ context.Context, s client.Session) error {
+	if s == (client.Session{}) {
+		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	raw, err := json.MarshalIndent(s, "", "  ") //nolint:gosec // this 0600 file is where the tokens are meant to be
+	if err != nil {
+		return err
+	}
+	return writeFile0600(f.path, append(raw, '\n'))
+}
+
+// LockTokens takes an exclusive lock on the profile's lock file.
+func (f fileStore) LockTokens(ctx context.Context) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+		return nil, err
+	}
+	lf, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := lockFile(ctx, lf); err != nil {
+		lf.Close()
+		return nil, err
+	}
+	return func() { unlockFile(lf); lf.Close() }, nil
+}

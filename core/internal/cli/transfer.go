@@ -1,0 +1,265 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custos-platform/custos/core/client"
+)
+
+func (e *env) exportCommand() *cobra.Command {
+	var file, after string
+	cmd := &cobra.Command{
+		Use:   "export [--file FILE] > FILE",
+		Short: "Write the encrypted records you may export as NDJSON (no plaintext): yours, or the tenant's for admins and machines",
+		Long: `Write the encrypted records you may export, one JSON record per line, to standard output or
+--file: a member gets their own items, a tenant admin or a machine with scope export (CUSTOS_API_KEY)
+the tenant's. No plaintext and no key is in it; custos import restores it unchanged. The summary
+goes to standard error (to standard output with --file).`,
+		Args: cobra.NoArgs,
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			w := e.stdout
+			summary := e.stderr
+			if file != "" {
+				f, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+				if err != nil {
+					return fmt.Errorf("export: %w", err)
+				}
+				defer f.Close()
+				w, summary = f, e.stdout
+			} else if e.stdoutIsTerminal() {
+				return usageErr("the export is meant for a file: redirect it (custos export > backup.ndjson) or give --file")
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			bar := e.progress("exporting")
+			opts := []client.ExportOption{client.ExportProgress(func(n int) { bar.count(int64(n), "records") })}
+			if after != "" {
+				opts = append(opts, client.ExportAfter(after))
+			}
+			res, err := c.Export(cmd.Context(), w, opts...)
+			bar.done()
+			if err != nil {
+				if res.Records > 0 {
+					fmt.Fprintf(e.stderr, "custos: the export broke off after %d complete records; resume with --after %s\n", res.Records, res.LastCursor)
+				}
+				return err
+			}
+			if e.json() {
+				raw := fmt.Sprintf(`{"records":%d,"lastCursor":%q}`, res.Records, res.LastCursor)
+				fmt.Fprintln(summary, raw)
+				return nil
+			}
+			fmt.Fprintf(summary, "Exported %d records.\n", res.Records)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "write to FILE (created 0600) instead of standard output")
+	cmd.Flags().StringVar(&after, "after", "", "resume after the record with this cursor")
+	return cmd
+}
+
+func (e *env) importCommand() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "import [--file FILE] < FILE",
+		Short: "Restore an export (tenant admins): every record is stored, or none",
+		Args:  cobra.NoArgs,
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			r := e.stdin
+			var size int64
+			if file != "" {
+				f, err := os.Open(file)
+				if err != nil {
+					return fmt.Errorf("import: %w", err)
+				}
+				defer f.Close()
+				r = f
+			} else if e.stdinIsTerminal() {
+				return usageErr("import reads an export from standard input: custos import < backup.ndjson (or --file)")
+			}
+			if f, ok := r.(*os.File); ok {
+				if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+					size = st.Size()
+				}
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			bar := e.progress("importing")
+			res, err := c.Import(cmd.Context(), r, client.ImportProgress(func(n int64) { bar.bytes(n, size) }))
+			bar.done()
+			if err != nil {
+				return err
+			}
+			return e.print(res, func(w io.Writer) {
+				fmt.Fprintf(w, "Imported %d records (%d were already there, unchanged).\n", res.Imported, res.Unchanged)
+			})
+		}),
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "read FILE instead of standard input")
+	return cmd
+}
+
+func (e *env) keysCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Rotate the tenant's keys and follow re-encryption jobs"}
+	var wait bool
+	var every time.Duration
+	rotate := &cobra.Command{
+		Use:   "rotate [--wait]",
+		Short: "Rotate every key context of the tenant and start moving the items (admins, machines with keys:rotate)",
+		Args:  cobra.NoArgs,
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rot, err := c.RotateKeys(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if wait {
+				if rot.Job, err = e.waitJob(cmd, c, rot.Job.ID, every); err != nil {
+					return err
+				}
+			}
+			if err := e.print(rot, func(w io.Writer) {
+				fmt.Fprintf(w, "Rotated %d key contexts.\n", rot.RotatedContexts)
+				printJob(w, rot.Job)
+			}); err != nil {
+				return err
+			}
+			return jobOutcome(rot.Job)
+		}),
+	}
+	rotate.Flags().BoolVar(&wait, "wait", false, "wait for the re-encryption job, showing its progress")
+	rotate.Flags().DurationVar(&every, "interval", time.Second, "how often --wait polls the job")
+	var rwait bool
+	var revery time.Duration
+	reencrypt := &cobra.Command{
+		Use:   "reencrypt [--wait]",
+		Short: "Move items to their active key versions: your own zero-knowledge items (with your master key), or an admin's tenant-wide job",
+		Args:  cobra.NoArgs,
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, t, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if t.apiKey == "" {
+				if err := e.unlock(cmd.Context(), c); err != nil {
+					return err
+				}
+			}
+			job, err := c.StartReencryption(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if rwait {
+				if job, err = e.waitJob(cmd, c, job.ID, revery); err != nil {
+					return err
+				}
+			}
+			if err := e.print(job, func(w io.Writer) { printJob(w, job) }); err != nil {
+				return err
+			}
+			return jobOutcome(job)
+		}),
+	}
+	reencrypt.Flags().BoolVar(&rwait, "wait", false, "wait for the job, showing its progress")
+	reencrypt.Flags().DurationVar(&revery, "interval", time.Second, "how often --wait polls the job")
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Count the tenant's items per key context and version",
+		Args:  cobra.NoArgs,
+		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.KeyStatus(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return e.print(st, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KEY CONTEXT\tOWNER\tMODE\tVERSION\tSTATE\tITEMS")
+				for _, kc := range st {
+					for _, v := range kc.Versions {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\n", kc.EncryptionID, kc.OwnerID, kc.KeyMode, v.Version, v.State, v.ItemCount)
+					}
+				}
+				tw.Flush()
+			})
+		}),
+	}
+	job := &cobra.Command{
+		Use:   "job ID",
+		Short: "Show a re-encryption job",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			j, err := c.GetJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return e.print(j, func(w io.Writer) { printJob(w, j) })
+		}),
+	}
+	cmd.AddCommand(rotate, reencrypt, status, job)
+	return cmd
+}
+
+// waitJob follows a job to its end, with a progress bar on a terminal.
+func (e *env) waitJob(cmd *cobra.Command, c *client.Client, id string, every time.Duration) (client.Job, error) {
+	bar := e.progress("re-encrypting")
+	j, err := c.WaitJob(cmd.Context(), id, every, func(j client.Job) {
+		bar.fraction(clampInt64(j.Done+j.Skipped+j.Failed), clampInt64(j.Total), "items")
+	})
+	bar.done()
+	return j, err
+}
+
+func printJob(w io.Writer, j client.Job) {
+	fmt.Fprintf(w, "Job %s: %s, %d of %d items moved (%d skipped, %d failed).\n", j.ID, j.State, j.Done, j.Total, j.Skipped, j.Failed)
+	if j.Message != "" {
+		fmt.Fprintln(w, strings.TrimSpace(j.Message))
+	}
+	if j.State == client.JobWaitingForKey {
+		fmt.Fprintln(w, "Zero-knowledge items wait for their owners: each runs  custos keys reencrypt --wait")
+	}
+}
+
+// jobOutcome makes a failed job the command's failure (exit code 1).
+func jobOutcome(j client.Job) error {
+	if j.State == client.JobFailed {
+		return &jobFailedError{job: j}
+	}
+	return nil
+}
+
+// clampInt64 converts a count for the progress bar.
+func clampInt64(n uint64) int64 {
+	if n > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(n)
+}
