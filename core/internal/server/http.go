@@ -24,7 +24,9 @@ func (s *Server) newGatewayMux() *runtime.ServeMux {
 		runtime.WithMetadata(gatewayMetadata),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
 			Marshaler: &runtime.JSONPb{
-				MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+				// Default values, but no null for unset message fields: a failed batch item is then
+				// exactly {"error": {...}} (EmitUnpopulated would add "metadata": null to it).
+				MarshalOptions:   protojson.MarshalOptions{EmitDefaultValues: true},
 				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 			},
 		}),
