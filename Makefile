@@ -35,9 +35,10 @@ proto: ## regenerate Go, gRPC, gateway and OpenAPI code from proto/ (pinned, off
 proto-check: ## fail when proto/ is unformatted, fails lint, breaks compatibility or generated code is stale
 	@scripts/proto.sh check
 
-lint: ## gofmt and go vet on every module
+lint: ## gofmt, go vet and golangci-lint (.golangci.yml) on every module
 	@out="$$(gofmt -l $(MODULES))"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	@go vet $(PKGS)
+	@$(MAKE) --no-print-directory golangci
 
 build: ## build both service binaries and the custos CLI into bin/
 	@mkdir -p bin
@@ -70,6 +71,6 @@ conformance: ## run the conformance kit against CONFORMANCE_URL, or else the ser
 vuln: ## govulncheck every module against an offline database built from golang.org/x/vulndb (pinned; ~15 s warm)
 	@scripts/vuln.sh
 
-golangci: ## golangci-lint v2 with gosec on every module (.golangci.yml); to join `lint` once clean
+golangci: ## golangci-lint v2 with gosec on every module (.golangci.yml); part of `lint`
 	@scripts/tools.sh golangci-lint
 	@"$$(scripts/tools.sh --print)/golangci-lint" run ./proto/... ./core/... ./encryption-service/...

@@ -27,7 +27,7 @@ const (
 	SecretPrefix = "cas_"
 	// SecretPattern is a regular expression matching a secret, for secret
 	// scanners (GitHub push protection, gitleaks, trufflehog).
-	SecretPattern = `cas_[A-Za-z0-9_-]{43}_[a-z2-7]{6}`
+	SecretPattern = `cas_[A-Za-z0-9_-]{43}_[a-z2-7]{6}` //nolint:gosec // a format pattern, not a credential
 	// KeyIDPattern matches a key id.
 	KeyIDPattern = `cak_[a-z2-7]{16}`
 )

@@ -211,7 +211,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 			return err
 		}
 	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithMaxConns(int32(cfg.DBMaxConns)))
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithMaxConns(int32(cfg.DBMaxConns))) //nolint:gosec // bounded above: config allows 1..1000
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		return err
 	}
 	pwParams := password.DefaultParams()
-	pwParams.MemoryKiB, pwParams.Iterations = uint32(cfg.PasswordMemoryKiB), uint32(cfg.PasswordIterations)
+	pwParams.MemoryKiB, pwParams.Iterations = uint32(cfg.PasswordMemoryKiB), uint32(cfg.PasswordIterations) //nolint:gosec // bounded above: config allows at most 1 GiB and 100 iterations
 	authSvc, err := auth.New(store, auth.Options{
 		Password: pwParams,
 		Issuer:   cfg.Tokens.Issuer, Audience: cfg.Tokens.Audience, AccessTTL: cfg.Tokens.AccessTTL,
@@ -321,7 +321,9 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		ItemsMoved: metrics.ReencryptItemsMoved, ItemsSkipped: metrics.ReencryptItemsSkipped,
 		ItemsFailed: metrics.ReencryptItemsFailed, JobFinished: metrics.ReencryptJobFinished, Retry: metrics.ReencryptRetry,
 	}})
-	metrics.WatchReencryptJobs(keysSvc.Running)
+	if err := metrics.WatchReencryptJobs(keysSvc.Running); err != nil {
+		return err
+	}
 	// The re-encryption worker stops with serve and hands its jobs over before the pool closes.
 	workerCtx, stopWorker := context.WithCancel(ctx)
 	workerDone := make(chan struct{})

@@ -81,7 +81,7 @@ func startFakeES(tb testing.TB, certs *testcerts.Set) *fakeES {
 	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
 	es := &fakeES{addr: ln.Addr().String(), health: health.NewServer()}
 	healthpb.RegisterHealthServer(s, es.health)
-	go s.Serve(ln)
+	go func() { _ = s.Serve(ln) }() // returns when the cleanup stops the server
 	tb.Cleanup(s.Stop)
 	return es
 }

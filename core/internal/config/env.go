@@ -32,15 +32,6 @@ func (e *env) str(name, def string) string {
 	return def
 }
 
-// required returns the variable's value and records an error when it is missing.
-func (e *env) required(name string) string {
-	v := e.str(name, "")
-	if v == "" {
-		e.fail(name, "required")
-	}
-	return v
-}
-
 // secret returns NAME, or the contents of the file named by NAME_FILE. Exactly one may be set.
 func (e *env) secret(name string, required bool) string {
 	v := e.getenv(name)

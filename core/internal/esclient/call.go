@@ -55,6 +55,15 @@ var (
 // (or the one that stands for what happened: Unavailable when it could not be reached) and its
 // message, which the encryption-service contract guarantees never to hold plaintext, keys or
 // secrets.
+// wireCode is the code of an item error as the service sent it; a value outside the gRPC codes is
+// Unknown, so that a malformed one cannot wrap around into a meaningful code.
+func wireCode(c int64) codes.Code {
+	if c < 0 || c > int64(codes.Unauthenticated) {
+		return codes.Unknown
+	}
+	return codes.Code(c)
+}
+
 type remoteError struct {
 	code    codes.Code
 	message string // sanitized
@@ -216,7 +225,7 @@ func retryDelay(i int) time.Duration {
 	if i < 4 && backoffBase<<i < backoffMax {
 		d = backoffBase << i
 	}
-	return d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter, not a secret
 }
 
 // sleep waits d, or until ctx is done (then false).

@@ -104,7 +104,7 @@ func TestSanitize(t *testing.T) {
 
 func TestToErrsPassesErrsThrough(t *testing.T) {
 	in := errs.E(errs.Invalid, "data: required")
-	if got := toErrs(opEncrypt, in); got != error(in) {
+	if got := toErrs(opEncrypt, in); got != error(in) { //nolint:errorlint // identity is the point: the error must come back unchanged
 		t.Errorf("toErrs(*errs.Error) = %v, want it unchanged", got)
 	}
 	wantKind(t, "toErrs(plain error)", toErrs(opEncrypt, errors.New("boom")), errs.Internal)

@@ -280,12 +280,9 @@ func TestRealWrongCredential(t *testing.T) {
 	remoteID, _ := es.CreateTenant(t, "wrong-credential")
 	box := mustBox(t)
 	const forged = "cts_this-is-not-the-tenant-secret"
-	var list []postgres.Tenant
-	for _, tenant := range []postgres.Tenant{
+	list := []postgres.Tenant{
 		hostedTenant(t, box, "grpc", es.GRPCAddr, certs, remoteID, forged),
 		hostedTenant(t, box, "https", "https://"+es.HTTPAddr, certs, remoteID, forged),
-	} {
-		list = append(list, tenant)
 	}
 	r := NewRouter(nil, tenants(list...), box, RouterOptions{})
 	defer r.Close()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -221,7 +220,7 @@ func (g *grpcClient) RewrapBatch(ctx context.Context, items []Ciphertext, master
 	for j, r := range resp.GetResults() {
 		i := sent[j]
 		if e := r.GetError(); e != nil {
-			results[i].Err = toErrs(opRewrap, &remoteError{code: codes.Code(e.GetCode()), message: sanitize(e.GetMessage())})
+			results[i].Err = toErrs(opRewrap, &remoteError{code: wireCode(int64(e.GetCode())), message: sanitize(e.GetMessage())})
 			continue
 		}
 		results[i].Ciphertext, results[i].Err = ciphertextFromProto(items[i].EncryptionID, r.GetCipherText(), r.GetEncryptionId(),

@@ -158,7 +158,7 @@ func startScripted(t *testing.T, es *scriptedES, opts RouterOptions) Client {
 	}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(certs.ServerConfig())))
 	encryptionv1.RegisterEncryptionServiceServer(srv, es)
-	go srv.Serve(lis)
+	go func() { _ = srv.Serve(lis) }() // returns when the cleanup stops the server
 	t.Cleanup(srv.Stop)
 
 	box := mustBox(t)

@@ -398,7 +398,7 @@ func (h *httpsClient) RewrapBatch(ctx context.Context, items []Ciphertext, maste
 	for j, r := range out.Results {
 		i := sent[j]
 		if r.Error != nil {
-			results[i].Err = toErrs(opRewrap, &remoteError{code: codes.Code(r.Error.Code), message: sanitize(r.Error.Message)})
+			results[i].Err = toErrs(opRewrap, &remoteError{code: wireCode(int64(r.Error.Code)), message: sanitize(r.Error.Message)})
 			continue
 		}
 		results[i].Ciphertext, results[i].Err = checkAnswered(items[i].EncryptionID, r.ciphertext())

@@ -56,10 +56,10 @@ func binary(tb testing.TB) string {
 			return
 		}
 		build.path = filepath.Join(dir, "encryption-service")
-		cmd := exec.Command("go", "build", "-o", build.path, "./encryption-service/cmd/encryption-service")
+		cmd := exec.Command("go", "build", "-o", build.path, "./encryption-service/cmd/encryption-service") //nolint:gosec // test helper: builds this repository's own binary
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("build encryption-service: %v\n%s", err, out)
+			build.err = fmt.Errorf("build encryption-service: %w\n%s", err, out)
 		}
 	})
 	if build.err != nil {
@@ -110,7 +110,7 @@ func (s *Service) start(tb testing.TB) {
 	if s.GRPCAddr != "" { // a restart keeps its addresses, so that clients reconnect
 		grpcAddr, httpAddr = s.GRPCAddr, s.HTTPAddr
 	}
-	cmd := exec.Command(binary(tb))
+	cmd := exec.Command(binary(tb)) //nolint:gosec // test helper: starts the binary it just built
 	cmd.Env = append(os.Environ(),
 		"ES_DATABASE_URL="+s.DatabaseURL,
 		"ES_GRPC_ADDR="+grpcAddr, "ES_HTTP_ADDR="+httpAddr,
@@ -173,10 +173,10 @@ func (s *Service) Stop() {
 	}
 	_ = s.cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-s.done:
+	case <-s.done: //nolint:errcheck // the exit status after our signal is not news
 	case <-time.After(10 * time.Second):
 		_ = s.cmd.Process.Kill()
-		<-s.done
+		<-s.done //nolint:errcheck // killed: the exit status is an error by design
 	}
 	s.cmd = nil
 }
@@ -187,7 +187,7 @@ func (s *Service) Kill() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	<-s.done
+	<-s.done //nolint:errcheck // killed: the exit status is an error by design
 	s.cmd = nil
 }
 

@@ -137,7 +137,7 @@ func (s *Service) record(it postgres.Item) (Record, error) {
 		return Record{}, errs.Wrap(errs.Internal, err, "item "+it.ID.String()+" has metadata that is not a JSON object")
 	}
 	r := Record{
-		ID: it.ID.String(), OwnerID: it.OwnerID.String(), Revision: int32(it.Revision), CipherText: it.CipherText,
+		ID: it.ID.String(), OwnerID: it.OwnerID.String(), Revision: int32(it.Revision), CipherText: it.CipherText, //nolint:gosec // bounded: the column is a positive int4
 		EncryptionID: it.EncryptionID.String(), VersionID: it.VersionID.String(), Algorithm: it.Algorithm,
 		Metadata: meta, CreatedAt: it.CreatedAt.UTC(), UpdatedAt: it.UpdatedAt.UTC(), Cursor: postgres.ItemCursor(it),
 	}

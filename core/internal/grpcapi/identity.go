@@ -51,7 +51,7 @@ func (s *AuthServer) Login(ctx context.Context, req *corev1.LoginRequest) (*core
 	}
 	return &corev1.LoginResponse{
 		AccessToken: res.Tokens.AccessToken, RefreshToken: res.Tokens.RefreshToken,
-		ExpiresIn: int32(res.Tokens.ExpiresIn / time.Second), TokenType: "Bearer",
+		ExpiresIn: int32(res.Tokens.ExpiresIn / time.Second), TokenType: "Bearer", //nolint:gosec // bounded above: token TTLs are at most 24h in seconds
 	}, nil
 }
 
@@ -65,7 +65,7 @@ func (s *AuthServer) VerifyMfa(ctx context.Context, req *corev1.VerifyMfaRequest
 		return nil, err
 	}
 	return &corev1.VerifyMfaResponse{
-		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: int32(t.ExpiresIn / time.Second), TokenType: "Bearer",
+		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: int32(t.ExpiresIn / time.Second), TokenType: "Bearer", //nolint:gosec // bounded above: token TTLs are at most 24h in seconds
 	}, nil
 }
 
@@ -79,7 +79,7 @@ func (s *AuthServer) Refresh(ctx context.Context, req *corev1.RefreshRequest) (*
 		return nil, err
 	}
 	return &corev1.RefreshResponse{
-		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: int32(t.ExpiresIn / time.Second), TokenType: "Bearer",
+		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: int32(t.ExpiresIn / time.Second), TokenType: "Bearer", //nolint:gosec // bounded above: token TTLs are at most 24h in seconds
 	}, nil
 }
 
@@ -124,7 +124,7 @@ func (s *AuthServer) ChangePassword(ctx context.Context, req *corev1.ChangePassw
 		return nil, err
 	}
 	return &corev1.ChangePasswordResponse{Tokens: &corev1.Tokens{
-		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: int32(t.ExpiresIn / time.Second), TokenType: "Bearer",
+		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, ExpiresIn: int32(t.ExpiresIn / time.Second), TokenType: "Bearer", //nolint:gosec // bounded above: token TTLs are at most 24h in seconds
 	}}, nil
 }
 

@@ -33,7 +33,7 @@ func (s *KeyServer) RotateKeys(ctx context.Context, _ *corev1.RotateKeysRequest)
 	if err != nil {
 		return nil, err
 	}
-	return &corev1.RotateKeysResponse{RotatedContexts: uint32(n), Job: jobToProto(job)}, nil
+	return &corev1.RotateKeysResponse{RotatedContexts: uint32(n), Job: jobToProto(job)}, nil //nolint:gosec // bounded: a count of one tenant's key contexts
 }
 
 // StartReencryption implements POST /v1/keys/jobs.
@@ -119,8 +119,8 @@ func (s *KeyServer) DisableKeyVersion(ctx context.Context, req *corev1.DisableKe
 
 func jobToProto(j postgres.Job) *corev1.Job {
 	out := &corev1.Job{
-		JobId: j.ID.String(), State: j.State, Total: uint64(j.Total), Done: uint64(j.Done), Skipped: uint64(j.Skipped),
-		Failed: uint64(j.Failed), Message: j.Message, CreatedAt: timestamppb.New(j.CreatedAt), UpdatedAt: timestamppb.New(j.UpdatedAt),
+		JobId: j.ID.String(), State: j.State, Total: uint64(j.Total), Done: uint64(j.Done), Skipped: uint64(j.Skipped), //nolint:gosec // non-negative: the columns CHECK >= 0
+		Failed: uint64(j.Failed), Message: j.Message, CreatedAt: timestamppb.New(j.CreatedAt), UpdatedAt: timestamppb.New(j.UpdatedAt), //nolint:gosec // non-negative: the columns CHECK >= 0
 	}
 	if !j.FinishedAt.IsZero() {
 		out.FinishedAt = timestamppb.New(j.FinishedAt)
@@ -129,5 +129,5 @@ func jobToProto(j postgres.Job) *corev1.Job {
 }
 
 func versionToProto(v reencrypt.VersionStatus) *corev1.KeyVersionStatus {
-	return &corev1.KeyVersionStatus{VersionId: v.ID, Version: uint32(v.Version), State: v.State, ItemCount: uint64(v.Items)}
+	return &corev1.KeyVersionStatus{VersionId: v.ID, Version: uint32(v.Version), State: v.State, ItemCount: uint64(v.Items)} //nolint:gosec // non-negative counts from the database, far below 2^32 versions
 }

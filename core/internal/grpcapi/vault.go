@@ -149,7 +149,7 @@ func (s *VaultServer) DeleteItem(ctx context.Context, req *corev1.DeleteItemRequ
 
 func itemToProto(it vault.Item) *corev1.Item {
 	return &corev1.Item{
-		Id: it.ID.String(), Name: it.Name, Data: it.Data, Revision: int32(it.Revision),
+		Id: it.ID.String(), Name: it.Name, Data: it.Data, Revision: int32(it.Revision), //nolint:gosec // bounded: the column is a positive int4
 		CreatedAt: timestamppb.New(it.CreatedAt), UpdatedAt: timestamppb.New(it.UpdatedAt),
 	}
 }

@@ -198,7 +198,7 @@ func Inspect(phc string) (Params, error) {
 // derive is Argon2id itself; p must have passed Validate (Parallelism ≤ 16
 // fits the uint8 the library takes).
 func derive(password string, salt []byte, p Params) []byte {
-	return argon2.IDKey([]byte(password), salt, p.Iterations, p.MemoryKiB, uint8(p.Parallelism), p.KeyLen)
+	return argon2.IDKey([]byte(password), salt, p.Iterations, p.MemoryKiB, uint8(p.Parallelism), p.KeyLen) //nolint:gosec // bounded above: Validate limits Parallelism to 16
 }
 
 var b64 = base64.RawStdEncoding.Strict()
@@ -261,7 +261,7 @@ func decode(phc string) (p Params, salt, key []byte, err error) {
 	if key, err = b64.DecodeString(parts[5]); err != nil {
 		return bad("hash is not unpadded standard base64")
 	}
-	p.SaltLen, p.KeyLen = uint32(len(salt)), uint32(len(key))
+	p.SaltLen, p.KeyLen = uint32(len(salt)), uint32(len(key)) //nolint:gosec // bounded above: encoded lengths checked against MaxSaltLen/MaxKeyLen
 	if err := p.Validate(); err != nil {
 		return Params{}, nil, nil, fmt.Errorf("%w: %w", ErrMalformedHash, err)
 	}

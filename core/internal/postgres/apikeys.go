@@ -39,6 +39,7 @@ type APIKey struct {
 	CreatedAt          time.Time
 }
 
+//nolint:gosec // G101: column names, not a credential
 const apiKeyColumns = `id, tenant_id, key_id, name, scopes, secret_hash, previous_secret_hash, previous_expires_at,
 	expires_at, last_used_at, revoked_at, created_by, created_at`
 

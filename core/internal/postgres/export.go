@@ -24,8 +24,8 @@ func (s *Store) ExportItems(ctx context.Context, tenantID, ownerID uuid.UUID, cu
 		rows pgx.Rows
 		err  error
 	)
-	switch {
-	case cursor == "":
+	switch cursor {
+	case "":
 		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items
 			WHERE tenant_id = $1 AND ($2::uuid IS NULL OR owner_id = $2)
 			ORDER BY created_at, id LIMIT $3`, tenantID, nullIfNil(ownerID), limit)

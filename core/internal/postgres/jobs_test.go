@@ -304,7 +304,9 @@ func TestPlanJobContextWaitingForKey(t *testing.T) {
 	mustItems(t, s, f, v2, 1)
 	job := mustJob(t, s, tenantJob(f), postgres.Lease{})
 	lease := postgres.Lease{Owner: "r/1", For: time.Minute}
-	s.ClaimJob(ctx, lease)
+	if _, _, err := s.ClaimJob(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.PlanJobContext(ctx, job.ID, lease, f.kc.EncryptionID, v2, postgres.JobContextWaitingForKey); err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +399,7 @@ func TestDisableUnusedVersion(t *testing.T) {
 	}
 	refused := errs.E(errs.FailedPrecondition, "the active version cannot be disabled")
 	err = s.DisableUnusedVersion(ctx, f.tenant.ID, f.kc.EncryptionID, v2, func(context.Context) error { return refused }, auditEvent("keys.version.disable"))
-	if err != refused {
+	if err != refused { //nolint:errorlint // identity is the point: the error must come back unchanged
 		t.Errorf("DisableUnusedVersion() with a refusing service = %v, want its error unchanged", err)
 	}
 	counts, err := s.CountItemsByVersion(ctx, f.tenant.ID)

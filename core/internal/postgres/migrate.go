@@ -281,7 +281,7 @@ func schemaExists(ctx context.Context, conn *pgx.Conn) (bool, error) {
 func schemaLockKey() int64 {
 	h := fnv.New64a()
 	h.Write([]byte("custos/create-schema/" + Schema))
-	return int64(h.Sum64())
+	return int64(h.Sum64()) //nolint:gosec // bit reinterpretation of a hash into an advisory lock key
 }
 
 // migrateLogger adapts golang-migrate's logger to slog.

@@ -86,7 +86,7 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 func advisoryLockKey(name string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("custos/" + Schema + "/" + name))
-	return int64(h.Sum64())
+	return int64(h.Sum64()) //nolint:gosec // bit reinterpretation of a hash into an advisory lock key
 }
 
 // lockAdvisory takes the transaction-level advisory lock key, waiting for

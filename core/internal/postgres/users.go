@@ -81,7 +81,7 @@ func scanUser(row pgx.Row) (User, error) {
 		&u.TOTPLastStep, &u.CreatedAt, &u.UpdatedAt)
 	u.TenantID, u.Role, u.PasswordHint = deref(tenantID), deref(role), deref(hint)
 	// The columns are positive int4s (checked by the migration): they fit.
-	u.KDF.MemoryKiB, u.KDF.Iterations, u.KDF.Parallelism = uint32(memory), uint32(iterations), uint32(parallelism)
+	u.KDF.MemoryKiB, u.KDF.Iterations, u.KDF.Parallelism = uint32(memory), uint32(iterations), uint32(parallelism) //nolint:gosec // bounded: positive int4 columns (migration CHECKs)
 	return u, err
 }
 

@@ -36,7 +36,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for {
 		s.claim(ctx, slots)
 		// Jittered, so that replicas started together do not poll in step.
-		wait := s.opts.PollInterval/2 + rand.N(s.opts.PollInterval)
+		wait := s.opts.PollInterval/2 + rand.N(s.opts.PollInterval) //nolint:gosec // jitter, not a secret
 		select {
 		case <-ctx.Done():
 			return nil
@@ -439,7 +439,7 @@ func (r *runner) retry(ctx context.Context, what string, fn func() error) error 
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
-		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		case <-time.After(delay/2 + rand.N(delay/2+1)): //nolint:gosec // jitter, not a secret
 		}
 		delay = min(2*delay, r.s.opts.RetryMax)
 	}

@@ -124,7 +124,7 @@ func ParseKeys(value string) ([]Key, error) {
 		seen[id] = pos
 		b, err := decodeKey(strings.TrimSpace(encoded))
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %q (entry #%d): %s", ErrInvalidKeys, id, pos, err)
+			return nil, fmt.Errorf("%w: key %q (entry #%d): %w", ErrInvalidKeys, id, pos, err)
 		}
 		keys = append(keys, Key{ID: id, Bytes: b})
 	}
@@ -193,11 +193,11 @@ func NewBox(keys []Key, activeID string) (*Box, error) {
 		}
 		block, err := aes.NewCipher(k.Bytes) // copies the key schedule; the caller may clear k.Bytes
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %q: %v", ErrInvalidKeys, k.ID, err)
+			return nil, fmt.Errorf("%w: key %q: %w", ErrInvalidKeys, k.ID, err)
 		}
 		aead, err := cipher.NewGCM(block)
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %q: %v", ErrInvalidKeys, k.ID, err)
+			return nil, fmt.Errorf("%w: key %q: %w", ErrInvalidKeys, k.ID, err)
 		}
 		b.aeads[k.ID] = aead
 		b.ids = append(b.ids, k.ID)
@@ -232,7 +232,7 @@ func (b Box) Format(f fmt.State, _ rune) {
 // header returns version || len(id) || id.
 func header(id string) []byte {
 	h := make([]byte, 0, 2+len(id))
-	return append(append(h, version, byte(len(id))), id...)
+	return append(append(h, version, byte(len(id))), id...) //nolint:gosec // bounded above: key ids are at most MaxIDLen (64) bytes
 }
 
 // Seal encrypts plaintext under the active key with a fresh random nonce,

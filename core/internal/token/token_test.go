@@ -745,7 +745,7 @@ func TestNoKeyMaterialInFormatting(t *testing.T) {
 	for _, v := range []any{k, &k, ks, *ks} {
 		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%d"} {
 			out := fmt.Sprintf(verb, v)
-			for _, leak := range []string{hex.EncodeToString(k.Private[:6]), fmt.Sprint([]byte(k.Private[:6]))[1:12]} {
+			for _, leak := range []string{hex.EncodeToString(k.Private[:6]), fmt.Sprint([]byte(k.Private[:6]))[1:12]} { //nolint:staticcheck // QF1010 would print the raw string; fmt's decimal byte list is the leak form checked here
 				if strings.Contains(out, leak) {
 					t.Errorf("Sprintf(%s, %T) = %q leaks the key", verb, v, out)
 				}

@@ -28,7 +28,7 @@ func AssociatedData(tenantID, encryptionID, versionID, alg string) []byte {
 	out = append(out, adLabel...)
 	for _, f := range fields {
 		if len(f) < 0xFFFF {
-			out = binary.BigEndian.AppendUint16(out, uint16(len(f)))
+			out = binary.BigEndian.AppendUint16(out, uint16(len(f))) //nolint:gosec // bounded above: len(f) < 0xFFFF checked right before
 		} else {
 			out = binary.BigEndian.AppendUint16(out, 0xFFFF)
 			out = binary.BigEndian.AppendUint64(out, uint64(len(f)))

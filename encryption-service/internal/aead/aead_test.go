@@ -339,7 +339,7 @@ func TestConcurrentUse(t *testing.T) {
 						}
 						got, err := c.Decrypt(ct, meta, ad)
 						if err != nil || !bytes.Equal(got, pt) {
-							errs <- fmt.Errorf("goroutine %d round %d: Decrypt = %v", g, i, err)
+							errs <- fmt.Errorf("goroutine %d round %d: Decrypt = %v", g, i, err) //nolint:errorlint // err may be nil (wrong plaintext); %v prints that
 							return
 						}
 					}

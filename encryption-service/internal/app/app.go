@@ -174,7 +174,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 			return err
 		}
 	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithMaxConns(int32(cfg.DBMaxConns)))
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithMaxConns(int32(cfg.DBMaxConns))) //nolint:gosec // bounded above: config limits the pool size
 	if err != nil {
 		return err
 	}
@@ -218,7 +218,9 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	}()
 	defer func() {
 		stopListening()
-		<-listening
+		if err := <-listening; err != nil {
+			logger.Error("listen for cache invalidations", "err", err)
+		}
 		<-counting
 	}()
 

@@ -96,8 +96,6 @@ func TestPlatformMasterKeyRotation(t *testing.T) {
 			}
 		}
 	}
-	const stored = 4*2 + 2 // versions, and the two CLIENT contexts' sealing keys
-
 	// The operator makes k2 active (a replica restarted with the new configuration).
 	after := newREST(t, startInstance(t, url, certs))
 	if got := masterKeyCounts(after); got["k1"] != [2]any{false, "10"} || got["k2"] != [2]any{true, "0"} {

@@ -30,7 +30,7 @@ func probe(ctx context.Context, args []string, getenv func(string) string, stder
 	ready := fs.Bool("ready", false, "check readiness (/readyz), the default")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", ErrUsage, err)
+		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	if *live && *ready || fs.NArg() > 0 {
 		return fmt.Errorf("%w: probe [--live | --ready] [--timeout=3s]", ErrUsage)

@@ -239,5 +239,5 @@ func (s *EncryptionServer) itemError(ctx context.Context, method string, err err
 		log = slog.New(slog.DiscardHandler)
 	}
 	st := status.Convert(toStatus(ctx, log, serviceName+method, err))
-	return &encryptionv1.ItemError{Code: int32(st.Code()), Message: st.Message()}
+	return &encryptionv1.ItemError{Code: int32(st.Code()), Message: st.Message()} //nolint:gosec // gRPC codes are 0..16
 }

@@ -178,7 +178,7 @@ func encryptionToProto(e postgres.Encryption) *encryptionv1.Encryption {
 func versionToProto(v postgres.KeyVersion) *encryptionv1.KeyVersion {
 	return &encryptionv1.KeyVersion{
 		VersionId:    v.ID.String(),
-		Version:      uint32(v.Version),
+		Version:      uint32(v.Version), //nolint:gosec // bounded: an int4 version number counted up from 1
 		State:        v.State,
 		Encryptions:  uint64(max(v.Encryptions, 0)),
 		PublicKeyPem: string(v.PublicKey),

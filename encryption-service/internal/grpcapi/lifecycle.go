@@ -82,7 +82,7 @@ func (s *EncryptionServer) DestroyEncryption(ctx context.Context, req *encryptio
 	if err != nil {
 		return nil, err
 	}
-	return &encryptionv1.DestroyEncryptionResponse{EncryptionId: encID.String(), VersionsDestroyed: uint32(n)}, nil
+	return &encryptionv1.DestroyEncryptionResponse{EncryptionId: encID.String(), VersionsDestroyed: uint32(n)}, nil //nolint:gosec // bounded: a count of one context's versions
 }
 
 // ChangeMasterKey implements POST /v1/encryptions/{encryptionId}:changeMasterKey, with the old key
@@ -100,7 +100,7 @@ func (s *EncryptionServer) ChangeMasterKey(ctx context.Context, req *encryptionv
 	if err != nil {
 		return nil, err
 	}
-	return &encryptionv1.ChangeMasterKeyResponse{EncryptionId: encID.String(), VersionsRewrapped: uint32(n)}, nil
+	return &encryptionv1.ChangeMasterKeyResponse{EncryptionId: encID.String(), VersionsRewrapped: uint32(n)}, nil //nolint:gosec // bounded: a count of one context's versions
 }
 
 // SetRotationPolicy implements POST /v1/encryptions/{encryptionId}:setRotationPolicy. An absent
@@ -142,7 +142,7 @@ func policyFrom(p *encryptionv1.RotationPolicy) (keyring.RotationPolicy, error) 
 	if n := p.GetMaxEncryptions(); n > math.MaxInt64 {
 		return out, errs.E(errs.Invalid, "rotationPolicy.maxEncryptions: %d is too large", n)
 	}
-	out.MaxEncryptions = int64(p.GetMaxEncryptions())
+	out.MaxEncryptions = int64(p.GetMaxEncryptions()) //nolint:gosec // bounded above: checked against math.MaxInt64 right before
 	return out, nil
 }
 

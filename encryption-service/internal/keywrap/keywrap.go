@@ -163,9 +163,9 @@ func DeriveClientKEK(masterKey []byte, tenantID, encryptionID string) ([]byte, e
 		return nil, errors.New("keywrap: tenantID and encryptionID must be at most 65535 bytes")
 	}
 	info := make([]byte, 0, 4+len(tenantID)+len(encryptionID))
-	info = binary.BigEndian.AppendUint16(info, uint16(len(tenantID)))
+	info = binary.BigEndian.AppendUint16(info, uint16(len(tenantID))) //nolint:gosec // bounded above: checked against math.MaxUint16 above
 	info = append(info, tenantID...)
-	info = binary.BigEndian.AppendUint16(info, uint16(len(encryptionID)))
+	info = binary.BigEndian.AppendUint16(info, uint16(len(encryptionID))) //nolint:gosec // bounded above: checked against math.MaxUint16 above
 	info = append(info, encryptionID...)
 	kek, err := hkdf.Key(sha256.New, masterKey, []byte(kekSalt), string(info), KeySize)
 	if err != nil {

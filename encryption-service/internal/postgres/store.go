@@ -295,8 +295,3 @@ func clampPageSize(n int) int {
 	}
 	return n
 }
-
-// rowScanner is a row of a pgx query.
-type rowScanner interface {
-	Scan(dest ...any) error
-}

@@ -22,7 +22,7 @@ const (
 // secretHashLen is the length of a TenantSecret.Hash: a SHA-256 digest.
 const secretHashLen = 32
 
-const tenantSecretColumns = "id, tenant_id, secret_hash, created_at, revoked_at"
+const tenantSecretColumns = "id, tenant_id, secret_hash, created_at, revoked_at" //nolint:gosec // column names, not a credential
 
 // CreateTenant stores t (ID and Name; CreatedAt and Secrets are ignored) with
 // its first secret, whose TenantID may be left zero. The database sets the

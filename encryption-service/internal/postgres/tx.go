@@ -40,7 +40,7 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, isoLevel pgx.TxIsoLevel, fn f
 		if attempt == MaxTxAttempts {
 			return fmt.Errorf("transaction failed after %d attempts: %w", attempt, err)
 		}
-		jittered := delay/2 + rand.N(delay)
+		jittered := delay/2 + rand.N(delay) //nolint:gosec // jitter, not a secret
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("transaction retry abandoned: %w (last error: %w)", ctx.Err(), err)

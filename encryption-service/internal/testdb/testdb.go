@@ -255,7 +255,7 @@ func runDevPostgres(ctx context.Context, wd string, logf func(string, ...any)) (
 	runErr := cmd.Run()
 	diag := strings.TrimSpace(stderr.String())
 	if runErr != nil && !errors.Is(runErr, exec.ErrWaitDelay) {
-		return "", fmt.Errorf("%s failed (%v):\n%s", script, runErr, indent(diag))
+		return "", fmt.Errorf("%s failed (%w):\n%s", script, runErr, indent(diag))
 	}
 	if diag != "" {
 		logf("testdb: scripts/dev-postgres.sh said:\n%s", indent(diag))
@@ -386,7 +386,7 @@ func ensureTemplate(ctx context.Context, adminURL, name string, migrate func(con
 func lockKey(name string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("custos/testdb/" + name))
-	return int64(h.Sum64())
+	return int64(h.Sum64()) //nolint:gosec // bit reinterpretation of a hash into an advisory lock key
 }
 
 func databaseExists(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
