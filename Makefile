@@ -35,8 +35,9 @@ proto: ## regenerate Go, gRPC, gateway and OpenAPI code from proto/ (pinned, off
 proto-check: ## fail when proto/ is unformatted, fails lint, breaks compatibility or generated code is stale
 	@scripts/proto.sh check
 
-lint: ## gofmt, go vet and golangci-lint (.golangci.yml) on every module
+lint: ## gofmt, go vet, golangci-lint (.golangci.yml) on every module, and the shared copies in sync
 	@out="$$(gofmt -l $(MODULES))"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	@scripts/check-copies.sh
 	@go vet $(PKGS)
 	@$(MAKE) --no-print-directory golangci
 
