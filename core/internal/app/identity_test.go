@@ -42,8 +42,14 @@ type platform struct {
 // lockout so that tests stay fast; extra overrides core's configuration.
 func startPlatform(tb testing.TB, extra map[string]string) *platform {
 	tb.Helper()
+	return startPlatformWith(tb, extra, nil)
+}
+
+// startPlatformWith is startPlatform with extra environment for the encryption service too.
+func startPlatformWith(tb testing.TB, extra, esEnv map[string]string) *platform {
+	tb.Helper()
 	certs := testcerts.New(tb)
-	es := estest.Start(tb, testdb.NewEmpty(tb), certs)
+	es := estest.StartWith(tb, testdb.NewEmpty(tb), certs, esEnv)
 	env := map[string]string{
 		"CORE_DATABASE_URL":        testdb.New(tb),
 		"CORE_GRPC_ADDR":           "127.0.0.1:0",

@@ -30,9 +30,10 @@ type Service struct {
 	MasterKeys         string // ES_MASTER_KEYS, to restart it on the same database
 	DatabaseURL        string
 
-	certs *testcerts.Set
-	cmd   *exec.Cmd
-	done  chan error
+	certs    *testcerts.Set
+	extraEnv map[string]string
+	cmd      *exec.Cmd
+	done     chan error
 }
 
 var build struct {
@@ -89,11 +90,18 @@ func repoRoot() (string, error) {
 // schema there) with certs' server certificate, requiring client certificates from certs' CA.
 func Start(tb testing.TB, databaseURL string, certs *testcerts.Set) *Service {
 	tb.Helper()
+	return StartWith(tb, databaseURL, certs, nil)
+}
+
+// StartWith is Start with extra environment variables for the service (e.g. tracing settings).
+func StartWith(tb testing.TB, databaseURL string, certs *testcerts.Set, env map[string]string) *Service {
+	tb.Helper()
 	key := make([]byte, 32)
 	token := make([]byte, 24)
 	rand.Read(key)
 	rand.Read(token)
 	s := &Service{
+		extraEnv:    env,
 		AdminToken:  "cat_" + base64.RawURLEncoding.EncodeToString(token),
 		MasterKeys:  "test:" + base64.StdEncoding.EncodeToString(key),
 		DatabaseURL: databaseURL,
@@ -119,6 +127,9 @@ func (s *Service) start(tb testing.TB) {
 		"ES_MASTER_KEYS="+s.MasterKeys,
 		"ES_ADMIN_TOKEN_HASH="+hex.EncodeToString(h[:]),
 	)
+	for k, v := range s.extraEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		tb.Fatal(err)
