@@ -284,6 +284,7 @@ func TestChartRenders(t *testing.T) {
 			if sm := all[*monv1.ServiceMonitor](r); len(sm) > 0 != enabled(vals, "serviceMonitor") {
 				t.Errorf("%d ServiceMonitors with serviceMonitor.enabled = %v", len(sm), enabled(vals, "serviceMonitor"))
 			}
+			checkMetricsPorts(t, r, enabled(vals, "serviceMonitor"))
 		})
 	}
 }
@@ -880,5 +881,34 @@ func TestChartPlatformAdminPlane(t *testing.T) {
 	}
 	if !fromSecret {
 		t.Errorf("ES_ADMIN_TOKEN_HASH does not come from Secret custos-es-admin")
+	}
+}
+
+// checkMetricsPorts: with ServiceMonitors on, each service serves metrics on its own listener, and
+// the ServiceMonitors, Services and Deployments agree on the port; with them off there is none.
+func checkMetricsPorts(t *testing.T, r rendered, on bool) {
+	t.Helper()
+	for _, svc := range all[*corev1.Service](r) {
+		has := false
+		for _, p := range svc.Spec.Ports {
+			has = has || p.Name == "metrics"
+		}
+		if has != on {
+			t.Errorf("Service %s has a metrics port: %v, want %v", svc.Name, has, on)
+		}
+	}
+	for _, cm := range all[*corev1.ConfigMap](r) {
+		_, es := cm.Data["ES_METRICS_ADDR"]
+		_, core := cm.Data["CORE_METRICS_ADDR"]
+		if (es || core) != on && (cm.Data["ES_HTTP_ADDR"] != "" || cm.Data["CORE_HTTP_ADDR"] != "") {
+			t.Errorf("ConfigMap %s sets a metrics address: %v, want %v", cm.Name, es || core, on)
+		}
+	}
+	for _, sm := range all[*monv1.ServiceMonitor](r) {
+		for _, ep := range sm.Spec.Endpoints {
+			if ep.Port != "metrics" {
+				t.Errorf("ServiceMonitor %s scrapes port %q, want the metrics port", sm.Name, ep.Port)
+			}
+		}
 	}
 }

@@ -36,6 +36,13 @@ spec:
       port: {{ $v.service.grpcPort }}
       targetPort: grpc
       protocol: TCP
+    {{- if .ctx.Values.serviceMonitor.enabled }}
+    # Prometheus metrics on their own TLS listener (ES_METRICS_ADDR / CORE_METRICS_ADDR).
+    - name: metrics
+      port: {{ ternary 9445 8445 (eq .component "encryption-service") }}
+      targetPort: metrics
+      protocol: TCP
+    {{- end }}
 {{- end }}
 
 {{- define "custos.pdb" -}}
