@@ -445,8 +445,8 @@ func TestAccessLog(t *testing.T) {
 		if rec["via"] != via || rec["method"] != "/"+probeService+"/Whoami" || rec["code"] != "OK" {
 			t.Errorf("access log %v, want via %s, method Whoami, code OK", rec, via)
 		}
-		if _, ok := rec["duration_ms"].(float64); !ok {
-			t.Errorf("access log %v has no duration_ms", rec)
+		if _, ok := rec["duration_us"].(float64); !ok {
+			t.Errorf("access log %v has no duration_us", rec)
 		}
 		if peer, _ := rec["peer"].(string); !strings.HasPrefix(peer, "127.0.0.1:") {
 			t.Errorf("access log peer = %q, want the client's address", peer)

@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	busyThreshold := fs.Float64("busy-threshold", def.BusyThreshold, "share of the CPU (0 to 1) other processes may use before a case is measured again")
 	noCeilings := fs.Bool("no-ceilings", false, "with -cases: leave out the echo ceilings of the selected cases (to profile one case alone)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole process (service, clients, echo servers) to this file")
+	memProfile := fs.String("memprofile", "", "write a profile of the allocations of the whole process during the run to this file (go tool pprof -sample_index=alloc_space)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,6 +92,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if *memProfile != "" {
+		defer func() {
+			if perr := writeHeapProfile(*memProfile); perr != nil && err == nil {
+				err = perr
+			}
+		}()
+	}
 	start := time.Now()
 	fmt.Fprintln(stderr, "es-bench: starting the service, the echo servers and the data (a fresh database)…")
 	rep, err := bench.Run(ctx, cfg)
@@ -99,4 +107,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rep.WriteMarkdown(stdout)
 	}
 	return err
+}
+
+// writeHeapProfile writes the allocation profile of the run so far to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

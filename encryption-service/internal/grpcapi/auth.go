@@ -95,9 +95,8 @@ func (a *Auth) authenticate(ctx context.Context, method string) (context.Context
 const changeMasterKeyMethod = dataPlanePrefix + "ChangeMasterKey"
 
 func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	id, okID := single(md, "x-tenant-id")
-	secret, okSecret := single(md, "x-tenant-secret")
+	id, okID := single(ctx, "x-tenant-id")
+	secret, okSecret := single(ctx, "x-tenant-secret")
 	if !okID || !okSecret {
 		return keyring.Caller{}, errs.E(errs.Unauthenticated, "missing tenant credential: send X-Tenant-Id and X-Tenant-Secret")
 	}
@@ -110,10 +109,10 @@ func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error
 		return keyring.Caller{}, err
 	}
 	c := keyring.Caller{TenantID: tenantID, Actor: "tenant:" + secretID.String(), RequestID: server.RequestID(ctx)}
-	if c.MasterKey, err = masterKeyHeader(md, "x-master-key", "X-Master-Key"); err != nil {
+	if c.MasterKey, err = masterKeyHeader(ctx, "x-master-key", "X-Master-Key"); err != nil {
 		return keyring.Caller{}, err
 	}
-	if c.NewMasterKey, err = masterKeyHeader(md, "x-new-master-key", "X-New-Master-Key"); err != nil {
+	if c.NewMasterKey, err = masterKeyHeader(ctx, "x-new-master-key", "X-New-Master-Key"); err != nil {
 		return keyring.Caller{}, err
 	}
 	if c.NewMasterKey != nil && method != changeMasterKeyMethod {
@@ -125,8 +124,8 @@ func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error
 
 // masterKeyHeader parses an optional client master key header: nil when absent; Invalid, naming
 // the header and never echoing its value, when sent twice or not base64 of 32 bytes.
-func masterKeyHeader(md metadata.MD, key, name string) ([]byte, error) {
-	vals := md.Get(key)
+func masterKeyHeader(ctx context.Context, key, name string) ([]byte, error) {
+	vals := metadata.ValueFromIncomingContext(ctx, key)
 	switch {
 	case len(vals) == 0:
 		return nil, nil
@@ -151,8 +150,7 @@ func (a *Auth) admin(ctx context.Context) (tenants.Actor, error) {
 	if len(a.AdminTokenHash) == 0 {
 		return tenants.Actor{}, errs.E(errs.PermissionDenied, "the admin plane is disabled: the service has no ES_ADMIN_TOKEN_HASH")
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	token, ok := single(md, "x-admin-token")
+	token, ok := single(ctx, "x-admin-token")
 	if !ok {
 		return tenants.Actor{}, errs.E(errs.Unauthenticated, "missing admin token: send X-Admin-Token")
 	}
@@ -163,9 +161,10 @@ func (a *Auth) admin(ctx context.Context) (tenants.Actor, error) {
 	return tenants.Actor{Name: "admin:" + id.CommonName, RequestID: server.RequestID(ctx)}, nil
 }
 
-// single returns the one value of key; absent, empty or repeated counts as missing.
-func single(md metadata.MD, key string) (string, bool) {
-	vals := md.Get(key)
+// single returns the one value of key in ctx's incoming metadata (read without copying the rest
+// of it); absent, empty or repeated counts as missing.
+func single(ctx context.Context, key string) (string, bool) {
+	vals := metadata.ValueFromIncomingContext(ctx, key)
 	if len(vals) != 1 || vals[0] == "" {
 		return "", false
 	}

@@ -58,7 +58,7 @@ func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 		h.Set("X-Request-Id", id)
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		r = r.WithContext(context.WithValue(r.Context(), callKey{}, &callInfo{requestID: id, via: "http"}))
 
 		switch r.URL.Path {
 		case "/healthz":

@@ -87,37 +87,24 @@ func single(md metadata.MD, key string) (string, bool) {
 	return v[0], true
 }
 
-// fromGateway reports whether ctx is an RPC on the in-process gateway connection.
-func fromGateway(ctx context.Context) bool {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return false
-	}
-	_, ok = p.AuthInfo.(gatewayAuthInfo)
+// isGateway reports whether p is the in-process gateway connection.
+func isGateway(p *peer.Peer) bool {
+	_, ok := p.AuthInfo.(gatewayAuthInfo)
 	return ok
 }
 
-// withoutReserved returns ctx with the reserved gateway keys removed from
-// its incoming metadata, so that handlers reading metadata directly cannot
-// be fooled by a network client sending them.
-func withoutReserved(ctx context.Context) context.Context {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return ctx
-	}
-	var clean metadata.MD
+// dropReserved deletes the reserved gateway keys from md, so that handlers
+// reading metadata cannot be fooled by a network client sending them. It
+// reports whether there were any.
+func dropReserved(md metadata.MD) bool {
+	found := false
 	for k := range md {
 		if strings.HasPrefix(k, reservedPrefix) {
-			if clean == nil {
-				clean = md.Copy()
-			}
-			delete(clean, k)
+			delete(md, k)
+			found = true
 		}
 	}
-	if clean == nil {
-		return ctx
-	}
-	return metadata.NewIncomingContext(ctx, clean)
+	return found
 }
 
 // gatewayMetadata is the gateway's annotator: it passes the HTTP client's

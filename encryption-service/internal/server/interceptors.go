@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,17 +17,43 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-type requestIDKey struct{}
+// callInfo is what the server learns about a call before its handler runs.
+// One is stored in each RPC's (and each REST request's) context.
+type callInfo struct {
+	requestID string
+	via       string // "grpc" or "gateway"
+	addr      string // the client's address; for REST calls, the HTTP client's
+}
+
+type callKey struct{}
+
+func callFrom(ctx context.Context) *callInfo {
+	c, _ := ctx.Value(callKey{}).(*callInfo)
+	return c
+}
 
 // RequestID returns the id of the request whose context is ctx, or "" if
 // ctx did not pass through the server's interceptors or HTTP handler.
 //
 // The id is the caller's x-request-id if it is 1 to 64 characters of
-// [A-Za-z0-9._-], otherwise 32 random hex digits. It is sent back in the
-// x-request-id response header (X-Request-Id over REST).
+// [A-Za-z0-9._-], otherwise 32 hex digits unique to this call (a random
+// prefix chosen when the process starts and a counter). It is sent back in
+// the x-request-id response header (X-Request-Id over REST).
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if c := callFrom(ctx); c != nil {
+		return c.requestID
+	}
+	return ""
+}
+
+// RemoteAddr returns the network address of the caller of the RPC whose context is ctx: the
+// gRPC peer's, or for REST calls the HTTP client's (as the in-process gateway reported it; the
+// same metadata from any other connection is ignored). It reports false outside an RPC.
+func RemoteAddr(ctx context.Context) (string, bool) {
+	if c := callFrom(ctx); c != nil && c.addr != "" {
+		return c.addr, true
+	}
+	return "", false
 }
 
 func validRequestID(id string) bool {
@@ -42,55 +69,62 @@ func validRequestID(id string) bool {
 	return true
 }
 
-func newRequestID() string {
-	var b [16]byte
+// Request ids need to be unique, not secret: a random per-process prefix
+// keeps replicas apart and a counter keeps calls apart, without reading
+// crypto/rand on every call.
+var (
+	requestIDPrefix  = randomHex64()
+	requestIDCounter atomic.Uint64
+)
+
+func randomHex64() string {
+	var b [8]byte
 	rand.Read(b[:]) // never fails
 	return hex.EncodeToString(b[:])
 }
 
-// call is what the access log records about an RPC.
-type call struct {
-	requestID string
-	via       string // "grpc" or "gateway"
-	addr      string // the client's address; for REST calls, the HTTP client's
+func newRequestID() string {
+	var b [32]byte
+	copy(b[:16], requestIDPrefix)
+	n := requestIDCounter.Add(1)
+	const digits = "0123456789abcdef"
+	for i := 31; i >= 16; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
 }
 
 // begin prepares an RPC's context: reserved keys are dropped unless the call
-// comes from the gateway, and the request id is chosen and stored.
-func begin(ctx context.Context) (context.Context, call) {
-	c := call{via: "grpc"}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		c.addr = p.Addr.String()
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	if fromGateway(ctx) {
+// comes from the gateway, and the call's request id and address are chosen
+// and stored. It copies the incoming metadata once, and only again when a
+// network client sent reserved keys.
+func begin(ctx context.Context) (context.Context, *callInfo) {
+	c := &callInfo{via: "grpc"}
+	md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
+	p, _ := peer.FromContext(ctx)
+	if p != nil && isGateway(p) {
 		c.via = "gateway"
 		c.addr, _ = single(md, keyRemoteAddr)
 		if id, ok := single(md, keyRequestID); ok && validRequestID(id) {
 			c.requestID = id
 		}
 	} else {
-		ctx = withoutReserved(ctx)
+		if p != nil && p.Addr != nil {
+			c.addr = p.Addr.String()
+		}
+		if dropReserved(md) {
+			ctx = metadata.NewIncomingContext(ctx, md)
+		}
 	}
 	if c.requestID == "" {
-		if ids := md.Get(requestIDHeaderKey); len(ids) > 0 && validRequestID(ids[0]) {
+		if ids := md[requestIDHeaderKey]; len(ids) > 0 && validRequestID(ids[0]) {
 			c.requestID = ids[0]
 		} else {
 			c.requestID = newRequestID()
 		}
 	}
-	ctx = context.WithValue(ctx, remoteAddrKey{}, c.addr)
-	return context.WithValue(ctx, requestIDKey{}, c.requestID), c
-}
-
-type remoteAddrKey struct{}
-
-// RemoteAddr returns the network address of the caller of the RPC whose context is ctx: the
-// gRPC peer's, or for REST calls the HTTP client's (as the in-process gateway reported it; the
-// same metadata from any other connection is ignored). It reports false outside an RPC.
-func RemoteAddr(ctx context.Context) (string, bool) {
-	a, ok := ctx.Value(remoteAddrKey{}).(string)
-	return a, ok && a != ""
+	return context.WithValue(ctx, callKey{}, c), c
 }
 
 // observeUnary is the outermost interceptor: request id, access log and metrics.
@@ -98,7 +132,7 @@ func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	start := time.Now()
 	ctx, c := begin(ctx)
 	// Fails only if headers were already sent, which cannot be the case yet.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeaderKey, c.requestID))
+	_ = grpc.SetHeader(ctx, metadata.MD{requestIDHeaderKey: {c.requestID}})
 	resp, err := handler(ctx, req)
 	s.record(ctx, info.FullMethod, c, start, err)
 	return resp, err
@@ -108,7 +142,7 @@ func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServ
 func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
 	ctx, c := begin(ss.Context())
-	_ = ss.SetHeader(metadata.Pairs(requestIDHeaderKey, c.requestID))
+	_ = ss.SetHeader(metadata.MD{requestIDHeaderKey: {c.requestID}})
 	err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 	s.record(ctx, info.FullMethod, c, start, err)
 	return err
@@ -123,30 +157,43 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 
 // record writes the access log line and observes the call in Metrics. The
 // log holds the status message, which callers see anyway, but no metadata,
-// payload or error cause.
-func (s *Server) record(ctx context.Context, method string, c call, start time.Time, err error) {
+// payload or error cause. The line is handed to the handler directly: the
+// logger's caller lookup would cost more than the rest of the line, and
+// duration_us is an integer, which slog's JSON handler writes without
+// encoding/json.
+func (s *Server) record(ctx context.Context, method string, c *callInfo, start time.Time, err error) {
 	elapsed := time.Since(start)
-	st := status.Convert(err)
+	code := codes.OK
+	var st *status.Status
+	if err != nil {
+		st = status.Convert(err)
+		code = st.Code()
+	}
 	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.ObserveRPC(method, st.Code(), c.via, elapsed)
+		s.cfg.Metrics.ObserveRPC(method, code, c.via, elapsed)
 	}
 	level := slog.LevelInfo
-	switch st.Code() {
+	switch code {
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		level = slog.LevelError
 	}
-	attrs := []slog.Attr{
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, "rpc", 0)
+	r.AddAttrs(
 		slog.String("method", method),
-		slog.String("code", st.Code().String()),
-		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.String("code", code.String()),
+		slog.Int64("duration_us", elapsed.Microseconds()),
 		slog.String("request_id", c.requestID),
 		slog.String("peer", c.addr),
 		slog.String("via", c.via),
+	)
+	if st != nil {
+		r.AddAttrs(slog.String("message", st.Message()))
 	}
-	if err != nil {
-		attrs = append(attrs, slog.String("message", st.Message()))
-	}
-	s.log.LogAttrs(ctx, level, "rpc", attrs...)
+	_ = h.Handle(ctx, r) // a log line that cannot be written is not the caller's failure
 }
 
 // recoverUnary turns a panic below it into codes.Internal. It runs inside
