@@ -2,6 +2,7 @@ package esclient
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 
 	"google.golang.org/grpc"
@@ -297,14 +298,19 @@ func decryptRequest(c Ciphertext) (*encryptionv1.DecryptRequest, error) {
 			return nil, errs.E(errs.Invalid, "metadata: not a JSON object")
 		}
 	}
-	return &encryptionv1.DecryptRequest{EncryptionId: c.EncryptionID, CipherText: c.CipherText,
+	// Core keeps the seed's base64 text; the gRPC contract carries the bytes.
+	ct, err := base64.StdEncoding.DecodeString(c.CipherText)
+	if err != nil {
+		return nil, errs.E(errs.Invalid, "cipherText: not valid base64")
+	}
+	return &encryptionv1.DecryptRequest{EncryptionId: c.EncryptionID, CipherText: ct,
 		EncryptionVersionId: c.VersionID, Metadata: meta}, nil
 }
 
 // ciphertextFromProto builds and checks the Ciphertext of an encrypt or rewrap answer for
 // context wantID.
-func ciphertextFromProto(wantID, cipherText, encryptionID, versionID, algorithm string, meta *structpb.Struct) (Ciphertext, error) {
-	c := Ciphertext{CipherText: cipherText, EncryptionID: encryptionID, VersionID: versionID, Algorithm: algorithm}
+func ciphertextFromProto(wantID string, cipherText []byte, encryptionID, versionID, algorithm string, meta *structpb.Struct) (Ciphertext, error) {
+	c := Ciphertext{EncryptionID: encryptionID, VersionID: versionID, Algorithm: algorithm}
 	if meta != nil {
 		// encoding/json, not protojson: its output is stable (sorted keys, no whitespace).
 		b, err := json.Marshal(meta.AsMap())
@@ -312,6 +318,9 @@ func ciphertextFromProto(wantID, cipherText, encryptionID, versionID, algorithm 
 			return Ciphertext{}, errs.Wrap(errs.Internal, err, "the encryption service answered metadata that cannot be encoded")
 		}
 		c.Metadata = b
+	}
+	if len(cipherText) > 0 {
+		c.CipherText = base64.StdEncoding.EncodeToString(cipherText)
 	}
 	return checkAnswered(wantID, c)
 }

@@ -92,7 +92,7 @@ func (s *scriptedES) Encrypt(ctx context.Context, req *encryptionv1.EncryptReque
 	if err := s.handle(ctx, "Encrypt"); err != nil {
 		return nil, err
 	}
-	return &encryptionv1.EncryptResponse{CipherText: "Y3Q=", EncryptionId: req.GetEncryptionId(), EncryptionVersionId: "v1",
+	return &encryptionv1.EncryptResponse{CipherText: []byte("ct"), EncryptionId: req.GetEncryptionId(), EncryptionVersionId: "v1",
 		Algorithm: "AES-256-GCM", Metadata: testMetadata()}, nil
 }
 
@@ -412,8 +412,8 @@ func TestGRPCRewrapBatchResults(t *testing.T) {
 					Code: int32(codes.FailedPrecondition), Message: "key version disabled is disabled"}})
 				continue
 			}
-			ct, id, ver, alg := "bmV3", it.GetEncryptionId(), "v2", "AES-256-GCM"
-			res = append(res, &encryptionv1.EncryptBatchResult{CipherText: &ct, EncryptionId: &id, EncryptionVersionId: &ver,
+			ct, id, ver, alg := []byte("new"), it.GetEncryptionId(), "v2", "AES-256-GCM"
+			res = append(res, &encryptionv1.EncryptBatchResult{CipherText: ct, EncryptionId: &id, EncryptionVersionId: &ver,
 				Algorithm: &alg, Metadata: testMetadata()})
 		}
 		return &encryptionv1.RewrapBatchResponse{Results: res}
@@ -459,6 +459,8 @@ func TestGRPCInputChecks(t *testing.T) {
 	wantKind(t, "Encrypt(no context)", err, errs.Invalid, "encryptionId")
 	_, err = c.Decrypt(ctx, Ciphertext{CipherText: "x", EncryptionID: "e1"}, nil)
 	wantKind(t, "Decrypt(no version)", err, errs.Invalid, "encryptionVersionId")
+	_, err = c.Decrypt(ctx, Ciphertext{CipherText: "not base64!", EncryptionID: "e1", VersionID: "v1"}, nil)
+	wantKind(t, "Decrypt(cipherText not base64)", err, errs.Invalid, "cipherText")
 	err = c.ChangeMasterKey(ctx, "e1", nil, randomKey())
 	wantKind(t, "ChangeMasterKey(no old key)", err, errs.Invalid, "X-Master-Key")
 	res, err := c.RewrapBatch(ctx, nil, nil)

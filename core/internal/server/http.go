@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -31,7 +33,52 @@ func (s *Server) newGatewayMux() *runtime.ServeMux {
 			},
 		}),
 		runtime.WithDisableHTTPMethodOverride(),
+		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, bodyError(err))
+		}),
 	)
+}
+
+// protoValueError matches protojson's message for a JSON value of the wrong
+// kind: where it is, the field's type and name, and the value itself.
+// protojson separates its "proto:" prefix by a space or, at random per build,
+// a no-break space (so that callers do not match on messages; this one is
+// covered by a test).
+var protoValueError = regexp.MustCompile(`^proto:[ \x{00a0}]\(line (\d+):(\d+)\): invalid value for (\w+) field (\w+): `)
+
+// bodyError rewrites the gateway's own JSON decoding errors so that they
+// name the field and what it should hold, without echoing the value sent
+// (which may be long, or data the caller meant to protect). Every other
+// error passes unchanged.
+func bodyError(err error) error {
+	st, ok := status.FromError(err)
+	msg, isProto := strings.CutPrefix(st.Message(), "proto:")
+	if !ok || st.Code() != codes.InvalidArgument || !isProto {
+		return err
+	}
+	if m := protoValueError.FindStringSubmatch(st.Message()); m != nil {
+		want := m[3]
+		switch m[3] {
+		case "bytes":
+			want = "standard base64"
+		case "string":
+			want = "a string"
+		case "bool":
+			want = "true or false"
+		case "enum":
+			want = "one of the documented values"
+		default:
+			if strings.Contains(m[3], "int") || m[3] == "float" || m[3] == "double" {
+				want = "a number"
+			}
+		}
+		return status.Errorf(codes.InvalidArgument, "%s: invalid value (want %s) at line %s, column %s of the request body", m[4], want, m[1], m[2])
+	}
+	msg = "request body: " + strings.TrimLeft(msg, " \u00a0")
+	if len(msg) > 200 {
+		msg = strings.ToValidUTF8(msg[:200], "") + "…"
+	}
+	return status.Error(codes.InvalidArgument, msg)
 }
 
 // matchHeader forwards exactly the allow-listed headers. The gateway passes

@@ -210,7 +210,8 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad uuid", "/v1/encrypt", `{"encryptionId":"not-a-uuid","data":"x"}`, 400, "encryptionId"},
 		{"missing id", "/v1/rotate", `{}`, 400, "encryptionId"},
 		{"bad version uuid", "/v1/encrypt", `{"encryptionId":"` + id + `","data":"x","encryptionVersionId":"v2"}`, 400, "encryptionVersionId"},
-		{"bad base64", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"@@@","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText"},
+		{"bad base64", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"@@@","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText: invalid value (want standard base64)"},
+		{"empty cipherText", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText: required"},
 		{"missing nonce", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{"formatVersion":1}}`, 400, "nonce"},
 		{"unknown algorithm", "/v1/encryptions", `{"algorithm":"ROT13"}`, 400, "algorithm"},
 		{"unknown key mode", "/v1/encryptions", `{"keyMode":"BOTH"}`, 400, "keyMode"},
@@ -456,11 +457,11 @@ func TestEveryBitFlipAndTruncationFails(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ct, _ := base64.StdEncoding.DecodeString(enc.CipherText)
+			ct := enc.CipherText
 			decrypt := func(ct []byte, meta *structpb.Struct) error {
 				_, err := es.Decrypt(ctx, &encryptionv1.DecryptRequest{
 					EncryptionId: created.EncryptionId, EncryptionVersionId: enc.EncryptionVersionId,
-					CipherText: base64.StdEncoding.EncodeToString(ct), Metadata: meta,
+					CipherText: ct, Metadata: meta,
 				})
 				return err
 			}

@@ -2,7 +2,6 @@ package grpcapi
 
 import (
 	"context"
-	"encoding/base64"
 	"log/slog"
 
 	"github.com/google/uuid"
@@ -37,7 +36,7 @@ func (s *EncryptionServer) Rewrap(ctx context.Context, req *encryptionv1.RewrapR
 		return nil, err
 	}
 	return &encryptionv1.RewrapResponse{
-		CipherText:          base64.StdEncoding.EncodeToString(res.CipherText),
+		CipherText:          res.CipherText,
 		EncryptionId:        item.EncryptionID.String(),
 		EncryptionVersionId: res.VersionID.String(),
 		Algorithm:           res.Algorithm,
@@ -152,7 +151,7 @@ func (s *EncryptionServer) checkBatch(n int) error {
 type decryptRequest interface {
 	GetEncryptionId() string
 	GetEncryptionVersionId() string
-	GetCipherText() string
+	GetCipherText() []byte
 	GetMetadata() *structpb.Struct
 }
 
@@ -175,7 +174,7 @@ func decryptItems[R decryptRequest](ctx context.Context, s *EncryptionServer, me
 }
 
 // decryptItem parses the fields of a decrypt or rewrap request, naming the field that is wrong.
-func decryptItem(encryptionID, versionID, cipherText string, metadata map[string]any) (keyring.DecryptItem, error) {
+func decryptItem(encryptionID, versionID string, cipherText []byte, metadata map[string]any) (keyring.DecryptItem, error) {
 	encID, err := parseID("encryptionId", encryptionID)
 	if err != nil {
 		return keyring.DecryptItem{}, err
@@ -184,11 +183,10 @@ func decryptItem(encryptionID, versionID, cipherText string, metadata map[string
 	if err != nil {
 		return keyring.DecryptItem{}, err
 	}
-	ct, err := parseBase64("cipherText", cipherText)
-	if err != nil {
-		return keyring.DecryptItem{}, err
+	if len(cipherText) == 0 {
+		return keyring.DecryptItem{}, errs.E(errs.Invalid, "cipherText: required")
 	}
-	return keyring.DecryptItem{EncryptionID: encID, VersionID: verID, CipherText: ct, Metadata: metadata}, nil
+	return keyring.DecryptItem{EncryptionID: encID, VersionID: verID, CipherText: cipherText, Metadata: metadata}, nil
 }
 
 // idStrings remembers the text of the ids a batch's results repeat: consecutive items mostly share
@@ -219,7 +217,7 @@ func (s *EncryptionServer) encryptResult(ctx context.Context, method string, ids
 		if merr == nil {
 			encText, verText, alg := ids.of(encryptionID, res.VersionID, res.Algorithm)
 			return &encryptionv1.EncryptBatchResult{
-				CipherText:          proto.String(base64.StdEncoding.EncodeToString(res.CipherText)),
+				CipherText:          res.CipherText,
 				EncryptionId:        encText,
 				EncryptionVersionId: verText,
 				Algorithm:           alg,

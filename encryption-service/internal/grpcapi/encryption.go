@@ -54,7 +54,7 @@ func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.Encryp
 		return nil, err
 	}
 	return &encryptionv1.EncryptResponse{
-		CipherText:          base64.StdEncoding.EncodeToString(res.CipherText),
+		CipherText:          res.CipherText,
 		EncryptionId:        encID.String(),
 		EncryptionVersionId: res.VersionID.String(),
 		Algorithm:           res.Algorithm,
@@ -76,9 +76,9 @@ func (s *EncryptionServer) Decrypt(ctx context.Context, req *encryptionv1.Decryp
 	if err != nil {
 		return nil, err
 	}
-	ct, err := parseBase64("cipherText", req.GetCipherText())
-	if err != nil {
-		return nil, err
+	ct := req.GetCipherText()
+	if len(ct) == 0 {
+		return nil, errs.E(errs.Invalid, "cipherText: required")
 	}
 	pt, err := s.Keys.Decrypt(ctx, c, encID, verID, ct, req.GetMetadata().AsMap())
 	if err != nil {
@@ -205,22 +205,6 @@ func parseOptionalID(field, s string) (uuid.UUID, error) {
 		return uuid.Nil, nil
 	}
 	return parseID(field, s)
-}
-
-// strictBase64 is standard, padded base64 that refuses non-canonical trailing bits. Strict returns
-// a copy of the encoding, so it is made once rather than on every call.
-var strictBase64 = base64.StdEncoding.Strict()
-
-// parseBase64 decodes standard, padded base64.
-func parseBase64(field, s string) ([]byte, error) {
-	if s == "" {
-		return nil, errs.E(errs.Invalid, "%s: required", field)
-	}
-	b, err := strictBase64.DecodeString(s)
-	if err != nil {
-		return nil, errs.E(errs.Invalid, "%s: not valid base64 (standard alphabet, padded)", field)
-	}
-	return b, nil
 }
 
 // metadataStruct is m as the API's metadata object: what structpb.NewStruct(m.Map()) makes (a test

@@ -112,8 +112,9 @@ func (x *EncryptRequest) GetEncryptionVersionId() string {
 // EncryptResponse is the seed's encrypt output.
 type EncryptResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Base64 of the ciphertext.
-	CipherText string `protobuf:"bytes,1,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
+	// The ciphertext: raw bytes over gRPC; over REST (JSON) the seed's string of
+	// standard, padded base64.
+	CipherText []byte `protobuf:"bytes,1,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
 	// UUID of the key context.
 	EncryptionId string `protobuf:"bytes,2,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
 	// UUID of the key version used.
@@ -156,11 +157,11 @@ func (*EncryptResponse) Descriptor() ([]byte, []int) {
 	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *EncryptResponse) GetCipherText() string {
+func (x *EncryptResponse) GetCipherText() []byte {
 	if x != nil {
 		return x.CipherText
 	}
-	return ""
+	return nil
 }
 
 func (x *EncryptResponse) GetEncryptionId() string {
@@ -196,8 +197,9 @@ type DecryptRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UUID of the key context.
 	EncryptionId string `protobuf:"bytes,1,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
-	// Base64 of the ciphertext.
-	CipherText string `protobuf:"bytes,2,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
+	// The ciphertext: raw bytes over gRPC; over REST (JSON) the seed's string of
+	// standard, padded base64.
+	CipherText []byte `protobuf:"bytes,2,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
 	// UUID of the key version that encrypted it.
 	EncryptionVersionId string `protobuf:"bytes,3,opt,name=encryption_version_id,json=encryptionVersionId,proto3" json:"encryption_version_id,omitempty"`
 	// The metadata returned by Encrypt, unchanged.
@@ -243,11 +245,11 @@ func (x *DecryptRequest) GetEncryptionId() string {
 	return ""
 }
 
-func (x *DecryptRequest) GetCipherText() string {
+func (x *DecryptRequest) GetCipherText() []byte {
 	if x != nil {
 		return x.CipherText
 	}
-	return ""
+	return nil
 }
 
 func (x *DecryptRequest) GetEncryptionVersionId() string {
@@ -892,8 +894,9 @@ type RewrapRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UUID of the key context.
 	EncryptionId string `protobuf:"bytes,1,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
-	// Base64 of the ciphertext.
-	CipherText string `protobuf:"bytes,2,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
+	// The ciphertext: raw bytes over gRPC; over REST (JSON) the seed's string of
+	// standard, padded base64.
+	CipherText []byte `protobuf:"bytes,2,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
 	// UUID of the key version that encrypted it.
 	EncryptionVersionId string `protobuf:"bytes,3,opt,name=encryption_version_id,json=encryptionVersionId,proto3" json:"encryption_version_id,omitempty"`
 	// The metadata returned by Encrypt, unchanged.
@@ -939,11 +942,11 @@ func (x *RewrapRequest) GetEncryptionId() string {
 	return ""
 }
 
-func (x *RewrapRequest) GetCipherText() string {
+func (x *RewrapRequest) GetCipherText() []byte {
 	if x != nil {
 		return x.CipherText
 	}
-	return ""
+	return nil
 }
 
 func (x *RewrapRequest) GetEncryptionVersionId() string {
@@ -963,8 +966,9 @@ func (x *RewrapRequest) GetMetadata() *structpb.Struct {
 // RewrapResponse has the shape of EncryptResponse.
 type RewrapResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Base64 of the new ciphertext.
-	CipherText string `protobuf:"bytes,1,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
+	// The new ciphertext: raw bytes over gRPC; over REST (JSON) the seed's string
+	// of standard, padded base64.
+	CipherText []byte `protobuf:"bytes,1,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
 	// UUID of the key context.
 	EncryptionId string `protobuf:"bytes,2,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
 	// UUID of the active version now used.
@@ -1007,11 +1011,11 @@ func (*RewrapResponse) Descriptor() ([]byte, []int) {
 	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{14}
 }
 
-func (x *RewrapResponse) GetCipherText() string {
+func (x *RewrapResponse) GetCipherText() []byte {
 	if x != nil {
 		return x.CipherText
 	}
-	return ""
+	return nil
 }
 
 func (x *RewrapResponse) GetEncryptionId() string {
@@ -1192,8 +1196,8 @@ func (x *EncryptBatchResponse) GetResults() []*EncryptBatchResult {
 // EncryptBatchResult is an EncryptResponse, or only an error.
 type EncryptBatchResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Set on success.
-	CipherText *string `protobuf:"bytes,1,opt,name=cipher_text,json=cipherText,proto3,oneof" json:"cipher_text,omitempty"`
+	// Set on success (raw bytes over gRPC, base64 in JSON, as in EncryptResponse).
+	CipherText []byte `protobuf:"bytes,1,opt,name=cipher_text,json=cipherText,proto3,oneof" json:"cipher_text,omitempty"`
 	// Set on success.
 	EncryptionId *string `protobuf:"bytes,2,opt,name=encryption_id,json=encryptionId,proto3,oneof" json:"encryption_id,omitempty"`
 	// Set on success.
@@ -1238,11 +1242,11 @@ func (*EncryptBatchResult) Descriptor() ([]byte, []int) {
 	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *EncryptBatchResult) GetCipherText() string {
-	if x != nil && x.CipherText != nil {
-		return *x.CipherText
+func (x *EncryptBatchResult) GetCipherText() []byte {
+	if x != nil {
+		return x.CipherText
 	}
-	return ""
+	return nil
 }
 
 func (x *EncryptBatchResult) GetEncryptionId() string {
@@ -2135,7 +2139,7 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\tR\x04data\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\"\xde\x01\n" +
 	"\x0fEncryptResponse\x12\x1f\n" +
-	"\vcipher_text\x18\x01 \x01(\tR\n" +
+	"\vcipher_text\x18\x01 \x01(\fR\n" +
 	"cipherText\x12#\n" +
 	"\rencryption_id\x18\x02 \x01(\tR\fencryptionId\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x12\x1c\n" +
@@ -2143,7 +2147,7 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\bmetadata\x18\x05 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xbf\x01\n" +
 	"\x0eDecryptRequest\x12#\n" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1f\n" +
-	"\vcipher_text\x18\x02 \x01(\tR\n" +
+	"\vcipher_text\x18\x02 \x01(\fR\n" +
 	"cipherText\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x123\n" +
 	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"%\n" +
@@ -2195,12 +2199,12 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\x0fmax_encryptions\x18\x02 \x01(\x04R\x0emaxEncryptions\"\xbe\x01\n" +
 	"\rRewrapRequest\x12#\n" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1f\n" +
-	"\vcipher_text\x18\x02 \x01(\tR\n" +
+	"\vcipher_text\x18\x02 \x01(\fR\n" +
 	"cipherText\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x123\n" +
 	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xdd\x01\n" +
 	"\x0eRewrapResponse\x12\x1f\n" +
-	"\vcipher_text\x18\x01 \x01(\tR\n" +
+	"\vcipher_text\x18\x01 \x01(\fR\n" +
 	"cipherText\x12#\n" +
 	"\rencryption_id\x18\x02 \x01(\tR\fencryptionId\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x12\x1c\n" +
@@ -2214,7 +2218,7 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\x14EncryptBatchResponse\x12B\n" +
 	"\aresults\x18\x01 \x03(\v2(.custos.encryption.v1.EncryptBatchResultR\aresults\"\xf6\x02\n" +
 	"\x12EncryptBatchResult\x12$\n" +
-	"\vcipher_text\x18\x01 \x01(\tH\x00R\n" +
+	"\vcipher_text\x18\x01 \x01(\fH\x00R\n" +
 	"cipherText\x88\x01\x01\x12(\n" +
 	"\rencryption_id\x18\x02 \x01(\tH\x01R\fencryptionId\x88\x01\x01\x127\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tH\x02R\x13encryptionVersionId\x88\x01\x01\x12!\n" +
