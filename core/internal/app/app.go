@@ -301,7 +301,8 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		}
 	}()
 
-	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger, DialOptions: esDial})
+	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger, DialOptions: esDial,
+		RequestID: server.RequestID})
 	defer router.Close()
 	vaultSvc := vault.New(store, router, vault.Limits{})
 	authSvc.SetMasterKeyChanger(vaultSvc)

@@ -186,6 +186,16 @@ type caller struct {
 	log      *slog.Logger
 	// onProbe runs before the half-open probe, e.g. to make the transport reconnect now.
 	onProbe func()
+	// requestID is RouterOptions.RequestID.
+	requestID func(context.Context) string
+}
+
+// requestIDOf returns the id to send as x-request-id with a call made for ctx, or "".
+func (c *caller) requestIDOf(ctx context.Context) string {
+	if c.requestID == nil {
+		return ""
+	}
+	return c.requestID(ctx)
 }
 
 // do runs attempt until it succeeds, fails for good, or the retries are spent, and returns nil

@@ -50,6 +50,9 @@ func (g *grpcClient) outgoing(ctx context.Context, masterKey, newMasterKey []byt
 	if nk != "" {
 		md.Set("x-new-master-key", nk)
 	}
+	if id := g.call.requestIDOf(ctx); id != "" && len(md.Get("x-request-id")) == 0 {
+		md.Set("x-request-id", id)
+	}
 	return metadata.NewOutgoingContext(ctx, md), nil
 }
 

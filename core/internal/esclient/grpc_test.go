@@ -216,6 +216,17 @@ func TestGRPCCredentialMetadata(t *testing.T) {
 	}
 }
 
+func TestGRPCSendsTheRequestID(t *testing.T) {
+	es := &scriptedES{}
+	c := startScripted(t, es, RouterOptions{RequestID: func(context.Context) string { return "core-req-7" }})
+	if _, err := c.Rotate(context.Background(), "e1"); err != nil {
+		t.Fatalf("Rotate = %v", err)
+	}
+	if got := es.metadata("Rotate").Get("x-request-id"); len(got) != 1 || got[0] != "core-req-7" {
+		t.Errorf("x-request-id = %q, want the id of the request the call serves", got)
+	}
+}
+
 func equalStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

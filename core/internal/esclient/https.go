@@ -87,6 +87,9 @@ func (h *httpsClient) roundTrip(ctx context.Context, o op, method, path string, 
 		req.Header.Set("Accept", "application/json")
 		req.Header.Set("X-Tenant-Id", h.cred.tenantID)
 		req.Header.Set("X-Tenant-Secret", h.cred.secret)
+		if id := h.call.requestIDOf(ctx); id != "" {
+			req.Header.Set("X-Request-Id", id)
+		}
 		if mk != "" {
 			req.Header.Set("X-Master-Key", mk)
 		}

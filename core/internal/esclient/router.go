@@ -63,6 +63,10 @@ type RouterOptions struct {
 	CacheTTL time.Duration
 	// MaxResponseBytes bounds an answer from a hosted service (DefaultMaxResponseBytes).
 	MaxResponseBytes int64
+	// RequestID returns the id of the request a call serves (server.RequestID); it is sent as
+	// x-request-id (X-Request-Id over HTTPS), so that both services log the same id for it. Nil,
+	// or an empty id, sends none.
+	RequestID func(context.Context) string
 }
 
 func (o RouterOptions) withDefaults() RouterOptions {
@@ -154,9 +158,10 @@ func (r *Router) newCaller(name string) *caller {
 			}
 			log.Log(context.Background(), level, "esclient: circuit breaker "+to.String(), "endpoint", name, "from", from.String())
 		}),
-		timeout: r.opts.Timeout,
-		retries: r.opts.Retries,
-		log:     log,
+		timeout:   r.opts.Timeout,
+		retries:   r.opts.Retries,
+		log:       log,
+		requestID: r.opts.RequestID,
 	}
 }
 

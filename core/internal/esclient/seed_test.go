@@ -272,7 +272,7 @@ func TestHTTPSSeedOnlyService(t *testing.T) {
 
 func TestHTTPSHeaders(t *testing.T) {
 	es := newSeedES(seedTenant, "cts_seed-secret", "ctx-1")
-	c := seedClient(t, es, RouterOptions{})
+	c := seedClient(t, es, RouterOptions{RequestID: func(context.Context) string { return "core-req-7" }})
 	mk := randomBytes(t, 32)
 	if _, err := c.Encrypt(context.Background(), "ctx-1", "x", mk); err != nil {
 		t.Fatalf("Encrypt = %v", err)
@@ -283,6 +283,7 @@ func TestHTTPSHeaders(t *testing.T) {
 		"X-Tenant-Secret": "cts_seed-secret",
 		"X-Master-Key":    base64.StdEncoding.EncodeToString(mk),
 		"Content-Type":    "application/json",
+		"X-Request-Id":    "core-req-7",
 	} {
 		if got := h.Values(name); len(got) != 1 || got[0] != want {
 			t.Errorf("%s = %q, want %q", name, got, want)

@@ -34,6 +34,20 @@ type Service struct {
 	extraEnv map[string]string
 	cmd      *exec.Cmd
 	done     chan error
+	logs     logLines
+}
+
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// Logs returns the lines the service has written to its standard error so far (its JSON logs),
+// across restarts.
+func (s *Service) Logs() []string {
+	s.logs.mu.Lock()
+	defer s.logs.mu.Unlock()
+	return append([]string(nil), s.logs.lines...)
 }
 
 var build struct {
@@ -139,16 +153,14 @@ func (s *Service) start(tb testing.TB) {
 	}
 	s.cmd, s.done = cmd, make(chan error, 1)
 	listening := make(chan [2]string, 1)
-	var logs []string
-	var mu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			mu.Lock()
-			logs = append(logs, line)
-			mu.Unlock()
+			s.logs.mu.Lock()
+			s.logs.lines = append(s.logs.lines, line)
+			s.logs.mu.Unlock()
 			var l struct {
 				Msg      string `json:"msg"`
 				GRPCAddr string `json:"grpc_addr"`
@@ -167,9 +179,7 @@ func (s *Service) start(tb testing.TB) {
 	case addrs := <-listening:
 		s.GRPCAddr, s.HTTPAddr = addrs[0], addrs[1]
 	case err := <-s.done:
-		mu.Lock()
-		defer mu.Unlock()
-		tb.Fatalf("encryption-service exited before listening: %v\n%v", err, logs)
+		tb.Fatalf("encryption-service exited before listening: %v\n%v", err, s.Logs())
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
 		tb.Fatal("encryption-service did not listen within 60s")
