@@ -97,28 +97,30 @@ func newRequestID() string {
 
 // begin prepares an RPC's context: reserved keys are dropped unless the call
 // comes from the gateway, and the call's request id and address are chosen
-// and stored. It copies the incoming metadata once, and only again when a
-// network client sent reserved keys.
+// and stored. It reads single keys of the incoming metadata rather than
+// copying all of it, which it does only when a network client sent reserved
+// keys.
 func begin(ctx context.Context) (context.Context, *callInfo) {
 	c := &callInfo{via: "grpc"}
-	md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
 	p, _ := peer.FromContext(ctx)
 	if p != nil && isGateway(p) {
 		c.via = "gateway"
-		c.addr, _ = single(md, keyRemoteAddr)
-		if id, ok := single(md, keyRequestID); ok && validRequestID(id) {
+		c.addr, _ = incoming(ctx, keyRemoteAddr)
+		if id, ok := incoming(ctx, keyRequestID); ok && validRequestID(id) {
 			c.requestID = id
 		}
 	} else {
 		if p != nil && p.Addr != nil {
 			c.addr = p.Addr.String()
 		}
-		if dropReserved(md) {
+		if hasReserved(ctx) {
+			md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
+			dropReserved(md)
 			ctx = metadata.NewIncomingContext(ctx, md)
 		}
 	}
 	if c.requestID == "" {
-		if ids := md[requestIDHeaderKey]; len(ids) > 0 && validRequestID(ids[0]) {
+		if ids := metadata.ValueFromIncomingContext(ctx, requestIDHeaderKey); len(ids) > 0 && validRequestID(ids[0]) {
 			c.requestID = ids[0]
 		} else {
 			c.requestID = newRequestID()

@@ -55,7 +55,7 @@ func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.Encryp
 	}
 	return &encryptionv1.EncryptResponse{
 		CipherText:          res.CipherText,
-		EncryptionId:        encID.String(),
+		EncryptionId:        idText(encID, req.GetEncryptionId()),
 		EncryptionVersionId: res.VersionID.String(),
 		Algorithm:           res.Algorithm,
 		Metadata:            meta,
@@ -197,6 +197,20 @@ func parseID(field, s string) (uuid.UUID, error) {
 		return uuid.Nil, errs.E(errs.Invalid, "%s: want a UUID such as 123e4567-e89b-12d3-a456-426614174000", field)
 	}
 	return id, nil
+}
+
+// idText returns id's canonical text, reusing given (the text id was parsed from by parseID, which
+// accepts only the 36-character form) when it already is that text.
+func idText(id uuid.UUID, given string) string {
+	if len(given) != 36 {
+		return id.String()
+	}
+	for i := 0; i < len(given); i++ {
+		if c := given[i]; 'A' <= c && c <= 'F' {
+			return id.String()
+		}
+	}
+	return given
 }
 
 // parseOptionalID is parseID where empty means uuid.Nil.

@@ -78,3 +78,15 @@ func TestPolicyFrom(t *testing.T) {
 		t.Errorf("policyToProto(zero) = %v, want no maxAge and 0", p)
 	}
 }
+
+func TestIDTextIsCanonical(t *testing.T) {
+	for _, given := range []string{"123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000"} {
+		id, err := parseID("encryptionId", given)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := idText(id, given); got != "123e4567-e89b-12d3-a456-426614174000" {
+			t.Errorf("idText(%q) = %q, want the lower-case form", given, got)
+		}
+	}
+}

@@ -26,6 +26,9 @@ const (
 	requestIDHeaderKey = "x-request-id"
 )
 
+// reservedKeys are the keys gatewayMetadata sets: the ones anything reads.
+var reservedKeys = [...]string{keyClientCN, keyClientSHA256, keyRemoteAddr, keyRequestID}
+
 // Identity is a caller authenticated by a client certificate that the
 // server verified.
 type Identity struct {
@@ -87,24 +90,41 @@ func single(md metadata.MD, key string) (string, bool) {
 	return v[0], true
 }
 
+// incoming returns the value of key in ctx's incoming metadata if it holds exactly one, without
+// copying the rest of the metadata as metadata.FromIncomingContext does.
+func incoming(ctx context.Context, key string) (string, bool) {
+	v := metadata.ValueFromIncomingContext(ctx, key)
+	if len(v) != 1 {
+		return "", false
+	}
+	return v[0], true
+}
+
+// hasReserved reports whether ctx's incoming metadata holds any of the reserved keys.
+func hasReserved(ctx context.Context) bool {
+	for _, k := range reservedKeys {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // isGateway reports whether p is the in-process gateway connection.
 func isGateway(p *peer.Peer) bool {
 	_, ok := p.AuthInfo.(gatewayAuthInfo)
 	return ok
 }
 
-// dropReserved deletes the reserved gateway keys from md, so that handlers
-// reading metadata cannot be fooled by a network client sending them. It
-// reports whether there were any.
-func dropReserved(md metadata.MD) bool {
-	found := false
+// dropReserved deletes every key with the reserved gateway prefix from md,
+// so that handlers reading metadata cannot be fooled by a network client
+// sending them.
+func dropReserved(md metadata.MD) {
 	for k := range md {
 		if strings.HasPrefix(k, reservedPrefix) {
 			delete(md, k)
-			found = true
 		}
 	}
-	return found
 }
 
 // gatewayMetadata is the gateway's annotator: it passes the HTTP client's

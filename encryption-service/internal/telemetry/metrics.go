@@ -15,6 +15,7 @@ package telemetry
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type Metrics struct {
 	rpcDuration  *prometheus.HistogramVec
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
+	// rpcSeries remembers the series of each (method, code, via) seen, so that a call does not
+	// hash and validate its labels again: rpcKey → *rpcSeries.
+	rpcSeries sync.Map
 
 	service serviceMetrics // the series of this service's own components
 }
@@ -106,10 +110,30 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// ObserveRPC implements server.Metrics.
+type rpcKey struct {
+	method, via string
+	code        codes.Code
+}
+
+type rpcSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// ObserveRPC implements server.Metrics. The label sets are bounded: methods are the registered
+// ones (gRPC answers unknown methods before any interceptor), codes and ways in are few.
 func (m *Metrics) ObserveRPC(method string, code codes.Code, via string, elapsed time.Duration) {
-	m.rpcRequests.WithLabelValues(method, code.String(), via).Inc()
-	m.rpcDuration.WithLabelValues(method, via).Observe(elapsed.Seconds())
+	k := rpcKey{method: method, via: via, code: code}
+	v, ok := m.rpcSeries.Load(k)
+	if !ok {
+		v, _ = m.rpcSeries.LoadOrStore(k, &rpcSeries{
+			requests: m.rpcRequests.WithLabelValues(method, code.String(), via),
+			duration: m.rpcDuration.WithLabelValues(method, via),
+		})
+	}
+	s := v.(*rpcSeries)
+	s.requests.Inc()
+	s.duration.Observe(elapsed.Seconds())
 }
 
 // ObserveHTTP implements server.Metrics.
