@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -36,7 +37,7 @@ func TestBodyErrorNamesTheFieldWithoutEchoingTheValue(t *testing.T) {
 		status.Error(codes.InvalidArgument, "encryptionId: want a UUID"),
 		status.Error(codes.NotFound, "proto: not ours"),
 	} {
-		if got := bodyError(err); got != err {
+		if got := bodyError(err); !errors.Is(got, err) {
 			t.Errorf("bodyError(%v) = %v, want it unchanged", err, got)
 		}
 	}
