@@ -32,6 +32,22 @@ const Schema = "core"
 // migrationsTable is the golang-migrate version table, inside Schema.
 const migrationsTable = "schema_migrations"
 
+// OldestCompatibleVersion is the oldest schema version whose builds (those whose [LatestVersion]
+// it is) can still serve against the schema this build migrates to. [Migrate] records it in
+// Schema.schema_compatibility, and [CheckReady] and [Migrate] of an older build accept a newer
+// schema when it is at least their version: during a rolling upgrade, old replicas then stay
+// ready after the first new one has migrated.
+//
+// Leave it unchanged for additive migrations (new tables, nullable or defaulted columns, new
+// indexes) that older builds can ignore. Raise it to the new [LatestVersion] in a release whose
+// migrations break older builds: dropping or renaming what they read or write, a constraint they
+// would violate. See migrations/README.md.
+const OldestCompatibleVersion uint = 4
+
+// compatibilityTable holds one row: the schema version the last migrating build brought the
+// schema to, and that build's OldestCompatibleVersion.
+const compatibilityTable = "schema_compatibility"
+
 // defaultMigrateLockWait bounds how long Migrate waits for another replica's
 // migration to finish when ctx carries no deadline.
 const defaultMigrateLockWait = 10 * time.Minute
@@ -100,7 +116,8 @@ func (e *SchemaVersionError) Error() string {
 			"with `migrate force` on the table %s.%s",
 			Schema, e.Version, Schema, migrationsTable)
 	case e.Version > e.Want:
-		return fmt.Sprintf("database schema %q is newer than this build: at version %d, want %d", Schema, e.Version, e.Want)
+		return fmt.Sprintf("database schema %q is newer than this build: at version %d, want %d, "+
+			"and the build that migrated it does not declare version %d compatible", Schema, e.Version, e.Want, e.Want)
 	default:
 		return fmt.Sprintf("database not migrated: at version %d, want %d", e.Version, e.Want)
 	}
@@ -201,6 +218,13 @@ func migrateFS(ctx context.Context, databaseURL string, logger *slog.Logger, mig
 			if dirty {
 				return fmt.Errorf("%w; the migration failed with: %w", verr, upErr)
 			}
+			if ok, cerr := newerCompatible(ctx, connConfig, v, want); cerr != nil {
+				return fmt.Errorf("%w (%w)", verr, cerr)
+			} else if ok {
+				logger.InfoContext(ctx, "database schema is newer than this build and declared compatible with it",
+					"schema", Schema, "schema_version", v, "build_schema_version", want)
+				return nil
+			}
 			return verr
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -215,6 +239,11 @@ func migrateFS(ctx context.Context, databaseURL string, logger *slog.Logger, mig
 	if ctxErr := ctx.Err(); ctxErr != nil && version != want {
 		// GracefulStop makes Up return nil between two migrations.
 		return fmt.Errorf("migrate schema %q: stopped at version %d, want %d: %w", Schema, version, want, ctxErr)
+	}
+	if version == want {
+		if err := recordCompatibility(ctx, connConfig, want); err != nil {
+			return fmt.Errorf("record schema compatibility on %s: %w", RedactURL(databaseURL), err)
+		}
 	}
 	if errors.Is(upErr, migrate.ErrNoChange) {
 		logger.InfoContext(ctx, "database schema up to date", "schema", Schema, "schema_version", version)
@@ -234,6 +263,67 @@ func currentVersion(m *migrate.Migrate) (version uint, dirty bool, err error) {
 		return 0, false, fmt.Errorf("read schema version: %w", err)
 	}
 	return v, dirty, nil
+}
+
+// recordCompatibility records, for builds older than this one, that the schema is at version and
+// which of them may serve against it (OldestCompatibleVersion). A newer build's record is never
+// replaced by an older one's.
+func recordCompatibility(ctx context.Context, connConfig *pgx.ConnConfig, version uint) error {
+	conn, err := pgx.ConnectConfig(ctx, connConfig)
+	if err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	table := pgx.Identifier{Schema, compatibilityTable}.Sanitize()
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The same lock as schema creation: concurrent CREATE TABLE IF NOT EXISTS can collide.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockKey()); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (
+			singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+			version           bigint NOT NULL,
+			oldest_compatible bigint NOT NULL)`); err != nil {
+			return fmt.Errorf("create %s: %w", table, err)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+table+` AS c (version, oldest_compatible) VALUES ($1, $2)
+			ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, oldest_compatible = EXCLUDED.oldest_compatible
+			WHERE c.version <= EXCLUDED.version`, int64(version), int64(OldestCompatibleVersion)) //nolint:gosec // migration versions are small
+		if err != nil {
+			return fmt.Errorf("write %s: %w", table, err)
+		}
+		return nil
+	})
+}
+
+// rowQuerier is what compatibleWith reads with: a connection or a pool.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// compatibleWith reports whether the schema, recorded at version (newer than want), was declared
+// compatible with builds at want by the build that migrated it. No record means not compatible.
+func compatibleWith(ctx context.Context, q rowQuerier, version, want uint) (bool, error) {
+	var recorded, oldest int64
+	err := q.QueryRow(ctx, "SELECT version, oldest_compatible FROM "+pgx.Identifier{Schema, compatibilityTable}.Sanitize()).
+		Scan(&recorded, &oldest)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), isSQLState(err, sqlstateUndefinedTable):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read schema compatibility: %w", err)
+	}
+	return recorded == int64(version) && oldest <= int64(want), nil //nolint:gosec // migration versions are small
+}
+
+// newerCompatible is compatibleWith on a connection of its own.
+func newerCompatible(ctx context.Context, connConfig *pgx.ConnConfig, version, want uint) (bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, connConfig)
+	if err != nil {
+		return false, fmt.Errorf("connect to database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return compatibleWith(ctx, conn, version, want)
 }
 
 // ensureSchema creates Schema if it does not exist. Concurrent callers are

@@ -424,3 +424,61 @@ func mustConnect(tb testing.TB, url string) *pgx.Conn {
 	tb.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
+
+func TestOldestCompatibleVersionIsAnExistingVersion(t *testing.T) {
+	if v := postgres.OldestCompatibleVersion; v < 1 || v > postgres.LatestVersion() {
+		t.Errorf("OldestCompatibleVersion = %d, want 1 to LatestVersion (%d)", v, postgres.LatestVersion())
+	}
+}
+
+// TestNewerCompatibleSchemaIsAccepted: during a rolling upgrade, a build finds the schema migrated
+// by a newer one. It serves on it when the newer build declared it compatible, and refuses it,
+// changing nothing, when not.
+func TestNewerCompatibleSchemaIsAccepted(t *testing.T) {
+	t.Parallel()
+	latest := postgres.LatestVersion()
+	ctx := t.Context()
+	url := testdb.NewEmpty(t)
+	if err := postgres.Migrate(ctx, url, nil); err != nil {
+		t.Fatal(err)
+	}
+	pool := mustOpen(t, url)
+	var version, oldest int64
+	if err := pool.QueryRow(ctx, "SELECT version, oldest_compatible FROM "+postgres.Schema+".schema_compatibility").Scan(&version, &oldest); err != nil ||
+		version != int64(latest) || oldest != int64(postgres.OldestCompatibleVersion) {
+		t.Fatalf("after Migrate, schema_compatibility = (%d, %d) %v, want (%d, %d)", version, oldest, err, latest, postgres.OldestCompatibleVersion)
+	}
+
+	// What a newer build's Migrate leaves: version latest+1, declaring builds from oldest on compatible.
+	newer := func(oldest uint) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, "UPDATE "+postgres.Schema+".schema_migrations SET version = $1, dirty = false", latest+1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "UPDATE "+postgres.Schema+".schema_compatibility SET version = $1, oldest_compatible = $2", latest+1, oldest); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	newer(latest)
+	if err := postgres.CheckReady(ctx, pool); err != nil {
+		t.Errorf("CheckReady() on a newer schema compatible with this build = %v, want nil", err)
+	}
+	if err := postgres.Migrate(ctx, url, nil); err != nil {
+		t.Errorf("Migrate() on a newer schema compatible with this build = %v, want nil", err)
+	}
+	assertVersion(t, url, latest+1, false)
+	if err := pool.QueryRow(ctx, "SELECT version, oldest_compatible FROM "+postgres.Schema+".schema_compatibility").Scan(&version, &oldest); err != nil ||
+		version != int64(latest+1) || oldest != int64(latest) {
+		t.Errorf("an older build's Migrate changed schema_compatibility to (%d, %d) %v, want the newer build's (%d, %d)", version, oldest, err, latest+1, latest)
+	}
+
+	newer(latest + 1)
+	for name, err := range map[string]error{"CheckReady": postgres.CheckReady(ctx, pool), "Migrate": postgres.Migrate(ctx, url, nil)} {
+		var verr *postgres.SchemaVersionError
+		if !errors.As(err, &verr) || verr.Version != latest+1 || !strings.Contains(err.Error(), "does not declare") {
+			t.Errorf("%s() on a newer schema incompatible with this build = %v, want a SchemaVersionError saying so", name, err)
+		}
+	}
+	assertVersion(t, url, latest+1, false)
+}

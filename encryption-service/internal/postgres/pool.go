@@ -98,8 +98,9 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*pgxpool.Poo
 }
 
 // CheckReady reports whether the service can use the database behind pool:
-// the server answers and Schema.schema_migrations records exactly
-// [LatestVersion], not dirty. It returns nil when ready; a
+// the server answers and Schema.schema_migrations records [LatestVersion], not
+// dirty, or a newer version whose migrating build declared this one
+// compatible (see [OldestCompatibleVersion]). It returns nil when ready; a
 // [*SchemaVersionError] when the schema is behind ("database not migrated: at
 // version 0, want 1"), ahead or dirty; otherwise an error saying the database
 // is unreachable or its version unreadable. Errors contain no credentials.
@@ -122,6 +123,15 @@ func CheckReady(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("database unreachable: %w", err)
 	}
 	got := uint(max(version, 0)) // golang-migrate records "no version" as -1
+	if !dirty && got > want {
+		ok, err := compatibleWith(ctx, pool, got, want)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+	}
 	if dirty || got != want {
 		return &SchemaVersionError{Version: got, Want: want, Dirty: dirty}
 	}
