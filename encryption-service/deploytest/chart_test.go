@@ -570,8 +570,23 @@ func checkServices(t *testing.T, r rendered) {
 			}
 		}
 	}
-	if len(all[*corev1.Service](r)) != len(all[*appsv1.Deployment](r)) {
-		t.Errorf("%d Services for %d Deployments", len(all[*corev1.Service](r)), len(all[*appsv1.Deployment](r)))
+	virtual := 0
+	for _, s := range all[*corev1.Service](r) {
+		if s.Spec.ClusterIP != corev1.ClusterIPNone {
+			virtual++
+		}
+	}
+	if virtual != len(all[*appsv1.Deployment](r)) {
+		t.Errorf("%d Services with a virtual IP for %d Deployments", virtual, len(all[*appsv1.Deployment](r)))
+	}
+	// Core reaches this release's encryption service through a headless Service, whose name
+	// resolves to every ready pod, so that its round_robin client calls them all.
+	if core, ok := byName[*corev1.ConfigMap](r, releaseName+"-core"); ok {
+		host, _, _ := strings.Cut(core.Data["CORE_ES_ADDR"], ":")
+		if s, ok := byName[*corev1.Service](r, host); ok && s.Spec.ClusterIP != corev1.ClusterIPNone {
+			t.Errorf("CORE_ES_ADDR %s is the virtual IP of Service %s: core would call one encryption-service pod; want the headless Service",
+				core.Data["CORE_ES_ADDR"], s.Name)
+		}
 	}
 }
 
@@ -889,6 +904,9 @@ func TestChartPlatformAdminPlane(t *testing.T) {
 func checkMetricsPorts(t *testing.T, r rendered, on bool) {
 	t.Helper()
 	for _, svc := range all[*corev1.Service](r) {
+		if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue // the headless Service only lets core find the pods; nothing scrapes it
+		}
 		has := false
 		for _, p := range svc.Spec.Ports {
 			has = has || p.Name == "metrics"

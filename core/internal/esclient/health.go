@@ -48,6 +48,12 @@ func connectParams() grpc.ConnectParams {
 	}
 }
 
+// roundRobin spreads calls over every address the service's name resolves to (gRPC's default,
+// pick_first, sends them all to one): with a Kubernetes headless Service, one connection per
+// encryption-service replica. The service makes clients reconnect now and then
+// (ES_GRPC_MAX_CONNECTION_AGE), which resolves the name again and finds replicas added since.
+const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+
 // Dial returns a lazily connecting gRPC client connection to the encryption service. It fails only
 // for bad options or unreadable certificate files, naming the file; connection failures surface on
 // the first call as codes.Unavailable.
@@ -71,7 +77,7 @@ func Dial(opts Options) (*grpc.ClientConn, error) {
 		return nil, err
 	}
 	conn, err := grpc.NewClient(opts.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
-		grpc.WithConnectParams(connectParams())}, opts.DialOptions...)...)
+		grpc.WithConnectParams(connectParams()), grpc.WithDefaultServiceConfig(roundRobin)}, opts.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("encryption service at %s: %w", opts.Addr, err)
 	}

@@ -261,7 +261,7 @@ func (r *Router) endpointLocked(t postgres.Tenant) (*endpoint, error) {
 			return nil, fail(err, "its TLS material is unusable")
 		}
 		conn, err := grpc.NewClient(es.URL, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-			grpc.WithConnectParams(connectParams()),
+			grpc.WithConnectParams(connectParams()), grpc.WithDefaultServiceConfig(roundRobin),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(r.opts.MaxResponseBytes)))}, r.opts.DialOptions...)...)
 		if err != nil {
 			return nil, fail(err, "cannot set up its connection")

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
 )
 
@@ -74,6 +75,10 @@ type Config struct {
 	ReadyTimeout    time.Duration // bound on one Ready call; default DefaultReadyTimeout
 	ShutdownTimeout time.Duration // bound on the whole drain; default DefaultShutdownTimeout
 	MaxRequestBytes int           // largest gRPC message or REST body accepted; default DefaultMaxRequestBytes
+	// MaxConnectionAge, when positive, asks each gRPC client to reconnect once its connection is
+	// that old (HTTP/2 GOAWAY; calls in flight finish on the old connection, with no deadline).
+	// Clients that balance over several replicas then see replicas added since they connected.
+	MaxConnectionAge time.Duration
 
 	// Interceptors run after the built-in ones (request id, access log,
 	// panic recovery), in order.
@@ -139,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS.MinVersion < tls.VersionTLS13 {
 		return nil, errors.New("server: TLS.MinVersion must be TLS 1.3")
 	}
-	if cfg.MaxRequestBytes < 0 || cfg.ShutdownTimeout < 0 || cfg.ReadyInterval < 0 || cfg.ReadyTimeout < 0 {
+	if cfg.MaxRequestBytes < 0 || cfg.MaxConnectionAge < 0 || cfg.ShutdownTimeout < 0 || cfg.ReadyInterval < 0 || cfg.ReadyTimeout < 0 {
 		return nil, errors.New("server: limits and durations must not be negative")
 	}
 	if cfg.MetricsAddr != "" && cfg.MetricsHandler == nil {
@@ -172,6 +177,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.StatsHandler != nil {
 		opts = append(opts, grpc.StatsHandler(cfg.StatsHandler))
+	}
+	if cfg.MaxConnectionAge > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: cfg.MaxConnectionAge}))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	// Not serving until Ready has passed once.

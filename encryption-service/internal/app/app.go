@@ -250,6 +250,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		Ready:              func(ctx context.Context) error { return postgres.CheckReady(ctx, pool) },
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		MaxRequestBytes:    cfg.MaxRequestBytes,
+		MaxConnectionAge:   cfg.GRPCMaxConnectionAge,
 		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unimplementedUnary, errorsUnary, authUnary},
 		StreamInterceptors: []grpc.StreamServerInterceptor{unimplementedStream, errorsStream, authStream},
 		ForwardHeaders:     forwardHeaders,

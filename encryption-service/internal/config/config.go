@@ -34,6 +34,9 @@ type Config struct {
 	LogLevel slog.Level
 	// ShutdownTimeout bounds the graceful drain on SIGTERM (ES_SHUTDOWN_TIMEOUT, default 20s).
 	ShutdownTimeout time.Duration
+	// GRPCMaxConnectionAge makes gRPC clients reconnect, and so find replicas added since, once
+	// their connection is that old (ES_GRPC_MAX_CONNECTION_AGE, default 5m; 0 never).
+	GRPCMaxConnectionAge time.Duration
 	// MaxRequestBytes bounds a request body or message (ES_MAX_REQUEST_BYTES, default 4 MiB).
 	MaxRequestBytes int
 	// MaxDataBytes bounds the plaintext of one encryption (ES_MAX_DATA_BYTES, default 1 MiB).
@@ -121,6 +124,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ShutdownTimeout: e.duration("ES_SHUTDOWN_TIMEOUT", 20*time.Second, time.Second, 10*time.Minute),
 		MaxRequestBytes: e.integer("ES_MAX_REQUEST_BYTES", 4<<20, 1<<10, 64<<20),
 	}
+	c.GRPCMaxConnectionAge = e.duration("ES_GRPC_MAX_CONNECTION_AGE", 5*time.Minute, 0, 24*time.Hour)
 	c.LogLevel = logLevel(e, "ES_LOG_LEVEL")
 	c.MaxDataBytes = e.integer("ES_MAX_DATA_BYTES", 1<<20, 1, c.MaxRequestBytes)
 	c.MaxBatchItems = e.integer("ES_MAX_BATCH_ITEMS", 1000, 1, 100_000)

@@ -44,7 +44,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if c.GRPCAddr != ":9444" || c.HTTPAddr != ":9443" || c.DBMaxConns != 20 || !c.MigrateOnStart ||
 		c.LogLevel != slog.LevelInfo || c.ShutdownTimeout != 20*time.Second || c.MaxRequestBytes != 4<<20 ||
-		c.MaxBatchItems != 1000 || c.MaxEncryptionsPerVersion != 1<<31 {
+		c.MaxBatchItems != 1000 || c.MaxEncryptionsPerVersion != 1<<31 || c.GRPCMaxConnectionAge != 5*time.Minute {
 		t.Errorf("Load(valid) defaults = %+v", c)
 	}
 }
@@ -75,6 +75,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad port", map[string]string{"ES_GRPC_ADDR": "localhost"}, []string{"ES_GRPC_ADDR: want host:port"}},
 		{"bad level", map[string]string{"ES_LOG_LEVEL": "loud"}, []string{"ES_LOG_LEVEL: want one of"}},
 		{"bad duration", map[string]string{"ES_SHUTDOWN_TIMEOUT": "forever"}, []string{"ES_SHUTDOWN_TIMEOUT"}},
+		{"negative connection age", map[string]string{"ES_GRPC_MAX_CONNECTION_AGE": "-1s"}, []string{"ES_GRPC_MAX_CONNECTION_AGE"}},
 		{"bad bool", map[string]string{"ES_MIGRATE_ON_START": "perhaps"}, []string{"ES_MIGRATE_ON_START: want true or false"}},
 		{"same addresses", map[string]string{"ES_GRPC_ADDR": ":7000", "ES_HTTP_ADDR": ":7000"}, []string{"ES_HTTP_ADDR: must differ"}},
 		{"zero batch", map[string]string{"ES_MAX_BATCH_ITEMS": "0"}, []string{"ES_MAX_BATCH_ITEMS: want an integer from 1 to 100000"}},
@@ -171,5 +172,14 @@ func TestLoadKeys(t *testing.T) {
 				t.Errorf("LoadKeys error %q leaks a key", err)
 			}
 		})
+	}
+}
+
+func TestLoadConnectionAgeZeroDisables(t *testing.T) {
+	m := validEnv(t)
+	m["ES_GRPC_MAX_CONNECTION_AGE"] = "0"
+	c, err := Load(getenvFrom(m))
+	if err != nil || c.GRPCMaxConnectionAge != 0 {
+		t.Errorf("Load(ES_GRPC_MAX_CONNECTION_AGE=0) = %v, %v; want 0", c.GRPCMaxConnectionAge, err)
 	}
 }

@@ -109,12 +109,33 @@ app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
 {{- default (include "custos.es.fullname" .) .Values.encryptionService.probe.serverName }}
 {{- end }}
 
-{{/* CORE_ES_ADDR. */}}
+{{/* Whether core calls this release's encryption service, through its headless Service. */}}
+{{- define "custos.core.usesReleaseES" -}}
+{{- if and .Values.core.enabled .Values.encryptionService.enabled (not .Values.core.encryptionService.addr) }}true{{ end }}
+{{- end }}
+
+{{/* The headless Service whose DNS name resolves to every ready encryption-service pod. */}}
+{{- define "custos.es.replicasName" -}}
+{{- printf "%s-replicas" (include "custos.es.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* CORE_ES_ADDR: by default the headless Service, so that core balances its calls over every
+     encryption-service pod rather than holding one connection to one pod behind the virtual IP. */}}
 {{- define "custos.core.esAddr" -}}
 {{- if .Values.core.encryptionService.addr }}
 {{- .Values.core.encryptionService.addr }}
 {{- else }}
-{{- printf "%s:%d" (include "custos.es.fullname" .) (int .Values.encryptionService.service.grpcPort) }}
+{{- printf "%s:%d" (include "custos.es.replicasName" .) (int .Values.encryptionService.service.grpcPort) }}
+{{- end }}
+{{- end }}
+
+{{/* CORE_ES_SERVER_NAME: the configured one; else, for this release's service, the name its
+     certificate carries (the headless name is only how core finds the pods). */}}
+{{- define "custos.core.esServerName" -}}
+{{- if .Values.core.encryptionService.serverName }}
+{{- .Values.core.encryptionService.serverName }}
+{{- else if include "custos.core.usesReleaseES" . }}
+{{- include "custos.es.serverName" . }}
 {{- end }}
 {{- end }}
 
