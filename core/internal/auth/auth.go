@@ -45,7 +45,7 @@ type Store interface {
 	DisableTOTP(ctx context.Context, id uuid.UUID, newStamp string, audit postgres.AuditEvent) error
 	AdvanceTOTPStep(ctx context.Context, id uuid.UUID, step int64) (bool, error)
 	UseRecoveryCode(ctx context.Context, userID uuid.UUID, hash []byte) (bool, error)
-	CreateSession(ctx context.Context, userID uuid.UUID, refreshHash []byte, expiresAt time.Time) (postgres.Session, error)
+	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time) (postgres.Session, error)
 	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time) (postgres.Session, error)
 	RevokeSessionByRefreshToken(ctx context.Context, hash []byte, reason string, audit postgres.AuditEvent) error
 	RevokeUserSessions(ctx context.Context, userID uuid.UUID, reason string, except uuid.UUID, audit postgres.AuditEvent) error
@@ -624,7 +624,7 @@ func (s *Service) startSession(ctx context.Context, u postgres.User) (Tokens, er
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "generate refresh token")
 	}
-	sess, err := s.store.CreateSession(ctx, u.ID, hash, s.opts.Now().Add(s.opts.RefreshTTL))
+	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(s.opts.RefreshTTL))
 	if err != nil {
 		return Tokens{}, err
 	}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"time"
@@ -37,13 +38,17 @@ type AccessState struct {
 var errRefreshRejected = errs.E(errs.Unauthenticated, "refresh token rejected")
 
 // CreateSession starts a session of user userID whose first refresh token
-// has SHA-256 refreshHash and expires at expiresAt, and returns it.
+// has SHA-256 refreshHash and expires at expiresAt, and returns it. stamp is
+// the user's security stamp when their credentials were checked: if a
+// password or MFA change (or a disable) has bumped it since, the login raced
+// that change and no session is created.
 //
 // Errors: Invalid for a hash that is not 32 bytes or a zero expiresAt;
 // NotFound ("user <id> not found"); FailedPrecondition ("user <id> is
-// disabled"); Conflict ("refresh token already exists") if the hash is
+// disabled"); Unauthenticated ("credentials changed during login") for a
+// stale stamp; Conflict ("refresh token already exists") if the hash is
 // taken.
-func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, refreshHash []byte, expiresAt time.Time) (Session, error) {
+func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time) (Session, error) {
 	if err := validateRefreshToken(refreshHash, expiresAt); err != nil {
 		return Session{}, err
 	}
@@ -54,10 +59,16 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, refreshHash
 	sess := Session{ID: id, UserID: userID}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		// FOR SHARE orders this after a concurrent disable, password or
-		// MFA change of the user (they update its row): either that change
-		// sees and revokes the new session, or this sees the user disabled.
-		var disabled bool
-		err := tx.QueryRow(ctx, "SELECT disabled_at IS NOT NULL FROM users WHERE id = $1 FOR SHARE", userID).Scan(&disabled)
+		// MFA change of the user (they update its row and bump its stamp):
+		// either that change sees and revokes the new session, or this sees
+		// the user disabled or the stamp changed since the credentials were
+		// checked.
+		var (
+			disabled bool
+			current  string
+		)
+		err := tx.QueryRow(ctx, "SELECT disabled_at IS NOT NULL, security_stamp FROM users WHERE id = $1 FOR SHARE", userID).
+			Scan(&disabled, &current)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return userNotFound(userID)
 		}
@@ -66,6 +77,9 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, refreshHash
 		}
 		if disabled {
 			return errs.E(errs.FailedPrecondition, "user %s is disabled", userID)
+		}
+		if subtle.ConstantTimeCompare([]byte(current), []byte(stamp)) != 1 {
+			return errs.E(errs.Unauthenticated, "credentials changed during login: log in again")
 		}
 		if err := tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id) VALUES ($1, $2) RETURNING created_at", id, userID).
 			Scan(&sess.CreatedAt); err != nil {

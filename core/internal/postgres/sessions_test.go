@@ -43,8 +43,31 @@ func TestCreateSession(t *testing.T) {
 		{"unknown user", unknown, hash(t), later, errs.NotFound, fmt.Sprintf("user %s not found", unknown)},
 	}
 	for _, tt := range tests {
-		_, err := s.CreateSession(ctx, tt.user, tt.hash, tt.expires)
+		_, err := s.CreateSession(ctx, tt.user, stampOf(t, s, tt.user), tt.hash, tt.expires)
 		wantKind(t, "CreateSession("+tt.name+")", err, tt.kind, tt.message)
+	}
+}
+
+// TestCreateSessionAfterACredentialChange: a login whose password check read the user before a
+// concurrent password change committed gets no session, since the change revoked every session
+// it could see and this one would outlive it.
+func TestCreateSessionAfterACredentialChange(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	u := mustUser(t, s, mustTenant(t, s, "").ID, postgres.RoleMember)
+	checked := u.SecurityStamp // what the login read before verifying the password
+	if _, err := pool.Exec(ctx, "UPDATE core.users SET security_stamp = 'stamp-after-change' WHERE id = $1", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.CreateSession(ctx, u.ID, checked, hash(t), time.Now().Add(time.Hour))
+	wantKind(t, "CreateSession(stale stamp)", err, errs.Unauthenticated, "credentials changed during login")
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM core.sessions WHERE user_id = $1", u.ID).Scan(&n); err != nil || n != 0 {
+		t.Errorf("sessions of the user after the refused login = %d (%v), want 0", n, err)
+	}
+	if _, err := s.CreateSession(ctx, u.ID, "stamp-after-change", hash(t), time.Now().Add(time.Hour)); err != nil {
+		t.Errorf("CreateSession(current stamp) = %v, want a session", err)
 	}
 }
 
@@ -102,7 +125,7 @@ func TestRotateRefreshTokenRejections(t *testing.T) {
 		{"expired", func(t *testing.T) []byte {
 			u := mustUser(t, s, tn.ID, postgres.RoleMember)
 			h := hash(t)
-			if _, err := s.CreateSession(ctx, u.ID, h, time.Now().Add(-time.Second)); err != nil {
+			if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, h, time.Now().Add(-time.Second)); err != nil {
 				t.Fatal(err)
 			}
 			return h
@@ -370,7 +393,7 @@ func TestPruneExpired(t *testing.T) {
 
 	// A session whose only token expired: pruned with it.
 	gone := hash(t)
-	goneSess, err := s.CreateSession(ctx, u.ID, gone, now.Add(-time.Minute))
+	goneSess, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, gone, now.Add(-time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

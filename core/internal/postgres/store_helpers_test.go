@@ -96,6 +96,16 @@ func mustUser(tb testing.TB, s *postgres.Store, tenantID uuid.UUID, role string)
 	return mustGetUser(tb, s, u.ID)
 }
 
+// stampOf returns user id's security stamp, or "" for an unknown user.
+func stampOf(tb testing.TB, s *postgres.Store, id uuid.UUID) string {
+	tb.Helper()
+	u, err := s.GetUser(context.Background(), id)
+	if err != nil {
+		return ""
+	}
+	return u.SecurityStamp
+}
+
 func mustGetUser(tb testing.TB, s *postgres.Store, id uuid.UUID) postgres.User {
 	tb.Helper()
 	u, err := s.GetUser(context.Background(), id)
@@ -110,7 +120,7 @@ func mustGetUser(tb testing.TB, s *postgres.Store, id uuid.UUID) postgres.User {
 func mustSession(tb testing.TB, s *postgres.Store, userID uuid.UUID) (postgres.Session, []byte) {
 	tb.Helper()
 	h := hash(tb)
-	sess, err := s.CreateSession(context.Background(), userID, h, time.Now().Add(time.Hour))
+	sess, err := s.CreateSession(context.Background(), userID, stampOf(tb, s, userID), h, time.Now().Add(time.Hour))
 	if err != nil {
 		tb.Fatalf("CreateSession(%s) = %v", userID, err)
 	}
