@@ -102,8 +102,12 @@ type NewUser struct {
 
 // CreateUser adds a person to tenantID. The password is derived here exactly as the person's own
 // logins will derive it (prelogin answers a new username's parameters before the user exists), so
-// core receives only the derived value; it must meet the policy (ErrWeakPassword). Core answers
-// ALREADY_EXISTS for a taken username and PERMISSION_DENIED when the caller may not grant role.
+// core receives only the derived value; it must meet the policy (ErrWeakPassword). In a
+// zero-knowledge tenant it also sends the person's master key, derived from the same password, so
+// that their personal key context exists from the start (when the caller may not read the tenant
+// to learn its mode, the context is created at the person's first vault request instead). Core
+// answers ALREADY_EXISTS for a taken username and PERMISSION_DENIED when the caller may not grant
+// role.
 func (c *Client) CreateUser(ctx context.Context, tenantID string, u NewUser) (User, error) {
 	if err := password.Validate(u.Password); err != nil {
 		return User{}, fmt.Errorf("%w: %w", ErrWeakPassword, err)
@@ -115,6 +119,9 @@ func (c *Client) CreateUser(ctx context.Context, tenantID string, u NewUser) (Us
 	r := &corev1.CreateUserResponse{}
 	cl := call{method: corev1.UserService_CreateUser_FullMethodName, verb: "POST", path: "/v1/tenants/" + esc(tenantID) + "/users",
 		body: true, respField: "user", auth: true}
+	if t, err := c.GetTenant(ctx, tenantID); err == nil && t.KeyMode == "CLIENT" {
+		cl.header = map[string]string{"X-Master-Key": secrets.MasterKey}
+	}
 	req := &corev1.CreateUserRequest{TenantId: tenantID, Username: u.Username, Password: secrets.AuthPassword, Role: u.Role, PasswordHint: u.PasswordHint}
 	if err := c.invoke(ctx, cl, req, r); err != nil {
 		return User{}, err

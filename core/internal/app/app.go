@@ -307,9 +307,9 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	vaultSvc := vault.New(store, router, vault.Limits{})
 	authSvc.SetMasterKeyChanger(vaultSvc)
 	// People of PLATFORM tenants get their key context with their account; those of CLIENT tenants
-	// at their first request carrying their master key.
-	dir.AfterCreateUser = func(ctx context.Context, u postgres.User) {
-		if _, err := vaultSvc.EnsureContext(ctx, u.ID, u.TenantID, nil); err != nil && !errs.Is(err, errs.Unauthenticated) {
+	// too when the creating request carried their master key, else at their first request carrying it.
+	dir.AfterCreateUser = func(ctx context.Context, u postgres.User, masterKey []byte) {
+		if _, err := vaultSvc.EnsureContext(ctx, u.ID, u.TenantID, masterKey); err != nil && !errs.Is(err, errs.Unauthenticated) {
 			logger.Warn("create key context with the user; it will be created at their first vault request", "user_id", u.ID, "error", err)
 		}
 	}

@@ -115,6 +115,11 @@ func TestCLI(t *testing.T) {
 	var alice client.User
 	root.with("CUSTOS_NEW_PASSWORD", alicePass).json(&alice, "", "users", "create", "alice", "--tenant", tenant.ID, "--role", "owner")
 	root.with("CUSTOS_NEW_PASSWORD", bobPass).json(&client.User{}, "", "users", "create", "bob", "--tenant", tenant.ID, "--role", "member")
+	// In a zero-knowledge tenant the SDK sends the person's derived master key with the creation,
+	// so their key context exists from the start.
+	if n := countRows(t, p.core.env["CORE_DATABASE_URL"], "SELECT count(*) FROM core.key_contexts WHERE tenant_id = $1", tenant.ID); n != 2 {
+		t.Errorf("key contexts of the new CLIENT tenant's two users = %d, want 2, made with their accounts", n)
+	}
 	root.with("CUSTOS_NEW_PASSWORD", "too short").fails(cli.ExitInvalid, "", "users", "create", "carol", "--tenant", tenant.ID)
 	root.fails(cli.ExitAuth, "", "users", "create", "carol", "--tenant", tenant.ID) // no password, no terminal
 

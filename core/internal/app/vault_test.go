@@ -238,3 +238,44 @@ func readFile(tb testing.TB, path string) string {
 	}
 	return string(b)
 }
+
+// TestClientUserGetsKeyContextWithTheAccount: a person created in a zero-knowledge tenant by a
+// request carrying their master key has their key context bound to that key from the start: a
+// first vault request with another key is refused instead of creating a context under it. In a
+// PLATFORM tenant the header is refused and no user is created.
+func TestClientUserGetsKeyContextWithTheAccount(t *testing.T) {
+	p := startPlatform(t, nil)
+	zk := p.newTenant("zk-new", "CLIENT")
+	plain := p.newTenant("plain-new", "PLATFORM")
+	root, _ := p.login(rootName, rootPass)
+	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("c", 32)))
+	wrong := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", 32)))
+	with := func(c cred, k string) cred {
+		out := cred{"X-Master-Key": k}
+		for kk, v := range c {
+			out[kk] = v
+		}
+		return out
+	}
+
+	p.must(200, "POST", "/v1/tenants/"+zk.id+"/users", with(bearer(root), key), map[string]any{
+		"username": "zk-new-carol", "password": "password-of-carol", "role": "member",
+	})
+	tok, _ := p.login("zk-new-carol", "password-of-carol")
+	carol := bearer(tok)
+	if code, got := p.call("POST", "/v1/items", with(carol, wrong), map[string]string{"name": "n", "data": "d"}); code != 403 {
+		t.Errorf("first item with another key = %d %v, want 403: the context was made with the account", code, got)
+	}
+	p.must(200, "POST", "/v1/items", with(carol, key), map[string]string{"name": "n", "data": "d"})
+
+	code, got := p.call("POST", "/v1/tenants/"+plain.id+"/users", with(bearer(root), key), map[string]any{
+		"username": "plain-new-dave", "password": "password-of-dave", "role": "member",
+	})
+	if msg, _ := got["message"].(string); code != 400 || !strings.Contains(msg, "X-Master-Key") {
+		t.Errorf("create in a PLATFORM tenant with X-Master-Key = %d %v, want 400 naming the header", code, got)
+	}
+	p.must(200, "POST", "/v1/tenants/"+plain.id+"/users", bearer(root), map[string]any{
+		"username": "plain-new-dave", "password": "password-of-dave", "role": "member",
+	})
+	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], key)
+}

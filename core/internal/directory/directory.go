@@ -66,8 +66,9 @@ type Service struct {
 	now          func() time.Time
 
 	// AfterCreateUser, when set, runs after a user is created (the vault gives them a key
-	// context); its failures must not fail the creation.
-	AfterCreateUser func(ctx context.Context, u postgres.User)
+	// context, with masterKey in a CLIENT tenant when the creating request carried it); its
+	// failures must not fail the creation.
+	AfterCreateUser func(ctx context.Context, u postgres.User, masterKey []byte)
 }
 
 // New returns a Service. params are the Argon2id parameters for new password hashes; preloginSeed
@@ -251,6 +252,10 @@ type NewUser struct {
 	Password     string
 	Role         string // default member
 	PasswordHint string
+	// MasterKey is the new user's client master key (X-Master-Key of the creating request), derived
+	// from the password being set: in a zero-knowledge (CLIENT) tenant their personal key context is
+	// then created with them. Optional; never stored. Refused for PLATFORM tenants.
+	MasterKey []byte
 }
 
 // CreateUser adds a user to a tenant. The platform admin may create any role in any tenant (a
@@ -280,6 +285,9 @@ func (s *Service) CreateUser(ctx context.Context, c Call, nu NewUser) (postgres.
 	if err != nil {
 		return postgres.User{}, err
 	}
+	if nu.MasterKey != nil && t.KeyMode != "CLIENT" {
+		return postgres.User{}, errs.E(errs.Invalid, "X-Master-Key must not be sent: this tenant's keys are platform-managed")
+	}
 	if nu.PasswordHint != "" {
 		if !t.PasswordHintsEnabled {
 			return postgres.User{}, errs.E(errs.Invalid, "passwordHint: this tenant has switched password hints off")
@@ -297,7 +305,7 @@ func (s *Service) CreateUser(ctx context.Context, c Call, nu NewUser) (postgres.
 		return postgres.User{}, err
 	}
 	if s.AfterCreateUser != nil {
-		s.AfterCreateUser(ctx, u)
+		s.AfterCreateUser(ctx, u, nu.MasterKey)
 	}
 	return s.store.GetUser(ctx, u.ID)
 }

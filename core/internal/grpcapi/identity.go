@@ -291,8 +291,14 @@ func (s *UserServer) CreateUser(ctx context.Context, req *corev1.CreateUserReque
 	if err != nil {
 		return nil, err
 	}
+	// In a zero-knowledge tenant, X-Master-Key here is the new user's, derived from the password set.
+	mk, err := masterKeyHeader(ctx, "x-master-key", "X-Master-Key")
+	if err != nil {
+		return nil, err
+	}
 	u, err := s.Directory.CreateUser(ctx, call(ctx), directory.NewUser{
 		TenantID: tenantID, Username: req.GetUsername(), Password: req.GetPassword(), Role: req.GetRole(), PasswordHint: req.GetPasswordHint(),
+		MasterKey: mk,
 	})
 	if err != nil {
 		return nil, err
