@@ -1,9 +1,3 @@
-// Package postgres owns core's PostgreSQL schema: its
-// embedded migrations, the connection pool and the transaction helper.
-//
-// Every object lives in the schema named by [Schema], and the migration
-// bookkeeping table is [Schema].schema_migrations, so core and the encryption
-// service (schema "encryption") can share one database without clashing.
 package postgres
 
 import (
@@ -26,23 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// Schema is the PostgreSQL schema that holds all of the service's tables.
-const Schema = "core"
-
 // migrationsTable is the golang-migrate version table, inside Schema.
 const migrationsTable = "schema_migrations"
-
-// OldestCompatibleVersion is the oldest schema version whose builds (those whose [LatestVersion]
-// it is) can still serve against the schema this build migrates to. [Migrate] records it in
-// Schema.schema_compatibility, and [CheckReady] and [Migrate] of an older build accept a newer
-// schema when it is at least their version: during a rolling upgrade, old replicas then stay
-// ready after the first new one has migrated.
-//
-// Leave it unchanged for additive migrations (new tables, nullable or defaulted columns, new
-// indexes) that older builds can ignore. Raise it to the new [LatestVersion] in a release whose
-// migrations break older builds: dropping or renaming what they read or write, a constraint they
-// would violate. See migrations/README.md.
-const OldestCompatibleVersion uint = 4
 
 // compatibilityTable holds one row: the schema version the last migrating build brought the
 // schema to, and that build's OldestCompatibleVersion.

@@ -29,7 +29,6 @@ const (
 	defaultMaxConnIdleTime   = 5 * time.Minute
 	defaultHealthCheckPeriod = 30 * time.Second
 	defaultConnectTimeout    = 5 * time.Second
-	defaultApplicationName   = "custos-core"
 )
 
 // Option adjusts the pool built by [Open].
@@ -52,7 +51,7 @@ func WithMaxConns(n int32) Option {
 // Defaults: 10 connections at most (see [WithMaxConns]), connections
 // recycled after 30 minutes or 5 idle minutes, a 5 s connect timeout unless
 // the URL sets connect_timeout, and application_name
-// "custos-core" unless the URL sets one. Pool settings in the
+// [defaultApplicationName] unless the URL sets one. Pool settings in the
 // URL (pool_max_conns and the like) are replaced by these defaults and opts.
 //
 // Open does not check the schema version: call [CheckReady] for that. On error
