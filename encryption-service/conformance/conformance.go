@@ -1,7 +1,7 @@
 // Package conformance is a test suite that any Encryption Service can be run against through the
 // REST contract: the seed's POST /v1/encrypt, /v1/decrypt and /v1/rotate with their exact JSON
 // names, over mutual TLS 1.3 with a tenant's X-Tenant-Id and X-Tenant-Secret, and the error codes
-// of the Custos design. Sections beyond the seed (key contexts, rewrap, batches, version lifecycle,
+// of the Custos design. Sections beyond the seed (key contexts, rewrap, data keys, batches, version lifecycle,
 // CLIENT mode, the admin plane's tenants) are checked when the target offers them and skipped,
 // with the reason, when it answers 404, 405 or 501.
 //
@@ -47,6 +47,7 @@ const (
 	Seed       Section = "seed"        // encrypt, decrypt, rotate: names, types, round trips, errors
 	Contexts   Section = "contexts"    // POST /v1/encryptions, GET /v1/encryptions/{id}
 	Rewrap     Section = "rewrap"      // POST /v1/rewrap
+	DataKey    Section = "datakey"     // POST /v1/datakey
 	Batch      Section = "batch"       // POST /v1/encrypt:batch, /v1/decrypt:batch, /v1/rewrap:batch
 	Lifecycle  Section = "lifecycle"   // disable, enable, destroy a version; destroy a context
 	ClientMode Section = "client-mode" // CLIENT key contexts under X-Master-Key (needs Target.MasterKey)
@@ -55,7 +56,7 @@ const (
 
 // Sections returns every section in the order Run runs them.
 func Sections() []Section {
-	return []Section{Transport, Auth, Seed, Contexts, Rewrap, Batch, Lifecycle, ClientMode, Tenants}
+	return []Section{Transport, Auth, Seed, Contexts, Rewrap, DataKey, Batch, Lifecycle, ClientMode, Tenants}
 }
 
 // Target is the encryption service to check and the credentials to check it with.
@@ -152,6 +153,7 @@ func Run(t *testing.T, target Target) *Report {
 		{Seed, s.seed},
 		{Contexts, s.contexts},
 		{Rewrap, s.rewrap},
+		{DataKey, s.dataKey},
 		{Batch, s.batch},
 		{Lifecycle, s.lifecycle},
 		{ClientMode, s.clientMode},

@@ -199,6 +199,60 @@ func (s *suite) rewrap(t *testing.T) {
 	})
 }
 
+// dataKey checks POST /v1/datakey: a fresh key, and its encrypted copy, which /v1/decrypt turns
+// back into the key (its base64 text).
+func (s *suite) dataKey(t *testing.T) {
+	ten := s.c.tenant()
+	id := s.context(t)
+	x := s.c.do(t, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": id})
+	if !x.offered() {
+		s.skipOrFail(t, DataKey, "the target does not generate data keys: "+x.why())
+	}
+	x.mustStatus(t, http.StatusOK)
+	key := x.mustStr(t, "dataKey")
+	t.Run("key_is_32_bytes", func(t *testing.T) {
+		if raw, err := base64.StdEncoding.DecodeString(key); err != nil || len(raw) != 32 {
+			x.fail(t, `"dataKey": standard base64 of 32 bytes, the default length`)
+		}
+	})
+	t.Run("copy_decrypts_to_the_key", func(t *testing.T) {
+		checkDecrypted(t, s.decrypt(t, ten, mustItem(t, x, key)), key)
+	})
+	t.Run("fresh_every_time", func(t *testing.T) {
+		y := s.c.do(t, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": id})
+		y.mustStatus(t, http.StatusOK)
+		if k, _ := y.str("dataKey"); k == key {
+			y.fail(t, "a key other than the previous answer's")
+		}
+	})
+	t.Run("keyBytes_16", func(t *testing.T) {
+		y := s.c.do(t, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": id, "keyBytes": 16})
+		y.mustStatus(t, http.StatusOK)
+		k, _ := y.str("dataKey")
+		if raw, err := base64.StdEncoding.DecodeString(k); err != nil || len(raw) != 16 {
+			y.fail(t, `"dataKey": base64 of 16 bytes`)
+		}
+	})
+	t.Run("wrappedOnly_leaves_the_key_out", func(t *testing.T) {
+		y := s.c.do(t, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": id, "wrappedOnly": true})
+		y.mustStatus(t, http.StatusOK)
+		if k, _ := y.str("dataKey"); k != "" {
+			y.fail(t, `no "dataKey" (or an empty one)`)
+		}
+		got := s.decrypt(t, ten, mustItem(t, y, ""))
+		got.mustStatus(t, http.StatusOK)
+		if d, _ := got.str("data"); len(d) != base64.StdEncoding.EncodedLen(32) {
+			got.fail(t, `"data": the base64 text of the 32-byte key`)
+		}
+	})
+	t.Run("bad_length_400", func(t *testing.T) {
+		s.c.do(t, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": id, "keyBytes": 20}).status(t, http.StatusBadRequest)
+	})
+	t.Run("unknown_context_404", func(t *testing.T) {
+		s.c.do(t, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": newUUID()}).status(t, http.StatusNotFound)
+	})
+}
+
 func mustFlip(b64 string) string {
 	f, ok := flipBit(b64, 0)
 	if !ok {

@@ -41,7 +41,7 @@ func TestConformanceAgainstThisService(t *testing.T) {
 		MasterKey:      base64.StdEncoding.EncodeToString(masterKey),
 		AdminToken:     svc.adminToken,
 		Require: []conformance.Section{
-			conformance.Contexts, conformance.Rewrap, conformance.Batch, conformance.Lifecycle,
+			conformance.Contexts, conformance.Rewrap, conformance.DataKey, conformance.Batch, conformance.Lifecycle,
 			conformance.ClientMode, conformance.Tenants,
 		},
 	})

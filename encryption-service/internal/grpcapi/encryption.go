@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"log/slog"
 	"unicode/utf8"
@@ -60,6 +61,55 @@ func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.Encryp
 		Algorithm:           res.Algorithm,
 		Metadata:            meta,
 	}, nil
+}
+
+// Data key lengths GenerateDataKey makes: AES-128, AES-192 and AES-256 (or XChaCha20-Poly1305) keys.
+var dataKeyBytes = map[uint32]bool{16: true, 24: true, 32: true}
+
+// GenerateDataKey implements POST /v1/datakey: a fresh random key of keyBytes bytes (default 32),
+// encrypted under the context's active version exactly as Encrypt would encrypt its base64 text,
+// so that Decrypt of the copy returns that text. The key is returned unless wrappedOnly; it is
+// never logged, and the service keeps no copy of it.
+func (s *EncryptionServer) GenerateDataKey(ctx context.Context, req *encryptionv1.GenerateDataKeyRequest) (*encryptionv1.GenerateDataKeyResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	encID, err := parseID("encryptionId", req.GetEncryptionId())
+	if err != nil {
+		return nil, err
+	}
+	n := req.GetKeyBytes()
+	if n == 0 {
+		n = 32
+	}
+	if !dataKeyBytes[n] {
+		return nil, errs.E(errs.Invalid, "keyBytes: want 16, 24 or 32, got %d", n)
+	}
+	raw := make([]byte, n)
+	rand.Read(raw) // never fails
+	text := []byte(base64.StdEncoding.EncodeToString(raw))
+	clear(raw)
+	defer clear(text)
+	res, err := s.Keys.Encrypt(ctx, c, encID, uuid.Nil, text)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := metadataStruct(res.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	out := &encryptionv1.GenerateDataKeyResponse{
+		CipherText:          res.CipherText,
+		EncryptionId:        idText(encID, req.GetEncryptionId()),
+		EncryptionVersionId: res.VersionID.String(),
+		Algorithm:           res.Algorithm,
+		Metadata:            meta,
+	}
+	if !req.GetWrappedOnly() {
+		out.DataKey = string(text)
+	}
+	return out, nil
 }
 
 // Decrypt implements the seed's POST /v1/decrypt.

@@ -963,6 +963,163 @@ func (x *RewrapRequest) GetMetadata() *structpb.Struct {
 	return nil
 }
 
+// GenerateDataKeyRequest asks for a data key under a key context.
+type GenerateDataKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the key context.
+	EncryptionId string `protobuf:"bytes,1,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
+	// Length of the key in bytes: 16, 24 or 32 (default 32, for AES-256 or XChaCha20-Poly1305).
+	KeyBytes uint32 `protobuf:"varint,2,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
+	// Return only the encrypted copy, not the key itself (to store a key for later use).
+	WrappedOnly   bool `protobuf:"varint,3,opt,name=wrapped_only,json=wrappedOnly,proto3" json:"wrapped_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyRequest) Reset() {
+	*x = GenerateDataKeyRequest{}
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyRequest) ProtoMessage() {}
+
+func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyRequest.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyRequest) Descriptor() ([]byte, []int) {
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GenerateDataKeyRequest) GetEncryptionId() string {
+	if x != nil {
+		return x.EncryptionId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyRequest) GetKeyBytes() uint32 {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return 0
+}
+
+func (x *GenerateDataKeyRequest) GetWrappedOnly() bool {
+	if x != nil {
+		return x.WrappedOnly
+	}
+	return false
+}
+
+// GenerateDataKeyResponse is EncryptResponse's shape for the encrypted copy of the key, plus the
+// key.
+type GenerateDataKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Standard, padded base64 of the key; empty when wrapped_only. Never logged or stored.
+	DataKey string `protobuf:"bytes,1,opt,name=data_key,json=dataKey,proto3" json:"data_key,omitempty"`
+	// The encrypted copy: what Encrypt answers for the data data_key (the base64 text). Raw bytes
+	// over gRPC; over REST (JSON) standard, padded base64.
+	CipherText []byte `protobuf:"bytes,2,opt,name=cipher_text,json=cipherText,proto3" json:"cipher_text,omitempty"`
+	// UUID of the key context.
+	EncryptionId string `protobuf:"bytes,3,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
+	// UUID of the version that encrypted it.
+	EncryptionVersionId string `protobuf:"bytes,4,opt,name=encryption_version_id,json=encryptionVersionId,proto3" json:"encryption_version_id,omitempty"`
+	// The context's algorithm.
+	Algorithm string `protobuf:"bytes,5,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// What decryption of cipher_text needs.
+	Metadata      *structpb.Struct `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyResponse) Reset() {
+	*x = GenerateDataKeyResponse{}
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyResponse) ProtoMessage() {}
+
+func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyResponse.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyResponse) Descriptor() ([]byte, []int) {
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GenerateDataKeyResponse) GetDataKey() string {
+	if x != nil {
+		return x.DataKey
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyResponse) GetCipherText() []byte {
+	if x != nil {
+		return x.CipherText
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyResponse) GetEncryptionId() string {
+	if x != nil {
+		return x.EncryptionId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyResponse) GetEncryptionVersionId() string {
+	if x != nil {
+		return x.EncryptionVersionId
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyResponse) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyResponse) GetMetadata() *structpb.Struct {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 // RewrapResponse has the shape of EncryptResponse.
 type RewrapResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -983,7 +1140,7 @@ type RewrapResponse struct {
 
 func (x *RewrapResponse) Reset() {
 	*x = RewrapResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1152,7 @@ func (x *RewrapResponse) String() string {
 func (*RewrapResponse) ProtoMessage() {}
 
 func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1165,7 @@ func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapResponse.ProtoReflect.Descriptor instead.
 func (*RewrapResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{14}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RewrapResponse) GetCipherText() []byte {
@@ -1059,7 +1216,7 @@ type ItemError struct {
 
 func (x *ItemError) Reset() {
 	*x = ItemError{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1228,7 @@ func (x *ItemError) String() string {
 func (*ItemError) ProtoMessage() {}
 
 func (x *ItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1241,7 @@ func (x *ItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
 func (*ItemError) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{15}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ItemError) GetCode() int32 {
@@ -1112,7 +1269,7 @@ type EncryptBatchRequest struct {
 
 func (x *EncryptBatchRequest) Reset() {
 	*x = EncryptBatchRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1281,7 @@ func (x *EncryptBatchRequest) String() string {
 func (*EncryptBatchRequest) ProtoMessage() {}
 
 func (x *EncryptBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1294,7 @@ func (x *EncryptBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptBatchRequest.ProtoReflect.Descriptor instead.
 func (*EncryptBatchRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{16}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EncryptBatchRequest) GetItems() []*EncryptRequest {
@@ -1158,7 +1315,7 @@ type EncryptBatchResponse struct {
 
 func (x *EncryptBatchResponse) Reset() {
 	*x = EncryptBatchResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1327,7 @@ func (x *EncryptBatchResponse) String() string {
 func (*EncryptBatchResponse) ProtoMessage() {}
 
 func (x *EncryptBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1340,7 @@ func (x *EncryptBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptBatchResponse.ProtoReflect.Descriptor instead.
 func (*EncryptBatchResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{17}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EncryptBatchResponse) GetResults() []*EncryptBatchResult {
@@ -1214,7 +1371,7 @@ type EncryptBatchResult struct {
 
 func (x *EncryptBatchResult) Reset() {
 	*x = EncryptBatchResult{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1383,7 @@ func (x *EncryptBatchResult) String() string {
 func (*EncryptBatchResult) ProtoMessage() {}
 
 func (x *EncryptBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1396,7 @@ func (x *EncryptBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptBatchResult.ProtoReflect.Descriptor instead.
 func (*EncryptBatchResult) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{18}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EncryptBatchResult) GetCipherText() []byte {
@@ -1295,7 +1452,7 @@ type DecryptBatchRequest struct {
 
 func (x *DecryptBatchRequest) Reset() {
 	*x = DecryptBatchRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1464,7 @@ func (x *DecryptBatchRequest) String() string {
 func (*DecryptBatchRequest) ProtoMessage() {}
 
 func (x *DecryptBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1477,7 @@ func (x *DecryptBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptBatchRequest.ProtoReflect.Descriptor instead.
 func (*DecryptBatchRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{19}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DecryptBatchRequest) GetItems() []*DecryptRequest {
@@ -1341,7 +1498,7 @@ type DecryptBatchResponse struct {
 
 func (x *DecryptBatchResponse) Reset() {
 	*x = DecryptBatchResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1510,7 @@ func (x *DecryptBatchResponse) String() string {
 func (*DecryptBatchResponse) ProtoMessage() {}
 
 func (x *DecryptBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1523,7 @@ func (x *DecryptBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptBatchResponse.ProtoReflect.Descriptor instead.
 func (*DecryptBatchResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{20}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DecryptBatchResponse) GetResults() []*DecryptBatchResult {
@@ -1389,7 +1546,7 @@ type DecryptBatchResult struct {
 
 func (x *DecryptBatchResult) Reset() {
 	*x = DecryptBatchResult{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1558,7 @@ func (x *DecryptBatchResult) String() string {
 func (*DecryptBatchResult) ProtoMessage() {}
 
 func (x *DecryptBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1571,7 @@ func (x *DecryptBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptBatchResult.ProtoReflect.Descriptor instead.
 func (*DecryptBatchResult) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{21}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DecryptBatchResult) GetData() string {
@@ -1442,7 +1599,7 @@ type RewrapBatchRequest struct {
 
 func (x *RewrapBatchRequest) Reset() {
 	*x = RewrapBatchRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1611,7 @@ func (x *RewrapBatchRequest) String() string {
 func (*RewrapBatchRequest) ProtoMessage() {}
 
 func (x *RewrapBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1624,7 @@ func (x *RewrapBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapBatchRequest.ProtoReflect.Descriptor instead.
 func (*RewrapBatchRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{22}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RewrapBatchRequest) GetItems() []*RewrapRequest {
@@ -1488,7 +1645,7 @@ type RewrapBatchResponse struct {
 
 func (x *RewrapBatchResponse) Reset() {
 	*x = RewrapBatchResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1657,7 @@ func (x *RewrapBatchResponse) String() string {
 func (*RewrapBatchResponse) ProtoMessage() {}
 
 func (x *RewrapBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1670,7 @@ func (x *RewrapBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapBatchResponse.ProtoReflect.Descriptor instead.
 func (*RewrapBatchResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{23}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RewrapBatchResponse) GetResults() []*EncryptBatchResult {
@@ -1536,7 +1693,7 @@ type DisableVersionRequest struct {
 
 func (x *DisableVersionRequest) Reset() {
 	*x = DisableVersionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1705,7 @@ func (x *DisableVersionRequest) String() string {
 func (*DisableVersionRequest) ProtoMessage() {}
 
 func (x *DisableVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1718,7 @@ func (x *DisableVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableVersionRequest.ProtoReflect.Descriptor instead.
 func (*DisableVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{24}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DisableVersionRequest) GetEncryptionId() string {
@@ -1589,7 +1746,7 @@ type DisableVersionResponse struct {
 
 func (x *DisableVersionResponse) Reset() {
 	*x = DisableVersionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1758,7 @@ func (x *DisableVersionResponse) String() string {
 func (*DisableVersionResponse) ProtoMessage() {}
 
 func (x *DisableVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1771,7 @@ func (x *DisableVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableVersionResponse.ProtoReflect.Descriptor instead.
 func (*DisableVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{25}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DisableVersionResponse) GetVersion() *KeyVersion {
@@ -1637,7 +1794,7 @@ type EnableVersionRequest struct {
 
 func (x *EnableVersionRequest) Reset() {
 	*x = EnableVersionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1806,7 @@ func (x *EnableVersionRequest) String() string {
 func (*EnableVersionRequest) ProtoMessage() {}
 
 func (x *EnableVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1819,7 @@ func (x *EnableVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableVersionRequest.ProtoReflect.Descriptor instead.
 func (*EnableVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{26}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EnableVersionRequest) GetEncryptionId() string {
@@ -1690,7 +1847,7 @@ type EnableVersionResponse struct {
 
 func (x *EnableVersionResponse) Reset() {
 	*x = EnableVersionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1859,7 @@ func (x *EnableVersionResponse) String() string {
 func (*EnableVersionResponse) ProtoMessage() {}
 
 func (x *EnableVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1872,7 @@ func (x *EnableVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableVersionResponse.ProtoReflect.Descriptor instead.
 func (*EnableVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{27}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EnableVersionResponse) GetVersion() *KeyVersion {
@@ -1738,7 +1895,7 @@ type DestroyVersionRequest struct {
 
 func (x *DestroyVersionRequest) Reset() {
 	*x = DestroyVersionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1907,7 @@ func (x *DestroyVersionRequest) String() string {
 func (*DestroyVersionRequest) ProtoMessage() {}
 
 func (x *DestroyVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1920,7 @@ func (x *DestroyVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyVersionRequest.ProtoReflect.Descriptor instead.
 func (*DestroyVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{28}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DestroyVersionRequest) GetEncryptionId() string {
@@ -1791,7 +1948,7 @@ type DestroyVersionResponse struct {
 
 func (x *DestroyVersionResponse) Reset() {
 	*x = DestroyVersionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1960,7 @@ func (x *DestroyVersionResponse) String() string {
 func (*DestroyVersionResponse) ProtoMessage() {}
 
 func (x *DestroyVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1973,7 @@ func (x *DestroyVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyVersionResponse.ProtoReflect.Descriptor instead.
 func (*DestroyVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{29}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DestroyVersionResponse) GetVersion() *KeyVersion {
@@ -1837,7 +1994,7 @@ type DestroyEncryptionRequest struct {
 
 func (x *DestroyEncryptionRequest) Reset() {
 	*x = DestroyEncryptionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2006,7 @@ func (x *DestroyEncryptionRequest) String() string {
 func (*DestroyEncryptionRequest) ProtoMessage() {}
 
 func (x *DestroyEncryptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2019,7 @@ func (x *DestroyEncryptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEncryptionRequest.ProtoReflect.Descriptor instead.
 func (*DestroyEncryptionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{30}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DestroyEncryptionRequest) GetEncryptionId() string {
@@ -1885,7 +2042,7 @@ type DestroyEncryptionResponse struct {
 
 func (x *DestroyEncryptionResponse) Reset() {
 	*x = DestroyEncryptionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2054,7 @@ func (x *DestroyEncryptionResponse) String() string {
 func (*DestroyEncryptionResponse) ProtoMessage() {}
 
 func (x *DestroyEncryptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2067,7 @@ func (x *DestroyEncryptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEncryptionResponse.ProtoReflect.Descriptor instead.
 func (*DestroyEncryptionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{31}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DestroyEncryptionResponse) GetEncryptionId() string {
@@ -1938,7 +2095,7 @@ type ChangeMasterKeyRequest struct {
 
 func (x *ChangeMasterKeyRequest) Reset() {
 	*x = ChangeMasterKeyRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2107,7 @@ func (x *ChangeMasterKeyRequest) String() string {
 func (*ChangeMasterKeyRequest) ProtoMessage() {}
 
 func (x *ChangeMasterKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2120,7 @@ func (x *ChangeMasterKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMasterKeyRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMasterKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{32}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChangeMasterKeyRequest) GetEncryptionId() string {
@@ -1986,7 +2143,7 @@ type ChangeMasterKeyResponse struct {
 
 func (x *ChangeMasterKeyResponse) Reset() {
 	*x = ChangeMasterKeyResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2155,7 @@ func (x *ChangeMasterKeyResponse) String() string {
 func (*ChangeMasterKeyResponse) ProtoMessage() {}
 
 func (x *ChangeMasterKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2168,7 @@ func (x *ChangeMasterKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMasterKeyResponse.ProtoReflect.Descriptor instead.
 func (*ChangeMasterKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{33}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ChangeMasterKeyResponse) GetEncryptionId() string {
@@ -2041,7 +2198,7 @@ type SetRotationPolicyRequest struct {
 
 func (x *SetRotationPolicyRequest) Reset() {
 	*x = SetRotationPolicyRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2210,7 @@ func (x *SetRotationPolicyRequest) String() string {
 func (*SetRotationPolicyRequest) ProtoMessage() {}
 
 func (x *SetRotationPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2223,7 @@ func (x *SetRotationPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRotationPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetRotationPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{34}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetRotationPolicyRequest) GetEncryptionId() string {
@@ -2094,7 +2251,7 @@ type SetRotationPolicyResponse struct {
 
 func (x *SetRotationPolicyResponse) Reset() {
 	*x = SetRotationPolicyResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2263,7 @@ func (x *SetRotationPolicyResponse) String() string {
 func (*SetRotationPolicyResponse) ProtoMessage() {}
 
 func (x *SetRotationPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2276,7 @@ func (x *SetRotationPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRotationPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetRotationPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{35}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetRotationPolicyResponse) GetRotationPolicy() *RotationPolicy {
@@ -2202,7 +2359,19 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\vcipher_text\x18\x02 \x01(\fR\n" +
 	"cipherText\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x123\n" +
-	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xdd\x01\n" +
+	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"}\n" +
+	"\x16GenerateDataKeyRequest\x12#\n" +
+	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1b\n" +
+	"\tkey_bytes\x18\x02 \x01(\rR\bkeyBytes\x12!\n" +
+	"\fwrapped_only\x18\x03 \x01(\bR\vwrappedOnly\"\x81\x02\n" +
+	"\x17GenerateDataKeyResponse\x12\x19\n" +
+	"\bdata_key\x18\x01 \x01(\tR\adataKey\x12\x1f\n" +
+	"\vcipher_text\x18\x02 \x01(\fR\n" +
+	"cipherText\x12#\n" +
+	"\rencryption_id\x18\x03 \x01(\tR\fencryptionId\x122\n" +
+	"\x15encryption_version_id\x18\x04 \x01(\tR\x13encryptionVersionId\x12\x1c\n" +
+	"\talgorithm\x18\x05 \x01(\tR\talgorithm\x123\n" +
+	"\bmetadata\x18\x06 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xdd\x01\n" +
 	"\x0eRewrapResponse\x12\x1f\n" +
 	"\vcipher_text\x18\x01 \x01(\fR\n" +
 	"cipherText\x12#\n" +
@@ -2274,7 +2443,7 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12M\n" +
 	"\x0frotation_policy\x18\x02 \x01(\v2$.custos.encryption.v1.RotationPolicyR\x0erotationPolicy\"j\n" +
 	"\x19SetRotationPolicyResponse\x12M\n" +
-	"\x0frotation_policy\x18\x01 \x01(\v2$.custos.encryption.v1.RotationPolicyR\x0erotationPolicy2\xda\x11\n" +
+	"\x0frotation_policy\x18\x01 \x01(\v2$.custos.encryption.v1.RotationPolicyR\x0erotationPolicy2\xe3\x12\n" +
 	"\x11EncryptionService\x12n\n" +
 	"\aEncrypt\x12$.custos.encryption.v1.EncryptRequest\x1a%.custos.encryption.v1.EncryptResponse\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/encrypt\x12n\n" +
 	"\aDecrypt\x12$.custos.encryption.v1.DecryptRequest\x1a%.custos.encryption.v1.DecryptResponse\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/decrypt\x12j\n" +
@@ -2284,7 +2453,8 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\rGetEncryption\x12*.custos.encryption.v1.GetEncryptionRequest\x1a+.custos.encryption.v1.GetEncryptionResponse\"3\x82\xd3\xe4\x93\x02-b\n" +
 	"encryption\x12\x1f/v1/encryptions/{encryption_id}\x12j\n" +
 	"\x06Rewrap\x12#.custos.encryption.v1.RewrapRequest\x1a$.custos.encryption.v1.RewrapResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
-	"/v1/rewrap\x12\x83\x01\n" +
+	"/v1/rewrap\x12\x86\x01\n" +
+	"\x0fGenerateDataKey\x12,.custos.encryption.v1.GenerateDataKeyRequest\x1a-.custos.encryption.v1.GenerateDataKeyResponse\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/datakey\x12\x83\x01\n" +
 	"\fEncryptBatch\x12).custos.encryption.v1.EncryptBatchRequest\x1a*.custos.encryption.v1.EncryptBatchResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/encrypt:batch\x12\x83\x01\n" +
 	"\fDecryptBatch\x12).custos.encryption.v1.DecryptBatchRequest\x1a*.custos.encryption.v1.DecryptBatchResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/decrypt:batch\x12\x7f\n" +
 	"\vRewrapBatch\x12(.custos.encryption.v1.RewrapBatchRequest\x1a).custos.encryption.v1.RewrapBatchResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/rewrap:batch\x12\xbe\x01\n" +
@@ -2307,7 +2477,7 @@ func file_custos_encryption_v1_encryption_proto_rawDescGZIP() []byte {
 	return file_custos_encryption_v1_encryption_proto_rawDescData
 }
 
-var file_custos_encryption_v1_encryption_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_custos_encryption_v1_encryption_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_custos_encryption_v1_encryption_proto_goTypes = []any{
 	(*EncryptRequest)(nil),            // 0: custos.encryption.v1.EncryptRequest
 	(*EncryptResponse)(nil),           // 1: custos.encryption.v1.EncryptResponse
@@ -2323,94 +2493,99 @@ var file_custos_encryption_v1_encryption_proto_goTypes = []any{
 	(*KeyVersion)(nil),                // 11: custos.encryption.v1.KeyVersion
 	(*RotationPolicy)(nil),            // 12: custos.encryption.v1.RotationPolicy
 	(*RewrapRequest)(nil),             // 13: custos.encryption.v1.RewrapRequest
-	(*RewrapResponse)(nil),            // 14: custos.encryption.v1.RewrapResponse
-	(*ItemError)(nil),                 // 15: custos.encryption.v1.ItemError
-	(*EncryptBatchRequest)(nil),       // 16: custos.encryption.v1.EncryptBatchRequest
-	(*EncryptBatchResponse)(nil),      // 17: custos.encryption.v1.EncryptBatchResponse
-	(*EncryptBatchResult)(nil),        // 18: custos.encryption.v1.EncryptBatchResult
-	(*DecryptBatchRequest)(nil),       // 19: custos.encryption.v1.DecryptBatchRequest
-	(*DecryptBatchResponse)(nil),      // 20: custos.encryption.v1.DecryptBatchResponse
-	(*DecryptBatchResult)(nil),        // 21: custos.encryption.v1.DecryptBatchResult
-	(*RewrapBatchRequest)(nil),        // 22: custos.encryption.v1.RewrapBatchRequest
-	(*RewrapBatchResponse)(nil),       // 23: custos.encryption.v1.RewrapBatchResponse
-	(*DisableVersionRequest)(nil),     // 24: custos.encryption.v1.DisableVersionRequest
-	(*DisableVersionResponse)(nil),    // 25: custos.encryption.v1.DisableVersionResponse
-	(*EnableVersionRequest)(nil),      // 26: custos.encryption.v1.EnableVersionRequest
-	(*EnableVersionResponse)(nil),     // 27: custos.encryption.v1.EnableVersionResponse
-	(*DestroyVersionRequest)(nil),     // 28: custos.encryption.v1.DestroyVersionRequest
-	(*DestroyVersionResponse)(nil),    // 29: custos.encryption.v1.DestroyVersionResponse
-	(*DestroyEncryptionRequest)(nil),  // 30: custos.encryption.v1.DestroyEncryptionRequest
-	(*DestroyEncryptionResponse)(nil), // 31: custos.encryption.v1.DestroyEncryptionResponse
-	(*ChangeMasterKeyRequest)(nil),    // 32: custos.encryption.v1.ChangeMasterKeyRequest
-	(*ChangeMasterKeyResponse)(nil),   // 33: custos.encryption.v1.ChangeMasterKeyResponse
-	(*SetRotationPolicyRequest)(nil),  // 34: custos.encryption.v1.SetRotationPolicyRequest
-	(*SetRotationPolicyResponse)(nil), // 35: custos.encryption.v1.SetRotationPolicyResponse
-	(*structpb.Struct)(nil),           // 36: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 38: google.protobuf.Duration
+	(*GenerateDataKeyRequest)(nil),    // 14: custos.encryption.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),   // 15: custos.encryption.v1.GenerateDataKeyResponse
+	(*RewrapResponse)(nil),            // 16: custos.encryption.v1.RewrapResponse
+	(*ItemError)(nil),                 // 17: custos.encryption.v1.ItemError
+	(*EncryptBatchRequest)(nil),       // 18: custos.encryption.v1.EncryptBatchRequest
+	(*EncryptBatchResponse)(nil),      // 19: custos.encryption.v1.EncryptBatchResponse
+	(*EncryptBatchResult)(nil),        // 20: custos.encryption.v1.EncryptBatchResult
+	(*DecryptBatchRequest)(nil),       // 21: custos.encryption.v1.DecryptBatchRequest
+	(*DecryptBatchResponse)(nil),      // 22: custos.encryption.v1.DecryptBatchResponse
+	(*DecryptBatchResult)(nil),        // 23: custos.encryption.v1.DecryptBatchResult
+	(*RewrapBatchRequest)(nil),        // 24: custos.encryption.v1.RewrapBatchRequest
+	(*RewrapBatchResponse)(nil),       // 25: custos.encryption.v1.RewrapBatchResponse
+	(*DisableVersionRequest)(nil),     // 26: custos.encryption.v1.DisableVersionRequest
+	(*DisableVersionResponse)(nil),    // 27: custos.encryption.v1.DisableVersionResponse
+	(*EnableVersionRequest)(nil),      // 28: custos.encryption.v1.EnableVersionRequest
+	(*EnableVersionResponse)(nil),     // 29: custos.encryption.v1.EnableVersionResponse
+	(*DestroyVersionRequest)(nil),     // 30: custos.encryption.v1.DestroyVersionRequest
+	(*DestroyVersionResponse)(nil),    // 31: custos.encryption.v1.DestroyVersionResponse
+	(*DestroyEncryptionRequest)(nil),  // 32: custos.encryption.v1.DestroyEncryptionRequest
+	(*DestroyEncryptionResponse)(nil), // 33: custos.encryption.v1.DestroyEncryptionResponse
+	(*ChangeMasterKeyRequest)(nil),    // 34: custos.encryption.v1.ChangeMasterKeyRequest
+	(*ChangeMasterKeyResponse)(nil),   // 35: custos.encryption.v1.ChangeMasterKeyResponse
+	(*SetRotationPolicyRequest)(nil),  // 36: custos.encryption.v1.SetRotationPolicyRequest
+	(*SetRotationPolicyResponse)(nil), // 37: custos.encryption.v1.SetRotationPolicyResponse
+	(*structpb.Struct)(nil),           // 38: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
 }
 var file_custos_encryption_v1_encryption_proto_depIdxs = []int32{
-	36, // 0: custos.encryption.v1.EncryptResponse.metadata:type_name -> google.protobuf.Struct
-	36, // 1: custos.encryption.v1.DecryptRequest.metadata:type_name -> google.protobuf.Struct
+	38, // 0: custos.encryption.v1.EncryptResponse.metadata:type_name -> google.protobuf.Struct
+	38, // 1: custos.encryption.v1.DecryptRequest.metadata:type_name -> google.protobuf.Struct
 	12, // 2: custos.encryption.v1.CreateEncryptionRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
 	10, // 3: custos.encryption.v1.GetEncryptionResponse.encryption:type_name -> custos.encryption.v1.Encryption
 	11, // 4: custos.encryption.v1.Encryption.versions:type_name -> custos.encryption.v1.KeyVersion
 	12, // 5: custos.encryption.v1.Encryption.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
-	37, // 6: custos.encryption.v1.Encryption.created_at:type_name -> google.protobuf.Timestamp
-	37, // 7: custos.encryption.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
-	37, // 8: custos.encryption.v1.KeyVersion.updated_at:type_name -> google.protobuf.Timestamp
-	38, // 9: custos.encryption.v1.RotationPolicy.max_age:type_name -> google.protobuf.Duration
-	36, // 10: custos.encryption.v1.RewrapRequest.metadata:type_name -> google.protobuf.Struct
-	36, // 11: custos.encryption.v1.RewrapResponse.metadata:type_name -> google.protobuf.Struct
-	0,  // 12: custos.encryption.v1.EncryptBatchRequest.items:type_name -> custos.encryption.v1.EncryptRequest
-	18, // 13: custos.encryption.v1.EncryptBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
-	36, // 14: custos.encryption.v1.EncryptBatchResult.metadata:type_name -> google.protobuf.Struct
-	15, // 15: custos.encryption.v1.EncryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
-	2,  // 16: custos.encryption.v1.DecryptBatchRequest.items:type_name -> custos.encryption.v1.DecryptRequest
-	21, // 17: custos.encryption.v1.DecryptBatchResponse.results:type_name -> custos.encryption.v1.DecryptBatchResult
-	15, // 18: custos.encryption.v1.DecryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
-	13, // 19: custos.encryption.v1.RewrapBatchRequest.items:type_name -> custos.encryption.v1.RewrapRequest
-	18, // 20: custos.encryption.v1.RewrapBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
-	11, // 21: custos.encryption.v1.DisableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
-	11, // 22: custos.encryption.v1.EnableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
-	11, // 23: custos.encryption.v1.DestroyVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
-	12, // 24: custos.encryption.v1.SetRotationPolicyRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
-	12, // 25: custos.encryption.v1.SetRotationPolicyResponse.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
-	0,  // 26: custos.encryption.v1.EncryptionService.Encrypt:input_type -> custos.encryption.v1.EncryptRequest
-	2,  // 27: custos.encryption.v1.EncryptionService.Decrypt:input_type -> custos.encryption.v1.DecryptRequest
-	4,  // 28: custos.encryption.v1.EncryptionService.Rotate:input_type -> custos.encryption.v1.RotateRequest
-	6,  // 29: custos.encryption.v1.EncryptionService.CreateEncryption:input_type -> custos.encryption.v1.CreateEncryptionRequest
-	8,  // 30: custos.encryption.v1.EncryptionService.GetEncryption:input_type -> custos.encryption.v1.GetEncryptionRequest
-	13, // 31: custos.encryption.v1.EncryptionService.Rewrap:input_type -> custos.encryption.v1.RewrapRequest
-	16, // 32: custos.encryption.v1.EncryptionService.EncryptBatch:input_type -> custos.encryption.v1.EncryptBatchRequest
-	19, // 33: custos.encryption.v1.EncryptionService.DecryptBatch:input_type -> custos.encryption.v1.DecryptBatchRequest
-	22, // 34: custos.encryption.v1.EncryptionService.RewrapBatch:input_type -> custos.encryption.v1.RewrapBatchRequest
-	24, // 35: custos.encryption.v1.EncryptionService.DisableVersion:input_type -> custos.encryption.v1.DisableVersionRequest
-	26, // 36: custos.encryption.v1.EncryptionService.EnableVersion:input_type -> custos.encryption.v1.EnableVersionRequest
-	28, // 37: custos.encryption.v1.EncryptionService.DestroyVersion:input_type -> custos.encryption.v1.DestroyVersionRequest
-	30, // 38: custos.encryption.v1.EncryptionService.DestroyEncryption:input_type -> custos.encryption.v1.DestroyEncryptionRequest
-	32, // 39: custos.encryption.v1.EncryptionService.ChangeMasterKey:input_type -> custos.encryption.v1.ChangeMasterKeyRequest
-	34, // 40: custos.encryption.v1.EncryptionService.SetRotationPolicy:input_type -> custos.encryption.v1.SetRotationPolicyRequest
-	1,  // 41: custos.encryption.v1.EncryptionService.Encrypt:output_type -> custos.encryption.v1.EncryptResponse
-	3,  // 42: custos.encryption.v1.EncryptionService.Decrypt:output_type -> custos.encryption.v1.DecryptResponse
-	5,  // 43: custos.encryption.v1.EncryptionService.Rotate:output_type -> custos.encryption.v1.RotateResponse
-	7,  // 44: custos.encryption.v1.EncryptionService.CreateEncryption:output_type -> custos.encryption.v1.CreateEncryptionResponse
-	9,  // 45: custos.encryption.v1.EncryptionService.GetEncryption:output_type -> custos.encryption.v1.GetEncryptionResponse
-	14, // 46: custos.encryption.v1.EncryptionService.Rewrap:output_type -> custos.encryption.v1.RewrapResponse
-	17, // 47: custos.encryption.v1.EncryptionService.EncryptBatch:output_type -> custos.encryption.v1.EncryptBatchResponse
-	20, // 48: custos.encryption.v1.EncryptionService.DecryptBatch:output_type -> custos.encryption.v1.DecryptBatchResponse
-	23, // 49: custos.encryption.v1.EncryptionService.RewrapBatch:output_type -> custos.encryption.v1.RewrapBatchResponse
-	25, // 50: custos.encryption.v1.EncryptionService.DisableVersion:output_type -> custos.encryption.v1.DisableVersionResponse
-	27, // 51: custos.encryption.v1.EncryptionService.EnableVersion:output_type -> custos.encryption.v1.EnableVersionResponse
-	29, // 52: custos.encryption.v1.EncryptionService.DestroyVersion:output_type -> custos.encryption.v1.DestroyVersionResponse
-	31, // 53: custos.encryption.v1.EncryptionService.DestroyEncryption:output_type -> custos.encryption.v1.DestroyEncryptionResponse
-	33, // 54: custos.encryption.v1.EncryptionService.ChangeMasterKey:output_type -> custos.encryption.v1.ChangeMasterKeyResponse
-	35, // 55: custos.encryption.v1.EncryptionService.SetRotationPolicy:output_type -> custos.encryption.v1.SetRotationPolicyResponse
-	41, // [41:56] is the sub-list for method output_type
-	26, // [26:41] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	39, // 6: custos.encryption.v1.Encryption.created_at:type_name -> google.protobuf.Timestamp
+	39, // 7: custos.encryption.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
+	39, // 8: custos.encryption.v1.KeyVersion.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 9: custos.encryption.v1.RotationPolicy.max_age:type_name -> google.protobuf.Duration
+	38, // 10: custos.encryption.v1.RewrapRequest.metadata:type_name -> google.protobuf.Struct
+	38, // 11: custos.encryption.v1.GenerateDataKeyResponse.metadata:type_name -> google.protobuf.Struct
+	38, // 12: custos.encryption.v1.RewrapResponse.metadata:type_name -> google.protobuf.Struct
+	0,  // 13: custos.encryption.v1.EncryptBatchRequest.items:type_name -> custos.encryption.v1.EncryptRequest
+	20, // 14: custos.encryption.v1.EncryptBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
+	38, // 15: custos.encryption.v1.EncryptBatchResult.metadata:type_name -> google.protobuf.Struct
+	17, // 16: custos.encryption.v1.EncryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
+	2,  // 17: custos.encryption.v1.DecryptBatchRequest.items:type_name -> custos.encryption.v1.DecryptRequest
+	23, // 18: custos.encryption.v1.DecryptBatchResponse.results:type_name -> custos.encryption.v1.DecryptBatchResult
+	17, // 19: custos.encryption.v1.DecryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
+	13, // 20: custos.encryption.v1.RewrapBatchRequest.items:type_name -> custos.encryption.v1.RewrapRequest
+	20, // 21: custos.encryption.v1.RewrapBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
+	11, // 22: custos.encryption.v1.DisableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
+	11, // 23: custos.encryption.v1.EnableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
+	11, // 24: custos.encryption.v1.DestroyVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
+	12, // 25: custos.encryption.v1.SetRotationPolicyRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
+	12, // 26: custos.encryption.v1.SetRotationPolicyResponse.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
+	0,  // 27: custos.encryption.v1.EncryptionService.Encrypt:input_type -> custos.encryption.v1.EncryptRequest
+	2,  // 28: custos.encryption.v1.EncryptionService.Decrypt:input_type -> custos.encryption.v1.DecryptRequest
+	4,  // 29: custos.encryption.v1.EncryptionService.Rotate:input_type -> custos.encryption.v1.RotateRequest
+	6,  // 30: custos.encryption.v1.EncryptionService.CreateEncryption:input_type -> custos.encryption.v1.CreateEncryptionRequest
+	8,  // 31: custos.encryption.v1.EncryptionService.GetEncryption:input_type -> custos.encryption.v1.GetEncryptionRequest
+	13, // 32: custos.encryption.v1.EncryptionService.Rewrap:input_type -> custos.encryption.v1.RewrapRequest
+	14, // 33: custos.encryption.v1.EncryptionService.GenerateDataKey:input_type -> custos.encryption.v1.GenerateDataKeyRequest
+	18, // 34: custos.encryption.v1.EncryptionService.EncryptBatch:input_type -> custos.encryption.v1.EncryptBatchRequest
+	21, // 35: custos.encryption.v1.EncryptionService.DecryptBatch:input_type -> custos.encryption.v1.DecryptBatchRequest
+	24, // 36: custos.encryption.v1.EncryptionService.RewrapBatch:input_type -> custos.encryption.v1.RewrapBatchRequest
+	26, // 37: custos.encryption.v1.EncryptionService.DisableVersion:input_type -> custos.encryption.v1.DisableVersionRequest
+	28, // 38: custos.encryption.v1.EncryptionService.EnableVersion:input_type -> custos.encryption.v1.EnableVersionRequest
+	30, // 39: custos.encryption.v1.EncryptionService.DestroyVersion:input_type -> custos.encryption.v1.DestroyVersionRequest
+	32, // 40: custos.encryption.v1.EncryptionService.DestroyEncryption:input_type -> custos.encryption.v1.DestroyEncryptionRequest
+	34, // 41: custos.encryption.v1.EncryptionService.ChangeMasterKey:input_type -> custos.encryption.v1.ChangeMasterKeyRequest
+	36, // 42: custos.encryption.v1.EncryptionService.SetRotationPolicy:input_type -> custos.encryption.v1.SetRotationPolicyRequest
+	1,  // 43: custos.encryption.v1.EncryptionService.Encrypt:output_type -> custos.encryption.v1.EncryptResponse
+	3,  // 44: custos.encryption.v1.EncryptionService.Decrypt:output_type -> custos.encryption.v1.DecryptResponse
+	5,  // 45: custos.encryption.v1.EncryptionService.Rotate:output_type -> custos.encryption.v1.RotateResponse
+	7,  // 46: custos.encryption.v1.EncryptionService.CreateEncryption:output_type -> custos.encryption.v1.CreateEncryptionResponse
+	9,  // 47: custos.encryption.v1.EncryptionService.GetEncryption:output_type -> custos.encryption.v1.GetEncryptionResponse
+	16, // 48: custos.encryption.v1.EncryptionService.Rewrap:output_type -> custos.encryption.v1.RewrapResponse
+	15, // 49: custos.encryption.v1.EncryptionService.GenerateDataKey:output_type -> custos.encryption.v1.GenerateDataKeyResponse
+	19, // 50: custos.encryption.v1.EncryptionService.EncryptBatch:output_type -> custos.encryption.v1.EncryptBatchResponse
+	22, // 51: custos.encryption.v1.EncryptionService.DecryptBatch:output_type -> custos.encryption.v1.DecryptBatchResponse
+	25, // 52: custos.encryption.v1.EncryptionService.RewrapBatch:output_type -> custos.encryption.v1.RewrapBatchResponse
+	27, // 53: custos.encryption.v1.EncryptionService.DisableVersion:output_type -> custos.encryption.v1.DisableVersionResponse
+	29, // 54: custos.encryption.v1.EncryptionService.EnableVersion:output_type -> custos.encryption.v1.EnableVersionResponse
+	31, // 55: custos.encryption.v1.EncryptionService.DestroyVersion:output_type -> custos.encryption.v1.DestroyVersionResponse
+	33, // 56: custos.encryption.v1.EncryptionService.DestroyEncryption:output_type -> custos.encryption.v1.DestroyEncryptionResponse
+	35, // 57: custos.encryption.v1.EncryptionService.ChangeMasterKey:output_type -> custos.encryption.v1.ChangeMasterKeyResponse
+	37, // 58: custos.encryption.v1.EncryptionService.SetRotationPolicy:output_type -> custos.encryption.v1.SetRotationPolicyResponse
+	43, // [43:59] is the sub-list for method output_type
+	27, // [27:43] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_custos_encryption_v1_encryption_proto_init() }
@@ -2418,15 +2593,15 @@ func file_custos_encryption_v1_encryption_proto_init() {
 	if File_custos_encryption_v1_encryption_proto != nil {
 		return
 	}
-	file_custos_encryption_v1_encryption_proto_msgTypes[18].OneofWrappers = []any{}
-	file_custos_encryption_v1_encryption_proto_msgTypes[21].OneofWrappers = []any{}
+	file_custos_encryption_v1_encryption_proto_msgTypes[20].OneofWrappers = []any{}
+	file_custos_encryption_v1_encryption_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_encryption_v1_encryption_proto_rawDesc), len(file_custos_encryption_v1_encryption_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

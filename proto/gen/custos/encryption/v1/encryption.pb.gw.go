@@ -209,6 +209,33 @@ func local_request_EncryptionService_Rewrap_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
+func request_EncryptionService_GenerateDataKey_0(ctx context.Context, marshaler runtime.Marshaler, client EncryptionServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq GenerateDataKeyRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.GenerateDataKey(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_EncryptionService_GenerateDataKey_0(ctx context.Context, marshaler runtime.Marshaler, server EncryptionServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq GenerateDataKeyRequest
+		metadata runtime.ServerMetadata
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	msg, err := server.GenerateDataKey(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 func request_EncryptionService_EncryptBatch_0(ctx context.Context, marshaler runtime.Marshaler, client EncryptionServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
 		protoReq EncryptBatchRequest
@@ -728,6 +755,26 @@ func RegisterEncryptionServiceHandlerServer(ctx context.Context, mux *runtime.Se
 		}
 		forward_EncryptionService_Rewrap_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_EncryptionService_GenerateDataKey_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/custos.encryption.v1.EncryptionService/GenerateDataKey", runtime.WithHTTPPathPattern("/v1/datakey"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_EncryptionService_GenerateDataKey_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_EncryptionService_GenerateDataKey_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodPost, pattern_EncryptionService_EncryptBatch_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1050,6 +1097,23 @@ func RegisterEncryptionServiceHandlerClient(ctx context.Context, mux *runtime.Se
 		}
 		forward_EncryptionService_Rewrap_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_EncryptionService_GenerateDataKey_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/custos.encryption.v1.EncryptionService/GenerateDataKey", runtime.WithHTTPPathPattern("/v1/datakey"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_EncryptionService_GenerateDataKey_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_EncryptionService_GenerateDataKey_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	mux.Handle(http.MethodPost, pattern_EncryptionService_EncryptBatch_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -1258,6 +1322,7 @@ var (
 	pattern_EncryptionService_CreateEncryption_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "encryptions"}, ""))
 	pattern_EncryptionService_GetEncryption_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "encryptions", "encryption_id"}, ""))
 	pattern_EncryptionService_Rewrap_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "rewrap"}, ""))
+	pattern_EncryptionService_GenerateDataKey_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "datakey"}, ""))
 	pattern_EncryptionService_EncryptBatch_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "encrypt"}, "batch"))
 	pattern_EncryptionService_DecryptBatch_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "decrypt"}, "batch"))
 	pattern_EncryptionService_RewrapBatch_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "rewrap"}, "batch"))
@@ -1276,6 +1341,7 @@ var (
 	forward_EncryptionService_CreateEncryption_0  = runtime.ForwardResponseMessage
 	forward_EncryptionService_GetEncryption_0     = runtime.ForwardResponseMessage
 	forward_EncryptionService_Rewrap_0            = runtime.ForwardResponseMessage
+	forward_EncryptionService_GenerateDataKey_0   = runtime.ForwardResponseMessage
 	forward_EncryptionService_EncryptBatch_0      = runtime.ForwardResponseMessage
 	forward_EncryptionService_DecryptBatch_0      = runtime.ForwardResponseMessage
 	forward_EncryptionService_RewrapBatch_0       = runtime.ForwardResponseMessage

@@ -45,6 +45,7 @@ const (
 	EncryptionService_CreateEncryption_FullMethodName  = "/custos.encryption.v1.EncryptionService/CreateEncryption"
 	EncryptionService_GetEncryption_FullMethodName     = "/custos.encryption.v1.EncryptionService/GetEncryption"
 	EncryptionService_Rewrap_FullMethodName            = "/custos.encryption.v1.EncryptionService/Rewrap"
+	EncryptionService_GenerateDataKey_FullMethodName   = "/custos.encryption.v1.EncryptionService/GenerateDataKey"
 	EncryptionService_EncryptBatch_FullMethodName      = "/custos.encryption.v1.EncryptionService/EncryptBatch"
 	EncryptionService_DecryptBatch_FullMethodName      = "/custos.encryption.v1.EncryptionService/DecryptBatch"
 	EncryptionService_RewrapBatch_FullMethodName       = "/custos.encryption.v1.EncryptionService/RewrapBatch"
@@ -79,6 +80,11 @@ type EncryptionServiceClient interface {
 	// Rewrap turns a ciphertext of any usable version into a ciphertext under the active version,
 	// without the plaintext leaving the service. Same response shape as Encrypt.
 	Rewrap(ctx context.Context, in *RewrapRequest, opts ...grpc.CallOption) (*RewrapResponse, error)
+	// GenerateDataKey makes a fresh random data key and returns it encrypted under the context's
+	// active version (and, unless wrapped_only, in the clear), for envelope encryption of data too
+	// large to send: the caller encrypts locally with the key, forgets it, and keeps the encrypted
+	// copy beside the data. Decrypt of that copy returns the key again (as base64 text).
+	GenerateDataKey(ctx context.Context, in *GenerateDataKeyRequest, opts ...grpc.CallOption) (*GenerateDataKeyResponse, error)
 	// EncryptBatch encrypts many items; each result carries its own response or error, in order.
 	EncryptBatch(ctx context.Context, in *EncryptBatchRequest, opts ...grpc.CallOption) (*EncryptBatchResponse, error)
 	// DecryptBatch decrypts many items; each result carries its own response or error, in order.
@@ -165,6 +171,16 @@ func (c *encryptionServiceClient) Rewrap(ctx context.Context, in *RewrapRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RewrapResponse)
 	err := c.cc.Invoke(ctx, EncryptionService_Rewrap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *encryptionServiceClient) GenerateDataKey(ctx context.Context, in *GenerateDataKeyRequest, opts ...grpc.CallOption) (*GenerateDataKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GenerateDataKeyResponse)
+	err := c.cc.Invoke(ctx, EncryptionService_GenerateDataKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +300,11 @@ type EncryptionServiceServer interface {
 	// Rewrap turns a ciphertext of any usable version into a ciphertext under the active version,
 	// without the plaintext leaving the service. Same response shape as Encrypt.
 	Rewrap(context.Context, *RewrapRequest) (*RewrapResponse, error)
+	// GenerateDataKey makes a fresh random data key and returns it encrypted under the context's
+	// active version (and, unless wrapped_only, in the clear), for envelope encryption of data too
+	// large to send: the caller encrypts locally with the key, forgets it, and keeps the encrypted
+	// copy beside the data. Decrypt of that copy returns the key again (as base64 text).
+	GenerateDataKey(context.Context, *GenerateDataKeyRequest) (*GenerateDataKeyResponse, error)
 	// EncryptBatch encrypts many items; each result carries its own response or error, in order.
 	EncryptBatch(context.Context, *EncryptBatchRequest) (*EncryptBatchResponse, error)
 	// DecryptBatch decrypts many items; each result carries its own response or error, in order.
@@ -333,6 +354,9 @@ func (UnimplementedEncryptionServiceServer) GetEncryption(context.Context, *GetE
 }
 func (UnimplementedEncryptionServiceServer) Rewrap(context.Context, *RewrapRequest) (*RewrapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rewrap not implemented")
+}
+func (UnimplementedEncryptionServiceServer) GenerateDataKey(context.Context, *GenerateDataKeyRequest) (*GenerateDataKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateDataKey not implemented")
 }
 func (UnimplementedEncryptionServiceServer) EncryptBatch(context.Context, *EncryptBatchRequest) (*EncryptBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EncryptBatch not implemented")
@@ -486,6 +510,24 @@ func _EncryptionService_Rewrap_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(EncryptionServiceServer).Rewrap(ctx, req.(*RewrapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EncryptionService_GenerateDataKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateDataKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EncryptionServiceServer).GenerateDataKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EncryptionService_GenerateDataKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EncryptionServiceServer).GenerateDataKey(ctx, req.(*GenerateDataKeyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -682,6 +724,10 @@ var EncryptionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rewrap",
 			Handler:    _EncryptionService_Rewrap_Handler,
+		},
+		{
+			MethodName: "GenerateDataKey",
+			Handler:    _EncryptionService_GenerateDataKey_Handler,
 		},
 		{
 			MethodName: "EncryptBatch",
