@@ -133,29 +133,22 @@ func TestZeroKnowledgeTenant(t *testing.T) {
 	f := p.newTenant("zk", "CLIENT")
 	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
 	wrong := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("w", 32)))
-	withKey := func(c cred, k string) cred {
-		out := cred{"X-Master-Key": k}
-		for kk, v := range c {
-			out[kk] = v
-		}
-		return out
-	}
 	secret := marker(t)
 	if code, got := p.call("POST", "/v1/items", f.member, map[string]string{"name": "n", "data": secret}); code != 401 || !strings.Contains(got["message"].(string), "X-Master-Key") {
 		t.Errorf("create without X-Master-Key = %d %v, want 401 asking for it", code, got)
 	}
-	created := p.must(200, "POST", "/v1/items", withKey(f.member, key), map[string]string{"name": "n", "data": secret})
+	created := p.must(200, "POST", "/v1/items", withMasterKey(f.member, key), map[string]string{"name": "n", "data": secret})
 	id := created["id"].(string)
-	if got := p.must(200, "GET", "/v1/items/"+id, withKey(f.member, key), nil); got["data"] != secret {
+	if got := p.must(200, "GET", "/v1/items/"+id, withMasterKey(f.member, key), nil); got["data"] != secret {
 		t.Errorf("read with the key = %v", got)
 	}
 	if code, _ := p.call("GET", "/v1/items/"+id, f.member, nil); code != 401 {
 		t.Errorf("read without X-Master-Key = %d, want 401", code)
 	}
-	if code, got := p.call("GET", "/v1/items/"+id, withKey(f.member, wrong), nil); code != 403 {
+	if code, got := p.call("GET", "/v1/items/"+id, withMasterKey(f.member, wrong), nil); code != 403 {
 		t.Errorf("read with a wrong X-Master-Key = %d %v, want 403", code, got)
 	}
-	if code, _ := p.call("GET", "/v1/items/"+id, withKey(f.member, "bm90LTMyLWJ5dGVz"), nil); code != 400 {
+	if code, _ := p.call("GET", "/v1/items/"+id, withMasterKey(f.member, "bm90LTMyLWJ5dGVz"), nil); code != 400 {
 		t.Errorf("read with a malformed X-Master-Key = %d, want 400", code)
 	}
 
@@ -171,10 +164,10 @@ func TestZeroKnowledgeTenant(t *testing.T) {
 		"Authorization": f.member["Authorization"], "X-Master-Key": key, "X-New-Master-Key": newKey,
 	}, map[string]string{"currentPassword": "password-of-member", "newPassword": "new-password-of-member"})
 	member := bearer(changed["tokens"].(map[string]any)["accessToken"].(string))
-	if got := p.must(200, "GET", "/v1/items/"+id, withKey(member, newKey), nil); got["data"] != secret {
+	if got := p.must(200, "GET", "/v1/items/"+id, withMasterKey(member, newKey), nil); got["data"] != secret {
 		t.Errorf("read with the new key after the password change = %v", got)
 	}
-	if code, _ := p.call("GET", "/v1/items/"+id, withKey(member, key), nil); code != 403 {
+	if code, _ := p.call("GET", "/v1/items/"+id, withMasterKey(member, key), nil); code != 403 {
 		t.Errorf("read with the old key after the password change = %d, want 403", code)
 	}
 	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], secret, key, newKey)
@@ -250,25 +243,18 @@ func TestClientUserGetsKeyContextWithTheAccount(t *testing.T) {
 	root, _ := p.login(rootName, rootPass)
 	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("c", 32)))
 	wrong := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", 32)))
-	with := func(c cred, k string) cred {
-		out := cred{"X-Master-Key": k}
-		for kk, v := range c {
-			out[kk] = v
-		}
-		return out
-	}
 
-	p.must(200, "POST", "/v1/tenants/"+zk.id+"/users", with(bearer(root), key), map[string]any{
+	p.must(200, "POST", "/v1/tenants/"+zk.id+"/users", withMasterKey(bearer(root), key), map[string]any{
 		"username": "zk-new-carol", "password": "password-of-carol", "role": "member",
 	})
 	tok, _ := p.login("zk-new-carol", "password-of-carol")
 	carol := bearer(tok)
-	if code, got := p.call("POST", "/v1/items", with(carol, wrong), map[string]string{"name": "n", "data": "d"}); code != 403 {
+	if code, got := p.call("POST", "/v1/items", withMasterKey(carol, wrong), map[string]string{"name": "n", "data": "d"}); code != 403 {
 		t.Errorf("first item with another key = %d %v, want 403: the context was made with the account", code, got)
 	}
-	p.must(200, "POST", "/v1/items", with(carol, key), map[string]string{"name": "n", "data": "d"})
+	p.must(200, "POST", "/v1/items", withMasterKey(carol, key), map[string]string{"name": "n", "data": "d"})
 
-	code, got := p.call("POST", "/v1/tenants/"+plain.id+"/users", with(bearer(root), key), map[string]any{
+	code, got := p.call("POST", "/v1/tenants/"+plain.id+"/users", withMasterKey(bearer(root), key), map[string]any{
 		"username": "plain-new-dave", "password": "password-of-dave", "role": "member",
 	})
 	if msg, _ := got["message"].(string); code != 400 || !strings.Contains(msg, "X-Master-Key") {
@@ -278,4 +264,13 @@ func TestClientUserGetsKeyContextWithTheAccount(t *testing.T) {
 		"username": "plain-new-dave", "password": "password-of-dave", "role": "member",
 	})
 	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], key)
+}
+
+// withMasterKey is c with X-Master-Key k.
+func withMasterKey(c cred, k string) cred {
+	out := cred{"X-Master-Key": k}
+	for kk, v := range c {
+		out[kk] = v
+	}
+	return out
 }
