@@ -227,6 +227,13 @@ func TestBadRequestsNameTheField(t *testing.T) {
 			}
 		})
 	}
+	// Malformed JSON is refused without the token it broke at, which may be the caller's data.
+	for _, body := range []string{`{"encryptionId":"` + id + `","data": hunter2}`, `{"encryptionId":"` + id + `","data": 42}`} {
+		code, got := r.call("POST", "/v1/encrypt", ten, body)
+		if msg, _ := got["message"].(string); code != 400 || strings.Contains(msg, "hunter2") || strings.Contains(msg, "42") || msg == "" {
+			t.Errorf("POST /v1/encrypt %s = %d %v, want 400 that does not repeat the value", body, code, got)
+		}
+	}
 }
 
 func TestRoundTripsEveryAlgorithmAndMode(t *testing.T) {

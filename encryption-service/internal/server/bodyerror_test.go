@@ -21,6 +21,10 @@ func TestBodyErrorNamesTheFieldWithoutEchoingTheValue(t *testing.T) {
 				"limit: invalid value (want a number) at line 1, column 2 of the request body"},
 			{"proto:" + sep + `(line 1:2): unknown field "plaintext"`,
 				`request body: (line 1:2): unknown field "plaintext"`},
+			{"proto:" + sep + `syntax error (line 1:14): unexpected token hunter2`,
+				`request body: syntax error (line 1:14): unexpected token (not shown)`},
+			{"proto:" + sep + `syntax error (line 1:7): invalid value hunter2`,
+				`request body: syntax error (line 1:7): invalid value (not shown)`},
 		}
 		for _, tt := range tests {
 			got := status.Convert(bodyError(status.Error(codes.InvalidArgument, tt.in)))
@@ -29,7 +33,7 @@ func TestBodyErrorNamesTheFieldWithoutEchoingTheValue(t *testing.T) {
 			}
 		}
 	}
-	long := status.Error(codes.InvalidArgument, "proto: syntax error (line 1:1): unexpected token "+strings.Repeat("é", 500))
+	long := status.Error(codes.InvalidArgument, "proto: (line 1:1): invalid UTF-8 in string "+strings.Repeat("é", 500))
 	if msg := status.Convert(bodyError(long)).Message(); len(msg) > 210 || !utf8.ValidString(msg) {
 		t.Errorf("long decoding error became %d bytes (valid UTF-8: %v), want it cut to about 200", len(msg), utf8.ValidString(msg))
 	}

@@ -46,9 +46,12 @@ func (s *Server) newGatewayMux() *runtime.ServeMux {
 // covered by a test).
 var protoValueError = regexp.MustCompile(`^proto:[ \x{00a0}]\(line (\d+):(\d+)\): invalid value for (\w+) field (\w+): `)
 
+// protoSyntaxToken matches the token protojson quotes after a syntax error.
+var protoSyntaxToken = regexp.MustCompile(`(syntax error \(line \d+:\d+\): (?:unexpected token|invalid value)) .*$`)
+
 // bodyError rewrites the gateway's own JSON decoding errors so that they
-// name the field and what it should hold, without echoing the value sent
-// (which may be long, or data the caller meant to protect). Every other
+// name the field and what it should hold, without echoing the value or token
+// sent (which may be long, or data the caller meant to protect). Every other
 // error passes unchanged.
 func bodyError(err error) error {
 	st, ok := status.FromError(err)
@@ -75,6 +78,8 @@ func bodyError(err error) error {
 		return status.Errorf(codes.InvalidArgument, "%s: invalid value (want %s) at line %s, column %s of the request body", m[4], want, m[1], m[2])
 	}
 	msg = "request body: " + strings.TrimLeft(msg, " \u00a0")
+	// A syntax error quotes the token it stopped at, which may be an unquoted password or datum.
+	msg = protoSyntaxToken.ReplaceAllString(msg, "$1 (not shown)")
 	if len(msg) > 200 {
 		msg = strings.ToValidUTF8(msg[:200], "") + "…"
 	}
