@@ -180,7 +180,7 @@ func TestDirtyAndNewerSchemasAreRefused(t *testing.T) {
 			name:      "dirty",
 			version:   latest,
 			dirty:     true,
-			wantInErr: []string{fmt.Sprintf("dirty at version %d", latest), "migrate force", "core.schema_migrations"},
+			wantInErr: []string{fmt.Sprintf("dirty at version %d", latest), "migrate force", postgres.Schema + ".schema_migrations"},
 		},
 		{
 			name:      "newer",
@@ -194,7 +194,7 @@ func TestDirtyAndNewerSchemasAreRefused(t *testing.T) {
 			ctx := t.Context()
 			url := testdb.New(t)
 			pool := mustOpen(t, url)
-			if _, err := pool.Exec(ctx, "UPDATE core.schema_migrations SET version = $1, dirty = $2", tt.version, tt.dirty); err != nil {
+			if _, err := pool.Exec(ctx, "UPDATE "+postgres.Schema+".schema_migrations SET version = $1, dirty = $2", tt.version, tt.dirty); err != nil {
 				t.Fatalf("set version: %v", err)
 			}
 
@@ -287,7 +287,7 @@ func TestFailedMigrationLeavesDirtyState(t *testing.T) {
 }
 
 // TestMigrationsStayInSchema guards the rule in migrations/README.md: every
-// object a migration creates is schema-qualified into core.
+// object a migration creates is schema-qualified into postgres.Schema.
 func TestMigrationsStayInSchema(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -308,7 +308,7 @@ func TestMigrationsStayInSchema(t *testing.T) {
 		 WHERE n.nspname = 'public'
 		UNION ALL
 		SELECT 'schema ' || nspname FROM pg_namespace
-		 WHERE nspname NOT IN ('public', 'information_schema', 'core') AND nspname NOT LIKE 'pg\_%'`)
+		 WHERE nspname NOT IN ('public', 'information_schema', $1) AND nspname NOT LIKE 'pg\_%'`, postgres.Schema)
 	if err != nil {
 		t.Fatalf("list objects: %v", err)
 	}
@@ -317,15 +317,15 @@ func TestMigrationsStayInSchema(t *testing.T) {
 		t.Fatalf("list objects: %v", err)
 	}
 	if len(stray) > 0 {
-		t.Errorf("migrations created objects outside schema core: %v; schema-qualify them (see migrations/README.md)", stray)
+		t.Errorf("migrations created objects outside schema %s: %v; schema-qualify them (see migrations/README.md)", postgres.Schema, stray)
 	}
 
 	var comment *string
-	if err := conn.QueryRow(ctx, "SELECT obj_description('core'::regnamespace, 'pg_namespace')").Scan(&comment); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT obj_description($1::regnamespace, 'pg_namespace')", postgres.Schema).Scan(&comment); err != nil {
 		t.Fatalf("read schema comment: %v", err)
 	}
-	if comment == nil || !strings.Contains(*comment, "Custos core") {
-		t.Errorf("COMMENT ON SCHEMA core = %v, want a description of core", comment)
+	if comment == nil || !strings.HasPrefix(*comment, "Custos ") {
+		t.Errorf("COMMENT ON SCHEMA %s = %v, want a description of the service's schema", postgres.Schema, comment)
 	}
 }
 
@@ -362,7 +362,7 @@ func TestMigrationsDownUp(t *testing.T) {
 	}
 	conn := mustConnect(t, url)
 	var comment *string
-	if err := conn.QueryRow(ctx, "SELECT obj_description('core'::regnamespace, 'pg_namespace')").Scan(&comment); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT obj_description($1::regnamespace, 'pg_namespace')", postgres.Schema).Scan(&comment); err != nil {
 		t.Fatalf("read schema comment: %v", err)
 	}
 	if comment != nil {
@@ -387,9 +387,9 @@ func TestLatestVersion(t *testing.T) {
 func assertVersion(t *testing.T, url string, wantVersion uint, wantDirty bool) {
 	t.Helper()
 	conn := mustConnect(t, url)
-	rows, err := conn.Query(t.Context(), "SELECT version, dirty FROM core.schema_migrations")
+	rows, err := conn.Query(t.Context(), "SELECT version, dirty FROM "+postgres.Schema+".schema_migrations")
 	if err != nil {
-		t.Fatalf("read core.schema_migrations: %v", err)
+		t.Fatalf("read %s.schema_migrations: %v", postgres.Schema, err)
 	}
 	type row struct {
 		Version int64
@@ -397,11 +397,11 @@ func assertVersion(t *testing.T, url string, wantVersion uint, wantDirty bool) {
 	}
 	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 	if err != nil {
-		t.Fatalf("read core.schema_migrations: %v", err)
+		t.Fatalf("read %s.schema_migrations: %v", postgres.Schema, err)
 	}
 	want := []row{{int64(wantVersion), wantDirty}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("core.schema_migrations = %v, want %v", got, want)
+		t.Errorf("%s.schema_migrations = %v, want %v", postgres.Schema, got, want)
 	}
 }
 
