@@ -47,7 +47,8 @@ build: ## build both service binaries and the custos CLI into bin/
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/core ./core/cmd/core
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/custos ./core/cmd/custos
 
-clean: ## remove binaries and local runtime state (stops the throwaway PostgreSQL first)
+clean: ## remove binaries and local runtime state (drops this checkout's dev database, stops the throwaway PostgreSQL)
+	@scripts/run-dev.sh clean-db || true
 	@scripts/dev-postgres.sh stop >/dev/null 2>&1 || true
 	rm -rf bin .run
 

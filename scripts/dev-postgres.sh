@@ -4,6 +4,7 @@
 # Usage:
 #   scripts/dev-postgres.sh [url]           print ONE line on stdout: the URL of a server that answers
 #   scripts/dev-postgres.sh createdb NAME   ensure database NAME exists on that server, print its URL
+#   scripts/dev-postgres.sh dropdb NAME     drop database NAME on that server if it exists
 #   scripts/dev-postgres.sh stop            stop the throwaway cluster (no-op if not running)
 #   scripts/dev-postgres.sh --help
 #
@@ -278,6 +279,18 @@ cmd_createdb() {
   echo
 }
 
+# cmd_dropdb NAME: drop database NAME on the server if it exists.
+cmd_dropdb() {
+  local name="$1"
+  [[ -n "$name" && ${#name} -le 63 ]] || { log "database name must be 1..63 bytes"; exit 2; }
+  have psql || die "psql not found; dropdb needs the PostgreSQL client"
+  pick_server
+  printf '%s\n' 'drop database if exists :"name";' |
+    psql -w -X -q -v ON_ERROR_STOP=1 -v name="$name" -d "$SERVER_URL" -f - >/dev/null ||
+    die "could not drop database '$name' (are services still connected to it?)"
+  log "dropped database '$name'"
+}
+
 cmd_stop() {
   if [[ ! -f "$PG_DIR/PG_VERSION" ]]; then
     log "no throwaway cluster in $PG_DIR, nothing to stop"; return 0
@@ -299,6 +312,9 @@ case "${1:-url}" in
   createdb)
     (($# == 2)) || { log "usage: $0 createdb NAME"; exit 2; }
     cmd_createdb "$2" ;;
+  dropdb)
+    (($# == 2)) || { log "usage: $0 dropdb NAME"; exit 2; }
+    cmd_dropdb "$2" ;;
   stop)
     (($# == 1)) || { usage >&2; exit 2; }
     cmd_stop ;;

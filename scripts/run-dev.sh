@@ -12,7 +12,12 @@
 #   CUSTOS_DEV_ES_HTTP_PORT (9443)  CUSTOS_DEV_ES_GRPC_PORT (9444)
 #   CUSTOS_DEV_CORE_HTTP_PORT (8443) CUSTOS_DEV_CORE_GRPC_PORT (8444)
 #   CUSTOS_DEV_DATABASE  database name (custos)
+#   CUSTOS_DEV_RESET=1   drop and recreate that database when it holds another checkout's data
 #   DATABASE_URL         a server to use instead of the local one (see scripts/dev-postgres.sh)
+#
+# The database is bound to the local secrets in .run/ (its comment records their fingerprint):
+# what one set of keys encrypted, another cannot read. `scripts/run-dev.sh clean-db` (run by
+# `make clean`, which deletes the keys) drops the database when it is this checkout's.
 set -euo pipefail
 export GOTOOLCHAIN=go1.27.3
 
@@ -22,6 +27,29 @@ run_dir="$repo/.run"
 logs="$run_dir/logs"
 certs="$repo/certs/dev"
 mkdir -p "$logs"
+dbname="${CUSTOS_DEV_DATABASE:-custos}"
+
+# keys_fingerprint: a digest of the local master keys, for the database's comment (not secret).
+keys_fingerprint() {
+  cat "$run_dir/dev-master-keys" "$run_dir/dev-core-secret-keys" | openssl dgst -sha256 -r | cut -c1-16
+}
+
+# db_comment URL: the comment of the database URL points at ("" if none).
+db_comment() {
+  printf '%s\n' "select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database where datname = current_database();" |
+    psql -w -X -q -At -v ON_ERROR_STOP=1 -d "$1" -f -
+}
+
+if [[ "${1:-}" == clean-db ]]; then
+  # Drop the dev database if it holds this checkout's data (its keys are about to be deleted).
+  [[ -s "$run_dir/dev-master-keys" && -s "$run_dir/dev-core-secret-keys" ]] || exit 0
+  url="$(sed -n 's/^CUSTOS_DATABASE_URL=//p' "$run_dir/dev.env" 2>/dev/null)"
+  [[ -n "$url" ]] || exit 0
+  if [[ "$(db_comment "$url" 2>/dev/null)" == "custos dev $(keys_fingerprint)" ]]; then
+    scripts/dev-postgres.sh dropdb "$dbname"
+  fi
+  exit 0
+fi
 
 es_http="${CUSTOS_DEV_ES_HTTP_PORT:-9443}"
 es_grpc="${CUSTOS_DEV_ES_GRPC_PORT:-9444}"
@@ -29,8 +57,6 @@ core_http="${CUSTOS_DEV_CORE_HTTP_PORT:-8443}"
 core_grpc="${CUSTOS_DEV_CORE_GRPC_PORT:-8444}"
 es_metrics="${CUSTOS_DEV_ES_METRICS_PORT:-9445}"
 core_metrics="${CUSTOS_DEV_CORE_METRICS_PORT:-8445}"
-dbname="${CUSTOS_DEV_DATABASE:-custos}"
-
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'make run: %s\n' "$*" >&2; exit 1; }
 
@@ -83,6 +109,36 @@ admin_token="$(sed -n 's/^X-Admin-Token: *//p' "$run_dir/dev-admin-token")"
 admin_token_hash="$(sed -n 's/^ES_ADMIN_TOKEN_HASH=//p' "$run_dir/dev-admin-token")"
 umask 022
 
+# The database must hold data of these keys (or none yet). Another checkout's is refused unless
+# CUSTOS_DEV_RESET=1; an empty one is marked as ours now; one with data from before databases
+# were marked is marked once the services have read it with these keys.
+owner="custos dev $(keys_fingerprint)"
+mark_db() {
+  printf '%s\n' 'comment on database :"name" is :'"'"'owner'"'"';' |
+    psql -w -X -q -v ON_ERROR_STOP=1 -v name="$dbname" -v owner="$owner" -d "$db_url" -f - ||
+    die "cannot mark database '$dbname' as this checkout's (the role must own it)"
+}
+comment="$(db_comment "$db_url")" || die "cannot read database '$dbname'"
+unmarked_data=""
+if [[ -z "$comment" ]]; then
+  unmarked_data="$(printf '%s\n' "select 1 from pg_namespace where nspname in ('core', 'encryption') limit 1;" |
+    psql -w -X -q -At -v ON_ERROR_STOP=1 -d "$db_url" -f -)" || die "cannot read database '$dbname'"
+fi
+if [[ -n "$comment" && "$comment" != "$owner" && "${CUSTOS_DEV_RESET:-}" != 1 ]]; then
+  die "database '$dbname' holds data encrypted under other keys than those in .run/ (another checkout's, or .run/ was deleted), which these cannot read. Run 'CUSTOS_DEV_RESET=1 make run' to drop and recreate it, or choose another database with CUSTOS_DEV_DATABASE=name."
+fi
+if [[ ( -n "$comment" && "$comment" != "$owner" ) || -n "$unmarked_data" ]] && [[ "${CUSTOS_DEV_RESET:-}" == 1 ]]; then
+  say "CUSTOS_DEV_RESET=1: recreating database '$dbname'"
+  scripts/dev-postgres.sh dropdb "$dbname" >&2
+  db_url="$(scripts/dev-postgres.sh createdb "$dbname")"
+  unmarked_data=""
+fi
+if [[ -n "$unmarked_data" ]]; then
+  say "database '$dbname' holds data from before it was marked with its keys; if a service cannot read it, run 'CUSTOS_DEV_RESET=1 make run'"
+else
+  mark_db
+fi
+
 say "starting the encryption service (logs: .run/logs/encryption-service.log)"
 ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" ES_METRICS_ADDR="127.0.0.1:$es_metrics" \
 ES_DATABASE_URL="$db_url" \
@@ -121,6 +177,7 @@ wait_ready() {
 client=(--cert "$certs/operator-client.crt" --key "$certs/operator-client.key")
 wait_ready "the encryption service" "https://localhost:$es_http/readyz" "${client[@]}"
 wait_ready "core" "https://localhost:$core_http/readyz"
+[[ -z "$unmarked_data" ]] || mark_db
 
 # A tenant of the encryption service to try its API with, made once per database.
 es_tenant_file="$run_dir/dev-es-tenant"
