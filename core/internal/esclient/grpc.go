@@ -1,15 +1,16 @@
 package esclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/custos-platform/custos/core/internal/errs"
 	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
@@ -294,11 +295,11 @@ func decryptRequest(c Ciphertext) (*encryptionv1.DecryptRequest, error) {
 	if err := checkMetadata(c.Metadata); err != nil {
 		return nil, err
 	}
-	var meta *structpb.Struct
+	var meta *encryptionv1.CipherMetadata
 	if c.Metadata != nil {
-		meta = &structpb.Struct{}
-		if err := protojson.Unmarshal(c.Metadata, meta); err != nil {
-			return nil, errs.E(errs.Invalid, "metadata: not a JSON object")
+		var err error
+		if meta, err = metadataToProto(c.Metadata); err != nil {
+			return nil, err
 		}
 	}
 	// Core keeps the seed's base64 text; the gRPC contract carries the bytes.
@@ -312,15 +313,10 @@ func decryptRequest(c Ciphertext) (*encryptionv1.DecryptRequest, error) {
 
 // ciphertextFromProto builds and checks the Ciphertext of an encrypt or rewrap answer for
 // context wantID.
-func ciphertextFromProto(wantID string, cipherText []byte, encryptionID, versionID, algorithm string, meta *structpb.Struct) (Ciphertext, error) {
+func ciphertextFromProto(wantID string, cipherText []byte, encryptionID, versionID, algorithm string, meta *encryptionv1.CipherMetadata) (Ciphertext, error) {
 	c := Ciphertext{EncryptionID: encryptionID, VersionID: versionID, Algorithm: algorithm}
 	if meta != nil {
-		// encoding/json, not protojson: its output is stable (sorted keys, no whitespace).
-		b, err := json.Marshal(meta.AsMap())
-		if err != nil {
-			return Ciphertext{}, errs.Wrap(errs.Internal, err, "the encryption service answered metadata that cannot be encoded")
-		}
-		c.Metadata = b
+		c.Metadata = metadataJSON(meta)
 	}
 	if len(cipherText) > 0 {
 		c.CipherText = base64.StdEncoding.EncodeToString(cipherText)
@@ -341,4 +337,71 @@ func checkAnswered(wantID string, c Ciphertext) (Ciphertext, error) {
 		return Ciphertext{}, errs.E(errs.Internal, "the encryption service answered a ciphertext of another key context")
 	}
 	return c, nil
+}
+
+// metadataJSON is the seed's metadata object for m, as core stores it and the HTTPS/JSON contract
+// carries it: keys sorted, no whitespace, byte strings in standard padded base64, encryptedKey only
+// when set. It is what encoding/json makes of the object, so stored metadata does not depend on
+// which protocol the service was reached by.
+func metadataJSON(m *encryptionv1.CipherMetadata) json.RawMessage {
+	b := make([]byte, 0, 64+base64.StdEncoding.EncodedLen(len(m.GetNonce())+len(m.GetEncryptedKey())))
+	b = append(b, '{')
+	if m.EncryptedKey != nil {
+		b = append(b, `"encryptedKey":"`...)
+		b = base64.StdEncoding.AppendEncode(b, m.GetEncryptedKey())
+		b = append(b, `",`...)
+	}
+	b = append(b, `"formatVersion":`...)
+	b = strconv.AppendInt(b, int64(m.GetFormatVersion()), 10)
+	b = append(b, `,"nonce":"`...)
+	b = base64.StdEncoding.AppendEncode(b, m.GetNonce())
+	return append(b, `"}`...)
+}
+
+// wireMetadata is the metadata object as stored; its fields are checked one by one.
+type wireMetadata struct {
+	FormatVersion *json.Number `json:"formatVersion"`
+	Nonce         *string      `json:"nonce"`
+	EncryptedKey  *string      `json:"encryptedKey"`
+}
+
+// metadataToProto reads a stored metadata object back into the gRPC contract's form. Errors
+// (Invalid) name the field at fault, never its value: a field other than formatVersion, nonce and
+// encryptedKey, a formatVersion that is not an integer, a byte string that is not base64.
+// Whether the values fit the key context's algorithm is the encryption service's to judge.
+func metadataToProto(raw json.RawMessage) (*encryptionv1.CipherMetadata, error) {
+	var w wireMetadata
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(&w); err != nil {
+		var unknown string
+		if _, after, ok := strings.Cut(err.Error(), "unknown field "); ok {
+			unknown = ": unknown field " + after
+		}
+		return nil, errs.E(errs.Invalid, "metadata: not the encryption service's metadata object%s", unknown)
+	}
+	m := &encryptionv1.CipherMetadata{}
+	if w.FormatVersion != nil {
+		v, err := strconv.ParseInt(w.FormatVersion.String(), 10, 32)
+		if err != nil {
+			return nil, errs.E(errs.Invalid, "metadata.formatVersion: not an integer")
+		}
+		m.FormatVersion = int32(v)
+	}
+	if w.Nonce != nil {
+		b, err := base64.StdEncoding.DecodeString(*w.Nonce)
+		if err != nil {
+			return nil, errs.E(errs.Invalid, "metadata.nonce: not standard padded base64")
+		}
+		m.Nonce = b
+	}
+	if w.EncryptedKey != nil {
+		b, err := base64.StdEncoding.DecodeString(*w.EncryptedKey)
+		if err != nil {
+			return nil, errs.E(errs.Invalid, "metadata.encryptedKey: not standard padded base64")
+		}
+		m.EncryptedKey = b
+	}
+	return m, nil
 }

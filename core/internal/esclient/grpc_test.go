@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/custos-platform/custos/core/internal/errs"
 	"github.com/custos-platform/custos/core/internal/testcerts"
@@ -76,9 +76,8 @@ func (s *scriptedES) metadata(method string) metadata.MD {
 	return s.md[method]
 }
 
-func testMetadata() *structpb.Struct {
-	m, _ := structpb.NewStruct(map[string]any{"formatVersion": 1, "nonce": "AAECAwQFBgcICQoL"})
-	return m
+func testMetadata() *encryptionv1.CipherMetadata {
+	return &encryptionv1.CipherMetadata{FormatVersion: 1, Nonce: []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}}
 }
 
 func (s *scriptedES) CreateEncryption(ctx context.Context, req *encryptionv1.CreateEncryptionRequest) (*encryptionv1.CreateEncryptionResponse, error) {
@@ -100,7 +99,7 @@ func (s *scriptedES) Decrypt(ctx context.Context, req *encryptionv1.DecryptReque
 	if err := s.handle(ctx, "Decrypt"); err != nil {
 		return nil, err
 	}
-	if got := req.GetMetadata().AsMap(); got["nonce"] != "AAECAwQFBgcICQoL" || got["formatVersion"] != 1.0 {
+	if !proto.Equal(req.GetMetadata(), testMetadata()) {
 		return nil, status.Error(codes.InvalidArgument, "metadata changed on the way")
 	}
 	return &encryptionv1.DecryptResponse{Data: "plain"}, nil
@@ -431,7 +430,7 @@ func TestGRPCRewrapBatchResults(t *testing.T) {
 	}}
 	c := startScripted(t, es, RouterOptions{})
 	items := []Ciphertext{
-		{CipherText: "b2xk", EncryptionID: "e1", VersionID: "v1", Metadata: json.RawMessage(`{"nonce":"x"}`)},
+		{CipherText: "b2xk", EncryptionID: "e1", VersionID: "v1", Metadata: json.RawMessage(`{"nonce":"AAAA"}`)},
 		{CipherText: "b2xk", EncryptionID: "e1", VersionID: "disabled"},
 		{CipherText: "b2xk", EncryptionID: "e1", VersionID: "v1", Metadata: json.RawMessage(`[1]`)}, // refused before sending
 		{CipherText: "b2xk", EncryptionID: "e2", VersionID: "v1"},

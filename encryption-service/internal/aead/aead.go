@@ -14,7 +14,7 @@
 //
 // For every algorithm the ciphertext is the AEAD output (encrypted data followed by the 16-byte
 // tag). The nonce is NOT part of the ciphertext: it travels in Metadata, next to the ciphertext,
-// as the API's "metadata" JSON object (see Metadata.Map and ParseMetadata). So does the
+// as the API's "metadata" object (see Metadata and Metadata.Check). So does the
 // RSA-encrypted data key.
 //
 // # Associated data

@@ -34,7 +34,7 @@ func (h *hybrid) Encrypt(plaintext, ad []byte) ([]byte, Metadata, error) {
 // Decrypt implements Cipher. Whether the RSA step or the GCM step fails, it does the same work and
 // returns the same ErrDecrypt.
 func (h *hybrid) Decrypt(ciphertext []byte, meta Metadata, ad []byte) ([]byte, error) {
-	if err := meta.check(RSAOAEP3072SHA256); err != nil {
+	if err := meta.Check(RSAOAEP3072SHA256); err != nil {
 		return nil, err
 	}
 	if len(ciphertext) < tagSize { // public: says nothing about the key

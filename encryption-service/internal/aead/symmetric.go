@@ -77,7 +77,7 @@ func (s *symmetric) seal(nonce, plaintext, ad []byte) []byte {
 
 // Decrypt implements Cipher.
 func (s *symmetric) Decrypt(ciphertext []byte, meta Metadata, ad []byte) ([]byte, error) {
-	if err := meta.check(s.alg); err != nil {
+	if err := meta.Check(s.alg); err != nil {
 		return nil, err
 	}
 	return s.open(meta.Nonce, ciphertext, ad)

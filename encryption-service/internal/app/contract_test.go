@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/custos-platform/custos/encryption-service/internal/testcerts"
 	"github.com/custos-platform/custos/encryption-service/internal/testdb"
@@ -213,6 +213,14 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad base64", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"@@@","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText: invalid value (want standard base64)"},
 		{"empty cipherText", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText: required"},
 		{"missing nonce", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{"formatVersion":1}}`, 400, "nonce"},
+		{"no metadata", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `"}`, 400, "metadata.formatVersion: missing"},
+		{"formatVersion 2", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `{"formatVersion":2,"nonce":"AAAAAAAAAAAAAAAA"}}`, 400, "metadata.formatVersion: want 1"},
+		{"formatVersion not a number", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `{"formatVersion":"one","nonce":"AAAAAAAAAAAAAAAA"}}`, 400, "formatVersion: invalid value (want a number)"},
+		{"nonce not base64", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `{"formatVersion":1,"nonce":"*secret-ish*"}}`, 400, "nonce: invalid value (want standard base64)"},
+		{"nonce 11 bytes", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `{"formatVersion":1,"nonce":"AAAAAAAAAAAAAAA="}}`, 400, "metadata.nonce: want 12 bytes, got 11"},
+		{"encryptedKey on AES", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `{"formatVersion":1,"nonce":"AAAAAAAAAAAAAAAA","encryptedKey":"AAAA"}}`, 400, "metadata.encryptedKey: not used by AES-256-GCM"},
+		{"unknown metadata field", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `{"formatVersion":1,"nonce":"AAAAAAAAAAAAAAAA","iv":"x"}}`, 400, "iv"},
+		{"metadata not an object", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":` + `[1]}`, 400, "syntax error"},
 		{"unknown algorithm", "/v1/encryptions", `{"algorithm":"ROT13"}`, 400, "algorithm"},
 		{"unknown key mode", "/v1/encryptions", `{"keyMode":"BOTH"}`, 400, "keyMode"},
 		{"unknown context", "/v1/rotate", `{"encryptionId":"123e4567-e89b-12d3-a456-426614174000"}`, 404, "not found"},
@@ -224,6 +232,9 @@ func TestBadRequestsNameTheField(t *testing.T) {
 			msg, _ := got["message"].(string)
 			if code != tt.code || !strings.Contains(msg, tt.mention) {
 				t.Errorf("POST %s %s = %d %v, want %d mentioning %q", tt.path, tt.name, code, got, tt.code, tt.mention)
+			}
+			if strings.Contains(msg, "secret-ish") {
+				t.Errorf("POST %s %s: message %q repeats the value sent", tt.path, tt.name, msg)
 			}
 		})
 	}
@@ -465,7 +476,7 @@ func TestEveryBitFlipAndTruncationFails(t *testing.T) {
 				t.Fatal(err)
 			}
 			ct := enc.CipherText
-			decrypt := func(ct []byte, meta *structpb.Struct) error {
+			decrypt := func(ct []byte, meta *encryptionv1.CipherMetadata) error {
 				_, err := es.Decrypt(ctx, &encryptionv1.DecryptRequest{
 					EncryptionId: created.EncryptionId, EncryptionVersionId: enc.EncryptionVersionId,
 					CipherText: ct, Metadata: meta,
@@ -488,31 +499,32 @@ func TestEveryBitFlipAndTruncationFails(t *testing.T) {
 				}
 			}
 			// Every bit of every binary metadata field (nonce, encrypted key).
-			for field, v := range enc.Metadata.AsMap() {
-				s, ok := v.(string)
-				if !ok {
+			fields := map[string]func(*encryptionv1.CipherMetadata) *[]byte{
+				"nonce":        func(m *encryptionv1.CipherMetadata) *[]byte { return &m.Nonce },
+				"encryptedKey": func(m *encryptionv1.CipherMetadata) *[]byte { return &m.EncryptedKey },
+			}
+			for field, at := range fields {
+				raw := *at(enc.Metadata)
+				if raw == nil {
 					continue
 				}
-				raw, _ := base64.StdEncoding.DecodeString(s)
 				step := 1
 				if len(raw) > 64 {
 					step = 7 // the RSA-encrypted key: a spread of bits keeps the test fast
 				}
 				for i := 0; i < len(raw)*8; i += step {
-					flipped := bytes.Clone(raw)
-					flipped[i/8] ^= 1 << (i % 8)
-					m := enc.Metadata.AsMap()
-					m[field] = base64.StdEncoding.EncodeToString(flipped)
-					meta, _ := structpb.NewStruct(m)
+					meta := proto.Clone(enc.Metadata).(*encryptionv1.CipherMetadata)
+					flipped := at(meta)
+					*flipped = bytes.Clone(raw)
+					(*flipped)[i/8] ^= 1 << (i % 8)
 					if err := decrypt(ct, meta); status.Code(err) != codes.InvalidArgument {
 						t.Fatalf("metadata %s bit %d flipped: Decrypt = %v, want InvalidArgument", field, i, err)
 					}
 				}
-				m := enc.Metadata.AsMap()
-				m[field] = base64.StdEncoding.EncodeToString(raw[:len(raw)-1])
-				meta, _ := structpb.NewStruct(m)
-				if err := decrypt(ct, meta); status.Code(err) != codes.InvalidArgument {
-					t.Fatalf("metadata %s truncated: Decrypt = %v, want InvalidArgument", field, err)
+				meta := proto.Clone(enc.Metadata).(*encryptionv1.CipherMetadata)
+				*at(meta) = raw[:len(raw)-1]
+				if err := decrypt(ct, meta); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), field) {
+					t.Fatalf("metadata %s truncated: Decrypt = %v, want InvalidArgument naming the field", field, err)
 				}
 			}
 		})

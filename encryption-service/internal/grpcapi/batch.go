@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
 	"github.com/custos-platform/custos/encryption-service/internal/keyring"
@@ -23,15 +22,11 @@ func (s *EncryptionServer) Rewrap(ctx context.Context, req *encryptionv1.RewrapR
 	if err != nil {
 		return nil, err
 	}
-	item, err := decryptItem(req.GetEncryptionId(), req.GetEncryptionVersionId(), req.GetCipherText(), req.GetMetadata().AsMap())
+	item, err := decryptItem(req.GetEncryptionId(), req.GetEncryptionVersionId(), req.GetCipherText(), req.GetMetadata())
 	if err != nil {
 		return nil, err
 	}
 	res, err := s.Keys.Rewrap(ctx, c, item.EncryptionID, item.VersionID, item.CipherText, item.Metadata)
-	if err != nil {
-		return nil, err
-	}
-	meta, err := metadataStruct(res.Metadata)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +35,7 @@ func (s *EncryptionServer) Rewrap(ctx context.Context, req *encryptionv1.RewrapR
 		EncryptionId:        item.EncryptionID.String(),
 		EncryptionVersionId: res.VersionID.String(),
 		Algorithm:           res.Algorithm,
-		Metadata:            meta,
+		Metadata:            metadataProto(res.Metadata),
 	}, nil
 }
 
@@ -152,7 +147,7 @@ type decryptRequest interface {
 	GetEncryptionId() string
 	GetEncryptionVersionId() string
 	GetCipherText() []byte
-	GetMetadata() *structpb.Struct
+	GetMetadata() *encryptionv1.CipherMetadata
 }
 
 // decryptItems parses the items of a decrypt or rewrap batch. Items that do not parse are passed
@@ -162,7 +157,7 @@ func decryptItems[R decryptRequest](ctx context.Context, s *EncryptionServer, me
 	items := make([]keyring.DecryptItem, 0, len(reqItems))
 	index := make([]int, 0, len(reqItems))
 	for i, it := range reqItems {
-		item, err := decryptItem(it.GetEncryptionId(), it.GetEncryptionVersionId(), it.GetCipherText(), it.GetMetadata().AsMap())
+		item, err := decryptItem(it.GetEncryptionId(), it.GetEncryptionVersionId(), it.GetCipherText(), it.GetMetadata())
 		if err != nil {
 			fail(i, s.itemError(ctx, method, err))
 			continue
@@ -174,7 +169,7 @@ func decryptItems[R decryptRequest](ctx context.Context, s *EncryptionServer, me
 }
 
 // decryptItem parses the fields of a decrypt or rewrap request, naming the field that is wrong.
-func decryptItem(encryptionID, versionID string, cipherText []byte, metadata map[string]any) (keyring.DecryptItem, error) {
+func decryptItem(encryptionID, versionID string, cipherText []byte, metadata *encryptionv1.CipherMetadata) (keyring.DecryptItem, error) {
 	encID, err := parseID("encryptionId", encryptionID)
 	if err != nil {
 		return keyring.DecryptItem{}, err
@@ -186,7 +181,7 @@ func decryptItem(encryptionID, versionID string, cipherText []byte, metadata map
 	if len(cipherText) == 0 {
 		return keyring.DecryptItem{}, errs.E(errs.Invalid, "cipherText: required")
 	}
-	return keyring.DecryptItem{EncryptionID: encID, VersionID: verID, CipherText: cipherText, Metadata: metadata}, nil
+	return keyring.DecryptItem{EncryptionID: encID, VersionID: verID, CipherText: cipherText, Metadata: metadataFrom(metadata)}, nil
 }
 
 // idStrings remembers the text of the ids a batch's results repeat: consecutive items mostly share
@@ -213,18 +208,14 @@ func (ids *idStrings) of(encryptionID, versionID uuid.UUID, algorithm string) (*
 // encryptResult is an encryption's batch result: its fields, or only its error.
 func (s *EncryptionServer) encryptResult(ctx context.Context, method string, ids *idStrings, encryptionID uuid.UUID, res keyring.Encrypted, err error) *encryptionv1.EncryptBatchResult {
 	if err == nil {
-		m, merr := metadataStruct(res.Metadata)
-		if merr == nil {
-			encText, verText, alg := ids.of(encryptionID, res.VersionID, res.Algorithm)
-			return &encryptionv1.EncryptBatchResult{
-				CipherText:          res.CipherText,
-				EncryptionId:        encText,
-				EncryptionVersionId: verText,
-				Algorithm:           alg,
-				Metadata:            m,
-			}
+		encText, verText, alg := ids.of(encryptionID, res.VersionID, res.Algorithm)
+		return &encryptionv1.EncryptBatchResult{
+			CipherText:          res.CipherText,
+			EncryptionId:        encText,
+			EncryptionVersionId: verText,
+			Algorithm:           alg,
+			Metadata:            metadataProto(res.Metadata),
 		}
-		err = merr
 	}
 	return &encryptionv1.EncryptBatchResult{Error: s.itemError(ctx, method, err)}
 }

@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-platform/custos/encryption-service/internal/aead"
@@ -50,16 +49,12 @@ func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.Encryp
 	if err != nil {
 		return nil, err
 	}
-	meta, err := metadataStruct(res.Metadata)
-	if err != nil {
-		return nil, err
-	}
 	return &encryptionv1.EncryptResponse{
 		CipherText:          res.CipherText,
 		EncryptionId:        idText(encID, req.GetEncryptionId()),
 		EncryptionVersionId: res.VersionID.String(),
 		Algorithm:           res.Algorithm,
-		Metadata:            meta,
+		Metadata:            metadataProto(res.Metadata),
 	}, nil
 }
 
@@ -95,16 +90,12 @@ func (s *EncryptionServer) GenerateDataKey(ctx context.Context, req *encryptionv
 	if err != nil {
 		return nil, err
 	}
-	meta, err := metadataStruct(res.Metadata)
-	if err != nil {
-		return nil, err
-	}
 	out := &encryptionv1.GenerateDataKeyResponse{
 		CipherText:          res.CipherText,
 		EncryptionId:        idText(encID, req.GetEncryptionId()),
 		EncryptionVersionId: res.VersionID.String(),
 		Algorithm:           res.Algorithm,
-		Metadata:            meta,
+		Metadata:            metadataProto(res.Metadata),
 	}
 	if !req.GetWrappedOnly() {
 		out.DataKey = string(text)
@@ -130,7 +121,7 @@ func (s *EncryptionServer) Decrypt(ctx context.Context, req *encryptionv1.Decryp
 	if len(ct) == 0 {
 		return nil, errs.E(errs.Invalid, "cipherText: required")
 	}
-	pt, err := s.Keys.Decrypt(ctx, c, encID, verID, ct, req.GetMetadata().AsMap())
+	pt, err := s.Keys.Decrypt(ctx, c, encID, verID, ct, metadataFrom(req.GetMetadata()))
 	if err != nil {
 		return nil, err
 	}
@@ -271,14 +262,14 @@ func parseOptionalID(field, s string) (uuid.UUID, error) {
 	return parseID(field, s)
 }
 
-// metadataStruct is m as the API's metadata object: what structpb.NewStruct(m.Map()) makes (a test
-// holds the two equal), built without the intermediate map, since batches make one per item.
-func metadataStruct(m aead.Metadata) (*structpb.Struct, error) {
-	fields := make(map[string]*structpb.Value, 3)
-	fields["formatVersion"] = structpb.NewNumberValue(float64(m.FormatVersion))
-	fields["nonce"] = structpb.NewStringValue(base64.StdEncoding.EncodeToString(m.Nonce))
-	if len(m.EncryptedKey) > 0 {
-		fields["encryptedKey"] = structpb.NewStringValue(base64.StdEncoding.EncodeToString(m.EncryptedKey))
-	}
-	return &structpb.Struct{Fields: fields}, nil
+// metadataProto is m in the contract's form. It shares m's byte slices.
+func metadataProto(m aead.Metadata) *encryptionv1.CipherMetadata {
+	return &encryptionv1.CipherMetadata{FormatVersion: m.FormatVersion, Nonce: m.Nonce, EncryptedKey: m.EncryptedKey}
+}
+
+// metadataFrom is p as aead.Metadata, sharing p's byte slices; absent metadata is the zero
+// value, which Metadata.Check refuses naming formatVersion. Whether it fits the context's
+// algorithm is the keyring's to check.
+func metadataFrom(p *encryptionv1.CipherMetadata) aead.Metadata {
+	return aead.Metadata{FormatVersion: p.GetFormatVersion(), Nonce: p.GetNonce(), EncryptedKey: p.GetEncryptedKey()}
 }

@@ -2,12 +2,14 @@ package grpcapi
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/custos-platform/custos/encryption-service/internal/aead"
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
@@ -15,9 +17,10 @@ import (
 	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
 )
 
-// TestMetadataStructIsTheWireForm holds metadataStruct, built by hand for speed, to what the
-// aead package defines as the metadata object.
-func TestMetadataStructIsTheWireForm(t *testing.T) {
+// TestMetadataWireForm holds the contract's metadata to the seed's JSON object as the gateway
+// writes it (with its marshal options): formatVersion a number, byte strings in standard padded
+// base64, encryptedKey only for RSA-OAEP-3072-SHA256; and the JSON reads back to the same metadata.
+func TestMetadataWireForm(t *testing.T) {
 	for _, alg := range aead.Algorithms() {
 		key, err := aead.NewKey(alg, nil)
 		if err != nil {
@@ -31,18 +34,31 @@ func TestMetadataStructIsTheWireForm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := structpb.NewStruct(meta.Map())
+		js, err := protojson.MarshalOptions{EmitDefaultValues: true}.Marshal(metadataProto(meta))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := metadataStruct(meta)
-		if err != nil || !proto.Equal(got, want) {
-			t.Errorf("%s: metadataStruct() = %v, %v; want %v", alg, got, err, want)
+		var got map[string]any
+		if err := json.Unmarshal(js, &got); err != nil {
+			t.Fatal(err)
 		}
-		back, err := aead.ParseMetadata(alg, got.AsMap())
-		if err != nil || !bytes.Equal(back.Nonce, meta.Nonce) || !bytes.Equal(back.EncryptedKey, meta.EncryptedKey) {
-			t.Errorf("%s: ParseMetadata(metadataStruct()) = %+v, %v; want %+v", alg, back, err, meta)
+		want := map[string]any{"formatVersion": 1.0, "nonce": base64.StdEncoding.EncodeToString(meta.Nonce)}
+		if meta.EncryptedKey != nil {
+			want["encryptedKey"] = base64.StdEncoding.EncodeToString(meta.EncryptedKey)
 		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: metadata JSON = %s; want %v", alg, js, want)
+		}
+		var back encryptionv1.CipherMetadata
+		if err := protojson.Unmarshal(js, &back); err != nil {
+			t.Fatal(err)
+		}
+		if m := metadataFrom(&back); !reflect.DeepEqual(m, meta) || m.Check(alg) != nil {
+			t.Errorf("%s: metadataFrom(JSON) = %+v; want %+v", alg, m, meta)
+		}
+	}
+	if m := metadataFrom(nil); m.Check(aead.AES256GCM) == nil {
+		t.Error("absent metadata passes Check")
 	}
 }
 

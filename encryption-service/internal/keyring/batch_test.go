@@ -3,13 +3,13 @@ package keyring
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
 
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
 	"github.com/custos-platform/custos/encryption-service/internal/postgres"
 )
@@ -30,17 +30,11 @@ func (s *countingStore) GetEncryptions(ctx context.Context, tenantID uuid.UUID, 
 	return s.Store.GetEncryptions(ctx, tenantID, ids)
 }
 
-// metaOf is an Encrypted's metadata as a caller sends it back.
-func metaOf(tb testing.TB, e Encrypted) map[string]any {
+// metaOf is an Encrypted's metadata as a caller sends it back: a copy.
+func metaOf(tb testing.TB, e Encrypted) aead.Metadata {
 	tb.Helper()
-	raw, err := json.Marshal(e.Metadata.Map())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		tb.Fatal(err)
-	}
+	m := e.Metadata
+	m.Nonce, m.EncryptedKey = bytes.Clone(m.Nonce), bytes.Clone(m.EncryptedKey)
 	return m
 }
 

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -308,22 +309,22 @@ func (s *Service) Encrypt(ctx context.Context, c Caller, encryptionID, versionID
 	return ss.encrypt(ctx, versionID, data)
 }
 
-// Decrypt returns the data that Encrypt was given. A ciphertext that does not authenticate —
+// Decrypt returns the data that Encrypt was given. Metadata malformed for the context's algorithm (Metadata.Check) gets Invalid naming the field; a ciphertext that does not authenticate —
 // altered, truncated, or moved from another tenant, context or version — gets Invalid; a DISABLED or
 // DESTROYED version gets FailedPrecondition.
-func (s *Service) Decrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) ([]byte, error) {
+func (s *Service) Decrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, meta aead.Metadata) ([]byte, error) {
 	ss := s.session(ctx, c, encryptionID)
 	defer ss.close()
-	return ss.decrypt(ctx, versionID, ciphertext, metadata)
+	return ss.decrypt(ctx, versionID, ciphertext, meta)
 }
 
 // Rewrap decrypts ciphertext as Decrypt does and encrypts the data again under the context's
 // active version as Encrypt does (rotating first when it is due); the data never leaves the
 // service. Errors are Decrypt's and Encrypt's. A CLIENT context's private key is unwrapped once.
-func (s *Service) Rewrap(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) (Encrypted, error) {
+func (s *Service) Rewrap(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, ciphertext []byte, meta aead.Metadata) (Encrypted, error) {
 	ss := s.session(ctx, c, encryptionID)
 	defer ss.close()
-	return ss.rewrap(ctx, versionID, ciphertext, metadata)
+	return ss.rewrap(ctx, versionID, ciphertext, meta)
 }
 
 func (s *Service) checkDataSize(data []byte) error {
@@ -333,10 +334,11 @@ func (s *Service) checkDataSize(data []byte) error {
 	return nil
 }
 
-// metadataProblem is the safe part of a metadata parse error: it names the field, and the
-// metadata holds no secrets (nonces and encrypted keys are public), but keep it short.
+// metadataProblem is the safe part of an aead.Metadata.Check error: the field and what is wrong
+// with it ("nonce: want 12 bytes, got 11"), without the package's prefix. The metadata holds no
+// secrets (nonces and encrypted keys are public) and Check never quotes values, but keep it short.
 func metadataProblem(err error) string {
-	msg := err.Error()
+	msg := strings.TrimPrefix(err.Error(), aead.ErrMetadata.Error()+": ")
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}

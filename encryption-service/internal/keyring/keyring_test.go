@@ -3,7 +3,6 @@ package keyring
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -158,7 +157,7 @@ func FuzzDecrypt(f *testing.F) {
 	type target struct {
 		id, version uuid.UUID
 		ct          []byte
-		meta        string
+		meta        aead.Metadata
 	}
 	var targets []target
 	for _, alg := range aead.Algorithms() {
@@ -170,25 +169,23 @@ func FuzzDecrypt(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		meta, _ := json.Marshal(enc.Metadata.Map())
-		targets = append(targets, target{created.EncryptionID, enc.VersionID, enc.CipherText, string(meta)})
-		f.Add(uint8(len(targets)-1), enc.CipherText, string(meta))
-		f.Add(uint8(len(targets)-1), enc.CipherText[:len(enc.CipherText)-1], string(meta))
+		m := enc.Metadata
+		targets = append(targets, target{created.EncryptionID, enc.VersionID, enc.CipherText, m})
+		i := uint8(len(targets) - 1)
+		f.Add(i, enc.CipherText, m.FormatVersion, m.Nonce, m.EncryptedKey)
+		f.Add(i, enc.CipherText[:len(enc.CipherText)-1], m.FormatVersion, m.Nonce, m.EncryptedKey)
+		f.Add(i, enc.CipherText, int32(2), m.Nonce, m.EncryptedKey)
+		f.Add(i, enc.CipherText, int32(1), m.Nonce[1:], m.EncryptedKey)
 	}
-	f.Add(uint8(0), []byte{}, `{}`)
-	f.Add(uint8(1), []byte("x"), `{"formatVersion":1,"nonce":"AAAA"}`)
-	f.Add(uint8(2), []byte("x"), `{"formatVersion":"1","nonce":null,"encryptedKey":[1,2]}`)
-	f.Add(uint8(0), []byte("x"), `[]`)
+	f.Add(uint8(0), []byte{}, int32(0), []byte{}, []byte{})
+	f.Add(uint8(1), []byte("x"), int32(1), []byte("AAAA"), []byte(nil))
 
-	f.Fuzz(func(t *testing.T, which uint8, ct []byte, metaJSON string) {
+	f.Fuzz(func(t *testing.T, which uint8, ct []byte, version int32, nonce, key []byte) {
 		tg := targets[int(which)%len(targets)]
-		var meta map[string]any
-		if json.Unmarshal([]byte(metaJSON), &meta) != nil {
-			meta = nil
-		}
+		meta := aead.Metadata{FormatVersion: version, Nonce: nonce, EncryptedKey: key}
 		pt, err := svc.Decrypt(ctx, caller, tg.id, tg.version, ct, meta)
 		if err == nil {
-			if !bytes.Equal(ct, tg.ct) || string(pt) != "fuzz" {
+			if !bytes.Equal(ct, tg.ct) || !bytes.Equal(nonce, tg.meta.Nonce) || !bytes.Equal(key, tg.meta.EncryptedKey) || string(pt) != "fuzz" {
 				t.Fatalf("Decrypt accepted a ciphertext that was never produced: %x", ct)
 			}
 			return

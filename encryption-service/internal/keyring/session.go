@@ -182,7 +182,7 @@ func (ss *session) prepare(v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
 }
 
 // decrypt is Decrypt within the session.
-func (ss *session) decrypt(ctx context.Context, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) ([]byte, error) {
+func (ss *session) decrypt(ctx context.Context, versionID uuid.UUID, ciphertext []byte, meta aead.Metadata) ([]byte, error) {
 	if ss.err != nil {
 		return nil, ss.err
 	}
@@ -197,9 +197,8 @@ func (ss *session) decrypt(ctx context.Context, versionID uuid.UUID, ciphertext 
 	default:
 		return nil, errDestroyed(v, ss.id)
 	}
-	meta, err := aead.ParseMetadata(ss.e.enc.Algorithm, metadata)
-	if err != nil {
-		return nil, errs.Wrap(errs.Invalid, err, "metadata: "+metadataProblem(err))
+	if err := meta.Check(ss.e.enc.Algorithm); err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "metadata."+metadataProblem(err))
 	}
 	ad, ciph, err := ss.prepare(v)
 	if err != nil {
@@ -239,8 +238,8 @@ func (ss *session) encrypt(ctx context.Context, versionID uuid.UUID, data []byte
 }
 
 // rewrap is Rewrap within the session.
-func (ss *session) rewrap(ctx context.Context, versionID uuid.UUID, ciphertext []byte, metadata map[string]any) (Encrypted, error) {
-	pt, err := ss.decrypt(ctx, versionID, ciphertext, metadata)
+func (ss *session) rewrap(ctx context.Context, versionID uuid.UUID, ciphertext []byte, meta aead.Metadata) (Encrypted, error) {
+	pt, err := ss.decrypt(ctx, versionID, ciphertext, meta)
 	if err != nil {
 		return Encrypted{}, err
 	}
@@ -294,7 +293,7 @@ type EncryptItem struct {
 type DecryptItem struct {
 	EncryptionID, VersionID uuid.UUID
 	CipherText              []byte
-	Metadata                map[string]any
+	Metadata                aead.Metadata
 }
 
 // EncryptBatch encrypts every item as Encrypt does: results[i] is items[i]'s result when

@@ -31,7 +31,6 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
-	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -122,7 +121,7 @@ type EncryptResponse struct {
 	// Algorithm used: AES-256-GCM, XCHACHA20-POLY1305 or RSA-OAEP-3072-SHA256.
 	Algorithm string `protobuf:"bytes,4,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// What decryption needs besides the key: format version, nonce, wrapped data key.
-	Metadata      *structpb.Struct `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata      *CipherMetadata `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,9 +184,78 @@ func (x *EncryptResponse) GetAlgorithm() string {
 	return ""
 }
 
-func (x *EncryptResponse) GetMetadata() *structpb.Struct {
+func (x *EncryptResponse) GetMetadata() *CipherMetadata {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+// CipherMetadata is what decryption needs besides the key and the ciphertext: the seed's
+// "metadata" JSON object. Nothing in it is secret. Over REST it is
+// {"formatVersion": 1, "nonce": "<base64>"} plus "encryptedKey" for RSA-OAEP-3072-SHA256; callers
+// hand it back to Decrypt and Rewrap unchanged.
+type CipherMetadata struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of the ciphertext format; 1.
+	FormatVersion int32 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	// The AEAD nonce: 12 bytes for AES-256-GCM and RSA-OAEP-3072-SHA256, 24 for
+	// XCHACHA20-POLY1305. Raw bytes over gRPC; over REST (JSON) standard, padded base64.
+	Nonce []byte `protobuf:"bytes,2,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// RSA-OAEP-3072-SHA256 only: the RSA-OAEP-SHA256 encryption of the data key, 384 bytes.
+	// Absent for the other algorithms.
+	EncryptedKey  []byte `protobuf:"bytes,3,opt,name=encrypted_key,json=encryptedKey,proto3,oneof" json:"encrypted_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CipherMetadata) Reset() {
+	*x = CipherMetadata{}
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CipherMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CipherMetadata) ProtoMessage() {}
+
+func (x *CipherMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CipherMetadata.ProtoReflect.Descriptor instead.
+func (*CipherMetadata) Descriptor() ([]byte, []int) {
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CipherMetadata) GetFormatVersion() int32 {
+	if x != nil {
+		return x.FormatVersion
+	}
+	return 0
+}
+
+func (x *CipherMetadata) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *CipherMetadata) GetEncryptedKey() []byte {
+	if x != nil {
+		return x.EncryptedKey
 	}
 	return nil
 }
@@ -203,14 +271,14 @@ type DecryptRequest struct {
 	// UUID of the key version that encrypted it.
 	EncryptionVersionId string `protobuf:"bytes,3,opt,name=encryption_version_id,json=encryptionVersionId,proto3" json:"encryption_version_id,omitempty"`
 	// The metadata returned by Encrypt, unchanged.
-	Metadata      *structpb.Struct `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata      *CipherMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecryptRequest) Reset() {
 	*x = DecryptRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[2]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +290,7 @@ func (x *DecryptRequest) String() string {
 func (*DecryptRequest) ProtoMessage() {}
 
 func (x *DecryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[2]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +303,7 @@ func (x *DecryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptRequest.ProtoReflect.Descriptor instead.
 func (*DecryptRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{2}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DecryptRequest) GetEncryptionId() string {
@@ -259,7 +327,7 @@ func (x *DecryptRequest) GetEncryptionVersionId() string {
 	return ""
 }
 
-func (x *DecryptRequest) GetMetadata() *structpb.Struct {
+func (x *DecryptRequest) GetMetadata() *CipherMetadata {
 	if x != nil {
 		return x.Metadata
 	}
@@ -277,7 +345,7 @@ type DecryptResponse struct {
 
 func (x *DecryptResponse) Reset() {
 	*x = DecryptResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[3]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +357,7 @@ func (x *DecryptResponse) String() string {
 func (*DecryptResponse) ProtoMessage() {}
 
 func (x *DecryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[3]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +370,7 @@ func (x *DecryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptResponse.ProtoReflect.Descriptor instead.
 func (*DecryptResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{3}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DecryptResponse) GetData() string {
@@ -323,7 +391,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[4]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +403,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[4]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +416,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{4}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RotateRequest) GetEncryptionId() string {
@@ -369,7 +437,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[5]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +449,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[5]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +462,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{5}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RotateResponse) GetNewVersionId() string {
@@ -420,7 +488,7 @@ type CreateEncryptionRequest struct {
 
 func (x *CreateEncryptionRequest) Reset() {
 	*x = CreateEncryptionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[6]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +500,7 @@ func (x *CreateEncryptionRequest) String() string {
 func (*CreateEncryptionRequest) ProtoMessage() {}
 
 func (x *CreateEncryptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[6]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +513,7 @@ func (x *CreateEncryptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEncryptionRequest.ProtoReflect.Descriptor instead.
 func (*CreateEncryptionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{6}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateEncryptionRequest) GetAlgorithm() string {
@@ -486,7 +554,7 @@ type CreateEncryptionResponse struct {
 
 func (x *CreateEncryptionResponse) Reset() {
 	*x = CreateEncryptionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[7]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +566,7 @@ func (x *CreateEncryptionResponse) String() string {
 func (*CreateEncryptionResponse) ProtoMessage() {}
 
 func (x *CreateEncryptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[7]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +579,7 @@ func (x *CreateEncryptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEncryptionResponse.ProtoReflect.Descriptor instead.
 func (*CreateEncryptionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{7}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateEncryptionResponse) GetEncryptionId() string {
@@ -553,7 +621,7 @@ type GetEncryptionRequest struct {
 
 func (x *GetEncryptionRequest) Reset() {
 	*x = GetEncryptionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[8]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +633,7 @@ func (x *GetEncryptionRequest) String() string {
 func (*GetEncryptionRequest) ProtoMessage() {}
 
 func (x *GetEncryptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[8]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +646,7 @@ func (x *GetEncryptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEncryptionRequest.ProtoReflect.Descriptor instead.
 func (*GetEncryptionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{8}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetEncryptionRequest) GetEncryptionId() string {
@@ -599,7 +667,7 @@ type GetEncryptionResponse struct {
 
 func (x *GetEncryptionResponse) Reset() {
 	*x = GetEncryptionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[9]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +679,7 @@ func (x *GetEncryptionResponse) String() string {
 func (*GetEncryptionResponse) ProtoMessage() {}
 
 func (x *GetEncryptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[9]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +692,7 @@ func (x *GetEncryptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEncryptionResponse.ProtoReflect.Descriptor instead.
 func (*GetEncryptionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{9}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetEncryptionResponse) GetEncryption() *Encryption {
@@ -657,7 +725,7 @@ type Encryption struct {
 
 func (x *Encryption) Reset() {
 	*x = Encryption{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[10]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +737,7 @@ func (x *Encryption) String() string {
 func (*Encryption) ProtoMessage() {}
 
 func (x *Encryption) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[10]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +750,7 @@ func (x *Encryption) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Encryption.ProtoReflect.Descriptor instead.
 func (*Encryption) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{10}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Encryption) GetEncryptionId() string {
@@ -757,7 +825,7 @@ type KeyVersion struct {
 
 func (x *KeyVersion) Reset() {
 	*x = KeyVersion{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[11]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +837,7 @@ func (x *KeyVersion) String() string {
 func (*KeyVersion) ProtoMessage() {}
 
 func (x *KeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[11]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +850,7 @@ func (x *KeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersion.ProtoReflect.Descriptor instead.
 func (*KeyVersion) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{11}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyVersion) GetVersionId() string {
@@ -847,7 +915,7 @@ type RotationPolicy struct {
 
 func (x *RotationPolicy) Reset() {
 	*x = RotationPolicy{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[12]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +927,7 @@ func (x *RotationPolicy) String() string {
 func (*RotationPolicy) ProtoMessage() {}
 
 func (x *RotationPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[12]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +940,7 @@ func (x *RotationPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotationPolicy.ProtoReflect.Descriptor instead.
 func (*RotationPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{12}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotationPolicy) GetMaxAge() *durationpb.Duration {
@@ -900,14 +968,14 @@ type RewrapRequest struct {
 	// UUID of the key version that encrypted it.
 	EncryptionVersionId string `protobuf:"bytes,3,opt,name=encryption_version_id,json=encryptionVersionId,proto3" json:"encryption_version_id,omitempty"`
 	// The metadata returned by Encrypt, unchanged.
-	Metadata      *structpb.Struct `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata      *CipherMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RewrapRequest) Reset() {
 	*x = RewrapRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[13]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +987,7 @@ func (x *RewrapRequest) String() string {
 func (*RewrapRequest) ProtoMessage() {}
 
 func (x *RewrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[13]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1000,7 @@ func (x *RewrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapRequest.ProtoReflect.Descriptor instead.
 func (*RewrapRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{13}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RewrapRequest) GetEncryptionId() string {
@@ -956,7 +1024,7 @@ func (x *RewrapRequest) GetEncryptionVersionId() string {
 	return ""
 }
 
-func (x *RewrapRequest) GetMetadata() *structpb.Struct {
+func (x *RewrapRequest) GetMetadata() *CipherMetadata {
 	if x != nil {
 		return x.Metadata
 	}
@@ -978,7 +1046,7 @@ type GenerateDataKeyRequest struct {
 
 func (x *GenerateDataKeyRequest) Reset() {
 	*x = GenerateDataKeyRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1058,7 @@ func (x *GenerateDataKeyRequest) String() string {
 func (*GenerateDataKeyRequest) ProtoMessage() {}
 
 func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[14]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1071,7 @@ func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{14}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GenerateDataKeyRequest) GetEncryptionId() string {
@@ -1043,14 +1111,14 @@ type GenerateDataKeyResponse struct {
 	// The context's algorithm.
 	Algorithm string `protobuf:"bytes,5,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// What decryption of cipher_text needs.
-	Metadata      *structpb.Struct `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata      *CipherMetadata `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateDataKeyResponse) Reset() {
 	*x = GenerateDataKeyResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1130,7 @@ func (x *GenerateDataKeyResponse) String() string {
 func (*GenerateDataKeyResponse) ProtoMessage() {}
 
 func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[15]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1143,7 @@ func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{15}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GenerateDataKeyResponse) GetDataKey() string {
@@ -1113,7 +1181,7 @@ func (x *GenerateDataKeyResponse) GetAlgorithm() string {
 	return ""
 }
 
-func (x *GenerateDataKeyResponse) GetMetadata() *structpb.Struct {
+func (x *GenerateDataKeyResponse) GetMetadata() *CipherMetadata {
 	if x != nil {
 		return x.Metadata
 	}
@@ -1133,14 +1201,14 @@ type RewrapResponse struct {
 	// The context's algorithm.
 	Algorithm string `protobuf:"bytes,4,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// What decryption of the new ciphertext needs.
-	Metadata      *structpb.Struct `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata      *CipherMetadata `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RewrapResponse) Reset() {
 	*x = RewrapResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1220,7 @@ func (x *RewrapResponse) String() string {
 func (*RewrapResponse) ProtoMessage() {}
 
 func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[16]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1233,7 @@ func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapResponse.ProtoReflect.Descriptor instead.
 func (*RewrapResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{16}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RewrapResponse) GetCipherText() []byte {
@@ -1196,7 +1264,7 @@ func (x *RewrapResponse) GetAlgorithm() string {
 	return ""
 }
 
-func (x *RewrapResponse) GetMetadata() *structpb.Struct {
+func (x *RewrapResponse) GetMetadata() *CipherMetadata {
 	if x != nil {
 		return x.Metadata
 	}
@@ -1216,7 +1284,7 @@ type ItemError struct {
 
 func (x *ItemError) Reset() {
 	*x = ItemError{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1296,7 @@ func (x *ItemError) String() string {
 func (*ItemError) ProtoMessage() {}
 
 func (x *ItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[17]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1309,7 @@ func (x *ItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
 func (*ItemError) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{17}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ItemError) GetCode() int32 {
@@ -1269,7 +1337,7 @@ type EncryptBatchRequest struct {
 
 func (x *EncryptBatchRequest) Reset() {
 	*x = EncryptBatchRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1349,7 @@ func (x *EncryptBatchRequest) String() string {
 func (*EncryptBatchRequest) ProtoMessage() {}
 
 func (x *EncryptBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[18]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1362,7 @@ func (x *EncryptBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptBatchRequest.ProtoReflect.Descriptor instead.
 func (*EncryptBatchRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{18}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EncryptBatchRequest) GetItems() []*EncryptRequest {
@@ -1315,7 +1383,7 @@ type EncryptBatchResponse struct {
 
 func (x *EncryptBatchResponse) Reset() {
 	*x = EncryptBatchResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1395,7 @@ func (x *EncryptBatchResponse) String() string {
 func (*EncryptBatchResponse) ProtoMessage() {}
 
 func (x *EncryptBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[19]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1408,7 @@ func (x *EncryptBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptBatchResponse.ProtoReflect.Descriptor instead.
 func (*EncryptBatchResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{19}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EncryptBatchResponse) GetResults() []*EncryptBatchResult {
@@ -1362,7 +1430,7 @@ type EncryptBatchResult struct {
 	// Set on success.
 	Algorithm *string `protobuf:"bytes,4,opt,name=algorithm,proto3,oneof" json:"algorithm,omitempty"`
 	// Set on success.
-	Metadata *structpb.Struct `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata *CipherMetadata `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Set on failure, and then nothing else is.
 	Error         *ItemError `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1371,7 +1439,7 @@ type EncryptBatchResult struct {
 
 func (x *EncryptBatchResult) Reset() {
 	*x = EncryptBatchResult{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1451,7 @@ func (x *EncryptBatchResult) String() string {
 func (*EncryptBatchResult) ProtoMessage() {}
 
 func (x *EncryptBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[20]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1464,7 @@ func (x *EncryptBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptBatchResult.ProtoReflect.Descriptor instead.
 func (*EncryptBatchResult) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{20}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EncryptBatchResult) GetCipherText() []byte {
@@ -1427,7 +1495,7 @@ func (x *EncryptBatchResult) GetAlgorithm() string {
 	return ""
 }
 
-func (x *EncryptBatchResult) GetMetadata() *structpb.Struct {
+func (x *EncryptBatchResult) GetMetadata() *CipherMetadata {
 	if x != nil {
 		return x.Metadata
 	}
@@ -1452,7 +1520,7 @@ type DecryptBatchRequest struct {
 
 func (x *DecryptBatchRequest) Reset() {
 	*x = DecryptBatchRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1532,7 @@ func (x *DecryptBatchRequest) String() string {
 func (*DecryptBatchRequest) ProtoMessage() {}
 
 func (x *DecryptBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[21]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1545,7 @@ func (x *DecryptBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptBatchRequest.ProtoReflect.Descriptor instead.
 func (*DecryptBatchRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{21}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DecryptBatchRequest) GetItems() []*DecryptRequest {
@@ -1498,7 +1566,7 @@ type DecryptBatchResponse struct {
 
 func (x *DecryptBatchResponse) Reset() {
 	*x = DecryptBatchResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1578,7 @@ func (x *DecryptBatchResponse) String() string {
 func (*DecryptBatchResponse) ProtoMessage() {}
 
 func (x *DecryptBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[22]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1591,7 @@ func (x *DecryptBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptBatchResponse.ProtoReflect.Descriptor instead.
 func (*DecryptBatchResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{22}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DecryptBatchResponse) GetResults() []*DecryptBatchResult {
@@ -1546,7 +1614,7 @@ type DecryptBatchResult struct {
 
 func (x *DecryptBatchResult) Reset() {
 	*x = DecryptBatchResult{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1626,7 @@ func (x *DecryptBatchResult) String() string {
 func (*DecryptBatchResult) ProtoMessage() {}
 
 func (x *DecryptBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[23]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1639,7 @@ func (x *DecryptBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptBatchResult.ProtoReflect.Descriptor instead.
 func (*DecryptBatchResult) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{23}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DecryptBatchResult) GetData() string {
@@ -1599,7 +1667,7 @@ type RewrapBatchRequest struct {
 
 func (x *RewrapBatchRequest) Reset() {
 	*x = RewrapBatchRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1679,7 @@ func (x *RewrapBatchRequest) String() string {
 func (*RewrapBatchRequest) ProtoMessage() {}
 
 func (x *RewrapBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[24]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1692,7 @@ func (x *RewrapBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapBatchRequest.ProtoReflect.Descriptor instead.
 func (*RewrapBatchRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{24}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RewrapBatchRequest) GetItems() []*RewrapRequest {
@@ -1645,7 +1713,7 @@ type RewrapBatchResponse struct {
 
 func (x *RewrapBatchResponse) Reset() {
 	*x = RewrapBatchResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1725,7 @@ func (x *RewrapBatchResponse) String() string {
 func (*RewrapBatchResponse) ProtoMessage() {}
 
 func (x *RewrapBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[25]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1738,7 @@ func (x *RewrapBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapBatchResponse.ProtoReflect.Descriptor instead.
 func (*RewrapBatchResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{25}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RewrapBatchResponse) GetResults() []*EncryptBatchResult {
@@ -1693,7 +1761,7 @@ type DisableVersionRequest struct {
 
 func (x *DisableVersionRequest) Reset() {
 	*x = DisableVersionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1773,7 @@ func (x *DisableVersionRequest) String() string {
 func (*DisableVersionRequest) ProtoMessage() {}
 
 func (x *DisableVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[26]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1786,7 @@ func (x *DisableVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableVersionRequest.ProtoReflect.Descriptor instead.
 func (*DisableVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{26}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DisableVersionRequest) GetEncryptionId() string {
@@ -1746,7 +1814,7 @@ type DisableVersionResponse struct {
 
 func (x *DisableVersionResponse) Reset() {
 	*x = DisableVersionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1826,7 @@ func (x *DisableVersionResponse) String() string {
 func (*DisableVersionResponse) ProtoMessage() {}
 
 func (x *DisableVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[27]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1839,7 @@ func (x *DisableVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableVersionResponse.ProtoReflect.Descriptor instead.
 func (*DisableVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{27}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DisableVersionResponse) GetVersion() *KeyVersion {
@@ -1794,7 +1862,7 @@ type EnableVersionRequest struct {
 
 func (x *EnableVersionRequest) Reset() {
 	*x = EnableVersionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1874,7 @@ func (x *EnableVersionRequest) String() string {
 func (*EnableVersionRequest) ProtoMessage() {}
 
 func (x *EnableVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[28]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1887,7 @@ func (x *EnableVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableVersionRequest.ProtoReflect.Descriptor instead.
 func (*EnableVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{28}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EnableVersionRequest) GetEncryptionId() string {
@@ -1847,7 +1915,7 @@ type EnableVersionResponse struct {
 
 func (x *EnableVersionResponse) Reset() {
 	*x = EnableVersionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1927,7 @@ func (x *EnableVersionResponse) String() string {
 func (*EnableVersionResponse) ProtoMessage() {}
 
 func (x *EnableVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[29]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1940,7 @@ func (x *EnableVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableVersionResponse.ProtoReflect.Descriptor instead.
 func (*EnableVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{29}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EnableVersionResponse) GetVersion() *KeyVersion {
@@ -1895,7 +1963,7 @@ type DestroyVersionRequest struct {
 
 func (x *DestroyVersionRequest) Reset() {
 	*x = DestroyVersionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +1975,7 @@ func (x *DestroyVersionRequest) String() string {
 func (*DestroyVersionRequest) ProtoMessage() {}
 
 func (x *DestroyVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[30]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +1988,7 @@ func (x *DestroyVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyVersionRequest.ProtoReflect.Descriptor instead.
 func (*DestroyVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{30}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DestroyVersionRequest) GetEncryptionId() string {
@@ -1948,7 +2016,7 @@ type DestroyVersionResponse struct {
 
 func (x *DestroyVersionResponse) Reset() {
 	*x = DestroyVersionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2028,7 @@ func (x *DestroyVersionResponse) String() string {
 func (*DestroyVersionResponse) ProtoMessage() {}
 
 func (x *DestroyVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[31]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2041,7 @@ func (x *DestroyVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyVersionResponse.ProtoReflect.Descriptor instead.
 func (*DestroyVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{31}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DestroyVersionResponse) GetVersion() *KeyVersion {
@@ -1994,7 +2062,7 @@ type DestroyEncryptionRequest struct {
 
 func (x *DestroyEncryptionRequest) Reset() {
 	*x = DestroyEncryptionRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2074,7 @@ func (x *DestroyEncryptionRequest) String() string {
 func (*DestroyEncryptionRequest) ProtoMessage() {}
 
 func (x *DestroyEncryptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[32]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2087,7 @@ func (x *DestroyEncryptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEncryptionRequest.ProtoReflect.Descriptor instead.
 func (*DestroyEncryptionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{32}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DestroyEncryptionRequest) GetEncryptionId() string {
@@ -2042,7 +2110,7 @@ type DestroyEncryptionResponse struct {
 
 func (x *DestroyEncryptionResponse) Reset() {
 	*x = DestroyEncryptionResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2122,7 @@ func (x *DestroyEncryptionResponse) String() string {
 func (*DestroyEncryptionResponse) ProtoMessage() {}
 
 func (x *DestroyEncryptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[33]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2135,7 @@ func (x *DestroyEncryptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEncryptionResponse.ProtoReflect.Descriptor instead.
 func (*DestroyEncryptionResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{33}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DestroyEncryptionResponse) GetEncryptionId() string {
@@ -2095,7 +2163,7 @@ type ChangeMasterKeyRequest struct {
 
 func (x *ChangeMasterKeyRequest) Reset() {
 	*x = ChangeMasterKeyRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2175,7 @@ func (x *ChangeMasterKeyRequest) String() string {
 func (*ChangeMasterKeyRequest) ProtoMessage() {}
 
 func (x *ChangeMasterKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[34]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2188,7 @@ func (x *ChangeMasterKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMasterKeyRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMasterKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{34}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ChangeMasterKeyRequest) GetEncryptionId() string {
@@ -2143,7 +2211,7 @@ type ChangeMasterKeyResponse struct {
 
 func (x *ChangeMasterKeyResponse) Reset() {
 	*x = ChangeMasterKeyResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2223,7 @@ func (x *ChangeMasterKeyResponse) String() string {
 func (*ChangeMasterKeyResponse) ProtoMessage() {}
 
 func (x *ChangeMasterKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[35]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2236,7 @@ func (x *ChangeMasterKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMasterKeyResponse.ProtoReflect.Descriptor instead.
 func (*ChangeMasterKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{35}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ChangeMasterKeyResponse) GetEncryptionId() string {
@@ -2198,7 +2266,7 @@ type SetRotationPolicyRequest struct {
 
 func (x *SetRotationPolicyRequest) Reset() {
 	*x = SetRotationPolicyRequest{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[36]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2278,7 @@ func (x *SetRotationPolicyRequest) String() string {
 func (*SetRotationPolicyRequest) ProtoMessage() {}
 
 func (x *SetRotationPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[36]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2291,7 @@ func (x *SetRotationPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRotationPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetRotationPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{36}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetRotationPolicyRequest) GetEncryptionId() string {
@@ -2251,7 +2319,7 @@ type SetRotationPolicyResponse struct {
 
 func (x *SetRotationPolicyResponse) Reset() {
 	*x = SetRotationPolicyResponse{}
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[37]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2331,7 @@ func (x *SetRotationPolicyResponse) String() string {
 func (*SetRotationPolicyResponse) ProtoMessage() {}
 
 func (x *SetRotationPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[37]
+	mi := &file_custos_encryption_v1_encryption_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2344,7 @@ func (x *SetRotationPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRotationPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetRotationPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{37}
+	return file_custos_encryption_v1_encryption_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetRotationPolicyResponse) GetRotationPolicy() *RotationPolicy {
@@ -2290,24 +2358,29 @@ var File_custos_encryption_v1_encryption_proto protoreflect.FileDescriptor
 
 const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"\n" +
-	"%custos/encryption/v1/encryption.proto\x12\x14custos.encryption.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n" +
+	"%custos/encryption/v1/encryption.proto\x12\x14custos.encryption.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n" +
 	"\x0eEncryptRequest\x12#\n" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\tR\x04data\x122\n" +
-	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\"\xde\x01\n" +
+	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\"\xeb\x01\n" +
 	"\x0fEncryptResponse\x12\x1f\n" +
 	"\vcipher_text\x18\x01 \x01(\fR\n" +
 	"cipherText\x12#\n" +
 	"\rencryption_id\x18\x02 \x01(\tR\fencryptionId\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x12\x1c\n" +
-	"\talgorithm\x18\x04 \x01(\tR\talgorithm\x123\n" +
-	"\bmetadata\x18\x05 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xbf\x01\n" +
+	"\talgorithm\x18\x04 \x01(\tR\talgorithm\x12@\n" +
+	"\bmetadata\x18\x05 \x01(\v2$.custos.encryption.v1.CipherMetadataR\bmetadata\"\x89\x01\n" +
+	"\x0eCipherMetadata\x12%\n" +
+	"\x0eformat_version\x18\x01 \x01(\x05R\rformatVersion\x12\x14\n" +
+	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12(\n" +
+	"\rencrypted_key\x18\x03 \x01(\fH\x00R\fencryptedKey\x88\x01\x01B\x10\n" +
+	"\x0e_encrypted_key\"\xcc\x01\n" +
 	"\x0eDecryptRequest\x12#\n" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1f\n" +
 	"\vcipher_text\x18\x02 \x01(\fR\n" +
 	"cipherText\x122\n" +
-	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x123\n" +
-	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"%\n" +
+	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x12@\n" +
+	"\bmetadata\x18\x04 \x01(\v2$.custos.encryption.v1.CipherMetadataR\bmetadata\"%\n" +
 	"\x0fDecryptResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\tR\x04data\"4\n" +
 	"\rRotateRequest\x12#\n" +
@@ -2353,46 +2426,46 @@ const file_custos_encryption_v1_encryption_proto_rawDesc = "" +
 	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"m\n" +
 	"\x0eRotationPolicy\x122\n" +
 	"\amax_age\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\x12'\n" +
-	"\x0fmax_encryptions\x18\x02 \x01(\x04R\x0emaxEncryptions\"\xbe\x01\n" +
+	"\x0fmax_encryptions\x18\x02 \x01(\x04R\x0emaxEncryptions\"\xcb\x01\n" +
 	"\rRewrapRequest\x12#\n" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1f\n" +
 	"\vcipher_text\x18\x02 \x01(\fR\n" +
 	"cipherText\x122\n" +
-	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x123\n" +
-	"\bmetadata\x18\x04 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"}\n" +
+	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x12@\n" +
+	"\bmetadata\x18\x04 \x01(\v2$.custos.encryption.v1.CipherMetadataR\bmetadata\"}\n" +
 	"\x16GenerateDataKeyRequest\x12#\n" +
 	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1b\n" +
 	"\tkey_bytes\x18\x02 \x01(\rR\bkeyBytes\x12!\n" +
-	"\fwrapped_only\x18\x03 \x01(\bR\vwrappedOnly\"\x81\x02\n" +
+	"\fwrapped_only\x18\x03 \x01(\bR\vwrappedOnly\"\x8e\x02\n" +
 	"\x17GenerateDataKeyResponse\x12\x19\n" +
 	"\bdata_key\x18\x01 \x01(\tR\adataKey\x12\x1f\n" +
 	"\vcipher_text\x18\x02 \x01(\fR\n" +
 	"cipherText\x12#\n" +
 	"\rencryption_id\x18\x03 \x01(\tR\fencryptionId\x122\n" +
 	"\x15encryption_version_id\x18\x04 \x01(\tR\x13encryptionVersionId\x12\x1c\n" +
-	"\talgorithm\x18\x05 \x01(\tR\talgorithm\x123\n" +
-	"\bmetadata\x18\x06 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"\xdd\x01\n" +
+	"\talgorithm\x18\x05 \x01(\tR\talgorithm\x12@\n" +
+	"\bmetadata\x18\x06 \x01(\v2$.custos.encryption.v1.CipherMetadataR\bmetadata\"\xea\x01\n" +
 	"\x0eRewrapResponse\x12\x1f\n" +
 	"\vcipher_text\x18\x01 \x01(\fR\n" +
 	"cipherText\x12#\n" +
 	"\rencryption_id\x18\x02 \x01(\tR\fencryptionId\x122\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tR\x13encryptionVersionId\x12\x1c\n" +
-	"\talgorithm\x18\x04 \x01(\tR\talgorithm\x123\n" +
-	"\bmetadata\x18\x05 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"9\n" +
+	"\talgorithm\x18\x04 \x01(\tR\talgorithm\x12@\n" +
+	"\bmetadata\x18\x05 \x01(\v2$.custos.encryption.v1.CipherMetadataR\bmetadata\"9\n" +
 	"\tItemError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"Q\n" +
 	"\x13EncryptBatchRequest\x12:\n" +
 	"\x05items\x18\x01 \x03(\v2$.custos.encryption.v1.EncryptRequestR\x05items\"Z\n" +
 	"\x14EncryptBatchResponse\x12B\n" +
-	"\aresults\x18\x01 \x03(\v2(.custos.encryption.v1.EncryptBatchResultR\aresults\"\xf6\x02\n" +
+	"\aresults\x18\x01 \x03(\v2(.custos.encryption.v1.EncryptBatchResultR\aresults\"\x83\x03\n" +
 	"\x12EncryptBatchResult\x12$\n" +
 	"\vcipher_text\x18\x01 \x01(\fH\x00R\n" +
 	"cipherText\x88\x01\x01\x12(\n" +
 	"\rencryption_id\x18\x02 \x01(\tH\x01R\fencryptionId\x88\x01\x01\x127\n" +
 	"\x15encryption_version_id\x18\x03 \x01(\tH\x02R\x13encryptionVersionId\x88\x01\x01\x12!\n" +
-	"\talgorithm\x18\x04 \x01(\tH\x03R\talgorithm\x88\x01\x01\x123\n" +
-	"\bmetadata\x18\x05 \x01(\v2\x17.google.protobuf.StructR\bmetadata\x125\n" +
+	"\talgorithm\x18\x04 \x01(\tH\x03R\talgorithm\x88\x01\x01\x12@\n" +
+	"\bmetadata\x18\x05 \x01(\v2$.custos.encryption.v1.CipherMetadataR\bmetadata\x125\n" +
 	"\x05error\x18\x06 \x01(\v2\x1f.custos.encryption.v1.ItemErrorR\x05errorB\x0e\n" +
 	"\f_cipher_textB\x10\n" +
 	"\x0e_encryption_idB\x18\n" +
@@ -2477,110 +2550,110 @@ func file_custos_encryption_v1_encryption_proto_rawDescGZIP() []byte {
 	return file_custos_encryption_v1_encryption_proto_rawDescData
 }
 
-var file_custos_encryption_v1_encryption_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_custos_encryption_v1_encryption_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_custos_encryption_v1_encryption_proto_goTypes = []any{
 	(*EncryptRequest)(nil),            // 0: custos.encryption.v1.EncryptRequest
 	(*EncryptResponse)(nil),           // 1: custos.encryption.v1.EncryptResponse
-	(*DecryptRequest)(nil),            // 2: custos.encryption.v1.DecryptRequest
-	(*DecryptResponse)(nil),           // 3: custos.encryption.v1.DecryptResponse
-	(*RotateRequest)(nil),             // 4: custos.encryption.v1.RotateRequest
-	(*RotateResponse)(nil),            // 5: custos.encryption.v1.RotateResponse
-	(*CreateEncryptionRequest)(nil),   // 6: custos.encryption.v1.CreateEncryptionRequest
-	(*CreateEncryptionResponse)(nil),  // 7: custos.encryption.v1.CreateEncryptionResponse
-	(*GetEncryptionRequest)(nil),      // 8: custos.encryption.v1.GetEncryptionRequest
-	(*GetEncryptionResponse)(nil),     // 9: custos.encryption.v1.GetEncryptionResponse
-	(*Encryption)(nil),                // 10: custos.encryption.v1.Encryption
-	(*KeyVersion)(nil),                // 11: custos.encryption.v1.KeyVersion
-	(*RotationPolicy)(nil),            // 12: custos.encryption.v1.RotationPolicy
-	(*RewrapRequest)(nil),             // 13: custos.encryption.v1.RewrapRequest
-	(*GenerateDataKeyRequest)(nil),    // 14: custos.encryption.v1.GenerateDataKeyRequest
-	(*GenerateDataKeyResponse)(nil),   // 15: custos.encryption.v1.GenerateDataKeyResponse
-	(*RewrapResponse)(nil),            // 16: custos.encryption.v1.RewrapResponse
-	(*ItemError)(nil),                 // 17: custos.encryption.v1.ItemError
-	(*EncryptBatchRequest)(nil),       // 18: custos.encryption.v1.EncryptBatchRequest
-	(*EncryptBatchResponse)(nil),      // 19: custos.encryption.v1.EncryptBatchResponse
-	(*EncryptBatchResult)(nil),        // 20: custos.encryption.v1.EncryptBatchResult
-	(*DecryptBatchRequest)(nil),       // 21: custos.encryption.v1.DecryptBatchRequest
-	(*DecryptBatchResponse)(nil),      // 22: custos.encryption.v1.DecryptBatchResponse
-	(*DecryptBatchResult)(nil),        // 23: custos.encryption.v1.DecryptBatchResult
-	(*RewrapBatchRequest)(nil),        // 24: custos.encryption.v1.RewrapBatchRequest
-	(*RewrapBatchResponse)(nil),       // 25: custos.encryption.v1.RewrapBatchResponse
-	(*DisableVersionRequest)(nil),     // 26: custos.encryption.v1.DisableVersionRequest
-	(*DisableVersionResponse)(nil),    // 27: custos.encryption.v1.DisableVersionResponse
-	(*EnableVersionRequest)(nil),      // 28: custos.encryption.v1.EnableVersionRequest
-	(*EnableVersionResponse)(nil),     // 29: custos.encryption.v1.EnableVersionResponse
-	(*DestroyVersionRequest)(nil),     // 30: custos.encryption.v1.DestroyVersionRequest
-	(*DestroyVersionResponse)(nil),    // 31: custos.encryption.v1.DestroyVersionResponse
-	(*DestroyEncryptionRequest)(nil),  // 32: custos.encryption.v1.DestroyEncryptionRequest
-	(*DestroyEncryptionResponse)(nil), // 33: custos.encryption.v1.DestroyEncryptionResponse
-	(*ChangeMasterKeyRequest)(nil),    // 34: custos.encryption.v1.ChangeMasterKeyRequest
-	(*ChangeMasterKeyResponse)(nil),   // 35: custos.encryption.v1.ChangeMasterKeyResponse
-	(*SetRotationPolicyRequest)(nil),  // 36: custos.encryption.v1.SetRotationPolicyRequest
-	(*SetRotationPolicyResponse)(nil), // 37: custos.encryption.v1.SetRotationPolicyResponse
-	(*structpb.Struct)(nil),           // 38: google.protobuf.Struct
+	(*CipherMetadata)(nil),            // 2: custos.encryption.v1.CipherMetadata
+	(*DecryptRequest)(nil),            // 3: custos.encryption.v1.DecryptRequest
+	(*DecryptResponse)(nil),           // 4: custos.encryption.v1.DecryptResponse
+	(*RotateRequest)(nil),             // 5: custos.encryption.v1.RotateRequest
+	(*RotateResponse)(nil),            // 6: custos.encryption.v1.RotateResponse
+	(*CreateEncryptionRequest)(nil),   // 7: custos.encryption.v1.CreateEncryptionRequest
+	(*CreateEncryptionResponse)(nil),  // 8: custos.encryption.v1.CreateEncryptionResponse
+	(*GetEncryptionRequest)(nil),      // 9: custos.encryption.v1.GetEncryptionRequest
+	(*GetEncryptionResponse)(nil),     // 10: custos.encryption.v1.GetEncryptionResponse
+	(*Encryption)(nil),                // 11: custos.encryption.v1.Encryption
+	(*KeyVersion)(nil),                // 12: custos.encryption.v1.KeyVersion
+	(*RotationPolicy)(nil),            // 13: custos.encryption.v1.RotationPolicy
+	(*RewrapRequest)(nil),             // 14: custos.encryption.v1.RewrapRequest
+	(*GenerateDataKeyRequest)(nil),    // 15: custos.encryption.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),   // 16: custos.encryption.v1.GenerateDataKeyResponse
+	(*RewrapResponse)(nil),            // 17: custos.encryption.v1.RewrapResponse
+	(*ItemError)(nil),                 // 18: custos.encryption.v1.ItemError
+	(*EncryptBatchRequest)(nil),       // 19: custos.encryption.v1.EncryptBatchRequest
+	(*EncryptBatchResponse)(nil),      // 20: custos.encryption.v1.EncryptBatchResponse
+	(*EncryptBatchResult)(nil),        // 21: custos.encryption.v1.EncryptBatchResult
+	(*DecryptBatchRequest)(nil),       // 22: custos.encryption.v1.DecryptBatchRequest
+	(*DecryptBatchResponse)(nil),      // 23: custos.encryption.v1.DecryptBatchResponse
+	(*DecryptBatchResult)(nil),        // 24: custos.encryption.v1.DecryptBatchResult
+	(*RewrapBatchRequest)(nil),        // 25: custos.encryption.v1.RewrapBatchRequest
+	(*RewrapBatchResponse)(nil),       // 26: custos.encryption.v1.RewrapBatchResponse
+	(*DisableVersionRequest)(nil),     // 27: custos.encryption.v1.DisableVersionRequest
+	(*DisableVersionResponse)(nil),    // 28: custos.encryption.v1.DisableVersionResponse
+	(*EnableVersionRequest)(nil),      // 29: custos.encryption.v1.EnableVersionRequest
+	(*EnableVersionResponse)(nil),     // 30: custos.encryption.v1.EnableVersionResponse
+	(*DestroyVersionRequest)(nil),     // 31: custos.encryption.v1.DestroyVersionRequest
+	(*DestroyVersionResponse)(nil),    // 32: custos.encryption.v1.DestroyVersionResponse
+	(*DestroyEncryptionRequest)(nil),  // 33: custos.encryption.v1.DestroyEncryptionRequest
+	(*DestroyEncryptionResponse)(nil), // 34: custos.encryption.v1.DestroyEncryptionResponse
+	(*ChangeMasterKeyRequest)(nil),    // 35: custos.encryption.v1.ChangeMasterKeyRequest
+	(*ChangeMasterKeyResponse)(nil),   // 36: custos.encryption.v1.ChangeMasterKeyResponse
+	(*SetRotationPolicyRequest)(nil),  // 37: custos.encryption.v1.SetRotationPolicyRequest
+	(*SetRotationPolicyResponse)(nil), // 38: custos.encryption.v1.SetRotationPolicyResponse
 	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
 }
 var file_custos_encryption_v1_encryption_proto_depIdxs = []int32{
-	38, // 0: custos.encryption.v1.EncryptResponse.metadata:type_name -> google.protobuf.Struct
-	38, // 1: custos.encryption.v1.DecryptRequest.metadata:type_name -> google.protobuf.Struct
-	12, // 2: custos.encryption.v1.CreateEncryptionRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
-	10, // 3: custos.encryption.v1.GetEncryptionResponse.encryption:type_name -> custos.encryption.v1.Encryption
-	11, // 4: custos.encryption.v1.Encryption.versions:type_name -> custos.encryption.v1.KeyVersion
-	12, // 5: custos.encryption.v1.Encryption.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
+	2,  // 0: custos.encryption.v1.EncryptResponse.metadata:type_name -> custos.encryption.v1.CipherMetadata
+	2,  // 1: custos.encryption.v1.DecryptRequest.metadata:type_name -> custos.encryption.v1.CipherMetadata
+	13, // 2: custos.encryption.v1.CreateEncryptionRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
+	11, // 3: custos.encryption.v1.GetEncryptionResponse.encryption:type_name -> custos.encryption.v1.Encryption
+	12, // 4: custos.encryption.v1.Encryption.versions:type_name -> custos.encryption.v1.KeyVersion
+	13, // 5: custos.encryption.v1.Encryption.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
 	39, // 6: custos.encryption.v1.Encryption.created_at:type_name -> google.protobuf.Timestamp
 	39, // 7: custos.encryption.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
 	39, // 8: custos.encryption.v1.KeyVersion.updated_at:type_name -> google.protobuf.Timestamp
 	40, // 9: custos.encryption.v1.RotationPolicy.max_age:type_name -> google.protobuf.Duration
-	38, // 10: custos.encryption.v1.RewrapRequest.metadata:type_name -> google.protobuf.Struct
-	38, // 11: custos.encryption.v1.GenerateDataKeyResponse.metadata:type_name -> google.protobuf.Struct
-	38, // 12: custos.encryption.v1.RewrapResponse.metadata:type_name -> google.protobuf.Struct
+	2,  // 10: custos.encryption.v1.RewrapRequest.metadata:type_name -> custos.encryption.v1.CipherMetadata
+	2,  // 11: custos.encryption.v1.GenerateDataKeyResponse.metadata:type_name -> custos.encryption.v1.CipherMetadata
+	2,  // 12: custos.encryption.v1.RewrapResponse.metadata:type_name -> custos.encryption.v1.CipherMetadata
 	0,  // 13: custos.encryption.v1.EncryptBatchRequest.items:type_name -> custos.encryption.v1.EncryptRequest
-	20, // 14: custos.encryption.v1.EncryptBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
-	38, // 15: custos.encryption.v1.EncryptBatchResult.metadata:type_name -> google.protobuf.Struct
-	17, // 16: custos.encryption.v1.EncryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
-	2,  // 17: custos.encryption.v1.DecryptBatchRequest.items:type_name -> custos.encryption.v1.DecryptRequest
-	23, // 18: custos.encryption.v1.DecryptBatchResponse.results:type_name -> custos.encryption.v1.DecryptBatchResult
-	17, // 19: custos.encryption.v1.DecryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
-	13, // 20: custos.encryption.v1.RewrapBatchRequest.items:type_name -> custos.encryption.v1.RewrapRequest
-	20, // 21: custos.encryption.v1.RewrapBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
-	11, // 22: custos.encryption.v1.DisableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
-	11, // 23: custos.encryption.v1.EnableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
-	11, // 24: custos.encryption.v1.DestroyVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
-	12, // 25: custos.encryption.v1.SetRotationPolicyRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
-	12, // 26: custos.encryption.v1.SetRotationPolicyResponse.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
+	21, // 14: custos.encryption.v1.EncryptBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
+	2,  // 15: custos.encryption.v1.EncryptBatchResult.metadata:type_name -> custos.encryption.v1.CipherMetadata
+	18, // 16: custos.encryption.v1.EncryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
+	3,  // 17: custos.encryption.v1.DecryptBatchRequest.items:type_name -> custos.encryption.v1.DecryptRequest
+	24, // 18: custos.encryption.v1.DecryptBatchResponse.results:type_name -> custos.encryption.v1.DecryptBatchResult
+	18, // 19: custos.encryption.v1.DecryptBatchResult.error:type_name -> custos.encryption.v1.ItemError
+	14, // 20: custos.encryption.v1.RewrapBatchRequest.items:type_name -> custos.encryption.v1.RewrapRequest
+	21, // 21: custos.encryption.v1.RewrapBatchResponse.results:type_name -> custos.encryption.v1.EncryptBatchResult
+	12, // 22: custos.encryption.v1.DisableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
+	12, // 23: custos.encryption.v1.EnableVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
+	12, // 24: custos.encryption.v1.DestroyVersionResponse.version:type_name -> custos.encryption.v1.KeyVersion
+	13, // 25: custos.encryption.v1.SetRotationPolicyRequest.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
+	13, // 26: custos.encryption.v1.SetRotationPolicyResponse.rotation_policy:type_name -> custos.encryption.v1.RotationPolicy
 	0,  // 27: custos.encryption.v1.EncryptionService.Encrypt:input_type -> custos.encryption.v1.EncryptRequest
-	2,  // 28: custos.encryption.v1.EncryptionService.Decrypt:input_type -> custos.encryption.v1.DecryptRequest
-	4,  // 29: custos.encryption.v1.EncryptionService.Rotate:input_type -> custos.encryption.v1.RotateRequest
-	6,  // 30: custos.encryption.v1.EncryptionService.CreateEncryption:input_type -> custos.encryption.v1.CreateEncryptionRequest
-	8,  // 31: custos.encryption.v1.EncryptionService.GetEncryption:input_type -> custos.encryption.v1.GetEncryptionRequest
-	13, // 32: custos.encryption.v1.EncryptionService.Rewrap:input_type -> custos.encryption.v1.RewrapRequest
-	14, // 33: custos.encryption.v1.EncryptionService.GenerateDataKey:input_type -> custos.encryption.v1.GenerateDataKeyRequest
-	18, // 34: custos.encryption.v1.EncryptionService.EncryptBatch:input_type -> custos.encryption.v1.EncryptBatchRequest
-	21, // 35: custos.encryption.v1.EncryptionService.DecryptBatch:input_type -> custos.encryption.v1.DecryptBatchRequest
-	24, // 36: custos.encryption.v1.EncryptionService.RewrapBatch:input_type -> custos.encryption.v1.RewrapBatchRequest
-	26, // 37: custos.encryption.v1.EncryptionService.DisableVersion:input_type -> custos.encryption.v1.DisableVersionRequest
-	28, // 38: custos.encryption.v1.EncryptionService.EnableVersion:input_type -> custos.encryption.v1.EnableVersionRequest
-	30, // 39: custos.encryption.v1.EncryptionService.DestroyVersion:input_type -> custos.encryption.v1.DestroyVersionRequest
-	32, // 40: custos.encryption.v1.EncryptionService.DestroyEncryption:input_type -> custos.encryption.v1.DestroyEncryptionRequest
-	34, // 41: custos.encryption.v1.EncryptionService.ChangeMasterKey:input_type -> custos.encryption.v1.ChangeMasterKeyRequest
-	36, // 42: custos.encryption.v1.EncryptionService.SetRotationPolicy:input_type -> custos.encryption.v1.SetRotationPolicyRequest
+	3,  // 28: custos.encryption.v1.EncryptionService.Decrypt:input_type -> custos.encryption.v1.DecryptRequest
+	5,  // 29: custos.encryption.v1.EncryptionService.Rotate:input_type -> custos.encryption.v1.RotateRequest
+	7,  // 30: custos.encryption.v1.EncryptionService.CreateEncryption:input_type -> custos.encryption.v1.CreateEncryptionRequest
+	9,  // 31: custos.encryption.v1.EncryptionService.GetEncryption:input_type -> custos.encryption.v1.GetEncryptionRequest
+	14, // 32: custos.encryption.v1.EncryptionService.Rewrap:input_type -> custos.encryption.v1.RewrapRequest
+	15, // 33: custos.encryption.v1.EncryptionService.GenerateDataKey:input_type -> custos.encryption.v1.GenerateDataKeyRequest
+	19, // 34: custos.encryption.v1.EncryptionService.EncryptBatch:input_type -> custos.encryption.v1.EncryptBatchRequest
+	22, // 35: custos.encryption.v1.EncryptionService.DecryptBatch:input_type -> custos.encryption.v1.DecryptBatchRequest
+	25, // 36: custos.encryption.v1.EncryptionService.RewrapBatch:input_type -> custos.encryption.v1.RewrapBatchRequest
+	27, // 37: custos.encryption.v1.EncryptionService.DisableVersion:input_type -> custos.encryption.v1.DisableVersionRequest
+	29, // 38: custos.encryption.v1.EncryptionService.EnableVersion:input_type -> custos.encryption.v1.EnableVersionRequest
+	31, // 39: custos.encryption.v1.EncryptionService.DestroyVersion:input_type -> custos.encryption.v1.DestroyVersionRequest
+	33, // 40: custos.encryption.v1.EncryptionService.DestroyEncryption:input_type -> custos.encryption.v1.DestroyEncryptionRequest
+	35, // 41: custos.encryption.v1.EncryptionService.ChangeMasterKey:input_type -> custos.encryption.v1.ChangeMasterKeyRequest
+	37, // 42: custos.encryption.v1.EncryptionService.SetRotationPolicy:input_type -> custos.encryption.v1.SetRotationPolicyRequest
 	1,  // 43: custos.encryption.v1.EncryptionService.Encrypt:output_type -> custos.encryption.v1.EncryptResponse
-	3,  // 44: custos.encryption.v1.EncryptionService.Decrypt:output_type -> custos.encryption.v1.DecryptResponse
-	5,  // 45: custos.encryption.v1.EncryptionService.Rotate:output_type -> custos.encryption.v1.RotateResponse
-	7,  // 46: custos.encryption.v1.EncryptionService.CreateEncryption:output_type -> custos.encryption.v1.CreateEncryptionResponse
-	9,  // 47: custos.encryption.v1.EncryptionService.GetEncryption:output_type -> custos.encryption.v1.GetEncryptionResponse
-	16, // 48: custos.encryption.v1.EncryptionService.Rewrap:output_type -> custos.encryption.v1.RewrapResponse
-	15, // 49: custos.encryption.v1.EncryptionService.GenerateDataKey:output_type -> custos.encryption.v1.GenerateDataKeyResponse
-	19, // 50: custos.encryption.v1.EncryptionService.EncryptBatch:output_type -> custos.encryption.v1.EncryptBatchResponse
-	22, // 51: custos.encryption.v1.EncryptionService.DecryptBatch:output_type -> custos.encryption.v1.DecryptBatchResponse
-	25, // 52: custos.encryption.v1.EncryptionService.RewrapBatch:output_type -> custos.encryption.v1.RewrapBatchResponse
-	27, // 53: custos.encryption.v1.EncryptionService.DisableVersion:output_type -> custos.encryption.v1.DisableVersionResponse
-	29, // 54: custos.encryption.v1.EncryptionService.EnableVersion:output_type -> custos.encryption.v1.EnableVersionResponse
-	31, // 55: custos.encryption.v1.EncryptionService.DestroyVersion:output_type -> custos.encryption.v1.DestroyVersionResponse
-	33, // 56: custos.encryption.v1.EncryptionService.DestroyEncryption:output_type -> custos.encryption.v1.DestroyEncryptionResponse
-	35, // 57: custos.encryption.v1.EncryptionService.ChangeMasterKey:output_type -> custos.encryption.v1.ChangeMasterKeyResponse
-	37, // 58: custos.encryption.v1.EncryptionService.SetRotationPolicy:output_type -> custos.encryption.v1.SetRotationPolicyResponse
+	4,  // 44: custos.encryption.v1.EncryptionService.Decrypt:output_type -> custos.encryption.v1.DecryptResponse
+	6,  // 45: custos.encryption.v1.EncryptionService.Rotate:output_type -> custos.encryption.v1.RotateResponse
+	8,  // 46: custos.encryption.v1.EncryptionService.CreateEncryption:output_type -> custos.encryption.v1.CreateEncryptionResponse
+	10, // 47: custos.encryption.v1.EncryptionService.GetEncryption:output_type -> custos.encryption.v1.GetEncryptionResponse
+	17, // 48: custos.encryption.v1.EncryptionService.Rewrap:output_type -> custos.encryption.v1.RewrapResponse
+	16, // 49: custos.encryption.v1.EncryptionService.GenerateDataKey:output_type -> custos.encryption.v1.GenerateDataKeyResponse
+	20, // 50: custos.encryption.v1.EncryptionService.EncryptBatch:output_type -> custos.encryption.v1.EncryptBatchResponse
+	23, // 51: custos.encryption.v1.EncryptionService.DecryptBatch:output_type -> custos.encryption.v1.DecryptBatchResponse
+	26, // 52: custos.encryption.v1.EncryptionService.RewrapBatch:output_type -> custos.encryption.v1.RewrapBatchResponse
+	28, // 53: custos.encryption.v1.EncryptionService.DisableVersion:output_type -> custos.encryption.v1.DisableVersionResponse
+	30, // 54: custos.encryption.v1.EncryptionService.EnableVersion:output_type -> custos.encryption.v1.EnableVersionResponse
+	32, // 55: custos.encryption.v1.EncryptionService.DestroyVersion:output_type -> custos.encryption.v1.DestroyVersionResponse
+	34, // 56: custos.encryption.v1.EncryptionService.DestroyEncryption:output_type -> custos.encryption.v1.DestroyEncryptionResponse
+	36, // 57: custos.encryption.v1.EncryptionService.ChangeMasterKey:output_type -> custos.encryption.v1.ChangeMasterKeyResponse
+	38, // 58: custos.encryption.v1.EncryptionService.SetRotationPolicy:output_type -> custos.encryption.v1.SetRotationPolicyResponse
 	43, // [43:59] is the sub-list for method output_type
 	27, // [27:43] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
@@ -2593,15 +2666,16 @@ func file_custos_encryption_v1_encryption_proto_init() {
 	if File_custos_encryption_v1_encryption_proto != nil {
 		return
 	}
-	file_custos_encryption_v1_encryption_proto_msgTypes[20].OneofWrappers = []any{}
-	file_custos_encryption_v1_encryption_proto_msgTypes[23].OneofWrappers = []any{}
+	file_custos_encryption_v1_encryption_proto_msgTypes[2].OneofWrappers = []any{}
+	file_custos_encryption_v1_encryption_proto_msgTypes[21].OneofWrappers = []any{}
+	file_custos_encryption_v1_encryption_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_encryption_v1_encryption_proto_rawDesc), len(file_custos_encryption_v1_encryption_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
