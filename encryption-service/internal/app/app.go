@@ -233,9 +233,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		Admin: &grpcapi.AdminServer{Tenants: tenantSvc, Audit: store, Keys: keys,
 			MasterKeys: masterKeys, StoredKeys: store},
 	}
-	unimplementedUnary, unimplementedStream := grpcapi.Unimplemented(component)
-	errorsUnary, errorsStream := grpcapi.ErrorInterceptors(logger)
-	authUnary, authStream := auth.Interceptors()
+	unary, stream := grpcapi.Interceptors(logger, auth, component)
 	srv, err := server.New(server.Config{
 		GRPCAddr:           cfg.GRPCAddr,
 		HTTPAddr:           cfg.HTTPAddr,
@@ -251,8 +249,8 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		MaxRequestBytes:    cfg.MaxRequestBytes,
 		MaxConnectionAge:   cfg.GRPCMaxConnectionAge,
-		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unimplementedUnary, errorsUnary, authUnary},
-		StreamInterceptors: []grpc.StreamServerInterceptor{unimplementedStream, errorsStream, authStream},
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{unary},
+		StreamInterceptors: []grpc.StreamServerInterceptor{stream},
 		ForwardHeaders:     forwardHeaders,
 	})
 	if err != nil {

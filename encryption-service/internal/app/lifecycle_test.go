@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 
@@ -315,7 +316,13 @@ func TestVersionLifecycle(t *testing.T) {
 	audit := r.must(200, "GET", "/v1/admin/audit?encryptionId="+id, r.admin(), nil)["events"].([]any)
 	var actions []string
 	for _, e := range audit {
-		actions = append(actions, e.(map[string]any)["action"].(string))
+		ev := e.(map[string]any)
+		actions = append(actions, ev["action"].(string))
+		// The tenant's calls are audited under the secret they authenticated with.
+		actor, _ := ev["actor"].(string)
+		if secretID, ok := strings.CutPrefix(actor, "tenant:"); !ok || uuid.Validate(secretID) != nil {
+			t.Errorf("audit event %v: actor %q, want tenant:<secret id>", ev["action"], actor)
+		}
 	}
 	for _, want := range []string{"encryption.version.disable", "encryption.version.enable", "encryption.version.destroy"} {
 		if !slices.Contains(actions, want) {

@@ -46,25 +46,6 @@ type Auth struct {
 type callerKey struct{}
 type adminKey struct{}
 
-// Interceptors returns the unary and stream interceptors.
-func (a *Auth) Interceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := a.authenticate(ctx, info.FullMethod)
-		if err != nil {
-			return nil, err
-		}
-		return handler(ctx, req)
-	}
-	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, err := a.authenticate(ss.Context(), info.FullMethod)
-		if err != nil {
-			return err
-		}
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
-	}
-	return unary, stream
-}
-
 type wrappedStream struct {
 	grpc.ServerStream
 	ctx context.Context
@@ -108,7 +89,7 @@ func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error
 	if err != nil {
 		return keyring.Caller{}, err
 	}
-	c := keyring.Caller{TenantID: tenantID, Actor: "tenant:" + secretID.String(), RequestID: server.RequestID(ctx)}
+	c := keyring.Caller{TenantID: tenantID, SecretID: secretID, RequestID: server.RequestID(ctx)}
 	if c.MasterKey, err = masterKeyHeader(ctx, "x-master-key", "X-Master-Key"); err != nil {
 		return keyring.Caller{}, err
 	}

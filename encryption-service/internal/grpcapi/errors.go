@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -51,19 +50,4 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	}
 	log.ErrorContext(ctx, "internal error", "method", method, "request_id", server.RequestID(ctx), "error", err)
 	return status.Errorf(codes.Internal, "internal error; quote request id %s to the operator", server.RequestID(ctx))
-}
-
-// ErrorInterceptors map the errors returned by the services through toStatus.
-func ErrorInterceptors(log *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		resp, err := handler(ctx, req)
-		if err != nil {
-			return nil, toStatus(ctx, log, info.FullMethod, err)
-		}
-		return resp, nil
-	}
-	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return toStatus(ss.Context(), log, info.FullMethod, handler(srv, ss))
-	}
-	return unary, stream
 }

@@ -91,8 +91,11 @@ var _ Store = (*postgres.Store)(nil)
 // request carried them. MasterKey and NewMasterKey are never stored, logged or kept beyond the
 // request.
 type Caller struct {
-	TenantID  uuid.UUID
-	Actor     string // for the audit trail, e.g. "tenant:<secret id>"
+	TenantID uuid.UUID
+	// Actor names the caller in the audit trail (e.g. "admin:<CN>"); when empty, SecretID does:
+	// "tenant:<secret id>", formatted only when an event is written.
+	Actor     string
+	SecretID  uuid.UUID // the tenant secret the call authenticated with
 	RequestID string
 	MasterKey []byte // 32 bytes, or nil when the request carried none
 	// NewMasterKey is the client master key a ChangeMasterKey call changes to (X-New-Master-Key):
@@ -494,12 +497,20 @@ func (s *Service) unwrapPlatform(w postgres.WrappedKey, ad []byte) ([]byte, erro
 	return out, nil
 }
 
+// actor is the caller's name in the audit trail.
+func (c Caller) actor() string {
+	if c.Actor == "" && c.SecretID != uuid.Nil {
+		return "tenant:" + c.SecretID.String()
+	}
+	return c.Actor
+}
+
 func (s *Service) audit(c Caller, action string, encryptionID, versionID *uuid.UUID) postgres.AuditEvent {
 	tenant := c.TenantID
 	return postgres.AuditEvent{
 		ID:           uuid.New(),
 		TenantID:     &tenant,
-		Actor:        c.Actor,
+		Actor:        c.actor(),
 		Action:       action,
 		EncryptionID: encryptionID,
 		VersionID:    versionID,

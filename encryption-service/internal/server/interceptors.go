@@ -129,25 +129,34 @@ func begin(ctx context.Context) (context.Context, *callInfo) {
 	return context.WithValue(ctx, callKey{}, c), c
 }
 
-// observeUnary is the outermost interceptor: request id, access log and metrics.
-func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// observeUnary is the outermost interceptor: request id, access log and metrics, and the
+// recovery of a panic below it into codes.Internal, which the access log then records.
+func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
 	ctx, c := begin(ctx)
 	// Fails only if headers were already sent, which cannot be the case yet.
 	_ = grpc.SetHeader(ctx, metadata.MD{requestIDHeaderKey: {c.requestID}})
-	resp, err := handler(ctx, req)
-	s.record(ctx, info.FullMethod, c, start, err)
-	return resp, err
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, s.recovered(ctx, info.FullMethod, p)
+		}
+		s.record(ctx, info.FullMethod, c, start, err)
+	}()
+	return handler(ctx, req)
 }
 
 // observeStream is observeUnary for streams.
-func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	start := time.Now()
 	ctx, c := begin(ss.Context())
 	_ = ss.SetHeader(metadata.MD{requestIDHeaderKey: {c.requestID}})
-	err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-	s.record(ctx, info.FullMethod, c, start, err)
-	return err
+	defer func() {
+		if p := recover(); p != nil {
+			err = s.recovered(ctx, info.FullMethod, p)
+		}
+		s.record(ctx, info.FullMethod, c, start, err)
+	}()
+	return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 }
 
 type serverStream struct {
@@ -196,27 +205,6 @@ func (s *Server) record(ctx context.Context, method string, c *callInfo, start t
 		r.AddAttrs(slog.String("message", st.Message()))
 	}
 	_ = h.Handle(ctx, r) // a log line that cannot be written is not the caller's failure
-}
-
-// recoverUnary turns a panic below it into codes.Internal. It runs inside
-// observeUnary so the access log records the resulting code.
-func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.recovered(ctx, info.FullMethod, p)
-		}
-	}()
-	return handler(ctx, req)
-}
-
-// recoverStream is recoverUnary for streams.
-func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.recovered(ss.Context(), info.FullMethod, p)
-		}
-	}()
-	return handler(srv, ss)
 }
 
 // recovered logs a panic (value and stack, never the request) and returns
