@@ -64,7 +64,7 @@ func (s *EncryptionServer) EncryptBatch(ctx context.Context, req *encryptionv1.E
 			results[i] = &encryptionv1.EncryptBatchResult{Error: s.itemError(ctx, "EncryptBatch", err)}
 			continue
 		}
-		items = append(items, keyring.EncryptItem{EncryptionID: encID, VersionID: verID, Data: []byte(it.GetData())})
+		items = append(items, keyring.EncryptItem{EncryptionID: encID, VersionID: verID, Data: stringBytes(it.GetData())})
 		index = append(index, i)
 	}
 	encrypted, failures := s.Keys.EncryptBatch(ctx, c, items)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"log/slog"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -45,7 +46,7 @@ func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.Encryp
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.Keys.Encrypt(ctx, c, encID, verID, []byte(req.GetData()))
+	res, err := s.Keys.Encrypt(ctx, c, encID, verID, stringBytes(req.GetData()))
 	if err != nil {
 		return nil, err
 	}
@@ -272,4 +273,12 @@ func metadataProto(m aead.Metadata) *encryptionv1.CipherMetadata {
 // algorithm is the keyring's to check.
 func metadataFrom(p *encryptionv1.CipherMetadata) aead.Metadata {
 	return aead.Metadata{FormatVersion: p.GetFormatVersion(), Nonce: p.GetNonce(), EncryptedKey: p.GetEncryptedKey()}
+}
+
+// stringBytes is s's bytes, shared rather than copied: the plaintext the cipher reads. The keyring
+// only reads data it encrypts (keyring.Service.Encrypt and EncryptBatch say so), so the request's
+// string need not be copied: one copy of the plaintext fewer in the heap, and no garbage of the
+// payload's size per call. Nothing may write to the result.
+func stringBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s)) //nolint:gosec // G103: read-only view of a string, see above
 }

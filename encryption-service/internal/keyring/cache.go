@@ -46,7 +46,7 @@ type entry struct {
 	retryAt  atomic.Int64
 
 	mu      sync.Mutex
-	ciphers map[uuid.UUID]aead.Cipher // PLATFORM only, by version id
+	ciphers map[uuid.UUID]versionCipher // PLATFORM only, by version id
 }
 
 func newCache(maxAge time.Duration, maxEntries int, now func() time.Time) *cache {
@@ -78,7 +78,7 @@ func (c *cache) get(id uuid.UUID) (*entry, bool) {
 // put stores enc unless an invalidation happened after gen was taken. It returns the entry to use
 // either way.
 func (c *cache) put(gen uint64, enc postgres.Encryption) *entry {
-	e := &entry{enc: enc, loadedAt: c.now(), ciphers: make(map[uuid.UUID]aead.Cipher)}
+	e := &entry{enc: enc, loadedAt: c.now(), ciphers: make(map[uuid.UUID]versionCipher)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
@@ -121,18 +121,27 @@ func (c *cache) reset() {
 }
 
 // cipher returns the cached cipher of a version, or builds it with mk and caches it.
-func (e *entry) cipher(versionID uuid.UUID, mk func() (aead.Cipher, error)) (aead.Cipher, error) {
+// versionCipher is a PLATFORM version's cipher with the associated data of its ciphertexts.
+type versionCipher struct {
+	cipher aead.Cipher
+	ad     []byte // read-only once cached
+}
+
+// cipher returns version v's cached cipher and associated data, making and caching the cipher with
+// mk the first time.
+func (e *entry) cipher(v uuid.UUID, mk func() (aead.Cipher, error)) (aead.Cipher, []byte, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c, ok := e.ciphers[versionID]; ok {
-		return c, nil
+	if vc, ok := e.ciphers[v]; ok {
+		return vc.cipher, vc.ad, nil
 	}
 	c, err := mk()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	e.ciphers[versionID] = c
-	return c, nil
+	vc := versionCipher{cipher: c, ad: associatedData(e.enc, v)}
+	e.ciphers[v] = vc
+	return vc.cipher, vc.ad, nil
 }
 
 // version returns the context's version with id.

@@ -302,7 +302,8 @@ type Encrypted struct {
 // uuid.Nil — which must then be the active version (a DECRYPT_ONLY, DISABLED or DESTROYED version
 // gets FailedPrecondition). When the active version is due for rotation (its context's policy or
 // the service's bound), it is rotated first and the new version encrypts. Data over the size limit
-// is Invalid.
+// is Invalid. Encrypt only reads data: it never changes or keeps it, so callers may pass the bytes
+// of a string.
 func (s *Service) Encrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, data []byte) (Encrypted, error) {
 	if err := s.checkDataSize(data); err != nil {
 		return Encrypted{}, err
@@ -371,7 +372,7 @@ func (s *Service) load(ctx context.Context, tenantID, encryptionID uuid.UUID, fr
 
 // platformCipher returns the cached cipher of version v of a PLATFORM context, building it on
 // first use.
-func (s *Service) platformCipher(e *entry, v postgres.KeyVersion) (aead.Cipher, error) {
+func (s *Service) platformCipher(e *entry, v postgres.KeyVersion) (aead.Cipher, []byte, error) {
 	return e.cipher(v.ID, func() (aead.Cipher, error) {
 		key, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
 		if err != nil {

@@ -155,12 +155,13 @@ func (ss *session) prepare(v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
 		}
 	}
 	var c aead.Cipher
+	var ad []byte
 	var err error
 	switch {
 	case enc.KeyMode == ModePlatform && ss.c.MasterKey != nil:
 		return nil, nil, errPlatformWithMasterKey(enc.ID)
 	case enc.KeyMode == ModePlatform:
-		c, err = ss.s.platformCipher(ss.e, v)
+		c, ad, err = ss.s.platformCipher(ss.e, v)
 	case ss.c.MasterKey == nil:
 		return nil, nil, errs.E(errs.Unauthenticated,
 			"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", enc.ID)
@@ -176,7 +177,9 @@ func (ss *session) prepare(v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ad := aead.AssociatedData(enc.TenantID.String(), enc.ID.String(), v.ID.String(), enc.Algorithm)
+	if ad == nil {
+		ad = associatedData(enc, v.ID)
+	}
 	ss.prepared = append(ss.prepared, prepared{id: v.ID, ad: ad, cipher: c})
 	return ad, c, nil
 }
@@ -299,7 +302,7 @@ type DecryptItem struct {
 // EncryptBatch encrypts every item as Encrypt does: results[i] is items[i]'s result when
 // failures[i] is nil. One item's failure does not affect the others. Each context is read at most
 // once (all that the cache misses, in one query) and a CLIENT context's private key is unwrapped
-// once, whatever the number of items.
+// once, whatever the number of items. Like Encrypt, it only reads the items' data.
 func (s *Service) EncryptBatch(ctx context.Context, c Caller, items []EncryptItem) (results []Encrypted, failures []error) {
 	ids := make([]uuid.UUID, len(items))
 	for i, it := range items {
@@ -355,4 +358,9 @@ func closeAll(sessions map[uuid.UUID]*session) {
 	for _, ss := range sessions {
 		ss.close()
 	}
+}
+
+// associatedData is the associated data of every ciphertext of version v of enc.
+func associatedData(enc postgres.Encryption, v uuid.UUID) []byte {
+	return aead.AssociatedData(enc.TenantID.String(), enc.ID.String(), v.String(), enc.Algorithm)
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/tap"
 )
 
 // Metadata keys the gateway uses to pass what it learnt from the HTTP
@@ -25,9 +26,6 @@ const (
 	keyRequestID       = reservedPrefix + "request-id"
 	requestIDHeaderKey = "x-request-id"
 )
-
-// reservedKeys are the keys gatewayMetadata sets: the ones anything reads.
-var reservedKeys = [...]string{keyClientCN, keyClientSHA256, keyRemoteAddr, keyRequestID}
 
 // Identity is a caller authenticated by a client certificate that the
 // server verified.
@@ -100,14 +98,27 @@ func incoming(ctx context.Context, key string) (string, bool) {
 	return v[0], true
 }
 
-// hasReserved reports whether ctx's incoming metadata holds any of the reserved keys.
-func hasReserved(ctx context.Context) bool {
-	for _, k := range reservedKeys {
-		if metadata.ValueFromIncomingContext(ctx, k) != nil {
-			return true
+// reservedSentKey marks the context of a stream whose metadata holds reserved keys.
+type reservedSentKey struct{}
+
+// tapReserved is the server's tap: the transport hands it the stream's metadata map itself, before
+// the stream starts, so one pass over the keys here replaces a lookup per reserved key on every
+// call. A stream that carries reserved keys gets a marked context (begin then drops the keys
+// unless the stream is the gateway's); others pass unchanged and cost no allocation.
+func tapReserved(ctx context.Context, info *tap.Info) (context.Context, error) {
+	for k := range info.Header {
+		// HTTP/2 header names are lower case on the wire (upper case is a protocol error).
+		if strings.HasPrefix(k, reservedPrefix) {
+			return context.WithValue(ctx, reservedSentKey{}, true), nil
 		}
 	}
-	return false
+	return ctx, nil
+}
+
+// hasReserved reports whether ctx's incoming metadata holds any reserved key, as tapReserved
+// found when the stream arrived.
+func hasReserved(ctx context.Context) bool {
+	return ctx.Value(reservedSentKey{}) != nil
 }
 
 // isGateway reports whether p is the in-process gateway connection.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/tap"
 )
 
 func TestNewRequestIDIsUniqueHex(t *testing.T) {
@@ -24,7 +25,12 @@ func TestNewRequestIDIsUniqueHex(t *testing.T) {
 
 func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	in := metadata.Pairs(keyClientCN, "admin", reservedPrefix+"other", "x", "x-tenant-id", "t", requestIDHeaderKey, "abc-1")
-	ctx, c := begin(metadata.NewIncomingContext(context.Background(), in))
+	// What the transport does: the tap sees the metadata before the stream starts.
+	tapped, err := tapReserved(metadata.NewIncomingContext(context.Background(), in), &tap.Info{Header: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, c := begin(tapped)
 	md, _ := metadata.FromIncomingContext(ctx)
 	for k := range md {
 		if len(k) >= len(reservedPrefix) && k[:len(reservedPrefix)] == reservedPrefix {
@@ -39,5 +45,11 @@ func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	}
 	if got := in.Get(keyClientCN); len(got) != 1 {
 		t.Errorf("begin changed the caller's metadata: %v", in)
+	}
+
+	// Metadata without reserved keys is passed on as it is, context and all.
+	plain := metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-tenant-id", "t"))
+	if got, err := tapReserved(plain, &tap.Info{Header: metadata.Pairs("x-tenant-id", "t")}); err != nil || got != plain {
+		t.Errorf("tapReserved(no reserved keys) = %v, %v; want the same context", got, err)
 	}
 }
