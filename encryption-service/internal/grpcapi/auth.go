@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
 	"github.com/custos-platform/custos/encryption-service/internal/keyring"
@@ -106,7 +105,7 @@ func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error
 // masterKeyHeader parses an optional client master key header: nil when absent; Invalid, naming
 // the header and never echoing its value, when sent twice or not base64 of 32 bytes.
 func masterKeyHeader(ctx context.Context, key, name string) ([]byte, error) {
-	vals := metadata.ValueFromIncomingContext(ctx, key)
+	vals := server.Incoming(ctx, key)
 	switch {
 	case len(vals) == 0:
 		return nil, nil
@@ -145,7 +144,7 @@ func (a *Auth) admin(ctx context.Context) (tenants.Actor, error) {
 // single returns the one value of key in ctx's incoming metadata (read without copying the rest
 // of it); absent, empty or repeated counts as missing.
 func single(ctx context.Context, key string) (string, bool) {
-	vals := metadata.ValueFromIncomingContext(ctx, key)
+	vals := server.Incoming(ctx, key)
 	if len(vals) != 1 || vals[0] == "" {
 		return "", false
 	}

@@ -23,6 +23,9 @@ type callInfo struct {
 	requestID string
 	via       string // "grpc" or "gateway"
 	addr      string // the client's address; for REST calls, the HTTP client's
+	// md is the call's incoming metadata, shared with the transport and never changed; without
+	// the reserved keys when a network client sent them.
+	md metadata.MD
 }
 
 type callKey struct{}
@@ -97,30 +100,32 @@ func newRequestID() string {
 
 // begin prepares an RPC's context: reserved keys are dropped unless the call
 // comes from the gateway, and the call's request id and address are chosen
-// and stored. It reads single keys of the incoming metadata rather than
-// copying all of it, which it does only when a network client sent reserved
-// keys.
+// and stored, with the metadata Incoming reads. It reads the metadata map the
+// transport received (see tapMetadata) and copies it only when a network
+// client sent reserved keys.
 func begin(ctx context.Context) (context.Context, *callInfo) {
-	c := &callInfo{via: "grpc"}
+	md := tapped(ctx)
+	c := &callInfo{via: "grpc", md: md}
 	p, _ := peer.FromContext(ctx)
 	if p != nil && isGateway(p) {
 		c.via = "gateway"
-		c.addr, _ = incoming(ctx, keyRemoteAddr)
-		if id, ok := incoming(ctx, keyRequestID); ok && validRequestID(id) {
+		c.addr, _ = single(md, keyRemoteAddr)
+		if id, ok := single(md, keyRequestID); ok && validRequestID(id) {
 			c.requestID = id
 		}
 	} else {
 		if p != nil && p.Addr != nil {
 			c.addr = p.Addr.String()
 		}
-		if hasReserved(ctx) {
-			md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
+		if hasReserved(md) {
+			md = md.Copy() // the transport's map stays as it was
 			dropReserved(md)
+			c.md = md
 			ctx = metadata.NewIncomingContext(ctx, md)
 		}
 	}
 	if c.requestID == "" {
-		if ids := metadata.ValueFromIncomingContext(ctx, requestIDHeaderKey); len(ids) > 0 && validRequestID(ids[0]) {
+		if ids := md[requestIDHeaderKey]; len(ids) > 0 && validRequestID(ids[0]) {
 			c.requestID = ids[0]
 		} else {
 			c.requestID = newRequestID()

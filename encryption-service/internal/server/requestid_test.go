@@ -26,11 +26,11 @@ func TestNewRequestIDIsUniqueHex(t *testing.T) {
 func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	in := metadata.Pairs(keyClientCN, "admin", reservedPrefix+"other", "x", "x-tenant-id", "t", requestIDHeaderKey, "abc-1")
 	// What the transport does: the tap sees the metadata before the stream starts.
-	tapped, err := tapReserved(metadata.NewIncomingContext(context.Background(), in), &tap.Info{Header: in})
+	tappedCtx, err := tapMetadata(metadata.NewIncomingContext(context.Background(), in), &tap.Info{Header: in})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, c := begin(tapped)
+	ctx, c := begin(tappedCtx)
 	md, _ := metadata.FromIncomingContext(ctx)
 	for k := range md {
 		if len(k) >= len(reservedPrefix) && k[:len(reservedPrefix)] == reservedPrefix {
@@ -47,9 +47,19 @@ func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 		t.Errorf("begin changed the caller's metadata: %v", in)
 	}
 
-	// Metadata without reserved keys is passed on as it is, context and all.
-	plain := metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-tenant-id", "t"))
-	if got, err := tapReserved(plain, &tap.Info{Header: metadata.Pairs("x-tenant-id", "t")}); err != nil || got != plain {
-		t.Errorf("tapReserved(no reserved keys) = %v, %v; want the same context", got, err)
+	if got := Incoming(ctx, keyClientCN); got != nil {
+		t.Errorf("Incoming(%s) = %q, want nothing", keyClientCN, got)
+	}
+	if got := Incoming(ctx, "x-tenant-id"); len(got) != 1 || got[0] != "t" {
+		t.Errorf("Incoming(x-tenant-id) = %q, want [t]", got)
+	}
+
+	// Without a tap (a context the transport did not make) the context's metadata is read.
+	ctx, c = begin(metadata.NewIncomingContext(context.Background(), in))
+	if got := Incoming(ctx, reservedPrefix+"other"); got != nil || c.requestID != "abc-1" {
+		t.Errorf("untapped: Incoming(reserved) = %q, request id %q; want nothing and abc-1", got, c.requestID)
+	}
+	if got := Incoming(context.Background(), "x-tenant-id"); got != nil {
+		t.Errorf("Incoming outside a call = %q, want nothing", got)
 	}
 }

@@ -172,7 +172,7 @@ func New(cfg Config) (*Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.Creds(serverCreds{tls: credentials.NewTLS(cfg.TLS)}),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
-		grpc.InTapHandle(tapReserved),
+		grpc.InTapHandle(tapMetadata),
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.observeUnary}, cfg.UnaryInterceptors...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.observeStream}, cfg.StreamInterceptors...)...),
 	}
