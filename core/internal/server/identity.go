@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/tap"
 )
 
 // Metadata keys the gateway uses to pass what it learnt from the HTTP
@@ -25,9 +26,6 @@ const (
 	keyRequestID       = reservedPrefix + "request-id"
 	requestIDHeaderKey = "x-request-id"
 )
-
-// reservedKeys are the keys gatewayMetadata sets: the ones anything reads.
-var reservedKeys = [...]string{keyClientCN, keyClientSHA256, keyRemoteAddr, keyRequestID}
 
 // Identity is a caller authenticated by a client certificate that the
 // server verified.
@@ -90,20 +88,42 @@ func single(md metadata.MD, key string) (string, bool) {
 	return v[0], true
 }
 
-// incoming returns the value of key in ctx's incoming metadata if it holds exactly one, without
-// copying the rest of the metadata as metadata.FromIncomingContext does.
-func incoming(ctx context.Context, key string) (string, bool) {
-	v := metadata.ValueFromIncomingContext(ctx, key)
-	if len(v) != 1 {
-		return "", false
-	}
-	return v[0], true
+// tappedKey is the context key of the stream's incoming metadata as the transport received it.
+type tappedKey struct{}
+
+// tapMetadata is the server's tap: the transport hands it the stream's metadata map itself (the one
+// it puts in the stream's context) before the stream starts. Keeping it lets begin and Incoming read
+// keys directly: metadata.ValueFromIncomingContext copies what it finds and, for an absent key,
+// compares every key case-insensitively, and a call looks up about six keys, most of them absent.
+func tapMetadata(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return context.WithValue(ctx, tappedKey{}, info.Header), nil
 }
 
-// hasReserved reports whether ctx's incoming metadata holds any of the reserved keys.
-func hasReserved(ctx context.Context) bool {
-	for _, k := range reservedKeys {
-		if metadata.ValueFromIncomingContext(ctx, k) != nil {
+// tapped returns the metadata tapMetadata kept for ctx's stream, or a copy of ctx's incoming
+// metadata when there is none (a context not made by the server's transport).
+func tapped(ctx context.Context) metadata.MD {
+	if md, ok := ctx.Value(tappedKey{}).(metadata.MD); ok {
+		return md
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return md
+}
+
+// Incoming returns the values of key, which must be lower case, in the incoming metadata of the
+// call whose context is ctx (without the reserved keys a network client sent). The slice is
+// shared with the server: callers must not change it.
+func Incoming(ctx context.Context, key string) []string {
+	if c := callFrom(ctx); c != nil {
+		return c.md[key]
+	}
+	return metadata.ValueFromIncomingContext(ctx, key)
+}
+
+// hasReserved reports whether md holds any key with the reserved prefix. HTTP/2 header names are
+// lower case on the wire (upper case is a protocol error), so the prefix is matched as it is.
+func hasReserved(md metadata.MD) bool {
+	for k := range md {
+		if strings.HasPrefix(k, reservedPrefix) {
 			return true
 		}
 	}

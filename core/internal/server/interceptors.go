@@ -23,6 +23,9 @@ type callInfo struct {
 	requestID string
 	via       string // "grpc" or "gateway"
 	addr      string // the client's address; for REST calls, the HTTP client's
+	// md is the call's incoming metadata, shared with the transport and never changed; without
+	// the reserved keys when a network client sent them.
+	md metadata.MD
 }
 
 type callKey struct{}
@@ -97,30 +100,32 @@ func newRequestID() string {
 
 // begin prepares an RPC's context: reserved keys are dropped unless the call
 // comes from the gateway, and the call's request id and address are chosen
-// and stored. It reads single keys of the incoming metadata rather than
-// copying all of it, which it does only when a network client sent reserved
-// keys.
+// and stored, with the metadata Incoming reads. It reads the metadata map the
+// transport received (see tapMetadata) and copies it only when a network
+// client sent reserved keys.
 func begin(ctx context.Context) (context.Context, *callInfo) {
-	c := &callInfo{via: "grpc"}
+	md := tapped(ctx)
+	c := &callInfo{via: "grpc", md: md}
 	p, _ := peer.FromContext(ctx)
 	if p != nil && isGateway(p) {
 		c.via = "gateway"
-		c.addr, _ = incoming(ctx, keyRemoteAddr)
-		if id, ok := incoming(ctx, keyRequestID); ok && validRequestID(id) {
+		c.addr, _ = single(md, keyRemoteAddr)
+		if id, ok := single(md, keyRequestID); ok && validRequestID(id) {
 			c.requestID = id
 		}
 	} else {
 		if p != nil && p.Addr != nil {
 			c.addr = p.Addr.String()
 		}
-		if hasReserved(ctx) {
-			md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
+		if hasReserved(md) {
+			md = md.Copy() // the transport's map stays as it was
 			dropReserved(md)
+			c.md = md
 			ctx = metadata.NewIncomingContext(ctx, md)
 		}
 	}
 	if c.requestID == "" {
-		if ids := metadata.ValueFromIncomingContext(ctx, requestIDHeaderKey); len(ids) > 0 && validRequestID(ids[0]) {
+		if ids := md[requestIDHeaderKey]; len(ids) > 0 && validRequestID(ids[0]) {
 			c.requestID = ids[0]
 		} else {
 			c.requestID = newRequestID()
@@ -129,25 +134,34 @@ func begin(ctx context.Context) (context.Context, *callInfo) {
 	return context.WithValue(ctx, callKey{}, c), c
 }
 
-// observeUnary is the outermost interceptor: request id, access log and metrics.
-func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// observeUnary is the outermost interceptor: request id, access log and metrics, and the
+// recovery of a panic below it into codes.Internal, which the access log then records.
+func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
 	ctx, c := begin(ctx)
 	// Fails only if headers were already sent, which cannot be the case yet.
 	_ = grpc.SetHeader(ctx, metadata.MD{requestIDHeaderKey: {c.requestID}})
-	resp, err := handler(ctx, req)
-	s.record(ctx, info.FullMethod, c, start, err)
-	return resp, err
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, s.recovered(ctx, info.FullMethod, p)
+		}
+		s.record(ctx, info.FullMethod, c, start, err)
+	}()
+	return handler(ctx, req)
 }
 
 // observeStream is observeUnary for streams.
-func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	start := time.Now()
 	ctx, c := begin(ss.Context())
 	_ = ss.SetHeader(metadata.MD{requestIDHeaderKey: {c.requestID}})
-	err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-	s.record(ctx, info.FullMethod, c, start, err)
-	return err
+	defer func() {
+		if p := recover(); p != nil {
+			err = s.recovered(ctx, info.FullMethod, p)
+		}
+		s.record(ctx, info.FullMethod, c, start, err)
+	}()
+	return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 }
 
 type serverStream struct {
@@ -196,27 +210,6 @@ func (s *Server) record(ctx context.Context, method string, c *callInfo, start t
 		r.AddAttrs(slog.String("message", st.Message()))
 	}
 	_ = h.Handle(ctx, r) // a log line that cannot be written is not the caller's failure
-}
-
-// recoverUnary turns a panic below it into codes.Internal. It runs inside
-// observeUnary so the access log records the resulting code.
-func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.recovered(ctx, info.FullMethod, p)
-		}
-	}()
-	return handler(ctx, req)
-}
-
-// recoverStream is recoverUnary for streams.
-func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.recovered(ss.Context(), info.FullMethod, p)
-		}
-	}()
-	return handler(srv, ss)
 }
 
 // recovered logs a panic (value and stack, never the request) and returns

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/tap"
 )
 
 func TestNewRequestIDIsUniqueHex(t *testing.T) {
@@ -24,7 +25,12 @@ func TestNewRequestIDIsUniqueHex(t *testing.T) {
 
 func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	in := metadata.Pairs(keyClientCN, "admin", reservedPrefix+"other", "x", "x-tenant-id", "t", requestIDHeaderKey, "abc-1")
-	ctx, c := begin(metadata.NewIncomingContext(context.Background(), in))
+	// What the transport does: the tap sees the metadata before the stream starts.
+	tappedCtx, err := tapMetadata(metadata.NewIncomingContext(context.Background(), in), &tap.Info{Header: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, c := begin(tappedCtx)
 	md, _ := metadata.FromIncomingContext(ctx)
 	for k := range md {
 		if len(k) >= len(reservedPrefix) && k[:len(reservedPrefix)] == reservedPrefix {
@@ -39,5 +45,21 @@ func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	}
 	if got := in.Get(keyClientCN); len(got) != 1 {
 		t.Errorf("begin changed the caller's metadata: %v", in)
+	}
+
+	if got := Incoming(ctx, keyClientCN); got != nil {
+		t.Errorf("Incoming(%s) = %q, want nothing", keyClientCN, got)
+	}
+	if got := Incoming(ctx, "x-tenant-id"); len(got) != 1 || got[0] != "t" {
+		t.Errorf("Incoming(x-tenant-id) = %q, want [t]", got)
+	}
+
+	// Without a tap (a context the transport did not make) the context's metadata is read.
+	ctx, c = begin(metadata.NewIncomingContext(context.Background(), in))
+	if got := Incoming(ctx, reservedPrefix+"other"); got != nil || c.requestID != "abc-1" {
+		t.Errorf("untapped: Incoming(reserved) = %q, request id %q; want nothing and abc-1", got, c.requestID)
+	}
+	if got := Incoming(context.Background(), "x-tenant-id"); got != nil {
+		t.Errorf("Incoming outside a call = %q, want nothing", got)
 	}
 }

@@ -172,8 +172,9 @@ func New(cfg Config) (*Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.Creds(serverCreds{tls: credentials.NewTLS(cfg.TLS)}),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.observeUnary, s.recoverUnary}, cfg.UnaryInterceptors...)...),
-		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.observeStream, s.recoverStream}, cfg.StreamInterceptors...)...),
+		grpc.InTapHandle(tapMetadata),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.observeUnary}, cfg.UnaryInterceptors...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.observeStream}, cfg.StreamInterceptors...)...),
 	}
 	if cfg.StatsHandler != nil {
 		opts = append(opts, grpc.StatsHandler(cfg.StatsHandler))
