@@ -602,6 +602,10 @@ func (s *Store) DisableUnusedVersion(ctx context.Context, tenantID, encryptionID
 		if err := disable(ctx); err != nil {
 			return err
 		}
+		if _, err := tx.Exec(ctx, `INSERT INTO disabled_key_versions (encryption_version_id, encryption_id)
+			VALUES ($1, $2) ON CONFLICT (encryption_version_id) DO NOTHING`, versionID, encryptionID); err != nil {
+			return err
+		}
 		return insertAudit(ctx, tx, audit.about(&tenantID, "key:"+encryptionID.String()+"/"+versionID.String()))
 	})
 	return fail("disable key version", err)

@@ -407,3 +407,74 @@ func TestDisableUnusedVersion(t *testing.T) {
 		t.Errorf("CountItemsByVersion() = %v, %v; want nothing", counts, err)
 	}
 }
+
+// TestWritesUnderADisabledVersionAreRefused covers the write that encrypted under a version while it
+// was active and reaches the database after core disabled it: refused, nothing stored, whether it
+// arrives after the disable or while the disable is in progress.
+func TestWritesUnderADisabledVersionAreRefused(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := mustStore(t)
+	f := mustVaultUser(t, s, mustTenant(t, s, ""), postgres.KeyModePlatform)
+	v1, v2, v3 := uuid.New(), uuid.New(), uuid.New()
+	kept := mustItems(t, s, f, v2, 1)[0]
+	none := func(context.Context) error { return nil }
+	if err := s.DisableUnusedVersion(ctx, f.tenant.ID, f.kc.EncryptionID, v1, none, auditEvent("keys.version.disable")); err != nil {
+		t.Fatal(err)
+	}
+	item := func(v uuid.UUID) postgres.Item {
+		return postgres.Item{ID: uuid.New(), TenantID: f.tenant.ID, OwnerID: f.user.ID, CipherText: "Y3Q=",
+			EncryptionID: f.kc.EncryptionID, VersionID: v, Algorithm: "AES-256-GCM", Metadata: json.RawMessage(`{"v":1}`)}
+	}
+
+	_, err := s.CreateItem(ctx, item(v1), auditEvent("item.create"))
+	wantKind(t, "CreateItem(disabled version)", err, errs.Aborted, "was disabled while this request was in flight")
+	_, err = s.UpdateItem(ctx, f.user.ID, kept.ID, kept.Revision, item(v1), auditEvent("item.update"))
+	wantKind(t, "UpdateItem(disabled version)", err, errs.Aborted, "was disabled while this request was in flight")
+	if got, err := s.GetItem(ctx, f.user.ID, kept.ID); err != nil || got.Revision != kept.Revision || got.VersionID != v2 {
+		t.Fatalf("item after the refused update = %+v, %v; want it unchanged", got, err)
+	}
+	if _, err := s.CreateItem(ctx, item(v2), auditEvent("item.create")); err != nil {
+		t.Fatalf("CreateItem(enabled version) = %v", err)
+	}
+
+	// A write arriving while the disable is in progress waits for it, then is refused.
+	inDisable, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseDisable := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseDisable) // a failure below must not leave the disable's transaction open
+	disabled := make(chan error, 1)
+	go func() {
+		disabled <- s.DisableUnusedVersion(ctx, f.tenant.ID, f.kc.EncryptionID, v3, func(context.Context) error {
+			close(inDisable)
+			<-release
+			return nil
+		}, auditEvent("keys.version.disable"))
+	}()
+	<-inDisable
+	written := make(chan error, 1)
+	go func() {
+		_, err := s.CreateItem(ctx, item(v3), auditEvent("item.create"))
+		written <- err
+	}()
+	select {
+	case err := <-written:
+		releaseDisable()
+		derr := <-disabled
+		t.Fatalf("CreateItem during a disable of its version returned before the disable: %v (disable: %v)", err, derr)
+	case <-time.After(300 * time.Millisecond):
+	}
+	releaseDisable()
+	if err := <-disabled; err != nil {
+		t.Fatalf("DisableUnusedVersion() = %v", err)
+	}
+	wantKind(t, "CreateItem(version disabled meanwhile)", <-written, errs.Aborted, "was disabled")
+	counts, err := s.CountItemsByVersion(ctx, f.tenant.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range counts {
+		if c.VersionID == v1 || c.VersionID == v3 {
+			t.Errorf("CountItemsByVersion() = %+v: an item was stored under a disabled version", counts)
+		}
+	}
+}

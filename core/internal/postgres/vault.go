@@ -84,10 +84,34 @@ func scanItem(row pgx.Row) (Item, error) {
 	return it, err
 }
 
-// CreateItem stores a new item (revision 1) and returns it as stored.
+// checkVersionEnabled refuses, with Aborted, a write of data encrypted under a version that core
+// disabled in the meantime (see DisableUnusedVersion): the data was encrypted while the version was
+// active, and the rotation, re-encryption and disable completed before the write reached the
+// database. The key context's row is share-locked first, so a disable in progress (which holds it
+// for update) finishes before the check, and the check, a statement of its own, sees it.
+func checkVersionEnabled(ctx context.Context, tx pgx.Tx, encryptionID, versionID uuid.UUID) error {
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM key_contexts WHERE encryption_id = $1 FOR SHARE`, encryptionID); err != nil {
+		return err
+	}
+	var disabled bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM disabled_key_versions WHERE encryption_version_id = $1)`,
+		versionID).Scan(&disabled); err != nil {
+		return err
+	}
+	if disabled {
+		return errs.E(errs.Aborted, "key version %s was disabled while this request was in flight: nothing was stored; send the request again", versionID)
+	}
+	return nil
+}
+
+// CreateItem stores a new item (revision 1) and returns it as stored. Data encrypted under a
+// version disabled since gets Aborted (see checkVersionEnabled) and stores nothing.
 func (s *Store) CreateItem(ctx context.Context, it Item, audit AuditEvent) (Item, error) {
 	var out Item
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := checkVersionEnabled(ctx, tx, it.EncryptionID, it.VersionID); err != nil {
+			return err
+		}
 		var err error
 		out, err = scanItem(tx.QueryRow(ctx, `INSERT INTO items (id, tenant_id, owner_id, cipher_text, encryption_id,
 			encryption_version_id, algorithm, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+itemColumns,
@@ -142,10 +166,14 @@ func (s *Store) ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, 
 }
 
 // UpdateItem replaces an item's ciphertext if its revision is still revision, and increments it.
-// A stale revision gets Aborted and changes nothing; an unknown item (or another owner's) NotFound.
+// A stale revision gets Aborted and changes nothing; an unknown item (or another owner's) NotFound;
+// data encrypted under a version disabled since, Aborted (see checkVersionEnabled).
 func (s *Store) UpdateItem(ctx context.Context, ownerID, id uuid.UUID, revision int, ct Item, audit AuditEvent) (Item, error) {
 	var out Item
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := checkVersionEnabled(ctx, tx, ct.EncryptionID, ct.VersionID); err != nil {
+			return err
+		}
 		var err error
 		out, err = scanItem(tx.QueryRow(ctx, `UPDATE items SET cipher_text = $4, encryption_id = $5,
 			encryption_version_id = $6, algorithm = $7, metadata = $8, revision = revision + 1, updated_at = now()

@@ -1,0 +1,1 @@
+DROP TABLE core.disabled_key_versions;
