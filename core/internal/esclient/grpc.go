@@ -376,8 +376,11 @@ func metadataToProto(raw json.RawMessage) (*encryptionv1.CipherMetadata, error) 
 	dec.UseNumber()
 	if err := dec.Decode(&w); err != nil {
 		var unknown string
-		if _, after, ok := strings.Cut(err.Error(), "unknown field "); ok {
-			unknown = ": unknown field " + after
+		if _, name, ok := strings.Cut(err.Error(), "unknown field "); ok {
+			if len(name) > 64 {
+				name = name[:64] + "…"
+			}
+			unknown = ": unknown field " + name
 		}
 		return nil, errs.E(errs.Invalid, "metadata: not the encryption service's metadata object%s", unknown)
 	}

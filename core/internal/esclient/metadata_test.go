@@ -49,10 +49,14 @@ func TestMetadataToProtoRefusesWhatIsNotMetadata(t *testing.T) {
 		{`{"formatVersion":1,"nonce":7}`, "metadata"},
 		{`{"formatVersion":1,"nonce":"AAECAwQFBgcICQoL","encryptedKey":"%%"}`, "metadata.encryptedKey"},
 		{`[1]`, "metadata"},
+		{`{"` + strings.Repeat("k", 5000) + `":1}`, `unknown field "kkkk`},
 	} {
 		m, err := metadataToProto(json.RawMessage(tc.in))
 		if errs.KindOf(err) != errs.Invalid || !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("metadataToProto(%s) = %v, %v; want Invalid naming %s", tc.in, m, err, tc.field)
+		}
+		if err != nil && len(err.Error()) > 200 {
+			t.Errorf("metadataToProto(%.40s…): error of %d characters", tc.in, len(err.Error()))
 		}
 		if err != nil && strings.Contains(err.Error(), "AAECAwQFBgcICQoL") {
 			t.Errorf("metadataToProto(%s): error %q echoes a value", tc.in, err)

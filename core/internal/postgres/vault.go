@@ -88,14 +88,22 @@ func scanItem(row pgx.Row) (Item, error) {
 // disabled in the meantime (see DisableUnusedVersion): the data was encrypted while the version was
 // active, and the rotation, re-encryption and disable completed before the write reached the
 // database. The key context's row is share-locked first, so a disable in progress (which holds it
-// for update) finishes before the check, and the check, a statement of its own, sees it.
+// for update) finishes before the check, and the check, a statement of its own (with a snapshot
+// taken after the lock), sees it. Both go in one round trip.
 func checkVersionEnabled(ctx context.Context, tx pgx.Tx, encryptionID, versionID uuid.UUID) error {
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM key_contexts WHERE encryption_id = $1 FOR SHARE`, encryptionID); err != nil {
-		return err
-	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT 1 FROM key_contexts WHERE encryption_id = $1 FOR SHARE`, encryptionID)
+	b.Queue(`SELECT EXISTS (SELECT 1 FROM disabled_key_versions WHERE encryption_version_id = $1)`, versionID)
+	res := tx.SendBatch(ctx, b)
 	var disabled bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM disabled_key_versions WHERE encryption_version_id = $1)`,
-		versionID).Scan(&disabled); err != nil {
+	_, err := res.Exec()
+	if err == nil {
+		err = res.QueryRow().Scan(&disabled)
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	if disabled {
