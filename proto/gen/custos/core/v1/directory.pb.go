@@ -1442,9 +1442,13 @@ func (x *DeleteUserRequest) GetUserId() string {
 	return ""
 }
 
-// DeleteUserResponse is empty.
+// DeleteUserResponse says what became of the user's personal key context.
 type DeleteUserResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "done": the encryption service destroyed it before this answer, so the user's ciphertext,
+	// backups and exports included, can no longer be decrypted; "pending": core could not reach the
+	// encryption service and keeps retrying until it succeeds; "none": the user had no key context.
+	KeyErasure    string `protobuf:"bytes,1,opt,name=key_erasure,json=keyErasure,proto3" json:"key_erasure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1477,6 +1481,13 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
 	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeleteUserResponse) GetKeyErasure() string {
+	if x != nil {
+		return x.KeyErasure
+	}
+	return ""
 }
 
 // ApiKey describes a machine credential, never its secret.
@@ -2122,8 +2133,10 @@ const file_custos_core_v1_directory_proto_rawDesc = "" +
 	"\x13SetUserRoleResponse\x12(\n" +
 	"\x04user\x18\x01 \x01(\v2\x14.custos.core.v1.UserR\x04user\",\n" +
 	"\x11DeleteUserRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x14\n" +
-	"\x12DeleteUserResponse\"\xda\x02\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"5\n" +
+	"\x12DeleteUserResponse\x12\x1f\n" +
+	"\vkey_erasure\x18\x01 \x01(\tR\n" +
+	"keyErasure\"\xda\x02\n" +
 	"\x06ApiKey\x12\x1c\n" +
 	"\n" +
 	"api_key_id\x18\x01 \x01(\tR\bapiKeyId\x12\x17\n" +

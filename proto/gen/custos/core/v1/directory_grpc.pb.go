@@ -282,7 +282,8 @@ type UserServiceClient interface {
 	EnableUser(ctx context.Context, in *EnableUserRequest, opts ...grpc.CallOption) (*EnableUserResponse, error)
 	// SetUserRole changes a user's role. A tenant always keeps at least one owner.
 	SetUserRole(ctx context.Context, in *SetUserRoleRequest, opts ...grpc.CallOption) (*SetUserRoleResponse, error)
-	// DeleteUser deletes a user, their sessions and their vault items.
+	// DeleteUser deletes a user, their sessions and their vault items, and has the encryption
+	// service destroy their personal key context (crypto-shredding).
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
 }
 
@@ -382,7 +383,8 @@ type UserServiceServer interface {
 	EnableUser(context.Context, *EnableUserRequest) (*EnableUserResponse, error)
 	// SetUserRole changes a user's role. A tenant always keeps at least one owner.
 	SetUserRole(context.Context, *SetUserRoleRequest) (*SetUserRoleResponse, error)
-	// DeleteUser deletes a user, their sessions and their vault items.
+	// DeleteUser deletes a user, their sessions and their vault items, and has the encryption
+	// service destroy their personal key context (crypto-shredding).
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
 	mustEmbedUnimplementedUserServiceServer()
 }
