@@ -20,6 +20,7 @@ import (
 	"github.com/custos-platform/custos/core/internal/auth"
 	"github.com/custos-platform/custos/core/internal/config"
 	"github.com/custos-platform/custos/core/internal/directory"
+	"github.com/custos-platform/custos/core/internal/erasure"
 	"github.com/custos-platform/custos/core/internal/errs"
 	"github.com/custos-platform/custos/core/internal/esclient"
 	"github.com/custos-platform/custos/core/internal/export"
@@ -314,6 +315,16 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		}
 	}
 
+	// Deleting a user crypto-shreds their key context: at once when the encryption service
+	// answers, else by the erasure worker, which retries until it does.
+	eraser := erasure.New(store, router, erasure.Options{Logger: logger, Metrics: erasure.Metrics{
+		KeyErased: metrics.KeyErased, KeyErasureFailed: metrics.KeyErasureFailed,
+	}})
+	dir.EraseKeys = eraser.Erase
+	if err := metrics.WatchKeyErasures(eraser.Pending); err != nil {
+		return err
+	}
+
 	integrityKey, err := exportKey(cfg.SecretKeys)
 	if err != nil {
 		return err
@@ -328,13 +339,19 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	// The re-encryption worker stops with serve and hands its jobs over before the pool closes.
 	workerCtx, stopWorker := context.WithCancel(ctx)
 	workerDone := make(chan struct{})
+	erasureDone := make(chan struct{})
 	go func() {
 		defer close(workerDone)
 		_ = keysSvc.Run(workerCtx)
 	}()
+	go func() {
+		defer close(erasureDone)
+		_ = eraser.Run(workerCtx)
+	}()
 	defer func() {
 		stopWorker()
 		<-workerDone
+		<-erasureDone
 	}()
 
 	services := grpcapi.Services{

@@ -40,7 +40,7 @@ type Store interface {
 	ListUsers(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.User, error)
 	SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit postgres.AuditEvent) (postgres.User, error)
 	SetUserRole(ctx context.Context, id uuid.UUID, role string, audit postgres.AuditEvent) (postgres.User, error)
-	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) error
+	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) (*postgres.Erasure, error)
 	CountPlatformAdmins(ctx context.Context) (int, error)
 	CreateAPIKey(ctx context.Context, k postgres.APIKey, audit postgres.AuditEvent) error
 	ListAPIKeys(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.APIKey, error)
@@ -69,7 +69,18 @@ type Service struct {
 	// context, with masterKey in a CLIENT tenant when the creating request carried it); its
 	// failures must not fail the creation.
 	AfterCreateUser func(ctx context.Context, u postgres.User, masterKey []byte)
+	// EraseKeys, when set, tries at once to have the encryption service destroy a deleted user's
+	// key context, and reports whether it is gone; the erasure stays queued when it is not (or
+	// when EraseKeys is nil), for a worker to retry.
+	EraseKeys func(ctx context.Context, e postgres.Erasure) bool
 }
+
+// What DeleteUser reports of the deleted user's key context.
+const (
+	KeyErasureDone    = "done"    // destroyed on the encryption service
+	KeyErasurePending = "pending" // queued; core keeps retrying
+	KeyErasureNone    = "none"    // the user had no key context
+)
 
 // New returns a Service. params are the Argon2id parameters for new password hashes; preloginSeed
 // is the secret behind users' client KDF salts (see newUser).
@@ -404,16 +415,32 @@ func (s *Service) SetRole(ctx context.Context, c Call, id uuid.UUID, role string
 	return s.store.SetUserRole(ctx, id, role, s.event(ctx, c, &u.TenantID, "user.role", "user:"+id.String()+" role:"+role))
 }
 
-// DeleteUser deletes a user with their sessions (and, once the vault exists, their items).
-func (s *Service) DeleteUser(ctx context.Context, c Call, id uuid.UUID) error {
+// DeleteUser deletes a user with their sessions and items, and has the encryption service destroy
+// their personal key context (crypto-shredding), so that their ciphertext, backups and exports
+// included, can never be decrypted again. It returns KeyErasureDone when the context was destroyed
+// before it returned, KeyErasurePending when that is queued (the service could not be reached;
+// core keeps retrying) and KeyErasureNone when the user had no key context.
+//
+// Errors: NotFound for an unknown user or one the caller may not manage; PermissionDenied when an
+// admin touches an owner; FailedPrecondition for a tenant's last owner or the last platform admin.
+func (s *Service) DeleteUser(ctx context.Context, c Call, id uuid.UUID) (string, error) {
 	u, err := s.managedUser(ctx, id)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := mayTouch(ctx, u); err != nil {
-		return err
+		return "", err
 	}
-	return s.store.DeleteUser(ctx, id, s.event(ctx, c, &u.TenantID, "user.delete", "user:"+id.String()))
+	e, err := s.store.DeleteUser(ctx, id, s.event(ctx, c, &u.TenantID, "user.delete", "user:"+id.String()))
+	switch {
+	case err != nil:
+		return "", err
+	case e == nil:
+		return KeyErasureNone, nil
+	case s.EraseKeys != nil && s.EraseKeys(ctx, *e):
+		return KeyErasureDone, nil
+	}
+	return KeyErasurePending, nil
 }
 
 // managedUser returns user id if the caller may manage its tenant; NotFound otherwise, as for an

@@ -49,6 +49,8 @@ var (
 		unsupported: "the encryption service cannot disable key versions"}
 	opChangeKey = op{name: "ChangeMasterKey",
 		unsupported: "the encryption service cannot change a client master key"}
+	opDestroy = op{name: "DestroyEncryption", idempotent: true,
+		unsupported: "the encryption service cannot destroy key contexts (DELETE /v1/encryptions/{encryptionId})"}
 )
 
 // remoteError is a failed attempt in transport-neutral form: the gRPC code the service answered

@@ -95,6 +95,12 @@ type Client interface {
 	// X-Master-Key and X-New-Master-Key); afterwards oldKey gets PermissionDenied. No data is
 	// touched. Never retried.
 	ChangeMasterKey(ctx context.Context, encryptionID string, oldKey, newKey []byte) error
+	// DestroyContext erases every version of a key context on the service (crypto-shredding):
+	// whatever was encrypted under it can never be decrypted again. Needs no master key. NotFound
+	// when the service does not know the context (never created, or already destroyed), which
+	// callers that want it gone may take as success; FailedPrecondition when the service lacks
+	// the method. Retried on Unavailable: a repeat finds it gone.
+	DestroyContext(ctx context.Context, encryptionID string) error
 }
 
 // masterKeySize is the size of a client master key.

@@ -192,6 +192,17 @@ func TestRealPlatformContext(t *testing.T) {
 			wantKind(t, "GetContext(unknown)", err, errs.NotFound)
 			_, err = c.Encrypt(ctx, "not-a-uuid", "x", nil)
 			wantKind(t, "Encrypt(malformed id)", err, errs.Invalid, "encryptionId")
+
+			// Crypto-shredding: once destroyed, nothing under the context decrypts, and the
+			// context is unknown (NotFound, which callers take as done) to a second destroy.
+			if err := c.DestroyContext(ctx, id); err != nil {
+				t.Fatalf("DestroyContext = %v", err)
+			}
+			_, err = c.Decrypt(ctx, ct2, nil)
+			wantKind(t, "Decrypt(destroyed context)", err, errs.NotFound)
+			wantKind(t, "DestroyContext(again)", c.DestroyContext(ctx, id), errs.NotFound)
+			wantKind(t, "DestroyContext(unknown)", c.DestroyContext(ctx, uuid.NewString()), errs.NotFound)
+			wantKind(t, "DestroyContext(empty id)", c.DestroyContext(ctx, ""), errs.Invalid, "encryptionId")
 		})
 	}
 	if logs := f.logs.String(); strings.Contains(logs, "private data") {

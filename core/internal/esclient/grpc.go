@@ -268,6 +268,21 @@ func (g *grpcClient) ChangeMasterKey(ctx context.Context, encryptionID string, o
 	})
 }
 
+// DestroyContext implements Client.
+func (g *grpcClient) DestroyContext(ctx context.Context, encryptionID string) error {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return err
+	}
+	ctx, err := g.outgoing(ctx, nil, nil)
+	if err != nil {
+		return err
+	}
+	return g.call.do(ctx, opDestroy, func(ctx context.Context, probe bool) error {
+		_, err := g.rpc.DestroyEncryption(ctx, &encryptionv1.DestroyEncryptionRequest{EncryptionId: encryptionID}, grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+}
+
 func checkKeyChange(encryptionID string, oldKey, newKey []byte) error {
 	if err := checkID("encryptionId", encryptionID); err != nil {
 		return err

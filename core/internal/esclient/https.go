@@ -430,6 +430,17 @@ func (h *httpsClient) ChangeMasterKey(ctx context.Context, encryptionID string, 
 	return h.roundTrip(ctx, opChangeKey, http.MethodPost, path, headers{masterKey: oldKey, newMasterKey: newKey}, struct{}{}, nil)
 }
 
+// DestroyContext implements Client. A plain 404 (not the service's JSON error naming NOT_FOUND)
+// means the route does not exist: FailedPrecondition, so that a service lacking the method is not
+// taken for one that destroyed the context.
+func (h *httpsClient) DestroyContext(ctx context.Context, encryptionID string) error {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return err
+	}
+	path := "/v1/encryptions/" + url.PathEscape(encryptionID)
+	return h.roundTrip(ctx, opDestroy, http.MethodDelete, path, headers{}, nil, nil)
+}
+
 // baseURL checks a hosted service's URL (https, a host, no query) and returns it without a
 // trailing slash.
 func baseURL(raw string) (string, error) {

@@ -263,6 +263,10 @@ func TestHTTPSSeedOnlyService(t *testing.T) {
 	wantKind(t, "DisableVersion", err, errs.FailedPrecondition, "cannot disable key versions")
 	err = c.ChangeMasterKey(ctx, "ctx-1", randomKey(), make([]byte, 32))
 	wantKind(t, "ChangeMasterKey", err, errs.FailedPrecondition, "cannot change a client master key")
+	// A plain 404 on DELETE is a missing route, not a destroyed context: a caller that wants the
+	// context gone must not take it for done.
+	err = c.DestroyContext(ctx, "ctx-1")
+	wantKind(t, "DestroyContext", err, errs.FailedPrecondition, "cannot destroy key contexts")
 	for _, p := range []string{"/v1/encrypt", "/v1/decrypt", "/v1/rotate"} {
 		if h := es.lastHeaders(p); h.Get("X-Master-Key") != "" {
 			t.Errorf("%s got X-Master-Key without a master key", p)

@@ -386,10 +386,11 @@ func (s *UserServer) DeleteUser(ctx context.Context, req *corev1.DeleteUserReque
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Directory.DeleteUser(ctx, call(ctx), id); err != nil {
+	erasure, err := s.Directory.DeleteUser(ctx, call(ctx), id)
+	if err != nil {
 		return nil, err
 	}
-	return &corev1.DeleteUserResponse{}, nil
+	return &corev1.DeleteUserResponse{KeyErasure: erasure}, nil
 }
 
 func userToProto(u postgres.User) *corev1.User {

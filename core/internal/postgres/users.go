@@ -405,15 +405,20 @@ func (s *Store) SetUserRole(ctx context.Context, id uuid.UUID, role string, audi
 	return u, nil
 }
 
-// DeleteUser deletes user id with its sessions, refresh tokens and recovery
-// codes (the database cascades them).
+// DeleteUser deletes user id with its sessions, refresh tokens, recovery
+// codes, items and key context record (the database cascades them) and, in
+// the same transaction, queues the erasure of its key context on the
+// encryption service (see ClaimErasures). It returns that erasure, or nil when
+// the user had no key context.
 //
 // Errors: NotFound ("user <id> not found"); FailedPrecondition ("a tenant
 // must keep at least one owner") for the tenant's last enabled owner, or
 // ("the platform must keep at least one platform admin") for the last
 // enabled platform admin.
-func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, audit AuditEvent) error {
+func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, audit AuditEvent) (*Erasure, error) {
+	var erasure *Erasure
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		erasure = nil // a retried transaction starts over
 		cur, err := lockUserForChange(ctx, tx, id)
 		if err != nil {
 			return err
@@ -421,12 +426,28 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, audit AuditEvent) 
 		if err := ensureSuccessor(ctx, tx, cur); err != nil {
 			return err
 		}
+		// The user's row is locked, so no key context can be recorded for it meanwhile: a
+		// concurrent PutKeyContext waits, then finds the user gone and queues its own.
+		var encID, tenantID uuid.UUID
+		err = tx.QueryRow(ctx, "SELECT encryption_id, tenant_id FROM key_contexts WHERE user_id = $1", id).Scan(&encID, &tenantID)
+		switch {
+		case err == nil:
+			if err := queueErasure(ctx, tx, encID, tenantID, id, ErasureUserDeleted, ErasureGrace); err != nil {
+				return err
+			}
+			erasure = &Erasure{EncryptionID: encID, TenantID: tenantID, UserID: id, Reason: ErasureUserDeleted}
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("read the user's key context: %w", err)
+		}
 		if _, err := tx.Exec(ctx, "DELETE FROM users WHERE id = $1", id); err != nil {
 			return fmt.Errorf("delete user: %w", err)
 		}
 		return insertAudit(ctx, tx, audit.about(nullIfNil(cur.TenantID), "user:"+id.String()))
 	})
-	return fail("delete user", err)
+	if err != nil {
+		return nil, fail("delete user", err)
+	}
+	return erasure, nil
 }
 
 // ChangePassword replaces user id's password hash and security stamp, and

@@ -182,7 +182,7 @@ func TestOwnerRule(t *testing.T) {
 			_, err := s.SetUserDisabled(ctx, id, true, "stamp-2", auditEvent("user.disable"))
 			return err
 		}},
-		{"delete", func(id uuid.UUID) error { return s.DeleteUser(ctx, id, auditEvent("user.delete")) }},
+		{"delete", func(id uuid.UUID) error { _, err := s.DeleteUser(ctx, id, auditEvent("user.delete")); return err }},
 	}
 	for _, op := range ops {
 		t.Run(op.name, func(t *testing.T) {
@@ -241,7 +241,7 @@ func TestOwnerRuleConcurrent(t *testing.T) {
 			_, err := s.SetUserDisabled(ctx, id, true, "", auditEvent("user.disable"))
 			return err
 		},
-		func(id uuid.UUID) error { return s.DeleteUser(ctx, id, auditEvent("user.delete")) },
+		func(id uuid.UUID) error { _, err := s.DeleteUser(ctx, id, auditEvent("user.delete")); return err },
 	}
 	for round := range 3 * len(ops) {
 		tn := mustTenant(t, s, "")
@@ -279,7 +279,7 @@ func TestPlatformAdminRule(t *testing.T) {
 
 	_, err := s.SetUserDisabled(ctx, admin.ID, true, "", auditEvent("user.disable"))
 	wantKind(t, "SetUserDisabled(last platform admin)", err, errs.FailedPrecondition, "at least one platform admin")
-	wantKind(t, "DeleteUser(last platform admin)", s.DeleteUser(ctx, admin.ID, auditEvent("user.delete")),
+	wantKind(t, "DeleteUser(last platform admin)", deleteErr(s.DeleteUser(ctx, admin.ID, auditEvent("user.delete"))),
 		errs.FailedPrecondition, "at least one platform admin")
 	_, err = s.SetUserRole(ctx, admin.ID, postgres.RoleOwner, auditEvent("user.role"))
 	wantKind(t, "SetUserRole(platform admin)", err, errs.FailedPrecondition, "no tenant role")
@@ -291,9 +291,9 @@ func TestPlatformAdminRule(t *testing.T) {
 	// A pointer to uuid.Nil, a platform admin's TenantID, records no tenant.
 	audit := auditEvent("user.delete")
 	audit.TenantID = &admin.TenantID
-	wantKind(t, "DeleteUser(last enabled platform admin)", s.DeleteUser(ctx, second.ID, auditEvent("user.delete")),
+	wantKind(t, "DeleteUser(last enabled platform admin)", deleteErr(s.DeleteUser(ctx, second.ID, auditEvent("user.delete"))),
 		errs.FailedPrecondition, "at least one platform admin")
-	if err := s.DeleteUser(ctx, admin.ID, audit); err != nil {
+	if _, err := s.DeleteUser(ctx, admin.ID, audit); err != nil {
 		t.Errorf("DeleteUser(disabled platform admin) = %v, want nil", err)
 	}
 	if n, err := s.CountPlatformAdmins(ctx); err != nil || n != 1 {
@@ -389,8 +389,25 @@ func TestDeleteUserCascades(t *testing.T) {
 		t.Fatalf("before deletion: sessions, refresh tokens, recovery codes = %v, want %v", got, want)
 	}
 
-	if err := s.DeleteUser(ctx, u.ID, auditEvent("user.delete")); err != nil {
+	kc, err := s.PutKeyContext(ctx, postgres.KeyContext{UserID: u.ID, TenantID: tn.ID, EncryptionID: uuid.New(), KeyMode: "PLATFORM"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	erasure, err := s.DeleteUser(ctx, u.ID, auditEvent("user.delete"))
+	if err != nil {
 		t.Fatalf("DeleteUser() = %v", err)
+	}
+	// The key context's erasure is queued in the same transaction, left to the deleting request
+	// for ErasureGrace.
+	if erasure == nil || erasure.EncryptionID != kc.EncryptionID || erasure.TenantID != tn.ID || erasure.Reason != postgres.ErasureUserDeleted {
+		t.Errorf("DeleteUser() erasure = %+v, want the key context %s, reason %s", erasure, kc.EncryptionID, postgres.ErasureUserDeleted)
+	}
+	if pending, err := s.GetErasure(ctx, kc.EncryptionID); err != nil || pending.UserID != u.ID || !pending.NextAttemptAt.After(pending.RequestedAt) {
+		t.Errorf("GetErasure() = %+v, %v; want it queued for user %s, due after a grace", pending, err, u.ID)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM core.key_contexts WHERE user_id = $1", u.ID); n != 0 {
+		t.Errorf("key context records of the deleted user = %d, want 0", n)
 	}
 	if got := owned(u.ID); got != [3]int{} {
 		t.Errorf("after deletion: sessions, refresh tokens, recovery codes = %v, want none", got)
@@ -398,16 +415,22 @@ func TestDeleteUserCascades(t *testing.T) {
 	if got, want := owned(keep.ID), [3]int{2, 3, 3}; got != want {
 		t.Errorf("another user's sessions, refresh tokens, recovery codes = %v, want %v", got, want)
 	}
-	_, err := s.GetUser(ctx, u.ID)
+	if e, err := s.DeleteUser(ctx, keep.ID, auditEvent("user.delete")); err != nil || e != nil {
+		t.Errorf("DeleteUser(user without a key context) = %+v, %v; want no erasure", e, err)
+	}
+	_, err = s.GetUser(ctx, u.ID)
 	wantKind(t, "GetUser(deleted)", err, errs.NotFound, "not found")
-	wantKind(t, "DeleteUser(deleted)", s.DeleteUser(ctx, u.ID, auditEvent("user.delete")), errs.NotFound, "not found")
+	wantKind(t, "DeleteUser(deleted)", deleteErr(s.DeleteUser(ctx, u.ID, auditEvent("user.delete"))), errs.NotFound, "not found")
 	_, err = s.AccessState(ctx, u.ID, uuid.Nil)
 	wantKind(t, "AccessState(deleted)", err, errs.NotFound, "not found")
 	events, _, err := s.ListAuditEvents(ctx, postgres.AuditFilter{TenantID: &tn.ID, Action: "user.delete"})
-	if err != nil || len(events) != 1 || events[0].Target != "user:"+u.ID.String() {
-		t.Errorf("user.delete audit = %+v, %v, want one event with target user:%s", events, err, u.ID)
+	if err != nil || len(events) != 2 || events[1].Target != "user:"+u.ID.String() {
+		t.Errorf("user.delete audit = %+v, %v, want two events, the first with target user:%s", events, err, u.ID)
 	}
 }
+
+// deleteErr is DeleteUser's error alone.
+func deleteErr(_ *postgres.Erasure, err error) error { return err }
 
 func TestChangePassword(t *testing.T) {
 	t.Parallel()

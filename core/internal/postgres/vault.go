@@ -60,18 +60,33 @@ func (s *Store) GetKeyContext(ctx context.Context, userID uuid.UUID) (KeyContext
 }
 
 // PutKeyContext records a user's personal key context unless they have one already, and returns
-// the one in force: of two requests racing to create a context, the first recorded wins (the
-// loser's context stays unused on the encryption service).
+// the one in force: of two requests racing to create a context, the first recorded wins. A context
+// that is not recorded (the loser's, or any when the user is gone) is queued for erasure (see
+// ClaimErasures), so no unused key material stays on the encryption service.
+//
+// Errors: NotFound when the user does not exist (any more).
 func (s *Store) PutKeyContext(ctx context.Context, k KeyContext) (KeyContext, error) {
 	_, err := s.pool.Exec(ctx, `INSERT INTO key_contexts (user_id, tenant_id, encryption_id, key_mode)
 		VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING`, k.UserID, k.TenantID, k.EncryptionID, k.KeyMode)
 	if _, ok := foreignKeyViolation(err); ok {
+		if qerr := queueErasure(ctx, s.pool, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0); qerr != nil {
+			return KeyContext{}, fail("record key context", qerr)
+		}
 		return KeyContext{}, errs.E(errs.NotFound, "user %s not found", k.UserID)
 	}
 	if err != nil {
 		return KeyContext{}, fail("record key context", err)
 	}
-	return s.GetKeyContext(ctx, k.UserID)
+	kc, err := s.GetKeyContext(ctx, k.UserID)
+	if err != nil {
+		return KeyContext{}, err
+	}
+	if kc.EncryptionID != k.EncryptionID {
+		if err := queueErasure(ctx, s.pool, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0); err != nil {
+			return KeyContext{}, fail("record key context", err)
+		}
+	}
+	return kc, nil
 }
 
 const itemColumns = `id, tenant_id, owner_id, revision, cipher_text, encryption_id, encryption_version_id,

@@ -187,6 +187,16 @@ func (f *fakeES) ChangeMasterKey(context.Context, string, []byte, []byte) error 
 	return errs.E(errs.FailedPrecondition, "not in the fake")
 }
 
+func (f *fakeES) DestroyContext(_ context.Context, encryptionID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.contexts[encryptionID]; !ok {
+		return errs.E(errs.NotFound, "key context not found")
+	}
+	delete(f.contexts, encryptionID)
+	return nil
+}
+
 // router gives every tenant the same client.
 type router struct{ es esclient.Client }
 

@@ -19,6 +19,7 @@ type serviceMetrics struct {
 	reencryptItems   *prometheus.CounterVec
 	reencryptJobs    *prometheus.CounterVec
 	reencryptRetries prometheus.Counter
+	keyErasures      *prometheus.CounterVec
 }
 
 func newServiceMetrics() serviceMetrics {
@@ -44,15 +45,22 @@ func newServiceMetrics() serviceMetrics {
 			Namespace: namespace, Name: "reencrypt_retries_total",
 			Help: "Times the re-encryption worker backed off because the encryption service or the database was unavailable.",
 		}),
+		keyErasures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "key_erasures_total",
+			Help: "Attempts to have an encryption service destroy a key context core no longer uses (a deleted user's), by result: erased, or failed (queued for another attempt).",
+		}, []string{"result"}),
 	}
 	for _, r := range []string{"moved", "skipped", "failed"} {
 		s.reencryptItems.WithLabelValues(r)
+	}
+	for _, r := range []string{"erased", "failed"} {
+		s.keyErasures.WithLabelValues(r)
 	}
 	return s
 }
 
 func (s serviceMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.esRequests, s.esDuration, s.reencryptItems, s.reencryptJobs, s.reencryptRetries}
+	return []prometheus.Collector{s.esRequests, s.esDuration, s.reencryptItems, s.reencryptJobs, s.reencryptRetries, s.keyErasures}
 }
 
 // Transports of calls to an encryption service, for ObserveESCall.
@@ -120,4 +128,23 @@ func (m *Metrics) WatchReencryptJobs(running func() int) error {
 		Namespace: namespace, Name: "reencrypt_jobs_running",
 		Help: "Re-encryption jobs this replica is working on.",
 	}, func() float64 { return float64(running()) }))
+}
+
+// KeyErased and KeyErasureFailed fit the fields of erasure.Metrics of the
+// same names.
+func (m *Metrics) KeyErased() { m.service.keyErasures.WithLabelValues("erased").Inc() }
+
+// KeyErasureFailed counts an erasure attempt that failed and was deferred.
+func (m *Metrics) KeyErasureFailed() { m.service.keyErasures.WithLabelValues("failed").Inc() }
+
+// WatchKeyErasures registers custos_key_erasures_pending, whose value is what
+// pending returns at each scrape: the key contexts still to be destroyed, as
+// last counted. pending must be cheap and must not block.
+//
+// It fails when called twice on the same Metrics.
+func (m *Metrics) WatchKeyErasures(pending func() int) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "key_erasures_pending",
+		Help: "Key contexts core still has to have destroyed on their encryption services (deleted users'), as last counted by this replica. One that stays above zero needs an operator: see the log.",
+	}, func() float64 { return float64(pending()) }))
 }

@@ -32,6 +32,12 @@ func observeService(m *telemetry.Metrics) {
 	if err := m.WatchReencryptJobs(func() int { return 3 }); err != nil {
 		panic(err)
 	}
+	m.KeyErased()
+	m.KeyErasureFailed()
+	m.KeyErasureFailed()
+	if err := m.WatchKeyErasures(func() int { return 4 }); err != nil {
+		panic(err)
+	}
 }
 
 // serviceSeries are what observeService must show in a scrape.
@@ -46,4 +52,7 @@ var serviceSeries = []string{
 	`custos_reencrypt_jobs_finished_total{state="SUCCEEDED"} 1`,
 	`custos_reencrypt_retries_total 1`,
 	`custos_reencrypt_jobs_running 3`,
+	`custos_key_erasures_total{result="erased"} 1`,
+	`custos_key_erasures_total{result="failed"} 2`,
+	`custos_key_erasures_pending 4`,
 }

@@ -1,0 +1,226 @@
+// Package erasure has tenants' encryption services destroy the key contexts core no longer uses
+// (crypto-shredding): a deleted user's personal context, so that their ciphertext, backups and
+// exports included, can never be decrypted again, and contexts created for a user but never
+// recorded.
+//
+// The obligation is a row of core.key_erasures, written in the transaction that makes the context
+// unused (postgres.Store.DeleteUser, PutKeyContext); it is deleted only once the encryption service
+// has destroyed the context or answers that it does not know it. Erase tries at once, in the
+// request that deleted the user; Run retries what is left, on every replica, with exponential
+// back-off, for as long as it takes: an unreachable service, a hosted one whose credential an
+// operator must fix, or one that lacks the method (a plain 404 or 501 on DELETE
+// /v1/encryptions/{encryptionId}) keep their rows, the last error and a warning in the log each
+// attempt, and custos_key_erasures_pending above zero.
+package erasure
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/esclient"
+	"github.com/custos-platform/custos/core/internal/postgres"
+)
+
+// Store is what erasure needs from the database; *postgres.Store is one.
+type Store interface {
+	ClaimErasures(ctx context.Context, limit int, lease time.Duration) ([]postgres.Erasure, error)
+	FinishErasure(ctx context.Context, encryptionID uuid.UUID, audit postgres.AuditEvent) error
+	DeferErasure(ctx context.Context, encryptionID uuid.UUID, attempts int, retryIn time.Duration, reason string) error
+	ErasureBacklog(ctx context.Context) (postgres.ErasureBacklog, error)
+}
+
+var _ Store = (*postgres.Store)(nil)
+
+// Router gives a tenant's encryption-service client; *esclient.Router is one.
+type Router interface {
+	For(ctx context.Context, tenantID uuid.UUID) (esclient.Client, error)
+}
+
+// Metrics are the counters erasure reports to; nil fields are skipped.
+type Metrics struct {
+	KeyErased        func() // a context destroyed (or found already gone)
+	KeyErasureFailed func() // an attempt failed and was deferred
+}
+
+// Options tune a Service. Zero values mean the defaults.
+type Options struct {
+	// PollInterval is how often Run looks for due erasures (default 5 s, jittered): one indexed
+	// query of a table that is almost always empty.
+	PollInterval time.Duration
+	// Lease is how long a claimed erasure is left to the replica that claimed it before another
+	// may try (default 2 min).
+	Lease time.Duration
+	// Batch is how many erasures Run claims at a time (default 50).
+	Batch int
+	// FirstRetry is the delay after a first failed attempt, doubled after each further one up
+	// to MaxRetry (defaults 5 s and 15 min).
+	FirstRetry, MaxRetry time.Duration
+	Logger               *slog.Logger
+	Metrics              Metrics
+}
+
+func (o Options) withDefaults() Options {
+	if o.PollInterval <= 0 {
+		o.PollInterval = 5 * time.Second
+	}
+	if o.Lease <= 0 {
+		o.Lease = 2 * time.Minute
+	}
+	if o.Batch <= 0 {
+		o.Batch = 50
+	}
+	if o.FirstRetry <= 0 {
+		o.FirstRetry = 5 * time.Second
+	}
+	if o.MaxRetry <= 0 {
+		o.MaxRetry = 15 * time.Minute
+	}
+	if o.MaxRetry < o.FirstRetry {
+		o.MaxRetry = o.FirstRetry
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Service destroys the key contexts of pending erasures. Safe for concurrent use.
+type Service struct {
+	store   Store
+	router  Router
+	opts    Options
+	pending atomic.Int64 // the backlog as last counted by Run
+}
+
+// New returns a Service.
+func New(store Store, router Router, opts Options) *Service {
+	return &Service{store: store, router: router, opts: opts.withDefaults()}
+}
+
+// Pending is the number of erasures still pending, as last counted by Run (for a gauge).
+func (s *Service) Pending() int { return int(s.pending.Load()) }
+
+// Erase tries once to have e's context destroyed and reports whether it is gone. On failure the
+// erasure stays queued for Run, with the reason and the next attempt recorded; nothing is
+// returned but false, since the caller's own work (deleting the user) has succeeded regardless.
+func (s *Service) Erase(ctx context.Context, e postgres.Erasure) bool {
+	err := s.destroy(ctx, e)
+	if err == nil {
+		return true
+	}
+	e.Attempts = max(e.Attempts, 1) // one not claimed through ClaimErasures counts too
+	s.deferAttempt(ctx, e, err)
+	return false
+}
+
+// safeMessage is what is recorded and logged of a failed attempt: the kind and the message of an
+// *errs.Error, which never hold secrets, and nothing of any other error.
+func safeMessage(err error) string {
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return e.Kind.String() + ": " + e.Message
+	}
+	return "internal error"
+}
+
+// destroy destroys e's context and records it done. A service that does not know the context
+// (already destroyed, or never created) counts as done.
+func (s *Service) destroy(ctx context.Context, e postgres.Erasure) error {
+	es, err := s.router.For(ctx, e.TenantID)
+	if err != nil {
+		return err
+	}
+	if err := es.DestroyContext(ctx, e.EncryptionID.String()); err != nil && !errs.Is(err, errs.NotFound) {
+		return err
+	}
+	// The context is gone; should recording it fail, the next attempt finds it gone too.
+	if err := s.store.FinishErasure(ctx, e.EncryptionID, postgres.AuditEvent{
+		ActorType: postgres.ActorSystem, Action: "keys.erase", Outcome: "ok",
+	}); err != nil {
+		return err
+	}
+	if s.opts.Metrics.KeyErased != nil {
+		s.opts.Metrics.KeyErased()
+	}
+	s.opts.Logger.InfoContext(ctx, "key context destroyed", "encryption_id", e.EncryptionID, "tenant_id", e.TenantID,
+		"reason", e.Reason)
+	return nil
+}
+
+// deferAttempt records a failed attempt at e (its Attempts counting this one) and schedules the
+// next after the back-off.
+func (s *Service) deferAttempt(ctx context.Context, e postgres.Erasure, cause error) {
+	if s.opts.Metrics.KeyErasureFailed != nil {
+		s.opts.Metrics.KeyErasureFailed()
+	}
+	retry := s.backoff(e.Attempts)
+	msg := safeMessage(cause)
+	s.opts.Logger.WarnContext(ctx, "key context not destroyed yet; will retry", "encryption_id", e.EncryptionID,
+		"tenant_id", e.TenantID, "reason", e.Reason, "attempts", e.Attempts, "retry_in", retry.String(), "error", msg)
+	if ctx.Err() != nil {
+		// The request ended: record the attempt anyway, on a short context of our own.
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		ctx = c
+	}
+	if err := s.store.DeferErasure(ctx, e.EncryptionID, e.Attempts, retry, msg); err != nil {
+		s.opts.Logger.WarnContext(ctx, "record a failed key context erasure", "encryption_id", e.EncryptionID, "error", err)
+	}
+}
+
+// backoff is the delay after the attempts-th failed attempt: FirstRetry doubled each further time,
+// at most MaxRetry, drawn from its upper half so that replicas spread out.
+func (s *Service) backoff(attempts int) time.Duration {
+	d := s.opts.FirstRetry
+	for i := 1; i < attempts && d < s.opts.MaxRetry; i++ {
+		d *= 2
+	}
+	d = min(d, s.opts.MaxRetry)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter, not a secret
+}
+
+// Run works the queue until ctx ends: every PollInterval (jittered) it claims the due erasures,
+// a batch at a time, and tries each. It returns nil when ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	for {
+		s.sweep(ctx)
+		wait := s.opts.PollInterval/2 + rand.N(s.opts.PollInterval) //nolint:gosec // jitter, not a secret
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// sweep tries every due erasure once and counts what is left.
+func (s *Service) sweep(ctx context.Context) {
+	for ctx.Err() == nil {
+		batch, err := s.store.ClaimErasures(ctx, s.opts.Batch, s.opts.Lease)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.opts.Logger.WarnContext(ctx, "key erasure: look for pending erasures", "error", err)
+			}
+			return
+		}
+		for _, e := range batch {
+			if ctx.Err() != nil {
+				return // the lease runs out and another replica, or the next start, takes over
+			}
+			_ = s.Erase(ctx, e)
+		}
+		if len(batch) < s.opts.Batch {
+			break
+		}
+	}
+	if b, err := s.store.ErasureBacklog(ctx); err == nil {
+		s.pending.Store(int64(b.Pending))
+	}
+}

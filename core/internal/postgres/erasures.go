@@ -1,0 +1,141 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+)
+
+// Why a key context is owed a destruction (Erasure.Reason).
+const (
+	// ErasureUserDeleted: the personal context of a deleted user, whose items are gone.
+	ErasureUserDeleted = "user_deleted"
+	// ErasureUnused: a context created for a user but never recorded, because a concurrent
+	// request recorded another first or the user was deleted meanwhile; nothing was encrypted
+	// under it.
+	ErasureUnused = "unused"
+)
+
+// Erasure is a key context core must have its tenant's encryption service destroy
+// (crypto-shredding). The row is written in the transaction that makes the context unused, and
+// deleted only once the service has destroyed it.
+type Erasure struct {
+	EncryptionID  uuid.UUID
+	TenantID      uuid.UUID
+	UserID        uuid.UUID // the user it belonged to (usually deleted)
+	Reason        string    // ErasureUserDeleted or ErasureUnused
+	RequestedAt   time.Time
+	Attempts      int       // destruction attempts so far
+	NextAttemptAt time.Time // when a worker may try again
+	LastError     string    // why the last attempt failed; "" before any
+}
+
+const erasureColumns = `encryption_id, tenant_id, user_id, reason, requested_at, attempts, next_attempt_at, coalesce(last_error, '')`
+
+func scanErasure(row pgx.Row) (Erasure, error) {
+	var e Erasure
+	err := row.Scan(&e.EncryptionID, &e.TenantID, &e.UserID, &e.Reason, &e.RequestedAt, &e.Attempts, &e.NextAttemptAt, &e.LastError)
+	return e, err
+}
+
+// ErasureGrace is how long an erasure queued by DeleteUser is left to the request that deleted the
+// user, which tries at once, before a worker may claim it.
+const ErasureGrace = time.Minute
+
+// queueErasure records that context encryptionID of tenantID must be destroyed, by a worker no
+// sooner than after delay; recording it twice changes nothing.
+func queueErasure(ctx context.Context, q querier, encryptionID, tenantID, userID uuid.UUID, reason string, delay time.Duration) error {
+	_, err := q.Exec(ctx, `INSERT INTO key_erasures (encryption_id, tenant_id, user_id, reason, next_attempt_at)
+		VALUES ($1, $2, $3, $4, now() + $5 * interval '1 millisecond')
+		ON CONFLICT (encryption_id) DO NOTHING`, encryptionID, tenantID, userID, reason, delay.Milliseconds())
+	if err != nil {
+		return fmt.Errorf("queue key context erasure: %w", err)
+	}
+	return nil
+}
+
+// GetErasure returns the pending erasure of key context encryptionID. Errors: NotFound when none
+// is pending (never queued, or already done).
+func (s *Store) GetErasure(ctx context.Context, encryptionID uuid.UUID) (Erasure, error) {
+	e, err := scanErasure(s.pool.QueryRow(ctx, `SELECT `+erasureColumns+` FROM key_erasures WHERE encryption_id = $1`, encryptionID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Erasure{}, errs.E(errs.NotFound, "no erasure of key context %s is pending", encryptionID)
+	}
+	return e, fail("read key erasure", err)
+}
+
+// ClaimErasures returns up to limit erasures that are due (next attempt at or before now), oldest
+// due first, and pushes each one's next attempt lease into the future and counts the attempt, so
+// that replicas claiming at once never get the same one (FOR UPDATE SKIP LOCKED) and a replica
+// that dies mid-attempt leaves it to another after lease. limit must be 1 to 1000 (Invalid
+// otherwise).
+func (s *Store) ClaimErasures(ctx context.Context, limit int, lease time.Duration) ([]Erasure, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit: want 1 to 1000, got %d", limit)
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE key_erasures
+		SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
+		WHERE encryption_id IN (SELECT encryption_id FROM key_erasures WHERE next_attempt_at <= now()
+			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+erasureColumns, limit, lease.Milliseconds())
+	if err != nil {
+		return nil, fail("claim key erasures", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Erasure, error) { return scanErasure(r) })
+	return out, fail("claim key erasures", err)
+}
+
+// FinishErasure records that the encryption service destroyed key context encryptionID (or no
+// longer knew it): the pending row goes, and audit is recorded about the tenant, in one
+// transaction. Finishing one that is no longer pending (another replica finished it) changes
+// nothing and records nothing.
+func (s *Store) FinishErasure(ctx context.Context, encryptionID uuid.UUID, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var tenantID uuid.UUID
+		err := tx.QueryRow(ctx, `DELETE FROM key_erasures WHERE encryption_id = $1 RETURNING tenant_id`, encryptionID).Scan(&tenantID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delete key erasure: %w", err)
+		}
+		return insertAudit(ctx, tx, audit.about(&tenantID, "encryption:"+encryptionID.String()))
+	})
+	return fail("finish key erasure", err)
+}
+
+// DeferErasure records a failed attempt at erasure encryptionID: that at least attempts were
+// made, the reason (a message safe to show, cut to 500 characters) and when to try again. Unknown
+// ones change nothing.
+func (s *Store) DeferErasure(ctx context.Context, encryptionID uuid.UUID, attempts int, retryIn time.Duration, reason string) error {
+	if r := []rune(reason); len(r) > 500 {
+		reason = string(r[:500])
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE key_erasures SET attempts = greatest(attempts, $2), last_error = $3,
+		next_attempt_at = now() + $4 * interval '1 millisecond'
+		WHERE encryption_id = $1`, encryptionID, attempts, reason, retryIn.Milliseconds())
+	return fail("defer key erasure", err)
+}
+
+// ErasureBacklog is how many erasures are pending and since when the oldest one is.
+type ErasureBacklog struct {
+	Pending int
+	Oldest  time.Time // zero when none is pending
+}
+
+// ErasureBacklog counts the pending erasures, for metrics.
+func (s *Store) ErasureBacklog(ctx context.Context) (ErasureBacklog, error) {
+	var b ErasureBacklog
+	var oldest *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT count(*), min(requested_at) FROM key_erasures`).Scan(&b.Pending, &oldest)
+	if oldest != nil {
+		b.Oldest = *oldest
+	}
+	return b, fail("count key erasures", err)
+}

@@ -1,0 +1,141 @@
+package postgres_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/postgres"
+)
+
+// A context created for a user but not recorded — it lost the race with another creation, or the
+// user was deleted meanwhile — is queued for erasure, due at once.
+func TestPutKeyContextQueuesUnrecordedContexts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, _, _ := mustStore(t)
+	tn := mustTenant(t, s, "")
+	mustUser(t, s, tn.ID, postgres.RoleOwner)
+	u := mustUser(t, s, tn.ID, postgres.RoleMember)
+
+	winner := postgres.KeyContext{UserID: u.ID, TenantID: tn.ID, EncryptionID: uuid.New(), KeyMode: "PLATFORM"}
+	if _, err := s.PutKeyContext(ctx, winner); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutKeyContext(ctx, winner); err != nil {
+		t.Fatalf("PutKeyContext(the same again) = %v", err)
+	}
+	if _, err := s.GetErasure(ctx, winner.EncryptionID); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetErasure(recorded context) = %v, want NotFound: recording it twice does not make it unused", err)
+	}
+	loser := winner
+	loser.EncryptionID = uuid.New()
+	got, err := s.PutKeyContext(ctx, loser)
+	if err != nil || got.EncryptionID != winner.EncryptionID {
+		t.Fatalf("PutKeyContext(loser) = %+v, %v; want the winner's context", got, err)
+	}
+	e, err := s.GetErasure(ctx, loser.EncryptionID)
+	if err != nil || e.Reason != postgres.ErasureUnused || e.TenantID != tn.ID || e.UserID != u.ID || e.Attempts != 0 {
+		t.Errorf("GetErasure(loser) = %+v, %v; want it queued as unused", e, err)
+	}
+
+	gone := postgres.KeyContext{UserID: uuid.New(), TenantID: tn.ID, EncryptionID: uuid.New(), KeyMode: "PLATFORM"}
+	_, err = s.PutKeyContext(ctx, gone)
+	wantKind(t, "PutKeyContext(unknown user)", err, errs.NotFound, "not found")
+	if e, err := s.GetErasure(ctx, gone.EncryptionID); err != nil || e.Reason != postgres.ErasureUnused {
+		t.Errorf("GetErasure(context of a user that is gone) = %+v, %v; want it queued as unused", e, err)
+	}
+}
+
+func TestClaimDeferFinishErasures(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	tn := mustTenant(t, s, "")
+	mustUser(t, s, tn.ID, postgres.RoleOwner)
+	queue := func() uuid.UUID { // a context queued as unused, due at once
+		id := uuid.New()
+		if _, err := s.PutKeyContext(ctx, postgres.KeyContext{UserID: uuid.New(), TenantID: tn.ID, EncryptionID: id, KeyMode: "PLATFORM"}); !errs.Is(err, errs.NotFound) {
+			t.Fatalf("PutKeyContext(unknown user) = %v", err)
+		}
+		return id
+	}
+	a, b, c := queue(), queue(), queue()
+	// One deleted user's, left to the deleting request for a grace period: not due yet.
+	u := mustUser(t, s, tn.ID, postgres.RoleMember)
+	kc, err := s.PutKeyContext(ctx, postgres.KeyContext{UserID: u.ID, TenantID: tn.ID, EncryptionID: uuid.New(), KeyMode: "PLATFORM"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteUser(ctx, u.ID, auditEvent("user.delete")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.ErasureBacklog(ctx); err != nil || b.Pending != 4 || b.Oldest.IsZero() {
+		t.Errorf("ErasureBacklog() = %+v, %v; want 4 pending", b, err)
+	}
+
+	for _, bad := range []int{0, -1, 1001} {
+		_, err := s.ClaimErasures(ctx, bad, time.Minute)
+		wantKind(t, "ClaimErasures(bad limit)", err, errs.Invalid, "limit")
+	}
+	first, err := s.ClaimErasures(ctx, 2, time.Minute)
+	if err != nil || len(first) != 2 {
+		t.Fatalf("ClaimErasures(2) = %+v, %v; want 2", first, err)
+	}
+	rest, err := s.ClaimErasures(ctx, 10, time.Minute)
+	if err != nil || len(rest) != 1 {
+		t.Fatalf("ClaimErasures(10) after claiming 2 = %+v, %v; want the third only (leased ones and the deleted user's wait)", rest, err)
+	}
+	claimed := map[uuid.UUID]postgres.Erasure{}
+	for _, e := range append(first, rest...) {
+		claimed[e.EncryptionID] = e
+		if e.Attempts != 1 || !e.NextAttemptAt.After(time.Now().Add(30*time.Second)) {
+			t.Errorf("claimed %+v: want attempts 1 and the next attempt a lease away", e)
+		}
+	}
+	if len(claimed) != 3 || claimed[a].EncryptionID != a || claimed[b].EncryptionID != b || claimed[c].EncryptionID != c {
+		t.Errorf("claimed %v, want a, b and c once each", claimed)
+	}
+	if again, err := s.ClaimErasures(ctx, 10, time.Minute); err != nil || len(again) != 0 {
+		t.Errorf("ClaimErasures while all are leased = %+v, %v; want none", again, err)
+	}
+
+	// A failed attempt records its reason and when to retry; a retry due now is claimed again.
+	if err := s.DeferErasure(ctx, a, 1, 0, "Unavailable: the encryption service is unavailable; try again"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeferErasure(ctx, kc.EncryptionID, 1, time.Hour, "FailedPrecondition: "+strings.Repeat("é", 600)); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.GetErasure(ctx, kc.EncryptionID); err != nil || e.Attempts != 1 || len([]rune(e.LastError)) != 500 {
+		t.Errorf("after DeferErasure with a long reason: %+v, %v; want attempts 1 and the reason cut to 500 characters", e, err)
+	}
+	retry, err := s.ClaimErasures(ctx, 10, time.Minute)
+	if err != nil || len(retry) != 1 || retry[0].EncryptionID != a || retry[0].Attempts != 2 || retry[0].LastError == "" {
+		t.Fatalf("ClaimErasures after deferring a for 0 = %+v, %v; want a, attempt 2, with its last error", retry, err)
+	}
+
+	// Done: the row goes with an audit event; finishing twice records one.
+	audit := postgres.AuditEvent{ActorType: postgres.ActorSystem, Action: "keys.erase", Outcome: "ok"}
+	for range 2 {
+		if err := s.FinishErasure(ctx, a, audit); err != nil {
+			t.Fatalf("FinishErasure() = %v", err)
+		}
+	}
+	if _, err := s.GetErasure(ctx, a); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetErasure(finished) = %v, want NotFound", err)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM core.audit_events WHERE action = 'keys.erase' AND target = $1 AND tenant_id = $2",
+		"encryption:"+a.String(), tn.ID); n != 1 {
+		t.Errorf("keys.erase audit events = %d, want 1", n)
+	}
+	if err := s.DeferErasure(ctx, a, 1, time.Minute, "late"); err != nil {
+		t.Errorf("DeferErasure(finished) = %v, want nil (nothing to change)", err)
+	}
+	if b, err := s.ErasureBacklog(ctx); err != nil || b.Pending != 3 {
+		t.Errorf("ErasureBacklog() after one finished = %+v, %v; want 3", b, err)
+	}
+}

@@ -1,0 +1,1 @@
+DROP TABLE core.key_erasures;
