@@ -335,3 +335,77 @@ func TestZeroKnowledgeReencryption(t *testing.T) {
 	wantSameItems(t, p.readAll(withKey), want)
 	assertNotStored(t, p.core.env["CORE_DATABASE_URL"], key)
 }
+
+// TestRestoringABackupAfterDisable restores an export made before a rotation whose old version was
+// then disabled: the restored items cannot be read until a tenant admin enables the version again
+// through core, and a re-encryption job then moves them to the active version.
+func TestRestoringABackupAfterDisable(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("restore", "PLATFORM")
+	data := marker(t)
+	it := p.must(200, "POST", "/v1/items", f.member, map[string]any{"name": "n", "data": data})
+	id := it["id"].(string)
+	lines, _ := p.exportLines(f.export, "")
+	backup := strings.Join(lines, "\n") + "\n"
+
+	rot := p.must(200, "POST", "/v1/keys/rotate", f.admin, map[string]any{})
+	p.waitJob(f.admin, rot["job"].(map[string]any)["jobId"].(string), 30*time.Second)
+	kc := p.contextOf(f.admin, f.memberID)
+	enc := kc["encryptionId"].(string)
+	var v1 string
+	for _, v := range kc["versions"].([]any) {
+		if v := v.(map[string]any); num(t, v["version"]) == 1 {
+			v1 = v["versionId"].(string)
+		}
+	}
+	disable := "/v1/keys/" + enc + "/versions/" + v1 + ":disable"
+	enable := "/v1/keys/" + enc + "/versions/" + v1 + ":enable"
+	p.must(200, "POST", disable, f.admin, map[string]any{})
+	p.must(200, "DELETE", "/v1/items/"+id, f.member, nil)
+
+	// The backup comes back onto version 1, which decrypts nothing while disabled.
+	if code, got := p.raw("POST", "/v1/import", f.admin, backup); code != 200 {
+		t.Fatalf("import = %d %s", code, got)
+	}
+	if code, got := p.call("GET", "/v1/items/"+id, f.member, nil); code != 400 || !strings.Contains(fmt.Sprint(got["message"]), "disabled") {
+		t.Errorf("reading a restored item under the disabled version = %d %v, want 400 naming the disabled version", code, got)
+	}
+
+	// Enabling: admins and keys:rotate machines only; then it reads, and core no longer refuses
+	// writes under the version.
+	if code, _ := p.call("POST", enable, f.member, map[string]any{}); code != 403 {
+		t.Errorf("member enabling a version = %d, want 403", code)
+	}
+	if code, _ := p.call("POST", "/v1/keys/"+enc+"/versions/not-a-uuid:enable", f.admin, map[string]any{}); code != 400 {
+		t.Errorf("enabling a malformed version id = %d, want 400", code)
+	}
+	other := p.newTenant("other", "PLATFORM")
+	if code, _ := p.call("POST", enable, other.admin, map[string]any{}); code != 404 {
+		t.Errorf("another tenant's admin enabling the version = %d, want 404", code)
+	}
+	got := p.must(200, "POST", enable, f.rotate, map[string]any{})
+	if v := got["version"].(map[string]any); v["state"] != "DECRYPT_ONLY" || num(t, v["version"]) != 1 {
+		t.Errorf("enable = %v, want version 1 DECRYPT_ONLY", got)
+	}
+	if n := countRows(t, p.core.env["CORE_DATABASE_URL"], "SELECT count(*) FROM core.disabled_key_versions WHERE encryption_version_id = $1", v1); n != 0 {
+		t.Errorf("core still records version 1 as disabled (%d rows)", n)
+	}
+	if got := p.must(200, "GET", "/v1/items/"+id, f.member, nil); got["data"] != data {
+		t.Errorf("restored item after enabling = %v, want its data back", got)
+	}
+	p.must(200, "POST", enable, f.admin, map[string]any{}) // again: nothing changes
+	audit := p.must(200, "GET", "/v1/audit?action=keys.version.enable", f.admin, nil)
+	if n := len(audit["events"].([]any)); n != 2 {
+		t.Errorf("keys.version.enable audit events = %d, want 2", n)
+	}
+
+	// Re-encryption moves the restored item to the active version; version 1 can go again.
+	job := p.must(200, "POST", "/v1/keys/jobs", f.admin, map[string]any{})
+	if end := p.waitJob(f.admin, job["jobId"].(string), 30*time.Second); end["state"] != "SUCCEEDED" {
+		t.Fatalf("re-encryption after the restore = %v", end)
+	}
+	p.must(200, "POST", disable, f.admin, map[string]any{})
+	if got := p.must(200, "GET", "/v1/items/"+id, f.member, nil); got["data"] != data {
+		t.Errorf("restored item after re-encryption and disable = %v, want its data", got)
+	}
+}

@@ -94,6 +94,7 @@ var Policy = map[string]Rule{
 	"/custos.core.v1.KeyService/ListJobs":          {Roles: tenantAdmins, Scopes: []string{ScopeKeysRotate}},
 	"/custos.core.v1.KeyService/GetKeyStatus":      {Roles: tenantAdmins, Scopes: []string{ScopeKeysRotate}},
 	"/custos.core.v1.KeyService/DisableKeyVersion": {Roles: tenantAdmins, Scopes: []string{ScopeKeysRotate}},
+	"/custos.core.v1.KeyService/EnableKeyVersion":  {Roles: tenantAdmins, Scopes: []string{ScopeKeysRotate}},
 
 	"/custos.core.v1.AuditService/ListAuditEvents": {Roles: tenantAdmins},
 }

@@ -56,11 +56,11 @@ type router struct{ es esclient.Client }
 func (r router) For(context.Context, uuid.UUID) (esclient.Client, error) { return r.es, nil }
 
 type env struct {
-	store  *postgres.Store
-	es     *fakeES
-	tenant uuid.UUID
+	store          *postgres.Store
+	es             *fakeES
+	tenant         uuid.UUID
 	erased, failed int
-	mu     sync.Mutex
+	mu             sync.Mutex
 }
 
 func newEnv(t *testing.T) *env {

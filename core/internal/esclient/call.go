@@ -47,6 +47,8 @@ var (
 		unsupported: "the encryption service cannot rewrap (POST /v1/rewrap:batch)"}
 	opDisable = op{name: "DisableVersion",
 		unsupported: "the encryption service cannot disable key versions"}
+	opEnable = op{name: "EnableVersion",
+		unsupported: "the encryption service cannot enable key versions"}
 	opChangeKey = op{name: "ChangeMasterKey",
 		unsupported: "the encryption service cannot change a client master key"}
 	opDestroy = op{name: "DestroyEncryption", idempotent: true,

@@ -91,6 +91,10 @@ type Client interface {
 	// DisableVersion makes a version refuse decryption and rewrap; FailedPrecondition for the
 	// active version. Disabling a disabled version changes nothing. Never retried.
 	DisableVersion(ctx context.Context, encryptionID, versionID string) error
+	// EnableVersion returns a disabled version to DECRYPT_ONLY, so that it decrypts again;
+	// enabling a version that is not disabled changes nothing. FailedPrecondition for a destroyed
+	// version, or when the service lacks the method. Never retried.
+	EnableVersion(ctx context.Context, encryptionID, versionID string) error
 	// ChangeMasterKey rewraps every version of a CLIENT context from oldKey to newKey (sent as
 	// X-Master-Key and X-New-Master-Key); afterwards oldKey gets PermissionDenied. No data is
 	// touched. Never retried.

@@ -185,6 +185,19 @@ func TestRealPlatformContext(t *testing.T) {
 			}
 			_, err = c.Decrypt(ctx, ct1, nil)
 			wantKind(t, "Decrypt(disabled version)", err, errs.FailedPrecondition)
+			for range 2 { // enabling an enabled version changes nothing
+				if err := c.EnableVersion(ctx, id, ct1.VersionID); err != nil {
+					t.Fatalf("EnableVersion(disabled) = %v", err)
+				}
+			}
+			if got, err := c.Decrypt(ctx, ct1, nil); err != nil || got != data {
+				t.Errorf("Decrypt after EnableVersion = %q, %v, want the data back", got, err)
+			}
+			wantKind(t, "EnableVersion(unknown version)", c.EnableVersion(ctx, id, uuid.NewString()), errs.NotFound)
+			wantKind(t, "EnableVersion(no version)", c.EnableVersion(ctx, id, ""), errs.Invalid, "versionId")
+			if err := c.DisableVersion(ctx, id, ct1.VersionID); err != nil {
+				t.Fatalf("DisableVersion(old, again) = %v", err)
+			}
 
 			_, err = c.Decrypt(ctx, ct2, randomBytes(t, 32))
 			wantKind(t, "Decrypt(PLATFORM with a master key)", err, errs.Invalid, "X-Master-Key")

@@ -253,6 +253,25 @@ func (g *grpcClient) DisableVersion(ctx context.Context, encryptionID, versionID
 	})
 }
 
+// EnableVersion implements Client.
+func (g *grpcClient) EnableVersion(ctx context.Context, encryptionID, versionID string) error {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return err
+	}
+	if err := checkID("versionId", versionID); err != nil {
+		return err
+	}
+	ctx, err := g.outgoing(ctx, nil, nil)
+	if err != nil {
+		return err
+	}
+	return g.call.do(ctx, opEnable, func(ctx context.Context, probe bool) error {
+		_, err := g.rpc.EnableVersion(ctx, &encryptionv1.EnableVersionRequest{EncryptionId: encryptionID, VersionId: versionID},
+			grpc.WaitForReady(probe))
+		return grpcErr(err)
+	})
+}
+
 // ChangeMasterKey implements Client.
 func (g *grpcClient) ChangeMasterKey(ctx context.Context, encryptionID string, oldKey, newKey []byte) error {
 	if err := checkKeyChange(encryptionID, oldKey, newKey); err != nil {

@@ -421,6 +421,18 @@ func (h *httpsClient) DisableVersion(ctx context.Context, encryptionID, versionI
 	return h.roundTrip(ctx, opDisable, http.MethodPost, path, headers{}, struct{}{}, nil)
 }
 
+// EnableVersion implements Client.
+func (h *httpsClient) EnableVersion(ctx context.Context, encryptionID, versionID string) error {
+	if err := checkID("encryptionId", encryptionID); err != nil {
+		return err
+	}
+	if err := checkID("versionId", versionID); err != nil {
+		return err
+	}
+	path := "/v1/encryptions/" + url.PathEscape(encryptionID) + "/versions/" + url.PathEscape(versionID) + ":enable"
+	return h.roundTrip(ctx, opEnable, http.MethodPost, path, headers{}, struct{}{}, nil)
+}
+
 // ChangeMasterKey implements Client.
 func (h *httpsClient) ChangeMasterKey(ctx context.Context, encryptionID string, oldKey, newKey []byte) error {
 	if err := checkKeyChange(encryptionID, oldKey, newKey); err != nil {

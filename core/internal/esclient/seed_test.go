@@ -261,6 +261,8 @@ func TestHTTPSSeedOnlyService(t *testing.T) {
 	wantKind(t, "RewrapBatch", err, errs.FailedPrecondition, "the encryption service cannot rewrap")
 	err = c.DisableVersion(ctx, "ctx-1", "1")
 	wantKind(t, "DisableVersion", err, errs.FailedPrecondition, "cannot disable key versions")
+	err = c.EnableVersion(ctx, "ctx-1", "1")
+	wantKind(t, "EnableVersion", err, errs.FailedPrecondition, "cannot enable key versions")
 	err = c.ChangeMasterKey(ctx, "ctx-1", randomKey(), make([]byte, 32))
 	wantKind(t, "ChangeMasterKey", err, errs.FailedPrecondition, "cannot change a client master key")
 	// A plain 404 on DELETE is a missing route, not a destroyed context: a caller that wants the

@@ -117,6 +117,24 @@ func (s *KeyServer) DisableKeyVersion(ctx context.Context, req *corev1.DisableKe
 	return &corev1.DisableKeyVersionResponse{Version: versionToProto(v)}, nil
 }
 
+// EnableKeyVersion implements POST /v1/keys/{encryption_id}/versions/{version_id}:enable.
+func (s *KeyServer) EnableKeyVersion(ctx context.Context, req *corev1.EnableKeyVersionRequest) (*corev1.EnableKeyVersionResponse, error) {
+	encID, err := parseID("encryptionId", req.GetEncryptionId())
+	if err != nil {
+		return nil, err
+	}
+	verID, err := parseID("versionId", req.GetVersionId())
+	if err != nil {
+		return nil, err
+	}
+	r := request(ctx)
+	v, err := s.Keys.EnableVersion(ctx, reencrypt.Call{RequestID: r.RequestID, RemoteAddr: r.RemoteAddr}, encID, verID)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.EnableKeyVersionResponse{Version: versionToProto(v)}, nil
+}
+
 func jobToProto(j postgres.Job) *corev1.Job {
 	out := &corev1.Job{
 		JobId: j.ID.String(), State: j.State, Total: uint64(j.Total), Done: uint64(j.Done), Skipped: uint64(j.Skipped), //nolint:gosec // non-negative: the columns CHECK >= 0

@@ -611,6 +611,35 @@ func (s *Store) DisableUnusedVersion(ctx context.Context, tenantID, encryptionID
 	return fail("disable key version", err)
 }
 
+// EnableVersion calls enable, which makes a disabled key version decrypt again on the encryption
+// service, forgets that core disabled it (so that item writes under it are no longer refused), and
+// records audit. The key context is locked meanwhile, as by DisableUnusedVersion, so that a
+// disable and an enable of one context never interleave.
+//
+// Errors: NotFound when encryptionID is not a key context of tenantID; enable's error, unchanged.
+func (s *Store) EnableVersion(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, enable func(context.Context) error, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var owner uuid.UUID
+		err := tx.QueryRow(ctx, `SELECT user_id FROM key_contexts WHERE encryption_id = $1 AND tenant_id = $2 FOR UPDATE`,
+			encryptionID, tenantID).Scan(&owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "key context %s not found", encryptionID)
+		}
+		if err != nil {
+			return err
+		}
+		if err := enable(ctx); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM disabled_key_versions WHERE encryption_version_id = $1 AND encryption_id = $2`,
+			versionID, encryptionID); err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit.about(&tenantID, "key:"+encryptionID.String()+"/"+versionID.String()))
+	})
+	return fail("enable key version", err)
+}
+
 // encodePosition encodes a position in a (time, id) order as an opaque cursor: the time in
 // microseconds (PostgreSQL's precision, so that it round-trips exactly) and the id.
 func encodePosition(t time.Time, id uuid.UUID) string {

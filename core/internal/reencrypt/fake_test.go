@@ -187,6 +187,24 @@ func (f *fakeES) ChangeMasterKey(context.Context, string, []byte, []byte) error 
 	return errs.E(errs.FailedPrecondition, "not in the fake")
 }
 
+func (f *fakeES) EnableVersion(_ context.Context, encryptionID, versionID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.contexts[encryptionID]
+	if !ok {
+		return errs.E(errs.NotFound, "key context not found")
+	}
+	for i, v := range c.versions {
+		if v.ID == versionID {
+			if v.State == "DISABLED" {
+				c.versions[i].State = "DECRYPT_ONLY"
+			}
+			return nil
+		}
+	}
+	return errs.E(errs.NotFound, "key version not found")
+}
+
 func (f *fakeES) DestroyContext(_ context.Context, encryptionID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

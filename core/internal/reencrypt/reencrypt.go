@@ -44,6 +44,7 @@ type Store interface {
 	KeyContexts(ctx context.Context, tenantID uuid.UUID) ([]postgres.KeyContext, error)
 	CountItemsByVersion(ctx context.Context, tenantID uuid.UUID) ([]postgres.VersionCount, error)
 	DisableUnusedVersion(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, disable func(context.Context) error, audit postgres.AuditEvent) error
+	EnableVersion(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, enable func(context.Context) error, audit postgres.AuditEvent) error
 
 	CreateJob(ctx context.Context, j postgres.Job, lease postgres.Lease, audit postgres.AuditEvent) (postgres.Job, error)
 	UnfinishedJob(ctx context.Context, tenantID, ownerID uuid.UUID) (postgres.Job, bool, error)
@@ -455,19 +456,50 @@ func (s *Service) DisableVersion(ctx context.Context, c Call, encryptionID, vers
 	if err != nil {
 		return VersionStatus{}, err
 	}
-	out := VersionStatus{ID: versionID.String(), State: "DISABLED"}
+	return s.versionAfter(ctx, es, encryptionID, versionID, "DISABLED"), nil
+}
+
+// EnableVersion makes a disabled version of one of the tenant's key contexts decrypt again
+// (DECRYPT_ONLY) on the encryption service, for instance to read items restored from a backup
+// made before it was disabled, and returns its state. Items under it can then be moved to the
+// active version by a re-encryption job.
+//
+// Errors: PermissionDenied unless the caller is a tenant admin or holds keys:rotate; NotFound for
+// another tenant's or an unknown context or version; FailedPrecondition for a destroyed version;
+// Unavailable when the encryption service cannot be reached.
+func (s *Service) EnableVersion(ctx context.Context, c Call, encryptionID, versionID uuid.UUID) (VersionStatus, error) {
+	p, err := admin(ctx)
+	if err != nil {
+		return VersionStatus{}, err
+	}
+	es, err := s.router.For(ctx, p.TenantID)
+	if err != nil {
+		return VersionStatus{}, err
+	}
+	err = s.store.EnableVersion(ctx, p.TenantID, encryptionID, versionID, func(ctx context.Context) error {
+		return es.EnableVersion(ctx, encryptionID.String(), versionID.String())
+	}, event(p, c, "keys.version.enable"))
+	if err != nil {
+		return VersionStatus{}, err
+	}
+	return s.versionAfter(ctx, es, encryptionID, versionID, "DECRYPT_ONLY"), nil
+}
+
+// versionAfter describes a version just changed to state, as the encryption service now reports
+// it; when it cannot be read, the answer lacks the version number but the change stands.
+func (s *Service) versionAfter(ctx context.Context, es esclient.Client, encryptionID, versionID uuid.UUID, state string) VersionStatus {
+	out := VersionStatus{ID: versionID.String(), State: state}
 	info, err := es.GetContext(ctx, encryptionID.String())
 	if err != nil {
-		// Disabled all the same; the answer just lacks the version number.
-		s.log.WarnContext(ctx, "read a key context after disabling a version", "encryption_id", encryptionID, "error", err)
-		return out, nil
+		s.log.WarnContext(ctx, "read a key context after changing a version's state", "encryption_id", encryptionID, "error", err)
+		return out
 	}
 	for _, v := range info.Versions {
 		if v.ID == versionID.String() {
 			out.Version, out.State = v.Version, v.State
 		}
 	}
-	return out, nil
+	return out
 }
 
 // newLease is a lease for one run of one job. Its owner is unique to the run, so that two runs

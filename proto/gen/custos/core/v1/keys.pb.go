@@ -864,6 +864,107 @@ func (x *DisableKeyVersionResponse) GetVersion() *KeyVersionStatus {
 	return nil
 }
 
+// EnableKeyVersionRequest names a version.
+type EnableKeyVersionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the key context.
+	EncryptionId string `protobuf:"bytes,1,opt,name=encryption_id,json=encryptionId,proto3" json:"encryption_id,omitempty"`
+	// UUID of the version.
+	VersionId     string `protobuf:"bytes,2,opt,name=version_id,json=versionId,proto3" json:"version_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableKeyVersionRequest) Reset() {
+	*x = EnableKeyVersionRequest{}
+	mi := &file_custos_core_v1_keys_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableKeyVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableKeyVersionRequest) ProtoMessage() {}
+
+func (x *EnableKeyVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_keys_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableKeyVersionRequest.ProtoReflect.Descriptor instead.
+func (*EnableKeyVersionRequest) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EnableKeyVersionRequest) GetEncryptionId() string {
+	if x != nil {
+		return x.EncryptionId
+	}
+	return ""
+}
+
+func (x *EnableKeyVersionRequest) GetVersionId() string {
+	if x != nil {
+		return x.VersionId
+	}
+	return ""
+}
+
+// EnableKeyVersionResponse is the version after the change.
+type EnableKeyVersionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version.
+	Version       *KeyVersionStatus `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableKeyVersionResponse) Reset() {
+	*x = EnableKeyVersionResponse{}
+	mi := &file_custos_core_v1_keys_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableKeyVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableKeyVersionResponse) ProtoMessage() {}
+
+func (x *EnableKeyVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_keys_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableKeyVersionResponse.ProtoReflect.Descriptor instead.
+func (*EnableKeyVersionResponse) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EnableKeyVersionResponse) GetVersion() *KeyVersionStatus {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
 // ListAuditEventsRequest filters and pages audit events.
 type ListAuditEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -881,7 +982,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_custos_core_v1_keys_proto_msgTypes[15]
+	mi := &file_custos_core_v1_keys_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +994,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_keys_proto_msgTypes[15]
+	mi := &file_custos_core_v1_keys_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1007,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{15}
+	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListAuditEventsRequest) GetActorId() string {
@@ -950,7 +1051,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_custos_core_v1_keys_proto_msgTypes[16]
+	mi := &file_custos_core_v1_keys_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1063,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_keys_proto_msgTypes[16]
+	mi := &file_custos_core_v1_keys_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1076,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{16}
+	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -1019,7 +1120,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_custos_core_v1_keys_proto_msgTypes[17]
+	mi := &file_custos_core_v1_keys_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1132,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_keys_proto_msgTypes[17]
+	mi := &file_custos_core_v1_keys_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1145,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{17}
+	return file_custos_core_v1_keys_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AuditEvent) GetEventId() string {
@@ -1168,6 +1269,12 @@ const file_custos_core_v1_keys_proto_rawDesc = "" +
 	"\n" +
 	"version_id\x18\x02 \x01(\tR\tversionId\"W\n" +
 	"\x19DisableKeyVersionResponse\x12:\n" +
+	"\aversion\x18\x01 \x01(\v2 .custos.core.v1.KeyVersionStatusR\aversion\"]\n" +
+	"\x17EnableKeyVersionRequest\x12#\n" +
+	"\rencryption_id\x18\x01 \x01(\tR\fencryptionId\x12\x1d\n" +
+	"\n" +
+	"version_id\x18\x02 \x01(\tR\tversionId\"V\n" +
+	"\x18EnableKeyVersionResponse\x12:\n" +
 	"\aversion\x18\x01 \x01(\v2 .custos.core.v1.KeyVersionStatusR\aversion\"\x87\x01\n" +
 	"\x16ListAuditEventsRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x16\n" +
@@ -1191,7 +1298,7 @@ const file_custos_core_v1_keys_proto_rawDesc = "" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\t \x01(\tR\trequestId2\xfd\x05\n" +
+	"request_id\x18\t \x01(\tR\trequestId2\xa7\a\n" +
 	"\n" +
 	"KeyService\x12o\n" +
 	"\n" +
@@ -1200,7 +1307,8 @@ const file_custos_core_v1_keys_proto_rawDesc = "" +
 	"\x06GetJob\x12\x1d.custos.core.v1.GetJobRequest\x1a\x1e.custos.core.v1.GetJobResponse\"#\x82\xd3\xe4\x93\x02\x1db\x03job\x12\x16/v1/keys/jobs/{job_id}\x12d\n" +
 	"\bListJobs\x12\x1f.custos.core.v1.ListJobsRequest\x1a .custos.core.v1.ListJobsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/keys/jobs\x12r\n" +
 	"\fGetKeyStatus\x12#.custos.core.v1.GetKeyStatusRequest\x1a$.custos.core.v1.GetKeyStatusResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/keys/status\x12\xab\x01\n" +
-	"\x11DisableKeyVersion\x12(.custos.core.v1.DisableKeyVersionRequest\x1a).custos.core.v1.DisableKeyVersionResponse\"A\x82\xd3\xe4\x93\x02;:\x01*\"6/v1/keys/{encryption_id}/versions/{version_id}:disable2\x85\x01\n" +
+	"\x11DisableKeyVersion\x12(.custos.core.v1.DisableKeyVersionRequest\x1a).custos.core.v1.DisableKeyVersionResponse\"A\x82\xd3\xe4\x93\x02;:\x01*\"6/v1/keys/{encryption_id}/versions/{version_id}:disable\x12\xa7\x01\n" +
+	"\x10EnableKeyVersion\x12'.custos.core.v1.EnableKeyVersionRequest\x1a(.custos.core.v1.EnableKeyVersionResponse\"@\x82\xd3\xe4\x93\x02::\x01*\"5/v1/keys/{encryption_id}/versions/{version_id}:enable2\x85\x01\n" +
 	"\fAuditService\x12u\n" +
 	"\x0fListAuditEvents\x12&.custos.core.v1.ListAuditEventsRequest\x1a'.custos.core.v1.ListAuditEventsResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/v1/auditBCZAgithub.com/custos-platform/custos/proto/gen/custos/core/v1;corev1b\x06proto3"
 
@@ -1216,7 +1324,7 @@ func file_custos_core_v1_keys_proto_rawDescGZIP() []byte {
 	return file_custos_core_v1_keys_proto_rawDescData
 }
 
-var file_custos_core_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_custos_core_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_custos_core_v1_keys_proto_goTypes = []any{
 	(*RotateKeysRequest)(nil),         // 0: custos.core.v1.RotateKeysRequest
 	(*RotateKeysResponse)(nil),        // 1: custos.core.v1.RotateKeysResponse
@@ -1233,43 +1341,48 @@ var file_custos_core_v1_keys_proto_goTypes = []any{
 	(*KeyVersionStatus)(nil),          // 12: custos.core.v1.KeyVersionStatus
 	(*DisableKeyVersionRequest)(nil),  // 13: custos.core.v1.DisableKeyVersionRequest
 	(*DisableKeyVersionResponse)(nil), // 14: custos.core.v1.DisableKeyVersionResponse
-	(*ListAuditEventsRequest)(nil),    // 15: custos.core.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),   // 16: custos.core.v1.ListAuditEventsResponse
-	(*AuditEvent)(nil),                // 17: custos.core.v1.AuditEvent
-	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
+	(*EnableKeyVersionRequest)(nil),   // 15: custos.core.v1.EnableKeyVersionRequest
+	(*EnableKeyVersionResponse)(nil),  // 16: custos.core.v1.EnableKeyVersionResponse
+	(*ListAuditEventsRequest)(nil),    // 17: custos.core.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),   // 18: custos.core.v1.ListAuditEventsResponse
+	(*AuditEvent)(nil),                // 19: custos.core.v1.AuditEvent
+	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
 }
 var file_custos_core_v1_keys_proto_depIdxs = []int32{
 	4,  // 0: custos.core.v1.RotateKeysResponse.job:type_name -> custos.core.v1.Job
 	4,  // 1: custos.core.v1.StartReencryptionResponse.job:type_name -> custos.core.v1.Job
-	18, // 2: custos.core.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	18, // 3: custos.core.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 4: custos.core.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 2: custos.core.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	20, // 3: custos.core.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 4: custos.core.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 5: custos.core.v1.GetJobResponse.job:type_name -> custos.core.v1.Job
 	4,  // 6: custos.core.v1.ListJobsResponse.jobs:type_name -> custos.core.v1.Job
 	11, // 7: custos.core.v1.GetKeyStatusResponse.contexts:type_name -> custos.core.v1.KeyContextStatus
 	12, // 8: custos.core.v1.KeyContextStatus.versions:type_name -> custos.core.v1.KeyVersionStatus
 	12, // 9: custos.core.v1.DisableKeyVersionResponse.version:type_name -> custos.core.v1.KeyVersionStatus
-	17, // 10: custos.core.v1.ListAuditEventsResponse.events:type_name -> custos.core.v1.AuditEvent
-	18, // 11: custos.core.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	0,  // 12: custos.core.v1.KeyService.RotateKeys:input_type -> custos.core.v1.RotateKeysRequest
-	2,  // 13: custos.core.v1.KeyService.StartReencryption:input_type -> custos.core.v1.StartReencryptionRequest
-	5,  // 14: custos.core.v1.KeyService.GetJob:input_type -> custos.core.v1.GetJobRequest
-	7,  // 15: custos.core.v1.KeyService.ListJobs:input_type -> custos.core.v1.ListJobsRequest
-	9,  // 16: custos.core.v1.KeyService.GetKeyStatus:input_type -> custos.core.v1.GetKeyStatusRequest
-	13, // 17: custos.core.v1.KeyService.DisableKeyVersion:input_type -> custos.core.v1.DisableKeyVersionRequest
-	15, // 18: custos.core.v1.AuditService.ListAuditEvents:input_type -> custos.core.v1.ListAuditEventsRequest
-	1,  // 19: custos.core.v1.KeyService.RotateKeys:output_type -> custos.core.v1.RotateKeysResponse
-	3,  // 20: custos.core.v1.KeyService.StartReencryption:output_type -> custos.core.v1.StartReencryptionResponse
-	6,  // 21: custos.core.v1.KeyService.GetJob:output_type -> custos.core.v1.GetJobResponse
-	8,  // 22: custos.core.v1.KeyService.ListJobs:output_type -> custos.core.v1.ListJobsResponse
-	10, // 23: custos.core.v1.KeyService.GetKeyStatus:output_type -> custos.core.v1.GetKeyStatusResponse
-	14, // 24: custos.core.v1.KeyService.DisableKeyVersion:output_type -> custos.core.v1.DisableKeyVersionResponse
-	16, // 25: custos.core.v1.AuditService.ListAuditEvents:output_type -> custos.core.v1.ListAuditEventsResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 10: custos.core.v1.EnableKeyVersionResponse.version:type_name -> custos.core.v1.KeyVersionStatus
+	19, // 11: custos.core.v1.ListAuditEventsResponse.events:type_name -> custos.core.v1.AuditEvent
+	20, // 12: custos.core.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 13: custos.core.v1.KeyService.RotateKeys:input_type -> custos.core.v1.RotateKeysRequest
+	2,  // 14: custos.core.v1.KeyService.StartReencryption:input_type -> custos.core.v1.StartReencryptionRequest
+	5,  // 15: custos.core.v1.KeyService.GetJob:input_type -> custos.core.v1.GetJobRequest
+	7,  // 16: custos.core.v1.KeyService.ListJobs:input_type -> custos.core.v1.ListJobsRequest
+	9,  // 17: custos.core.v1.KeyService.GetKeyStatus:input_type -> custos.core.v1.GetKeyStatusRequest
+	13, // 18: custos.core.v1.KeyService.DisableKeyVersion:input_type -> custos.core.v1.DisableKeyVersionRequest
+	15, // 19: custos.core.v1.KeyService.EnableKeyVersion:input_type -> custos.core.v1.EnableKeyVersionRequest
+	17, // 20: custos.core.v1.AuditService.ListAuditEvents:input_type -> custos.core.v1.ListAuditEventsRequest
+	1,  // 21: custos.core.v1.KeyService.RotateKeys:output_type -> custos.core.v1.RotateKeysResponse
+	3,  // 22: custos.core.v1.KeyService.StartReencryption:output_type -> custos.core.v1.StartReencryptionResponse
+	6,  // 23: custos.core.v1.KeyService.GetJob:output_type -> custos.core.v1.GetJobResponse
+	8,  // 24: custos.core.v1.KeyService.ListJobs:output_type -> custos.core.v1.ListJobsResponse
+	10, // 25: custos.core.v1.KeyService.GetKeyStatus:output_type -> custos.core.v1.GetKeyStatusResponse
+	14, // 26: custos.core.v1.KeyService.DisableKeyVersion:output_type -> custos.core.v1.DisableKeyVersionResponse
+	16, // 27: custos.core.v1.KeyService.EnableKeyVersion:output_type -> custos.core.v1.EnableKeyVersionResponse
+	18, // 28: custos.core.v1.AuditService.ListAuditEvents:output_type -> custos.core.v1.ListAuditEventsResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_custos_core_v1_keys_proto_init() }
@@ -1283,7 +1396,7 @@ func file_custos_core_v1_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_core_v1_keys_proto_rawDesc), len(file_custos_core_v1_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -32,6 +32,7 @@ const (
 	KeyService_ListJobs_FullMethodName          = "/custos.core.v1.KeyService/ListJobs"
 	KeyService_GetKeyStatus_FullMethodName      = "/custos.core.v1.KeyService/GetKeyStatus"
 	KeyService_DisableKeyVersion_FullMethodName = "/custos.core.v1.KeyService/DisableKeyVersion"
+	KeyService_EnableKeyVersion_FullMethodName  = "/custos.core.v1.KeyService/EnableKeyVersion"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -53,6 +54,10 @@ type KeyServiceClient interface {
 	GetKeyStatus(ctx context.Context, in *GetKeyStatusRequest, opts ...grpc.CallOption) (*GetKeyStatusResponse, error)
 	// DisableKeyVersion disables a version that no item uses any more (FAILED_PRECONDITION otherwise).
 	DisableKeyVersion(ctx context.Context, in *DisableKeyVersionRequest, opts ...grpc.CallOption) (*DisableKeyVersionResponse, error)
+	// EnableKeyVersion makes a disabled version decrypt again (DECRYPT_ONLY), for instance to read
+	// items restored from a backup made before it was disabled. A destroyed version cannot come back
+	// (FAILED_PRECONDITION).
+	EnableKeyVersion(ctx context.Context, in *EnableKeyVersionRequest, opts ...grpc.CallOption) (*EnableKeyVersionResponse, error)
 }
 
 type keyServiceClient struct {
@@ -123,6 +128,16 @@ func (c *keyServiceClient) DisableKeyVersion(ctx context.Context, in *DisableKey
 	return out, nil
 }
 
+func (c *keyServiceClient) EnableKeyVersion(ctx context.Context, in *EnableKeyVersionRequest, opts ...grpc.CallOption) (*EnableKeyVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableKeyVersionResponse)
+	err := c.cc.Invoke(ctx, KeyService_EnableKeyVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -142,6 +157,10 @@ type KeyServiceServer interface {
 	GetKeyStatus(context.Context, *GetKeyStatusRequest) (*GetKeyStatusResponse, error)
 	// DisableKeyVersion disables a version that no item uses any more (FAILED_PRECONDITION otherwise).
 	DisableKeyVersion(context.Context, *DisableKeyVersionRequest) (*DisableKeyVersionResponse, error)
+	// EnableKeyVersion makes a disabled version decrypt again (DECRYPT_ONLY), for instance to read
+	// items restored from a backup made before it was disabled. A destroyed version cannot come back
+	// (FAILED_PRECONDITION).
+	EnableKeyVersion(context.Context, *EnableKeyVersionRequest) (*EnableKeyVersionResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -169,6 +188,9 @@ func (UnimplementedKeyServiceServer) GetKeyStatus(context.Context, *GetKeyStatus
 }
 func (UnimplementedKeyServiceServer) DisableKeyVersion(context.Context, *DisableKeyVersionRequest) (*DisableKeyVersionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DisableKeyVersion not implemented")
+}
+func (UnimplementedKeyServiceServer) EnableKeyVersion(context.Context, *EnableKeyVersionRequest) (*EnableKeyVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableKeyVersion not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -299,6 +321,24 @@ func _KeyService_DisableKeyVersion_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_EnableKeyVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableKeyVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).EnableKeyVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_EnableKeyVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).EnableKeyVersion(ctx, req.(*EnableKeyVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -329,6 +369,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DisableKeyVersion",
 			Handler:    _KeyService_DisableKeyVersion_Handler,
+		},
+		{
+			MethodName: "EnableKeyVersion",
+			Handler:    _KeyService_EnableKeyVersion_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
