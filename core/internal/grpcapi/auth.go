@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/custos-platform/custos/core/internal/auth"
 	"github.com/custos-platform/custos/core/internal/authz"
@@ -91,9 +90,8 @@ func (g *Guard) check(ctx context.Context, method string) (context.Context, erro
 }
 
 func (g *Guard) authenticate(ctx context.Context, r auth.Request) (principal.Principal, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	bearer := md.Get("authorization")
-	keyID, secret := md.Get("x-api-key"), md.Get("x-api-secret")
+	bearer := server.Incoming(ctx, "authorization")
+	keyID, secret := server.Incoming(ctx, "x-api-key"), server.Incoming(ctx, "x-api-secret")
 	switch {
 	case len(bearer) > 0 && (len(keyID) > 0 || len(secret) > 0):
 		return principal.Principal{}, errs.E(errs.Invalid, "send either Authorization or X-Api-Key and X-Api-Secret, not both")

@@ -5,10 +5,10 @@ import (
 	"encoding/base64"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-platform/custos/core/internal/errs"
+	"github.com/custos-platform/custos/core/internal/server"
 	"github.com/custos-platform/custos/core/internal/vault"
 	corev1 "github.com/custos-platform/custos/proto/gen/custos/core/v1"
 )
@@ -32,8 +32,7 @@ func vaultCall(ctx context.Context) (vault.Call, error) {
 // masterKeyHeader reads a client master key header (base64 of 32 bytes); nil when absent. The
 // error names the header and never echoes its value.
 func masterKeyHeader(ctx context.Context, key, name string) ([]byte, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(key)
+	vals := server.Incoming(ctx, key)
 	switch len(vals) {
 	case 0:
 		return nil, nil
