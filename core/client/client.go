@@ -2,7 +2,8 @@
 // derivation of the platform (prelogin, Argon2id, HKDF, refusing downgraded parameters), answers
 // TOTP challenges, refreshes tokens, keeps a zero-knowledge user's master key in memory only and
 // sends it as X-Master-Key where a call needs it, and wraps the REST API (or, with [WithGRPC], the
-// gRPC API) of items, export and import, key rotation jobs, tenants, users and API keys.
+// gRPC API) of items, export and import, key rotation jobs, tenants, users, API keys and the audit
+// trail.
 //
 // A person logs in with [Client.Login]; a machine is given its API key with [WithAPIKey] and needs
 // no login. Every method that talks to core returns a *[Error] when core answered with an error,

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"time"
@@ -72,6 +73,31 @@ func (c *Client) Tenants(ctx context.Context) iter.Seq2[Tenant, error] {
 		}
 		return out, r.GetNextPageToken(), nil
 	})
+}
+
+// TenantUpdate names the settings UpdateTenant changes; a nil field stays as it is.
+type TenantUpdate struct {
+	Name          *string // 1 to 200 characters, unique
+	PasswordHints *bool   // whether users may set and read password hints
+}
+
+// UpdateTenant changes a tenant's name or password hints setting and returns the tenant after
+// the change (the platform admin, or an owner of that tenant). An update that changes nothing is
+// refused here, without calling core. Core answers NOT_FOUND for unknown tenants and other
+// tenants alike, PERMISSION_DENIED when the caller may not change it, ALREADY_EXISTS for a taken
+// name and INVALID_ARGUMENT for a name that is not 1 to 200 characters without control characters.
+func (c *Client) UpdateTenant(ctx context.Context, id string, u TenantUpdate) (Tenant, error) {
+	if u.Name == nil && u.PasswordHints == nil {
+		return Tenant{}, errors.New("client: UpdateTenant: nothing to change (set Name or PasswordHints)")
+	}
+	r := &corev1.UpdateTenantResponse{}
+	cl := call{method: corev1.TenantService_UpdateTenant_FullMethodName, verb: "PATCH", path: "/v1/tenants/" + esc(id), body: true,
+		respField: "tenant", auth: true}
+	req := &corev1.UpdateTenantRequest{TenantId: id, Name: u.Name, PasswordHintsEnabled: u.PasswordHints}
+	if err := c.invoke(ctx, cl, req, r); err != nil {
+		return Tenant{}, err
+	}
+	return tenantFrom(r.GetTenant()), nil
 }
 
 // User is a person of a tenant.
@@ -147,6 +173,17 @@ func (c *Client) Users(ctx context.Context, tenantID string) iter.Seq2[User, err
 	})
 }
 
+// GetUser describes a user the caller may manage (NOT_FOUND for unknown users and users of other
+// tenants alike).
+func (c *Client) GetUser(ctx context.Context, userID string) (User, error) {
+	r := &corev1.GetUserResponse{}
+	cl := call{method: corev1.UserService_GetUser_FullMethodName, verb: "GET", path: "/v1/users/" + esc(userID), respField: "user", auth: true}
+	if err := c.invoke(ctx, cl, &corev1.GetUserRequest{UserId: userID}, r); err != nil {
+		return User{}, err
+	}
+	return userFrom(r.GetUser()), nil
+}
+
 // DisableUser stops a user from logging in and ends their sessions at once.
 func (c *Client) DisableUser(ctx context.Context, userID string) (User, error) {
 	r := &corev1.DisableUserResponse{}
@@ -167,6 +204,55 @@ func (c *Client) EnableUser(ctx context.Context, userID string) (User, error) {
 		return User{}, err
 	}
 	return userFrom(r.GetUser()), nil
+}
+
+// SetUserRole changes a user's role to owner, admin or member and returns the user after the
+// change. Core answers PERMISSION_DENIED when the caller may not grant the role or change this
+// user (only owners and the platform admin make owners or change an owner), FAILED_PRECONDITION
+// when the change would leave the tenant without an owner, INVALID_ARGUMENT for any other role,
+// and NOT_FOUND for unknown users and users of other tenants alike.
+func (c *Client) SetUserRole(ctx context.Context, userID, role string) (User, error) {
+	r := &corev1.SetUserRoleResponse{}
+	cl := call{method: corev1.UserService_SetUserRole_FullMethodName, verb: "POST", path: "/v1/users/" + esc(userID) + ":setRole",
+		body: true, respField: "user", auth: true}
+	if err := c.invoke(ctx, cl, &corev1.SetUserRoleRequest{UserId: userID, Role: role}, r); err != nil {
+		return User{}, err
+	}
+	return userFrom(r.GetUser()), nil
+}
+
+// What became of a deleted user's personal key context (DeletedUser.KeyErasure).
+const (
+	// KeyErasureDone: the encryption service destroyed it before core answered, so the user's
+	// ciphertext, backups and exports included, can no longer be decrypted.
+	KeyErasureDone = "done"
+	// KeyErasurePending: core could not reach the encryption service and keeps retrying until
+	// the context is destroyed.
+	KeyErasurePending = "pending"
+	// KeyErasureNone: the user had no key context.
+	KeyErasureNone = "none"
+)
+
+// DeletedUser is the outcome of DeleteUser.
+type DeletedUser struct {
+	UserID string `json:"userId"`
+	// KeyErasure is KeyErasureDone, KeyErasurePending or KeyErasureNone; empty from a core that
+	// does not report it.
+	KeyErasure string `json:"keyErasure"`
+}
+
+// DeleteUser deletes a user with their sessions and vault items, and has their personal key
+// context destroyed on the encryption service (crypto-shredding); it cannot be undone. Core
+// answers NOT_FOUND for unknown users and users of other tenants alike, PERMISSION_DENIED when
+// the caller may not change this user (only owners and the platform admin delete an owner), and
+// FAILED_PRECONDITION for a tenant's last owner.
+func (c *Client) DeleteUser(ctx context.Context, userID string) (DeletedUser, error) {
+	r := &corev1.DeleteUserResponse{}
+	cl := call{method: corev1.UserService_DeleteUser_FullMethodName, verb: "DELETE", path: "/v1/users/" + esc(userID), auth: true}
+	if err := c.invoke(ctx, cl, &corev1.DeleteUserRequest{UserId: userID}, r); err != nil {
+		return DeletedUser{}, err
+	}
+	return DeletedUser{UserID: userID, KeyErasure: r.GetKeyErasure()}, nil
 }
 
 // APIKey describes a machine credential, never its secret.
