@@ -266,9 +266,13 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		return esclient.CheckHealth(ctx, es)
 	}
 
-	var provisioner directory.Provisioner
+	var (
+		provisioner directory.Provisioner
+		esAdmin     erasure.Admin // destroys deleted tenants
+	)
 	if cfg.ES.AdminToken != "" {
-		provisioner = esclient.NewAdmin(es, cfg.ES.AdminToken, cfg.ES.Timeout)
+		a := esclient.NewAdmin(es, cfg.ES.AdminToken, cfg.ES.Timeout)
+		provisioner, esAdmin = a, a
 	} else {
 		logger.Warn("CORE_ES_ADMIN_TOKEN is not set: tenants can only be created with a hosted encryption endpoint")
 	}
@@ -315,12 +319,13 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		}
 	}
 
-	// Deleting a user crypto-shreds their key context: at once when the encryption service
-	// answers, else by the erasure worker, which retries until it does.
-	eraser := erasure.New(store, router, erasure.Options{Logger: logger, Metrics: erasure.Metrics{
+	// Deleting a user crypto-shreds their key context, deleting a tenant the whole tenant on the
+	// platform's encryption service: at once when it answers, else by the erasure worker, which
+	// retries until it does.
+	eraser := erasure.New(store, router, esAdmin, erasure.Options{Logger: logger, Metrics: erasure.Metrics{
 		KeyErased: metrics.KeyErased, KeyErasureFailed: metrics.KeyErasureFailed,
 	}})
-	dir.EraseKeys = eraser.Erase
+	dir.EraseKeys, dir.EraseTenant = eraser.Erase, eraser.EraseTenant
 	if err := metrics.WatchKeyErasures(eraser.Pending); err != nil {
 		return err
 	}

@@ -1,9 +1,13 @@
 package app
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestDeletingAUserErasesTheirKeys deletes people of a PLATFORM tenant: their key context is
@@ -90,4 +94,85 @@ func TestDeletingAUserErasesTheirKeys(t *testing.T) {
 	if code, _ := p.call("GET", "/v1/users/"+lateID, f.admin, nil); code != 404 {
 		t.Errorf("GET the deleted user = %d, want 404", code)
 	}
+}
+
+// TestDeletingATenant deletes a PLATFORM tenant: only the platform admin, only with its name
+// repeated; afterwards nothing of it is left in core but its audit trail, its people cannot log in,
+// and the platform's encryption service has destroyed the tenant with every key of it.
+func TestDeletingATenant(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("doomed", "PLATFORM")
+	other := p.newTenant("bystander", "PLATFORM")
+	coreDB, esDB := p.core.env["CORE_DATABASE_URL"], p.es.DatabaseURL
+	p.must(200, "POST", "/v1/items", f.member, map[string]any{"name": "n", "data": marker(t)})
+	p.must(200, "POST", "/v1/items", other.member, map[string]any{"name": "n", "data": marker(t)})
+	esTenant := func(coreTenant string) string {
+		return readString(t, coreDB, "SELECT es_tenant_id::text FROM core.tenants WHERE id = $1", coreTenant)
+	}
+	doomedES, otherES := esTenant(f.id), esTenant(other.id)
+	liveKeys := func(esTenantID string) int {
+		return countRows(t, esDB, `SELECT count(*) FROM encryption.encryption_key_versions v JOIN encryption.encryptions e ON e.id = v.encryption_id
+			WHERE e.tenant_id = $1 AND v.key_material IS NOT NULL`, esTenantID)
+	}
+	if liveKeys(doomedES) < 3 {
+		t.Fatalf("the tenant has %d live keys on the encryption service, want one per person", liveKeys(doomedES))
+	}
+
+	root, _ := p.login(rootName, rootPass)
+	path := "/v1/tenants/" + f.id
+	if code, got := p.call("DELETE", path+"?confirmName=Doomed", bearer(root), nil); code != 400 || !strings.Contains(fmt.Sprint(got["message"]), "confirmName") {
+		t.Errorf("DELETE with the wrong name = %d %v, want 400 naming confirmName", code, got)
+	}
+	if code, _ := p.call("DELETE", path+"?confirmName=doomed", f.owner, nil); code != 403 {
+		t.Errorf("the tenant's owner deleting it = %d, want 403 (platform admin only)", code)
+	}
+	p.must(200, "GET", "/v1/items", f.member, nil) // still there
+
+	got := p.must(200, "DELETE", path+"?confirmName=doomed", bearer(root), nil)
+	if got["keyErasure"] != "done" {
+		t.Errorf("DELETE /v1/tenants/{id} = %v, want keyErasure done", got)
+	}
+	if n := liveKeys(doomedES); n != 0 {
+		t.Errorf("the deleted tenant keeps %d live keys on the encryption service, want 0", n)
+	}
+	if n := countRows(t, esDB, "SELECT count(*) FROM encryption.tenants WHERE id = $1 AND destroyed_at IS NOT NULL", doomedES); n != 1 {
+		t.Errorf("the tenant is not destroyed on the encryption service")
+	}
+	if liveKeys(otherES) < 3 {
+		t.Errorf("the other tenant lost keys: %d live", liveKeys(otherES))
+	}
+	if code, _ := p.call("GET", "/v1/items", f.member, nil); code != 401 {
+		t.Errorf("a deleted tenant's member listing items = %d, want 401", code)
+	}
+	if code, _ := p.call("GET", path, bearer(root), nil); code != 404 {
+		t.Errorf("GET the deleted tenant = %d, want 404", code)
+	}
+	if code, _ := p.call("POST", "/v1/auth/login", nil, map[string]string{"username": "doomed-owner", "password": "password-of-owner"}); code != 401 {
+		t.Errorf("login of a deleted tenant's owner = %d, want 401", code)
+	}
+	p.must(200, "GET", "/v1/items", other.member, nil)
+	if n := countRows(t, coreDB, "SELECT count(*) FROM core.audit_events WHERE tenant_id = $1 AND action IN ('tenant.delete', 'tenant.erase')", f.id); n != 2 {
+		t.Errorf("tenant.delete and tenant.erase audit events = %d, want 2 (kept after the tenant)", n)
+	}
+	// The name is free again; the new tenant is a new tenant on the encryption service too.
+	again := p.must(200, "POST", "/v1/tenants", bearer(root), map[string]any{"name": "doomed", "keyMode": "PLATFORM"})
+	if again["tenantId"] == f.id {
+		t.Errorf("a tenant created with the deleted one's name got its id")
+	}
+}
+
+// readString runs query, which must answer one text value.
+func readString(tb testing.TB, databaseURL, query string, args ...any) string {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, query, args...).Scan(&s); err != nil {
+		tb.Fatalf("%s: %v", query, err)
+	}
+	return s
 }

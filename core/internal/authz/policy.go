@@ -65,6 +65,7 @@ var Policy = map[string]Rule{
 	"/custos.core.v1.TenantService/ListTenants":  {PlatformAdmin: true},
 	"/custos.core.v1.TenantService/GetTenant":    {PlatformAdmin: true, Roles: everyRole},
 	"/custos.core.v1.TenantService/UpdateTenant": {PlatformAdmin: true, Roles: []string{principal.RoleOwner}},
+	"/custos.core.v1.TenantService/DeleteTenant": {PlatformAdmin: true},
 
 	"/custos.core.v1.UserService/CreateUser":  {PlatformAdmin: true, Roles: tenantAdmins, Scopes: []string{ScopeUsersManage}},
 	"/custos.core.v1.UserService/ListUsers":   {PlatformAdmin: true, Roles: tenantAdmins, Scopes: []string{ScopeUsersManage}},

@@ -41,6 +41,7 @@ type Store interface {
 	SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit postgres.AuditEvent) (postgres.User, error)
 	SetUserRole(ctx context.Context, id uuid.UUID, role string, audit postgres.AuditEvent) (postgres.User, error)
 	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) (*postgres.Erasure, error)
+	DeleteTenant(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) (*postgres.TenantErasure, error)
 	CountPlatformAdmins(ctx context.Context) (int, error)
 	CreateAPIKey(ctx context.Context, k postgres.APIKey, audit postgres.AuditEvent) error
 	ListAPIKeys(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.APIKey, error)
@@ -73,6 +74,9 @@ type Service struct {
 	// key context, and reports whether it is gone; the erasure stays queued when it is not (or
 	// when EraseKeys is nil), for a worker to retry.
 	EraseKeys func(ctx context.Context, e postgres.Erasure) bool
+	// EraseTenant, when set, tries at once to have the platform's encryption service destroy a
+	// deleted tenant, as EraseKeys does for a user's key context.
+	EraseTenant func(ctx context.Context, e postgres.TenantErasure) bool
 }
 
 // What DeleteUser reports of the deleted user's key context.
@@ -80,6 +84,7 @@ const (
 	KeyErasureDone    = "done"    // destroyed on the encryption service
 	KeyErasurePending = "pending" // queued; core keeps retrying
 	KeyErasureNone    = "none"    // the user had no key context
+	KeyErasureHosted  = "hosted"  // the tenant's keys are on its own encryption service, untouched
 )
 
 // New returns a Service. params are the Argon2id parameters for new password hashes; preloginSeed
@@ -229,6 +234,35 @@ func (s *Service) GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant,
 // ListTenants lists tenants (platform admin).
 func (s *Service) ListTenants(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.Tenant, error) {
 	return s.store.ListTenants(ctx, pageSize, after)
+}
+
+// DeleteTenant deletes a tenant with everything of it in core and, for a tenant on the platform's
+// encryption service, has that service destroy the tenant (every key: crypto-shredding). It
+// cannot be undone; confirmName must repeat the tenant's name exactly. It returns KeyErasureDone
+// when the service destroyed the tenant before it returned, KeyErasurePending when that is queued
+// (core keeps retrying), KeyErasureHosted for a tenant-hosted service, whose keys are the tenant's
+// own business.
+//
+// Errors: NotFound for an unknown tenant; Invalid when confirmName is not the tenant's name (and
+// nothing is deleted).
+func (s *Service) DeleteTenant(ctx context.Context, c Call, id uuid.UUID, confirmName string) (string, error) {
+	t, err := s.store.GetTenant(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if confirmName != t.Name {
+		return "", errs.E(errs.Invalid, "confirmName: must repeat the tenant's name exactly: deleting a tenant cannot be undone")
+	}
+	e, err := s.store.DeleteTenant(ctx, id, s.event(ctx, c, &id, "tenant.delete", "tenant:"+id.String()))
+	switch {
+	case err != nil:
+		return "", err
+	case e == nil:
+		return KeyErasureHosted, nil
+	case s.EraseTenant != nil && s.EraseTenant(ctx, *e):
+		return KeyErasureDone, nil
+	}
+	return KeyErasurePending, nil
 }
 
 // UpdateTenant renames a tenant or switches its password hints.

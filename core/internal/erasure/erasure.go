@@ -1,7 +1,8 @@
 // Package erasure has tenants' encryption services destroy the key contexts core no longer uses
 // (crypto-shredding): a deleted user's personal context, so that their ciphertext, backups and
 // exports included, can never be decrypted again, and contexts created for a user but never
-// recorded.
+// recorded; and has the platform's encryption service destroy deleted tenants, every key of them,
+// through its admin plane (core.tenant_erasures, written by postgres.Store.DeleteTenant).
 //
 // The obligation is a row of core.key_erasures, written in the transaction that makes the context
 // unused (postgres.Store.DeleteUser, PutKeyContext); it is deleted only once the encryption service
@@ -34,6 +35,9 @@ type Store interface {
 	FinishErasure(ctx context.Context, encryptionID uuid.UUID, audit postgres.AuditEvent) error
 	DeferErasure(ctx context.Context, encryptionID uuid.UUID, attempts int, retryIn time.Duration, reason string) error
 	ErasureBacklog(ctx context.Context) (postgres.ErasureBacklog, error)
+	ClaimTenantErasures(ctx context.Context, limit int, lease time.Duration) ([]postgres.TenantErasure, error)
+	FinishTenantErasure(ctx context.Context, esTenantID uuid.UUID, audit postgres.AuditEvent) error
+	DeferTenantErasure(ctx context.Context, esTenantID uuid.UUID, attempts int, retryIn time.Duration, reason string) error
 }
 
 var _ Store = (*postgres.Store)(nil)
@@ -43,9 +47,15 @@ type Router interface {
 	For(ctx context.Context, tenantID uuid.UUID) (esclient.Client, error)
 }
 
+// Admin destroys tenants on the platform's encryption service; *esclient.Admin is one. NotFound
+// means the service does not know the tenant.
+type Admin interface {
+	DestroyTenant(ctx context.Context, esTenantID uuid.UUID) error
+}
+
 // Metrics are the counters erasure reports to; nil fields are skipped.
 type Metrics struct {
-	KeyErased        func() // a context destroyed (or found already gone)
+	KeyErased        func() // a context or tenant destroyed (or found already gone)
 	KeyErasureFailed func() // an attempt failed and was deferred
 }
 
@@ -91,17 +101,19 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Service destroys the key contexts of pending erasures. Safe for concurrent use.
+// Service destroys the key contexts and tenants of pending erasures. Safe for concurrent use.
 type Service struct {
 	store   Store
 	router  Router
+	admin   Admin // nil: core has no admin token, and tenant erasures wait for one
 	opts    Options
 	pending atomic.Int64 // the backlog as last counted by Run
 }
 
-// New returns a Service.
-func New(store Store, router Router, opts Options) *Service {
-	return &Service{store: store, router: router, opts: opts.withDefaults()}
+// New returns a Service. admin may be nil when core has no admin token for the platform's
+// encryption service: tenant erasures then stay pending, with that reason, until it has one.
+func New(store Store, router Router, admin Admin, opts Options) *Service {
+	return &Service{store: store, router: router, admin: admin, opts: opts.withDefaults()}
 }
 
 // Pending is the number of erasures still pending, as last counted by Run (for a gauge).
@@ -146,9 +158,7 @@ func (s *Service) destroy(ctx context.Context, e postgres.Erasure) error {
 	}); err != nil {
 		return err
 	}
-	if s.opts.Metrics.KeyErased != nil {
-		s.opts.Metrics.KeyErased()
-	}
+	s.erased()
 	s.opts.Logger.InfoContext(ctx, "key context destroyed", "encryption_id", e.EncryptionID, "tenant_id", e.TenantID,
 		"reason", e.Reason)
 	return nil
@@ -157,22 +167,77 @@ func (s *Service) destroy(ctx context.Context, e postgres.Erasure) error {
 // deferAttempt records a failed attempt at e (its Attempts counting this one) and schedules the
 // next after the back-off.
 func (s *Service) deferAttempt(ctx context.Context, e postgres.Erasure, cause error) {
-	if s.opts.Metrics.KeyErasureFailed != nil {
-		s.opts.Metrics.KeyErasureFailed()
-	}
+	s.fail()
 	retry := s.backoff(e.Attempts)
 	msg := safeMessage(cause)
 	s.opts.Logger.WarnContext(ctx, "key context not destroyed yet; will retry", "encryption_id", e.EncryptionID,
 		"tenant_id", e.TenantID, "reason", e.Reason, "attempts", e.Attempts, "retry_in", retry.String(), "error", msg)
-	if ctx.Err() != nil {
-		// The request ended: record the attempt anyway, on a short context of our own.
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		ctx = c
-	}
+	ctx, cancel := recordContext(ctx)
+	defer cancel()
 	if err := s.store.DeferErasure(ctx, e.EncryptionID, e.Attempts, retry, msg); err != nil {
 		s.opts.Logger.WarnContext(ctx, "record a failed key context erasure", "encryption_id", e.EncryptionID, "error", err)
 	}
+}
+
+// EraseTenant tries once to have the platform's encryption service destroy the deleted tenant of
+// e, and reports whether it is gone; on failure it stays queued for Run, as with Erase.
+func (s *Service) EraseTenant(ctx context.Context, e postgres.TenantErasure) bool {
+	err := s.destroyTenant(ctx, e)
+	if err == nil {
+		return true
+	}
+	s.fail()
+	e.Attempts = max(e.Attempts, 1)
+	retry, msg := s.backoff(e.Attempts), safeMessage(err)
+	s.opts.Logger.WarnContext(ctx, "deleted tenant not destroyed on the encryption service yet; will retry", "tenant_id", e.TenantID,
+		"es_tenant_id", e.ESTenantID, "attempts", e.Attempts, "retry_in", retry.String(), "error", msg)
+	ctx, cancel := recordContext(ctx)
+	defer cancel()
+	if err := s.store.DeferTenantErasure(ctx, e.ESTenantID, e.Attempts, retry, msg); err != nil {
+		s.opts.Logger.WarnContext(ctx, "record a failed tenant erasure", "es_tenant_id", e.ESTenantID, "error", err)
+	}
+	return false
+}
+
+var errNoAdmin = errs.E(errs.FailedPrecondition,
+	"core has no admin token for the platform's encryption service (CORE_ES_ADMIN_TOKEN): deleted tenants wait for one")
+
+func (s *Service) destroyTenant(ctx context.Context, e postgres.TenantErasure) error {
+	if s.admin == nil {
+		return errNoAdmin
+	}
+	if err := s.admin.DestroyTenant(ctx, e.ESTenantID); err != nil && !errs.Is(err, errs.NotFound) {
+		return err
+	}
+	if err := s.store.FinishTenantErasure(ctx, e.ESTenantID, postgres.AuditEvent{
+		ActorType: postgres.ActorSystem, Action: "tenant.erase", Outcome: "ok",
+	}); err != nil {
+		return err
+	}
+	s.erased()
+	s.opts.Logger.InfoContext(ctx, "deleted tenant destroyed on the encryption service", "tenant_id", e.TenantID, "es_tenant_id", e.ESTenantID)
+	return nil
+}
+
+func (s *Service) erased() {
+	if s.opts.Metrics.KeyErased != nil {
+		s.opts.Metrics.KeyErased()
+	}
+}
+
+func (s *Service) fail() {
+	if s.opts.Metrics.KeyErasureFailed != nil {
+		s.opts.Metrics.KeyErasureFailed()
+	}
+}
+
+// recordContext is ctx, or when it has ended (the request is over) a short context of its own, to
+// record a failed attempt anyway.
+func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Err() == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 }
 
 // backoff is the delay after the attempts-th failed attempt: FirstRetry doubled each further time,
@@ -202,6 +267,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 // sweep tries every due erasure once and counts what is left.
 func (s *Service) sweep(ctx context.Context) {
+	s.sweepTenants(ctx)
 	for ctx.Err() == nil {
 		batch, err := s.store.ClaimErasures(ctx, s.opts.Batch, s.opts.Lease)
 		if err != nil {
@@ -222,5 +288,27 @@ func (s *Service) sweep(ctx context.Context) {
 	}
 	if b, err := s.store.ErasureBacklog(ctx); err == nil {
 		s.pending.Store(int64(b.Pending))
+	}
+}
+
+// sweepTenants tries every due tenant erasure once.
+func (s *Service) sweepTenants(ctx context.Context) {
+	for ctx.Err() == nil {
+		batch, err := s.store.ClaimTenantErasures(ctx, s.opts.Batch, s.opts.Lease)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.opts.Logger.WarnContext(ctx, "tenant erasure: look for pending erasures", "error", err)
+			}
+			return
+		}
+		for _, e := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			_ = s.EraseTenant(ctx, e)
+		}
+		if len(batch) < s.opts.Batch {
+			return
+		}
 	}
 }

@@ -51,6 +51,40 @@ func (f *fakeES) gone() []string {
 	return append([]string(nil), f.destroyed...)
 }
 
+// fakeAdmin destroys tenants it knows, as fakeES does contexts.
+type fakeAdmin struct {
+	mu        sync.Mutex
+	known     map[uuid.UUID]bool
+	destroyed []uuid.UUID
+	fail      error
+}
+
+func (a *fakeAdmin) DestroyTenant(_ context.Context, id uuid.UUID) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail != nil {
+		return a.fail
+	}
+	if !a.known[id] {
+		return errs.E(errs.NotFound, "the encryption service does not know the tenant")
+	}
+	delete(a.known, id)
+	a.destroyed = append(a.destroyed, id)
+	return nil
+}
+
+func (a *fakeAdmin) setFail(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.fail = err
+}
+
+func (a *fakeAdmin) gone() []uuid.UUID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]uuid.UUID(nil), a.destroyed...)
+}
+
 type router struct{ es esclient.Client }
 
 func (r router) For(context.Context, uuid.UUID) (esclient.Client, error) { return r.es, nil }
@@ -58,6 +92,7 @@ func (r router) For(context.Context, uuid.UUID) (esclient.Client, error) { retur
 type env struct {
 	store          *postgres.Store
 	es             *fakeES
+	admin          *fakeAdmin
 	tenant         uuid.UUID
 	erased, failed int
 	mu             sync.Mutex
@@ -70,17 +105,29 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	e := &env{store: postgres.NewStore(pool), es: &fakeES{known: map[string]bool{}}, tenant: uuid.New()}
+	e := &env{store: postgres.NewStore(pool), es: &fakeES{known: map[string]bool{}}, admin: &fakeAdmin{known: map[uuid.UUID]bool{}}}
+	e.tenant, _ = e.newTenant(t)
+	return e
+}
+
+// newTenant creates a tenant on the platform's encryption service, known to the fake admin plane,
+// and returns its ids in core and on the service.
+func (e *env) newTenant(t *testing.T) (id, esID uuid.UUID) {
+	t.Helper()
 	secret := make([]byte, 60)
 	_, _ = rand.Read(secret)
-	err = e.store.CreateTenant(t.Context(), postgres.Tenant{
-		ID: e.tenant, Name: "tenant-" + rand.Text(), KeyMode: postgres.KeyModePlatform, PasswordHintsEnabled: true,
-		ES: postgres.ESEndpoint{Kind: postgres.ESKindPlatform, TenantID: uuid.New(), TenantSecretSealed: secret},
+	id, esID = uuid.New(), uuid.New()
+	err := e.store.CreateTenant(t.Context(), postgres.Tenant{
+		ID: id, Name: "tenant-" + rand.Text(), KeyMode: postgres.KeyModePlatform, PasswordHintsEnabled: true,
+		ES: postgres.ESEndpoint{Kind: postgres.ESKindPlatform, TenantID: esID, TenantSecretSealed: secret},
 	}, postgres.AuditEvent{ActorType: postgres.ActorSystem, Action: "tenant.create", Outcome: "ok"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e
+	e.admin.mu.Lock()
+	e.admin.known[esID] = true
+	e.admin.mu.Unlock()
+	return id, esID
 }
 
 // queue makes a context the fake knows and queues it for erasure (as unused: due at once).
@@ -102,7 +149,7 @@ func (e *env) service(opts Options) *Service {
 		KeyErased:        func() { e.mu.Lock(); e.erased++; e.mu.Unlock() },
 		KeyErasureFailed: func() { e.mu.Lock(); e.failed++; e.mu.Unlock() },
 	}
-	return New(e.store, router{e.es}, opts)
+	return New(e.store, router{e.es}, e.admin, opts)
 }
 
 func (e *env) counts() (erased, failed int) {
@@ -194,6 +241,62 @@ func TestRunRetriesUntilErased(t *testing.T) {
 	}
 }
 
+// A deleted tenant is destroyed on the platform's encryption service, at once or by Run; without
+// an admin plane (no admin token) it waits, saying why.
+func TestTenantErasures(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	e := newEnv(t)
+	audit := postgres.AuditEvent{ActorType: postgres.ActorSystem, Action: "tenant.delete", Outcome: "ok"}
+	deleteTenant := func() postgres.TenantErasure {
+		t.Helper()
+		id, esID := e.newTenant(t)
+		te, err := e.store.DeleteTenant(ctx, id, audit)
+		if err != nil || te == nil || te.ESTenantID != esID || te.TenantID != id {
+			t.Fatalf("DeleteTenant() = %+v, %v; want the erasure of %s", te, err, esID)
+		}
+		return *te
+	}
+
+	s := e.service(Options{PollInterval: 20 * time.Millisecond, FirstRetry: 20 * time.Millisecond, MaxRetry: 40 * time.Millisecond})
+	now := deleteTenant()
+	if !s.EraseTenant(ctx, now) {
+		t.Fatal("EraseTenant() = false, want the tenant destroyed")
+	}
+	if _, err := e.store.GetTenantErasure(ctx, now.ESTenantID); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetTenantErasure(destroyed) = %v, want NotFound", err)
+	}
+
+	e.admin.setFail(errs.E(errs.Unavailable, "the encryption service cannot be reached; try again"))
+	later := deleteTenant()
+	if s.EraseTenant(ctx, later) {
+		t.Fatal("EraseTenant() with the service down = true, want false")
+	}
+	if got, err := e.store.GetTenantErasure(ctx, later.ESTenantID); err != nil || got.Attempts != 1 || got.LastError != "unavailable: the encryption service cannot be reached; try again" {
+		t.Errorf("after a failed attempt: %+v, %v; want attempts 1 and the reason", got, err)
+	}
+	ctxRun, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctxRun) }()
+	e.admin.setFail(nil)
+	waitFor(t, "the second tenant destroyed by Run", func() bool { return len(e.admin.gone()) == 2 })
+	waitFor(t, "an empty backlog", func() bool { return s.Pending() == 0 })
+	cancel()
+	<-done
+	if got := e.admin.gone(); got[0] != now.ESTenantID || got[1] != later.ESTenantID {
+		t.Errorf("destroyed %v, want %s then %s", got, now.ESTenantID, later.ESTenantID)
+	}
+
+	noAdmin := New(e.store, router{e.es}, nil, Options{})
+	third := deleteTenant()
+	if noAdmin.EraseTenant(ctx, third) {
+		t.Fatal("EraseTenant() without an admin plane = true, want false")
+	}
+	if got, err := e.store.GetTenantErasure(ctx, third.ESTenantID); err != nil || got.LastError != safeMessage(errNoAdmin) {
+		t.Errorf("without an admin plane: %+v, %v; want the reason naming CORE_ES_ADMIN_TOKEN", got, err)
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -207,7 +310,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestBackoffDoublesWithinBounds(t *testing.T) {
 	t.Parallel()
-	s := New(nil, nil, Options{FirstRetry: time.Second, MaxRetry: 10 * time.Second})
+	s := New(nil, nil, nil, Options{FirstRetry: time.Second, MaxRetry: 10 * time.Second})
 	for attempts, want := range map[int]time.Duration{0: time.Second, 1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 50: 10 * time.Second} {
 		for range 20 {
 			if got := s.backoff(attempts); got < want/2 || got > want {

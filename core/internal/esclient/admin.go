@@ -50,3 +50,26 @@ func (a *Admin) CreateTenant(ctx context.Context, name string) (uuid.UUID, strin
 	}
 	return id, resp.GetSecret(), nil
 }
+
+// DestroyTenant destroys tenant id on the platform's encryption service: every key of every one of
+// its key contexts (all its data becomes unrecoverable) and its credentials. It cannot be undone.
+// Errors: NotFound when the service does not know the tenant (never created, or already
+// destroyed), which callers that want it gone may take as success; Unavailable when it cannot be
+// reached; Internal when it refuses core (wrong token or certificate: an operator must fix the
+// configuration).
+func (a *Admin) DestroyTenant(ctx context.Context, id uuid.UUID) error {
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-admin-token", a.token)
+	_, err := a.client.DestroyTenant(ctx, &encryptionv1.DestroyTenantRequest{TenantId: id.String()})
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.NotFound:
+		return errs.Wrap(errs.NotFound, err, "the encryption service does not know the tenant")
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return errs.Wrap(errs.Unavailable, err, "the encryption service cannot be reached; try again")
+	default:
+		return errs.Wrap(errs.Internal, err, "the encryption service refused to destroy the tenant: check core's admin token and client certificate")
+	}
+}

@@ -267,6 +267,19 @@ func (s *TenantServer) UpdateTenant(ctx context.Context, req *corev1.UpdateTenan
 	return &corev1.UpdateTenantResponse{Tenant: tenantToProto(t)}, nil
 }
 
+// DeleteTenant implements DELETE /v1/tenants/{tenantId}?confirmName=NAME.
+func (s *TenantServer) DeleteTenant(ctx context.Context, req *corev1.DeleteTenantRequest) (*corev1.DeleteTenantResponse, error) {
+	id, err := parseID("tenantId", req.GetTenantId())
+	if err != nil {
+		return nil, err
+	}
+	erasure, err := s.Directory.DeleteTenant(ctx, call(ctx), id, req.GetConfirmName())
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.DeleteTenantResponse{KeyErasure: erasure}, nil
+}
+
 func tenantToProto(t postgres.Tenant) *corev1.Tenant {
 	ep := &corev1.EncryptionEndpoint{Kind: t.ES.Kind}
 	if t.ES.Kind == "hosted" {

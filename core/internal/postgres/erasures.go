@@ -129,13 +129,125 @@ type ErasureBacklog struct {
 	Oldest  time.Time // zero when none is pending
 }
 
-// ErasureBacklog counts the pending erasures, for metrics.
+// ErasureBacklog counts the pending erasures, of key contexts and of tenants, for metrics.
 func (s *Store) ErasureBacklog(ctx context.Context) (ErasureBacklog, error) {
 	var b ErasureBacklog
 	var oldest *time.Time
-	err := s.pool.QueryRow(ctx, `SELECT count(*), min(requested_at) FROM key_erasures`).Scan(&b.Pending, &oldest)
+	err := s.pool.QueryRow(ctx, `SELECT count(*), min(requested_at) FROM
+		(SELECT requested_at FROM key_erasures UNION ALL SELECT requested_at FROM tenant_erasures) AS pending`).Scan(&b.Pending, &oldest)
 	if oldest != nil {
 		b.Oldest = *oldest
 	}
 	return b, fail("count key erasures", err)
+}
+
+// TenantErasure is a tenant deleted from core whose destruction core owes the platform's
+// encryption service (every key of the tenant, through its admin plane). The row is written in the
+// transaction that deletes the tenant, and deleted only once the service has destroyed it.
+type TenantErasure struct {
+	ESTenantID    uuid.UUID // the tenant's id on the platform's encryption service
+	TenantID      uuid.UUID // the deleted tenant's id in core
+	RequestedAt   time.Time
+	Attempts      int
+	NextAttemptAt time.Time
+	LastError     string
+}
+
+const tenantErasureColumns = `es_tenant_id, tenant_id, requested_at, attempts, next_attempt_at, coalesce(last_error, '')`
+
+func scanTenantErasure(row pgx.Row) (TenantErasure, error) {
+	var e TenantErasure
+	err := row.Scan(&e.ESTenantID, &e.TenantID, &e.RequestedAt, &e.Attempts, &e.NextAttemptAt, &e.LastError)
+	return e, err
+}
+
+// DeleteTenant deletes tenant id with everything of it — users, their sessions, items and key
+// context records, API keys, jobs, pending key erasures (the tenant's destruction supersedes
+// them) — and records audit, which stays (audit events are not tied to the tenant's row). For a
+// tenant on the platform's encryption service it queues, in the same transaction, the tenant's
+// destruction there (see ClaimTenantErasures), left to the deleting request for ErasureGrace, and
+// returns it; nil for a tenant-hosted service, whose keys core does not touch.
+//
+// Errors: NotFound ("tenant <id> not found").
+func (s *Store) DeleteTenant(ctx context.Context, id uuid.UUID, audit AuditEvent) (*TenantErasure, error) {
+	var erasure *TenantErasure
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		erasure = nil // a retried transaction starts over
+		t, err := getTenant(ctx, tx, id, "FOR UPDATE")
+		if err != nil {
+			return err
+		}
+		if t.ES.Kind == ESKindPlatform {
+			if _, err := tx.Exec(ctx, `INSERT INTO tenant_erasures (es_tenant_id, tenant_id, next_attempt_at)
+				VALUES ($1, $2, now() + $3 * interval '1 millisecond') ON CONFLICT (es_tenant_id) DO NOTHING`,
+				t.ES.TenantID, id, ErasureGrace.Milliseconds()); err != nil {
+				return fmt.Errorf("queue tenant erasure: %w", err)
+			}
+			erasure = &TenantErasure{ESTenantID: t.ES.TenantID, TenantID: id}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete tenant: %w", err)
+		}
+		return insertAudit(ctx, tx, audit.about(&id, "tenant:"+id.String()))
+	})
+	if err != nil {
+		return nil, fail("delete tenant", err)
+	}
+	return erasure, nil
+}
+
+// GetTenantErasure returns the pending erasure of the platform encryption service's tenant
+// esTenantID. Errors: NotFound when none is pending.
+func (s *Store) GetTenantErasure(ctx context.Context, esTenantID uuid.UUID) (TenantErasure, error) {
+	e, err := scanTenantErasure(s.pool.QueryRow(ctx, `SELECT `+tenantErasureColumns+` FROM tenant_erasures WHERE es_tenant_id = $1`, esTenantID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return TenantErasure{}, errs.E(errs.NotFound, "no erasure of tenant %s is pending", esTenantID)
+	}
+	return e, fail("read tenant erasure", err)
+}
+
+// ClaimTenantErasures is ClaimErasures for tenant erasures.
+func (s *Store) ClaimTenantErasures(ctx context.Context, limit int, lease time.Duration) ([]TenantErasure, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit: want 1 to 1000, got %d", limit)
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE tenant_erasures
+		SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
+		WHERE es_tenant_id IN (SELECT es_tenant_id FROM tenant_erasures WHERE next_attempt_at <= now()
+			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+tenantErasureColumns, limit, lease.Milliseconds())
+	if err != nil {
+		return nil, fail("claim tenant erasures", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TenantErasure, error) { return scanTenantErasure(r) })
+	return out, fail("claim tenant erasures", err)
+}
+
+// FinishTenantErasure records that the platform's encryption service destroyed tenant esTenantID
+// (or no longer knew it), with audit about the deleted tenant; finishing one that is no longer
+// pending changes nothing and records nothing.
+func (s *Store) FinishTenantErasure(ctx context.Context, esTenantID uuid.UUID, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var tenantID uuid.UUID
+		err := tx.QueryRow(ctx, `DELETE FROM tenant_erasures WHERE es_tenant_id = $1 RETURNING tenant_id`, esTenantID).Scan(&tenantID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("delete tenant erasure: %w", err)
+		}
+		return insertAudit(ctx, tx, audit.about(&tenantID, "es-tenant:"+esTenantID.String()))
+	})
+	return fail("finish tenant erasure", err)
+}
+
+// DeferTenantErasure is DeferErasure for tenant erasures.
+func (s *Store) DeferTenantErasure(ctx context.Context, esTenantID uuid.UUID, attempts int, retryIn time.Duration, reason string) error {
+	if r := []rune(reason); len(r) > 500 {
+		reason = string(r[:500])
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE tenant_erasures SET attempts = greatest(attempts, $2), last_error = $3,
+		next_attempt_at = now() + $4 * interval '1 millisecond'
+		WHERE es_tenant_id = $1`, esTenantID, attempts, reason, retryIn.Milliseconds())
+	return fail("defer tenant erasure", err)
 }

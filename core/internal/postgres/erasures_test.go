@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/custos-platform/custos/core/internal/errs"
 	"github.com/custos-platform/custos/core/internal/postgres"
@@ -137,5 +138,90 @@ func TestClaimDeferFinishErasures(t *testing.T) {
 	}
 	if b, err := s.ErasureBacklog(ctx); err != nil || b.Pending != 3 {
 		t.Errorf("ErasureBacklog() after one finished = %+v, %v; want 3", b, err)
+	}
+}
+
+// DeleteTenant leaves nothing of the tenant but its audit trail, in any table that names it (so a
+// table added later without ON DELETE CASCADE fails here), and queues the tenant's destruction on
+// the platform's encryption service; a hosted tenant's keys are not core's to destroy.
+func TestDeleteTenant(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	tn := mustTenant(t, s, "")
+	keep := mustTenant(t, s, "")
+	for _, x := range []postgres.Tenant{tn, keep} {
+		mustUser(t, s, x.ID, postgres.RoleOwner)
+		f := mustVaultUser(t, s, x, postgres.KeyModePlatform)
+		mustSession(t, s, f.user.ID)
+		mustEnableTOTP(t, s, f.user.ID, 2)
+		mustItems(t, s, f, uuid.New(), 3)
+		mustAPIKey(t, s, x.ID)
+		mustJob(t, s, tenantJob(f), postgres.Lease{})
+		if _, err := s.PutKeyContext(ctx, postgres.KeyContext{UserID: f.user.ID, TenantID: x.ID, EncryptionID: uuid.New(), KeyMode: "PLATFORM"}); err != nil {
+			t.Fatal(err) // a lost race: queues a key erasure
+		}
+	}
+	// Every table of the schema with a tenant_id column, and the rows of tn in it.
+	rows, err := pool.Query(ctx, `SELECT table_name FROM information_schema.columns
+		WHERE table_schema = 'core' AND column_name = 'tenant_id' AND table_name NOT IN ('audit_events', 'tenant_erasures')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(tables) < 6 {
+		t.Fatalf("tables with a tenant_id column: %v, %v; want at least 6", tables, err)
+	}
+	left := func(id uuid.UUID) map[string]int {
+		out := map[string]int{}
+		for _, table := range tables {
+			if n := count(t, pool, "SELECT count(*) FROM core."+table+" WHERE tenant_id = $1", id); n > 0 {
+				out[table] = n
+			}
+		}
+		return out
+	}
+	before := left(tn.ID)
+	for _, table := range []string{"users", "items", "key_contexts", "api_keys", "reencryption_jobs", "key_erasures"} {
+		if before[table] == 0 {
+			t.Fatalf("before deletion the tenant has no rows in %s: the test would prove nothing (%v)", table, before)
+		}
+	}
+
+	te, err := s.DeleteTenant(ctx, tn.ID, auditEvent("tenant.delete"))
+	if err != nil || te == nil || te.ESTenantID != tn.ES.TenantID || te.TenantID != tn.ID {
+		t.Fatalf("DeleteTenant() = %+v, %v; want the erasure of %s", te, err, tn.ES.TenantID)
+	}
+	if got := left(tn.ID); len(got) != 0 {
+		t.Errorf("after DeleteTenant, rows of the tenant remain: %v", got)
+	}
+	for _, table := range []string{"sessions", "refresh_tokens", "recovery_codes"} {
+		if n := count(t, pool, "SELECT count(*) FROM core."+table); n == 0 {
+			t.Errorf("%s is empty: the other tenant's rows went too", table)
+		}
+	}
+	if got := left(keep.ID); len(got) != len(before) {
+		t.Errorf("the other tenant's rows: %v, want rows in as many tables as the deleted one had (%v)", got, before)
+	}
+	if pending, err := s.GetTenantErasure(ctx, tn.ES.TenantID); err != nil || pending.TenantID != tn.ID || !pending.NextAttemptAt.After(pending.RequestedAt) {
+		t.Errorf("GetTenantErasure() = %+v, %v; want it queued after a grace", pending, err)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM core.audit_events WHERE tenant_id = $1 AND action = 'tenant.delete'", tn.ID); n != 1 {
+		t.Errorf("tenant.delete audit events = %d, want 1 (the audit trail outlives the tenant)", n)
+	}
+	_, err = s.DeleteTenant(ctx, tn.ID, auditEvent("tenant.delete"))
+	wantKind(t, "DeleteTenant(deleted)", err, errs.NotFound, "not found")
+
+	hosted := newTenant(t, "")
+	hosted.ES = postgres.ESEndpoint{Kind: postgres.ESKindHosted, URL: "https://es.example.com:8443", Protocol: postgres.ESProtocolHTTPS,
+		CABundlePEM: "PEM", TenantID: uuid.New(), TenantSecretSealed: mustRandom(t, 60)}
+	if err := s.CreateTenant(ctx, hosted, auditEvent("tenant.create")); err != nil {
+		t.Fatal(err)
+	}
+	if te, err := s.DeleteTenant(ctx, hosted.ID, auditEvent("tenant.delete")); err != nil || te != nil {
+		t.Errorf("DeleteTenant(hosted) = %+v, %v; want no erasure", te, err)
+	}
+	if b, err := s.ErasureBacklog(ctx); err != nil || b.Pending != 2 {
+		t.Errorf("ErasureBacklog() = %+v, %v; want 2: the deleted tenant and the other tenant's unused context", b, err)
 	}
 }

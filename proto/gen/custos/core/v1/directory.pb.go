@@ -663,6 +663,109 @@ func (x *UpdateTenantResponse) GetTenant() *Tenant {
 	return nil
 }
 
+// DeleteTenantRequest names the tenant, twice.
+type DeleteTenantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the tenant.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The tenant's name, exactly: a guard against deleting the wrong tenant.
+	ConfirmName   string `protobuf:"bytes,2,opt,name=confirm_name,json=confirmName,proto3" json:"confirm_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantRequest) Reset() {
+	*x = DeleteTenantRequest{}
+	mi := &file_custos_core_v1_directory_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantRequest) ProtoMessage() {}
+
+func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_directory_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteTenantRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteTenantRequest) GetConfirmName() string {
+	if x != nil {
+		return x.ConfirmName
+	}
+	return ""
+}
+
+// DeleteTenantResponse says what became of the tenant's keys.
+type DeleteTenantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "done": the platform's encryption service destroyed the tenant before this answer; "pending":
+	// it could not be reached and core keeps retrying until it succeeds; "hosted": the tenant's keys
+	// are on its own encryption service, which core does not touch (its operator destroys them).
+	KeyErasure    string `protobuf:"bytes,1,opt,name=key_erasure,json=keyErasure,proto3" json:"key_erasure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantResponse) Reset() {
+	*x = DeleteTenantResponse{}
+	mi := &file_custos_core_v1_directory_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantResponse) ProtoMessage() {}
+
+func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_directory_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteTenantResponse) GetKeyErasure() string {
+	if x != nil {
+		return x.KeyErasure
+	}
+	return ""
+}
+
 // User is a human member of a tenant.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -688,7 +791,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[10]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +803,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[10]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +816,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{10}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *User) GetUserId() string {
@@ -791,7 +894,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[11]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +906,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[11]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +919,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{11}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateUserRequest) GetTenantId() string {
@@ -865,7 +968,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[12]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +980,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[12]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +993,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{12}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -915,7 +1018,7 @@ type ListUsersRequest struct {
 
 func (x *ListUsersRequest) Reset() {
 	*x = ListUsersRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[13]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1030,7 @@ func (x *ListUsersRequest) String() string {
 func (*ListUsersRequest) ProtoMessage() {}
 
 func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[13]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1043,7 @@ func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListUsersRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{13}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListUsersRequest) GetTenantId() string {
@@ -977,7 +1080,7 @@ type ListUsersResponse struct {
 
 func (x *ListUsersResponse) Reset() {
 	*x = ListUsersResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[14]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1092,7 @@ func (x *ListUsersResponse) String() string {
 func (*ListUsersResponse) ProtoMessage() {}
 
 func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[14]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1105,7 @@ func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
 func (*ListUsersResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{14}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListUsersResponse) GetUsers() []*User {
@@ -1030,7 +1133,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[15]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1145,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[15]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1158,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{15}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetUserRequest) GetUserId() string {
@@ -1076,7 +1179,7 @@ type GetUserResponse struct {
 
 func (x *GetUserResponse) Reset() {
 	*x = GetUserResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[16]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1191,7 @@ func (x *GetUserResponse) String() string {
 func (*GetUserResponse) ProtoMessage() {}
 
 func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[16]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1204,7 @@ func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
 func (*GetUserResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{16}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetUserResponse) GetUser() *User {
@@ -1122,7 +1225,7 @@ type DisableUserRequest struct {
 
 func (x *DisableUserRequest) Reset() {
 	*x = DisableUserRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[17]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1237,7 @@ func (x *DisableUserRequest) String() string {
 func (*DisableUserRequest) ProtoMessage() {}
 
 func (x *DisableUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[17]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1250,7 @@ func (x *DisableUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableUserRequest.ProtoReflect.Descriptor instead.
 func (*DisableUserRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{17}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisableUserRequest) GetUserId() string {
@@ -1168,7 +1271,7 @@ type DisableUserResponse struct {
 
 func (x *DisableUserResponse) Reset() {
 	*x = DisableUserResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[18]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1283,7 @@ func (x *DisableUserResponse) String() string {
 func (*DisableUserResponse) ProtoMessage() {}
 
 func (x *DisableUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[18]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1296,7 @@ func (x *DisableUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableUserResponse.ProtoReflect.Descriptor instead.
 func (*DisableUserResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{18}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DisableUserResponse) GetUser() *User {
@@ -1214,7 +1317,7 @@ type EnableUserRequest struct {
 
 func (x *EnableUserRequest) Reset() {
 	*x = EnableUserRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[19]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1329,7 @@ func (x *EnableUserRequest) String() string {
 func (*EnableUserRequest) ProtoMessage() {}
 
 func (x *EnableUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[19]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1342,7 @@ func (x *EnableUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableUserRequest.ProtoReflect.Descriptor instead.
 func (*EnableUserRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{19}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnableUserRequest) GetUserId() string {
@@ -1260,7 +1363,7 @@ type EnableUserResponse struct {
 
 func (x *EnableUserResponse) Reset() {
 	*x = EnableUserResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[20]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1375,7 @@ func (x *EnableUserResponse) String() string {
 func (*EnableUserResponse) ProtoMessage() {}
 
 func (x *EnableUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[20]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1388,7 @@ func (x *EnableUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableUserResponse.ProtoReflect.Descriptor instead.
 func (*EnableUserResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{20}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnableUserResponse) GetUser() *User {
@@ -1308,7 +1411,7 @@ type SetUserRoleRequest struct {
 
 func (x *SetUserRoleRequest) Reset() {
 	*x = SetUserRoleRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[21]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1423,7 @@ func (x *SetUserRoleRequest) String() string {
 func (*SetUserRoleRequest) ProtoMessage() {}
 
 func (x *SetUserRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[21]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1436,7 @@ func (x *SetUserRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetUserRoleRequest.ProtoReflect.Descriptor instead.
 func (*SetUserRoleRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{21}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetUserRoleRequest) GetUserId() string {
@@ -1361,7 +1464,7 @@ type SetUserRoleResponse struct {
 
 func (x *SetUserRoleResponse) Reset() {
 	*x = SetUserRoleResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[22]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1476,7 @@ func (x *SetUserRoleResponse) String() string {
 func (*SetUserRoleResponse) ProtoMessage() {}
 
 func (x *SetUserRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[22]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1489,7 @@ func (x *SetUserRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetUserRoleResponse.ProtoReflect.Descriptor instead.
 func (*SetUserRoleResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{22}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetUserRoleResponse) GetUser() *User {
@@ -1407,7 +1510,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[23]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1522,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[23]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1535,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{23}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -1455,7 +1558,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[24]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1570,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[24]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1583,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{24}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteUserResponse) GetKeyErasure() string {
@@ -1515,7 +1618,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[25]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1630,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[25]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1643,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{25}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ApiKey) GetApiKeyId() string {
@@ -1614,7 +1717,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[26]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1729,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[26]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1742,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{26}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateApiKeyRequest) GetName() string {
@@ -1678,7 +1781,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[27]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1793,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[27]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1806,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{27}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateApiKeyResponse) GetApiKey() string {
@@ -1740,7 +1843,7 @@ type ListApiKeysRequest struct {
 
 func (x *ListApiKeysRequest) Reset() {
 	*x = ListApiKeysRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[28]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1855,7 @@ func (x *ListApiKeysRequest) String() string {
 func (*ListApiKeysRequest) ProtoMessage() {}
 
 func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[28]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1868,7 @@ func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{28}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListApiKeysRequest) GetPageSize() int32 {
@@ -1795,7 +1898,7 @@ type ListApiKeysResponse struct {
 
 func (x *ListApiKeysResponse) Reset() {
 	*x = ListApiKeysResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[29]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1910,7 @@ func (x *ListApiKeysResponse) String() string {
 func (*ListApiKeysResponse) ProtoMessage() {}
 
 func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[29]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1923,7 @@ func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{29}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListApiKeysResponse) GetKeys() []*ApiKey {
@@ -1850,7 +1953,7 @@ type RotateApiKeyRequest struct {
 
 func (x *RotateApiKeyRequest) Reset() {
 	*x = RotateApiKeyRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[30]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +1965,7 @@ func (x *RotateApiKeyRequest) String() string {
 func (*RotateApiKeyRequest) ProtoMessage() {}
 
 func (x *RotateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[30]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +1978,7 @@ func (x *RotateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{30}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RotateApiKeyRequest) GetApiKeyId() string {
@@ -1907,7 +2010,7 @@ type RotateApiKeyResponse struct {
 
 func (x *RotateApiKeyResponse) Reset() {
 	*x = RotateApiKeyResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[31]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2022,7 @@ func (x *RotateApiKeyResponse) String() string {
 func (*RotateApiKeyResponse) ProtoMessage() {}
 
 func (x *RotateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[31]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2035,7 @@ func (x *RotateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{31}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RotateApiKeyResponse) GetApiKey() string {
@@ -1967,7 +2070,7 @@ type RevokeApiKeyRequest struct {
 
 func (x *RevokeApiKeyRequest) Reset() {
 	*x = RevokeApiKeyRequest{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[32]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2082,7 @@ func (x *RevokeApiKeyRequest) String() string {
 func (*RevokeApiKeyRequest) ProtoMessage() {}
 
 func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[32]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2095,7 @@ func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{32}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeApiKeyRequest) GetApiKeyId() string {
@@ -2011,7 +2114,7 @@ type RevokeApiKeyResponse struct {
 
 func (x *RevokeApiKeyResponse) Reset() {
 	*x = RevokeApiKeyResponse{}
-	mi := &file_custos_core_v1_directory_proto_msgTypes[33]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2126,7 @@ func (x *RevokeApiKeyResponse) String() string {
 func (*RevokeApiKeyResponse) ProtoMessage() {}
 
 func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_directory_proto_msgTypes[33]
+	mi := &file_custos_core_v1_directory_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2139,7 @@ func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{33}
+	return file_custos_core_v1_directory_proto_rawDescGZIP(), []int{35}
 }
 
 var File_custos_core_v1_directory_proto protoreflect.FileDescriptor
@@ -2087,7 +2190,13 @@ const file_custos_core_v1_directory_proto_rawDesc = "" +
 	"\x05_nameB\x19\n" +
 	"\x17_password_hints_enabled\"F\n" +
 	"\x14UpdateTenantResponse\x12.\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x16.custos.core.v1.TenantR\x06tenant\"\x90\x02\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x16.custos.core.v1.TenantR\x06tenant\"U\n" +
+	"\x13DeleteTenantRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12!\n" +
+	"\fconfirm_name\x18\x02 \x01(\tR\vconfirmName\"7\n" +
+	"\x14DeleteTenantResponse\x12\x1f\n" +
+	"\vkey_erasure\x18\x01 \x01(\tR\n" +
+	"keyErasure\"\x90\x02\n" +
 	"\x04User\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1a\n" +
@@ -2180,12 +2289,13 @@ const file_custos_core_v1_directory_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x1c\n" +
 	"\n" +
 	"api_key_id\x18\x01 \x01(\tR\bapiKeyId\"\x16\n" +
-	"\x14RevokeApiKeyResponse2\xfa\x03\n" +
+	"\x14RevokeApiKeyResponse2\xf6\x04\n" +
 	"\rTenantService\x12y\n" +
 	"\fCreateTenant\x12#.custos.core.v1.CreateTenantRequest\x1a$.custos.core.v1.CreateTenantResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*b\x06tenant\"\v/v1/tenants\x12k\n" +
 	"\vListTenants\x12\".custos.core.v1.ListTenantsRequest\x1a#.custos.core.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/tenants\x12y\n" +
 	"\tGetTenant\x12 .custos.core.v1.GetTenantRequest\x1a!.custos.core.v1.GetTenantResponse\"'\x82\xd3\xe4\x93\x02!b\x06tenant\x12\x17/v1/tenants/{tenant_id}\x12\x85\x01\n" +
-	"\fUpdateTenant\x12#.custos.core.v1.UpdateTenantRequest\x1a$.custos.core.v1.UpdateTenantResponse\"*\x82\xd3\xe4\x93\x02$:\x01*b\x06tenant2\x17/v1/tenants/{tenant_id}2\xfe\x06\n" +
+	"\fUpdateTenant\x12#.custos.core.v1.UpdateTenantRequest\x1a$.custos.core.v1.UpdateTenantResponse\"*\x82\xd3\xe4\x93\x02$:\x01*b\x06tenant2\x17/v1/tenants/{tenant_id}\x12z\n" +
+	"\fDeleteTenant\x12#.custos.core.v1.DeleteTenantRequest\x1a$.custos.core.v1.DeleteTenantResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/v1/tenants/{tenant_id}2\xfe\x06\n" +
 	"\vUserService\x12\x83\x01\n" +
 	"\n" +
 	"CreateUser\x12!.custos.core.v1.CreateUserRequest\x1a\".custos.core.v1.CreateUserResponse\".\x82\xd3\xe4\x93\x02(:\x01*b\x04user\"\x1d/v1/tenants/{tenant_id}/users\x12w\n" +
@@ -2215,7 +2325,7 @@ func file_custos_core_v1_directory_proto_rawDescGZIP() []byte {
 	return file_custos_core_v1_directory_proto_rawDescData
 }
 
-var file_custos_core_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_custos_core_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_custos_core_v1_directory_proto_goTypes = []any{
 	(*Tenant)(nil),                // 0: custos.core.v1.Tenant
 	(*EncryptionEndpoint)(nil),    // 1: custos.core.v1.EncryptionEndpoint
@@ -2227,89 +2337,93 @@ var file_custos_core_v1_directory_proto_goTypes = []any{
 	(*GetTenantResponse)(nil),     // 7: custos.core.v1.GetTenantResponse
 	(*UpdateTenantRequest)(nil),   // 8: custos.core.v1.UpdateTenantRequest
 	(*UpdateTenantResponse)(nil),  // 9: custos.core.v1.UpdateTenantResponse
-	(*User)(nil),                  // 10: custos.core.v1.User
-	(*CreateUserRequest)(nil),     // 11: custos.core.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),    // 12: custos.core.v1.CreateUserResponse
-	(*ListUsersRequest)(nil),      // 13: custos.core.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),     // 14: custos.core.v1.ListUsersResponse
-	(*GetUserRequest)(nil),        // 15: custos.core.v1.GetUserRequest
-	(*GetUserResponse)(nil),       // 16: custos.core.v1.GetUserResponse
-	(*DisableUserRequest)(nil),    // 17: custos.core.v1.DisableUserRequest
-	(*DisableUserResponse)(nil),   // 18: custos.core.v1.DisableUserResponse
-	(*EnableUserRequest)(nil),     // 19: custos.core.v1.EnableUserRequest
-	(*EnableUserResponse)(nil),    // 20: custos.core.v1.EnableUserResponse
-	(*SetUserRoleRequest)(nil),    // 21: custos.core.v1.SetUserRoleRequest
-	(*SetUserRoleResponse)(nil),   // 22: custos.core.v1.SetUserRoleResponse
-	(*DeleteUserRequest)(nil),     // 23: custos.core.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),    // 24: custos.core.v1.DeleteUserResponse
-	(*ApiKey)(nil),                // 25: custos.core.v1.ApiKey
-	(*CreateApiKeyRequest)(nil),   // 26: custos.core.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 27: custos.core.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 28: custos.core.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 29: custos.core.v1.ListApiKeysResponse
-	(*RotateApiKeyRequest)(nil),   // 30: custos.core.v1.RotateApiKeyRequest
-	(*RotateApiKeyResponse)(nil),  // 31: custos.core.v1.RotateApiKeyResponse
-	(*RevokeApiKeyRequest)(nil),   // 32: custos.core.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 33: custos.core.v1.RevokeApiKeyResponse
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(*DeleteTenantRequest)(nil),   // 10: custos.core.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),  // 11: custos.core.v1.DeleteTenantResponse
+	(*User)(nil),                  // 12: custos.core.v1.User
+	(*CreateUserRequest)(nil),     // 13: custos.core.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),    // 14: custos.core.v1.CreateUserResponse
+	(*ListUsersRequest)(nil),      // 15: custos.core.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),     // 16: custos.core.v1.ListUsersResponse
+	(*GetUserRequest)(nil),        // 17: custos.core.v1.GetUserRequest
+	(*GetUserResponse)(nil),       // 18: custos.core.v1.GetUserResponse
+	(*DisableUserRequest)(nil),    // 19: custos.core.v1.DisableUserRequest
+	(*DisableUserResponse)(nil),   // 20: custos.core.v1.DisableUserResponse
+	(*EnableUserRequest)(nil),     // 21: custos.core.v1.EnableUserRequest
+	(*EnableUserResponse)(nil),    // 22: custos.core.v1.EnableUserResponse
+	(*SetUserRoleRequest)(nil),    // 23: custos.core.v1.SetUserRoleRequest
+	(*SetUserRoleResponse)(nil),   // 24: custos.core.v1.SetUserRoleResponse
+	(*DeleteUserRequest)(nil),     // 25: custos.core.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),    // 26: custos.core.v1.DeleteUserResponse
+	(*ApiKey)(nil),                // 27: custos.core.v1.ApiKey
+	(*CreateApiKeyRequest)(nil),   // 28: custos.core.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 29: custos.core.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 30: custos.core.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 31: custos.core.v1.ListApiKeysResponse
+	(*RotateApiKeyRequest)(nil),   // 32: custos.core.v1.RotateApiKeyRequest
+	(*RotateApiKeyResponse)(nil),  // 33: custos.core.v1.RotateApiKeyResponse
+	(*RevokeApiKeyRequest)(nil),   // 34: custos.core.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 35: custos.core.v1.RevokeApiKeyResponse
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
 }
 var file_custos_core_v1_directory_proto_depIdxs = []int32{
 	1,  // 0: custos.core.v1.Tenant.encryption_endpoint:type_name -> custos.core.v1.EncryptionEndpoint
-	34, // 1: custos.core.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	36, // 1: custos.core.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: custos.core.v1.CreateTenantRequest.encryption_endpoint:type_name -> custos.core.v1.EncryptionEndpoint
 	0,  // 3: custos.core.v1.CreateTenantResponse.tenant:type_name -> custos.core.v1.Tenant
 	0,  // 4: custos.core.v1.ListTenantsResponse.tenants:type_name -> custos.core.v1.Tenant
 	0,  // 5: custos.core.v1.GetTenantResponse.tenant:type_name -> custos.core.v1.Tenant
 	0,  // 6: custos.core.v1.UpdateTenantResponse.tenant:type_name -> custos.core.v1.Tenant
-	34, // 7: custos.core.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	10, // 8: custos.core.v1.CreateUserResponse.user:type_name -> custos.core.v1.User
-	10, // 9: custos.core.v1.ListUsersResponse.users:type_name -> custos.core.v1.User
-	10, // 10: custos.core.v1.GetUserResponse.user:type_name -> custos.core.v1.User
-	10, // 11: custos.core.v1.DisableUserResponse.user:type_name -> custos.core.v1.User
-	10, // 12: custos.core.v1.EnableUserResponse.user:type_name -> custos.core.v1.User
-	10, // 13: custos.core.v1.SetUserRoleResponse.user:type_name -> custos.core.v1.User
-	34, // 14: custos.core.v1.ApiKey.expires_at:type_name -> google.protobuf.Timestamp
-	34, // 15: custos.core.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
-	34, // 16: custos.core.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
-	34, // 17: custos.core.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
-	34, // 18: custos.core.v1.CreateApiKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 19: custos.core.v1.CreateApiKeyResponse.key:type_name -> custos.core.v1.ApiKey
-	25, // 20: custos.core.v1.ListApiKeysResponse.keys:type_name -> custos.core.v1.ApiKey
-	35, // 21: custos.core.v1.RotateApiKeyRequest.overlap:type_name -> google.protobuf.Duration
-	25, // 22: custos.core.v1.RotateApiKeyResponse.key:type_name -> custos.core.v1.ApiKey
+	36, // 7: custos.core.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	12, // 8: custos.core.v1.CreateUserResponse.user:type_name -> custos.core.v1.User
+	12, // 9: custos.core.v1.ListUsersResponse.users:type_name -> custos.core.v1.User
+	12, // 10: custos.core.v1.GetUserResponse.user:type_name -> custos.core.v1.User
+	12, // 11: custos.core.v1.DisableUserResponse.user:type_name -> custos.core.v1.User
+	12, // 12: custos.core.v1.EnableUserResponse.user:type_name -> custos.core.v1.User
+	12, // 13: custos.core.v1.SetUserRoleResponse.user:type_name -> custos.core.v1.User
+	36, // 14: custos.core.v1.ApiKey.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 15: custos.core.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
+	36, // 16: custos.core.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
+	36, // 17: custos.core.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	36, // 18: custos.core.v1.CreateApiKeyRequest.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 19: custos.core.v1.CreateApiKeyResponse.key:type_name -> custos.core.v1.ApiKey
+	27, // 20: custos.core.v1.ListApiKeysResponse.keys:type_name -> custos.core.v1.ApiKey
+	37, // 21: custos.core.v1.RotateApiKeyRequest.overlap:type_name -> google.protobuf.Duration
+	27, // 22: custos.core.v1.RotateApiKeyResponse.key:type_name -> custos.core.v1.ApiKey
 	2,  // 23: custos.core.v1.TenantService.CreateTenant:input_type -> custos.core.v1.CreateTenantRequest
 	4,  // 24: custos.core.v1.TenantService.ListTenants:input_type -> custos.core.v1.ListTenantsRequest
 	6,  // 25: custos.core.v1.TenantService.GetTenant:input_type -> custos.core.v1.GetTenantRequest
 	8,  // 26: custos.core.v1.TenantService.UpdateTenant:input_type -> custos.core.v1.UpdateTenantRequest
-	11, // 27: custos.core.v1.UserService.CreateUser:input_type -> custos.core.v1.CreateUserRequest
-	13, // 28: custos.core.v1.UserService.ListUsers:input_type -> custos.core.v1.ListUsersRequest
-	15, // 29: custos.core.v1.UserService.GetUser:input_type -> custos.core.v1.GetUserRequest
-	17, // 30: custos.core.v1.UserService.DisableUser:input_type -> custos.core.v1.DisableUserRequest
-	19, // 31: custos.core.v1.UserService.EnableUser:input_type -> custos.core.v1.EnableUserRequest
-	21, // 32: custos.core.v1.UserService.SetUserRole:input_type -> custos.core.v1.SetUserRoleRequest
-	23, // 33: custos.core.v1.UserService.DeleteUser:input_type -> custos.core.v1.DeleteUserRequest
-	26, // 34: custos.core.v1.ApiKeyService.CreateApiKey:input_type -> custos.core.v1.CreateApiKeyRequest
-	28, // 35: custos.core.v1.ApiKeyService.ListApiKeys:input_type -> custos.core.v1.ListApiKeysRequest
-	30, // 36: custos.core.v1.ApiKeyService.RotateApiKey:input_type -> custos.core.v1.RotateApiKeyRequest
-	32, // 37: custos.core.v1.ApiKeyService.RevokeApiKey:input_type -> custos.core.v1.RevokeApiKeyRequest
-	3,  // 38: custos.core.v1.TenantService.CreateTenant:output_type -> custos.core.v1.CreateTenantResponse
-	5,  // 39: custos.core.v1.TenantService.ListTenants:output_type -> custos.core.v1.ListTenantsResponse
-	7,  // 40: custos.core.v1.TenantService.GetTenant:output_type -> custos.core.v1.GetTenantResponse
-	9,  // 41: custos.core.v1.TenantService.UpdateTenant:output_type -> custos.core.v1.UpdateTenantResponse
-	12, // 42: custos.core.v1.UserService.CreateUser:output_type -> custos.core.v1.CreateUserResponse
-	14, // 43: custos.core.v1.UserService.ListUsers:output_type -> custos.core.v1.ListUsersResponse
-	16, // 44: custos.core.v1.UserService.GetUser:output_type -> custos.core.v1.GetUserResponse
-	18, // 45: custos.core.v1.UserService.DisableUser:output_type -> custos.core.v1.DisableUserResponse
-	20, // 46: custos.core.v1.UserService.EnableUser:output_type -> custos.core.v1.EnableUserResponse
-	22, // 47: custos.core.v1.UserService.SetUserRole:output_type -> custos.core.v1.SetUserRoleResponse
-	24, // 48: custos.core.v1.UserService.DeleteUser:output_type -> custos.core.v1.DeleteUserResponse
-	27, // 49: custos.core.v1.ApiKeyService.CreateApiKey:output_type -> custos.core.v1.CreateApiKeyResponse
-	29, // 50: custos.core.v1.ApiKeyService.ListApiKeys:output_type -> custos.core.v1.ListApiKeysResponse
-	31, // 51: custos.core.v1.ApiKeyService.RotateApiKey:output_type -> custos.core.v1.RotateApiKeyResponse
-	33, // 52: custos.core.v1.ApiKeyService.RevokeApiKey:output_type -> custos.core.v1.RevokeApiKeyResponse
-	38, // [38:53] is the sub-list for method output_type
-	23, // [23:38] is the sub-list for method input_type
+	10, // 27: custos.core.v1.TenantService.DeleteTenant:input_type -> custos.core.v1.DeleteTenantRequest
+	13, // 28: custos.core.v1.UserService.CreateUser:input_type -> custos.core.v1.CreateUserRequest
+	15, // 29: custos.core.v1.UserService.ListUsers:input_type -> custos.core.v1.ListUsersRequest
+	17, // 30: custos.core.v1.UserService.GetUser:input_type -> custos.core.v1.GetUserRequest
+	19, // 31: custos.core.v1.UserService.DisableUser:input_type -> custos.core.v1.DisableUserRequest
+	21, // 32: custos.core.v1.UserService.EnableUser:input_type -> custos.core.v1.EnableUserRequest
+	23, // 33: custos.core.v1.UserService.SetUserRole:input_type -> custos.core.v1.SetUserRoleRequest
+	25, // 34: custos.core.v1.UserService.DeleteUser:input_type -> custos.core.v1.DeleteUserRequest
+	28, // 35: custos.core.v1.ApiKeyService.CreateApiKey:input_type -> custos.core.v1.CreateApiKeyRequest
+	30, // 36: custos.core.v1.ApiKeyService.ListApiKeys:input_type -> custos.core.v1.ListApiKeysRequest
+	32, // 37: custos.core.v1.ApiKeyService.RotateApiKey:input_type -> custos.core.v1.RotateApiKeyRequest
+	34, // 38: custos.core.v1.ApiKeyService.RevokeApiKey:input_type -> custos.core.v1.RevokeApiKeyRequest
+	3,  // 39: custos.core.v1.TenantService.CreateTenant:output_type -> custos.core.v1.CreateTenantResponse
+	5,  // 40: custos.core.v1.TenantService.ListTenants:output_type -> custos.core.v1.ListTenantsResponse
+	7,  // 41: custos.core.v1.TenantService.GetTenant:output_type -> custos.core.v1.GetTenantResponse
+	9,  // 42: custos.core.v1.TenantService.UpdateTenant:output_type -> custos.core.v1.UpdateTenantResponse
+	11, // 43: custos.core.v1.TenantService.DeleteTenant:output_type -> custos.core.v1.DeleteTenantResponse
+	14, // 44: custos.core.v1.UserService.CreateUser:output_type -> custos.core.v1.CreateUserResponse
+	16, // 45: custos.core.v1.UserService.ListUsers:output_type -> custos.core.v1.ListUsersResponse
+	18, // 46: custos.core.v1.UserService.GetUser:output_type -> custos.core.v1.GetUserResponse
+	20, // 47: custos.core.v1.UserService.DisableUser:output_type -> custos.core.v1.DisableUserResponse
+	22, // 48: custos.core.v1.UserService.EnableUser:output_type -> custos.core.v1.EnableUserResponse
+	24, // 49: custos.core.v1.UserService.SetUserRole:output_type -> custos.core.v1.SetUserRoleResponse
+	26, // 50: custos.core.v1.UserService.DeleteUser:output_type -> custos.core.v1.DeleteUserResponse
+	29, // 51: custos.core.v1.ApiKeyService.CreateApiKey:output_type -> custos.core.v1.CreateApiKeyResponse
+	31, // 52: custos.core.v1.ApiKeyService.ListApiKeys:output_type -> custos.core.v1.ListApiKeysResponse
+	33, // 53: custos.core.v1.ApiKeyService.RotateApiKey:output_type -> custos.core.v1.RotateApiKeyResponse
+	35, // 54: custos.core.v1.ApiKeyService.RevokeApiKey:output_type -> custos.core.v1.RevokeApiKeyResponse
+	39, // [39:55] is the sub-list for method output_type
+	23, // [23:39] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -2328,7 +2442,7 @@ func file_custos_core_v1_directory_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_core_v1_directory_proto_rawDesc), len(file_custos_core_v1_directory_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

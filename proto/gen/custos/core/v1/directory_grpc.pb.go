@@ -31,6 +31,7 @@ const (
 	TenantService_ListTenants_FullMethodName  = "/custos.core.v1.TenantService/ListTenants"
 	TenantService_GetTenant_FullMethodName    = "/custos.core.v1.TenantService/GetTenant"
 	TenantService_UpdateTenant_FullMethodName = "/custos.core.v1.TenantService/UpdateTenant"
+	TenantService_DeleteTenant_FullMethodName = "/custos.core.v1.TenantService/DeleteTenant"
 )
 
 // TenantServiceClient is the client API for TenantService service.
@@ -47,6 +48,12 @@ type TenantServiceClient interface {
 	GetTenant(ctx context.Context, in *GetTenantRequest, opts ...grpc.CallOption) (*GetTenantResponse, error)
 	// UpdateTenant changes a tenant's settings (platform admin, or the tenant's owner).
 	UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error)
+	// DeleteTenant deletes a tenant with its users, their items, its API keys and its jobs (platform
+	// admin only), and has the platform's encryption service destroy the tenant there
+	// (crypto-shredding): every key of every user, so that every copy of the tenant's ciphertext,
+	// backups and exports included, is unrecoverable. It cannot be undone. confirm_name must repeat
+	// the tenant's name exactly. The audit trail of the tenant is kept.
+	DeleteTenant(ctx context.Context, in *DeleteTenantRequest, opts ...grpc.CallOption) (*DeleteTenantResponse, error)
 }
 
 type tenantServiceClient struct {
@@ -97,6 +104,16 @@ func (c *tenantServiceClient) UpdateTenant(ctx context.Context, in *UpdateTenant
 	return out, nil
 }
 
+func (c *tenantServiceClient) DeleteTenant(ctx context.Context, in *DeleteTenantRequest, opts ...grpc.CallOption) (*DeleteTenantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteTenantResponse)
+	err := c.cc.Invoke(ctx, TenantService_DeleteTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TenantServiceServer is the server API for TenantService service.
 // All implementations must embed UnimplementedTenantServiceServer
 // for forward compatibility.
@@ -111,6 +128,12 @@ type TenantServiceServer interface {
 	GetTenant(context.Context, *GetTenantRequest) (*GetTenantResponse, error)
 	// UpdateTenant changes a tenant's settings (platform admin, or the tenant's owner).
 	UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error)
+	// DeleteTenant deletes a tenant with its users, their items, its API keys and its jobs (platform
+	// admin only), and has the platform's encryption service destroy the tenant there
+	// (crypto-shredding): every key of every user, so that every copy of the tenant's ciphertext,
+	// backups and exports included, is unrecoverable. It cannot be undone. confirm_name must repeat
+	// the tenant's name exactly. The audit trail of the tenant is kept.
+	DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error)
 	mustEmbedUnimplementedTenantServiceServer()
 }
 
@@ -132,6 +155,9 @@ func (UnimplementedTenantServiceServer) GetTenant(context.Context, *GetTenantReq
 }
 func (UnimplementedTenantServiceServer) UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateTenant not implemented")
+}
+func (UnimplementedTenantServiceServer) DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteTenant not implemented")
 }
 func (UnimplementedTenantServiceServer) mustEmbedUnimplementedTenantServiceServer() {}
 func (UnimplementedTenantServiceServer) testEmbeddedByValue()                       {}
@@ -226,6 +252,24 @@ func _TenantService_UpdateTenant_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TenantService_DeleteTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TenantServiceServer).DeleteTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TenantService_DeleteTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TenantServiceServer).DeleteTenant(ctx, req.(*DeleteTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TenantService_ServiceDesc is the grpc.ServiceDesc for TenantService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -248,6 +292,10 @@ var TenantService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateTenant",
 			Handler:    _TenantService_UpdateTenant_Handler,
+		},
+		{
+			MethodName: "DeleteTenant",
+			Handler:    _TenantService_DeleteTenant_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
