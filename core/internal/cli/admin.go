@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -186,11 +187,9 @@ func (e *env) usersCommand() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			id := args[0]
-			if _, err := uuid.Parse(id); err != nil {
-				if id, err = e.userID(cmd.Context(), c, disableTenant, args[0]); err != nil {
-					return err
-				}
+			id, err := e.userArg(cmd.Context(), c, disableTenant, args[0])
+			if err != nil {
+				return err
 			}
 			u, err := c.DisableUser(cmd.Context(), id)
 			if err != nil {
@@ -200,44 +199,208 @@ func (e *env) usersCommand() *cobra.Command {
 		}),
 	}
 	disable.Flags().StringVar(&disableTenant, "tenant", "", "tenant to look the username up in (default: your own)")
-	cmd.AddCommand(create, list, disable)
+	cmd.AddCommand(create, list, disable, e.usersEnable(), e.usersSetRole(), e.usersDelete())
 	return cmd
+}
+
+func (e *env) usersEnable() *cobra.Command {
+	var tenant string
+	cmd := &cobra.Command{
+		Use:   "enable USER_ID|USERNAME [--tenant ID]",
+		Short: "Let a disabled user log in again",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			id, err := e.userArg(cmd.Context(), c, tenant, args[0])
+			if err != nil {
+				return err
+			}
+			u, err := c.EnableUser(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			return e.print(u, func(w io.Writer) { fmt.Fprintf(w, "Enabled %s (%s).\n", u.Username, u.ID) })
+		}),
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant to look the username up in (default: your own)")
+	return cmd
+}
+
+func (e *env) usersSetRole() *cobra.Command {
+	var tenant string
+	cmd := &cobra.Command{
+		Use:   "set-role USER_ID|USERNAME member|admin|owner [--tenant ID]",
+		Short: "Change a user's role; only owners and the platform admin make owners, and a tenant keeps at least one owner",
+		Args:  cobra.ExactArgs(2),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			role, err := parseRole(args[1])
+			if err != nil {
+				return err
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			id, err := e.userArg(cmd.Context(), c, tenant, args[0])
+			if err != nil {
+				return err
+			}
+			u, err := c.SetUserRole(cmd.Context(), id, role)
+			if err != nil {
+				return err
+			}
+			return e.print(u, func(w io.Writer) { fmt.Fprintf(w, "%s (%s) is now %s.\n", u.Username, u.ID, u.Role) })
+		}),
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant to look the username up in (default: your own)")
+	return cmd
+}
+
+// parseRole checks a ROLE argument: member, admin or owner, in any case. Anything else is a usage
+// error.
+func parseRole(s string) (string, error) {
+	switch r := strings.ToLower(strings.TrimSpace(s)); r {
+	case "member", "admin", "owner":
+		return r, nil
+	}
+	return "", usageErr("ROLE: want member, admin or owner, got %q", s)
+}
+
+func (e *env) usersDelete() *cobra.Command {
+	var tenant string
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete USER_ID|USERNAME [--tenant ID] [--yes]",
+		Short: "Delete a user with their items and destroy their keys (crypto-shredding); it cannot be undone",
+		Long: `Delete a user with their sessions and vault items, and have the encryption service destroy
+their personal key context, so that nothing encrypted under it (exports and backups included) can
+be decrypted again. It cannot be undone.
+
+Without --yes, custos asks you to type the username on the terminal; with no terminal, --yes is
+required. The answer says whether the keys were destroyed ("done"), could not be yet because the
+encryption service was unreachable ("pending": core keeps retrying), or there were none ("none").`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			if !yes && !e.stdinIsTerminal() {
+				return usageErr("deleting a user cannot be undone: confirm with --yes (there is no terminal to ask on)")
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			u, err := e.user(cmd.Context(), c, tenant, args[0])
+			if err != nil {
+				return err
+			}
+			if !yes {
+				if err := e.confirmDelete(u); err != nil {
+					return err
+				}
+			}
+			d, err := c.DeleteUser(cmd.Context(), u.ID)
+			if err != nil {
+				return err
+			}
+			return e.print(d, func(w io.Writer) {
+				fmt.Fprintf(w, "Deleted %s (%s). %s\n", u.Username, u.ID, erasureText(d.KeyErasure))
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant to look the username up in (default: your own)")
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
+	return cmd
+}
+
+// confirmDelete has the operator type u's username on the terminal; anything else, or no answer,
+// is an error and nothing is deleted.
+func (e *env) confirmDelete(u client.User) error {
+	fmt.Fprintf(e.stderr, "This deletes %s (%s) with all their items and destroys their keys: nothing encrypted for them,\n"+
+		"exports and backups included, can be decrypted again.\n", u.Username, u.ID)
+	typed, ok := e.line(fmt.Sprintf("Type the username (%s) to confirm: ", u.Username))
+	if !ok || !strings.EqualFold(typed, u.Username) {
+		return errors.New("not confirmed: nothing was deleted")
+	}
+	return nil
+}
+
+// erasureText tells people what DeletedUser.KeyErasure means.
+func erasureText(keyErasure string) string {
+	switch keyErasure {
+	case client.KeyErasureDone:
+		return "Their keys were destroyed: their ciphertext, exports and backups included, can no longer be decrypted."
+	case client.KeyErasurePending:
+		return "The encryption service could not be reached: the destruction of their keys is queued and core keeps retrying until it succeeds."
+	case client.KeyErasureNone:
+		return "They had no keys to destroy."
+	}
+	return "This core does not report whether their keys were destroyed."
 }
 
 // tenantOf returns flag, else the caller's own tenant.
 func (e *env) tenantOf(ctx context.Context, c *client.Client, flag string) (string, error) {
-	if flag != "" {
-		return flag, nil
+	return e.tenantOrOwn(ctx, c, flag, "--tenant ID")
+}
+
+// tenantOrOwn returns id, else the caller's own tenant. The platform admin, who belongs to none,
+// gets a usage error telling them to give how.
+func (e *env) tenantOrOwn(ctx context.Context, c *client.Client, id, how string) (string, error) {
+	if id != "" {
+		return id, nil
 	}
 	me, err := c.Me(ctx)
 	if err != nil {
 		return "", err
 	}
 	if me.TenantID == "" {
-		return "", usageErr("the platform admin belongs to no tenant: give --tenant ID")
+		return "", usageErr("the platform admin belongs to no tenant: give %s", how)
 	}
 	return me.TenantID, nil
 }
 
-// userID finds a username's id in a tenant.
-func (e *env) userID(ctx context.Context, c *client.Client, tenant, username string) (string, error) {
+// userArg returns the id of a USER_ID|USERNAME argument: a UUID as it is, a username looked up in
+// tenant (default: the caller's own).
+func (e *env) userArg(ctx context.Context, c *client.Client, tenant, arg string) (string, error) {
+	if _, err := uuid.Parse(arg); err == nil {
+		return arg, nil
+	}
+	u, err := e.findUser(ctx, c, tenant, arg)
+	return u.ID, err
+}
+
+// user describes the user of a USER_ID|USERNAME argument (NOT_FOUND when there is none).
+func (e *env) user(ctx context.Context, c *client.Client, tenant, arg string) (client.User, error) {
+	if _, err := uuid.Parse(arg); err == nil {
+		return c.GetUser(ctx, arg)
+	}
+	return e.findUser(ctx, c, tenant, arg)
+}
+
+// findUser finds a username in a tenant (default: the caller's own); NOT_FOUND when it is not
+// there.
+func (e *env) findUser(ctx context.Context, c *client.Client, tenant, username string) (client.User, error) {
 	tid, err := e.tenantOf(ctx, c, tenant)
 	if err != nil {
-		return "", err
+		return client.User{}, err
 	}
 	for u, err := range c.Users(ctx, tid) {
 		if err != nil {
-			return "", err
+			return client.User{}, err
 		}
 		if strings.EqualFold(u.Username, username) {
-			return u.ID, nil
+			return u, nil
 		}
 	}
-	return "", &client.Error{HTTPStatus: 404, Code: "NOT_FOUND", Message: fmt.Sprintf("no user %q in tenant %s", username, tid)}
+	return client.User{}, notFound("no user %q in tenant %s", username, tid)
 }
 
 func (e *env) tenantsCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "tenants", Short: "Tenants (platform admin only)"}
+	cmd := &cobra.Command{Use: "tenants", Short: "Tenants: create and list (platform admin), get (its members), update (its owners)"}
 	var keyMode string
 	var noHints bool
 	create := &cobra.Command{
@@ -295,8 +458,105 @@ func (e *env) tenantsCommand() *cobra.Command {
 			})
 		}),
 	}
-	cmd.AddCommand(create, list)
+	cmd.AddCommand(create, list, e.tenantsGet(), e.tenantsUpdate())
 	return cmd
+}
+
+func (e *env) tenantsGet() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get [ID]",
+		Short: "Describe a tenant (default: your own)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			}
+			id, err = e.tenantOrOwn(cmd.Context(), c, id, "the tenant's ID: custos tenants get ID")
+			if err != nil {
+				return err
+			}
+			t, err := c.GetTenant(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			return e.print(t, func(w io.Writer) { printTenant(w, t) })
+		}),
+	}
+}
+
+func printTenant(w io.Writer, t client.Tenant) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID\t%s\n", t.ID)
+	fmt.Fprintf(tw, "Name\t%s\n", oneLine(t.Name))
+	fmt.Fprintf(tw, "Key mode\t%s\n", t.KeyMode)
+	fmt.Fprintf(tw, "Encryption service\t%s\n", t.EndpointKind)
+	fmt.Fprintf(tw, "Password hints\t%s\n", onOff(t.PasswordHintsEnabled))
+	fmt.Fprintf(tw, "Created\t%s\n", when(t.CreatedAt))
+	tw.Flush()
+}
+
+func (e *env) tenantsUpdate() *cobra.Command {
+	var name, hints string
+	cmd := &cobra.Command{
+		Use:   "update ID [--name NAME] [--password-hints on|off]",
+		Short: "Rename a tenant or switch its password hints (platform admin, the tenant's owners)",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			var u client.TenantUpdate
+			if cmd.Flags().Changed("name") {
+				u.Name = &name
+			}
+			if cmd.Flags().Changed("password-hints") {
+				on, err := parseOnOff("--password-hints", hints)
+				if err != nil {
+					return err
+				}
+				u.PasswordHints = &on
+			}
+			if u.Name == nil && u.PasswordHints == nil {
+				return usageErr("nothing to change: give --name, --password-hints or both")
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			t, err := c.UpdateTenant(cmd.Context(), args[0], u)
+			if err != nil {
+				return err
+			}
+			return e.print(t, func(w io.Writer) {
+				fmt.Fprintf(w, "Updated tenant %s (%s): password hints %s.\n", oneLine(t.Name), t.ID, onOff(t.PasswordHintsEnabled))
+			})
+		}),
+	}
+	cmd.Flags().StringVar(&name, "name", "", "the tenant's new name")
+	cmd.Flags().StringVar(&hints, "password-hints", "", "on: users may set and read password hints; off: they may not")
+	return cmd
+}
+
+// parseOnOff reads flag's value: on or off, in any case. Anything else is a usage error.
+func parseOnOff(flag, v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, usageErr("%s: want on or off, got %q", flag, v)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func when(t time.Time) string {

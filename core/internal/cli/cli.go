@@ -114,6 +114,11 @@ func usageErr(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// notFound is a NOT_FOUND found on the client side (exit 4, as core's own).
+func notFound(format string, args ...any) error {
+	return &client.Error{HTTPStatus: 404, Code: "NOT_FOUND", Message: fmt.Sprintf(format, args...)}
+}
+
 // authError is missing or refused credentials found on the client side.
 type authError struct{ msg string }
 

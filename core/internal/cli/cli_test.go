@@ -151,3 +151,54 @@ func TestProfiles(t *testing.T) {
 		t.Errorf("after saving the zero session the file is still there: %v", err)
 	}
 }
+
+func TestParseRole(t *testing.T) {
+	for in, want := range map[string]string{"member": "member", "Admin": "admin", " OWNER ": "owner"} {
+		if got, err := parseRole(in); err != nil || got != want {
+			t.Errorf("parseRole(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "root", "owners", "platform-admin"} {
+		var ue *usageError
+		if _, err := parseRole(in); !errors.As(err, &ue) {
+			t.Errorf("parseRole(%q) = %v, want a usage error", in, err)
+		}
+	}
+}
+
+func TestParseOnOff(t *testing.T) {
+	for in, want := range map[string]bool{"on": true, "ON": true, "off": false, " Off": false} {
+		if got, err := parseOnOff("--password-hints", in); err != nil || got != want {
+			t.Errorf("parseOnOff(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "yes", "true", "1", "of"} {
+		var ue *usageError
+		if _, err := parseOnOff("--password-hints", in); !errors.As(err, &ue) || !strings.Contains(err.Error(), "--password-hints") {
+			t.Errorf("parseOnOff(%q) = %v, want a usage error naming the flag", in, err)
+		}
+	}
+}
+
+// Commands whose arguments are wrong exit 2 before contacting core: the server of CUSTOS_URL is
+// never reached.
+func TestAdminUsageErrors(t *testing.T) {
+	env := map[string]string{"XDG_CONFIG_HOME": t.TempDir(), "CUSTOS_URL": "https://127.0.0.1:1"}
+	tests := []struct {
+		args []string
+		want string // in the message
+	}{
+		{[]string{"users", "delete", "bob"}, "--yes"}, // no terminal to ask on
+		{[]string{"users", "set-role", "bob", "root"}, "member, admin or owner"},
+		{[]string{"users", "set-role", "bob"}, "accepts 2 arg"},
+		{[]string{"tenants", "update", "t-1"}, "--name, --password-hints"},
+		{[]string{"tenants", "update", "t-1", "--password-hints", "maybe"}, "on or off"},
+	}
+	for _, tc := range tests {
+		var out, errOut bytes.Buffer
+		code := Run(context.Background(), "test", tc.args, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)
+		if code != ExitUsage || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("custos %s = exit %d, stderr %q; want %d naming %q", strings.Join(tc.args, " "), code, errOut.String(), ExitUsage, tc.want)
+		}
+	}
+}
