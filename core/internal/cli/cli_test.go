@@ -180,6 +180,59 @@ func TestParseOnOff(t *testing.T) {
 	}
 }
 
+func TestParseVersionRef(t *testing.T) {
+	const id = "0b9d3a52-6f1e-4c1a-9a57-2d4c0e7f8a11"
+	tests := []struct {
+		in   string
+		want versionRef
+	}{
+		{"1", versionRef{number: 1}},
+		{"12", versionRef{number: 12}},
+		{id, versionRef{id: id}},
+		{strings.ToUpper(id), versionRef{id: id}}, // canonical form
+	}
+	for _, tc := range tests {
+		if got, err := parseVersionRef(tc.in); err != nil || got != tc.want {
+			t.Errorf("parseVersionRef(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"0", "-1", "v2", "", "1.5", "0b9d3a52"} {
+		var ue *usageError
+		if _, err := parseVersionRef(in); !errors.As(err, &ue) {
+			t.Errorf("parseVersionRef(%q) = %v, want a usage error", in, err)
+		}
+	}
+}
+
+func TestFindVersion(t *testing.T) {
+	const enc, v1, v2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"
+	st := []client.KeyContextStatus{
+		{EncryptionID: "44444444-4444-4444-8444-444444444444", Versions: []client.KeyVersionStatus{{VersionID: v1, Version: 1}}},
+		{EncryptionID: enc, Versions: []client.KeyVersionStatus{
+			{VersionID: v1, Version: 1, State: "DECRYPT_ONLY"}, {VersionID: v2, Version: 2, State: "ACTIVE", ItemCount: 3}}},
+	}
+	for _, ref := range []versionRef{{number: 2}, {id: v2}} {
+		gotEnc, v, err := findVersion(st, strings.ToUpper(enc), ref)
+		if err != nil || gotEnc != enc || v.VersionID != v2 || v.Version != 2 {
+			t.Errorf("findVersion(%+v) = %q, %+v, %v; want version 2 of %s", ref, gotEnc, v, err, enc)
+		}
+	}
+	for _, tc := range []struct {
+		enc  string
+		ref  versionRef
+		want string
+	}{
+		{enc, versionRef{number: 3}, "has no version 3"},
+		{enc, versionRef{id: "55555555-5555-4555-8555-555555555555"}, "has no version 55555555-"},
+		{"66666666-6666-4666-8666-666666666666", versionRef{number: 1}, "no key context 66666666-"},
+	} {
+		_, _, err := findVersion(st, tc.enc, tc.ref)
+		if !errors.Is(err, client.ErrNotFound) || !strings.Contains(err.Error(), tc.want) || exitCode(context.Background(), &ranError{err: err}) != ExitNotFound {
+			t.Errorf("findVersion(%s, %+v) = %v, want NOT_FOUND (exit 4) saying %q", tc.enc, tc.ref, err, tc.want)
+		}
+	}
+}
+
 // Commands whose arguments are wrong exit 2 before contacting core: the server of CUSTOS_URL is
 // never reached.
 func TestAdminUsageErrors(t *testing.T) {
@@ -193,6 +246,7 @@ func TestAdminUsageErrors(t *testing.T) {
 		{[]string{"users", "set-role", "bob"}, "accepts 2 arg"},
 		{[]string{"tenants", "update", "t-1"}, "--name, --password-hints"},
 		{[]string{"tenants", "update", "t-1", "--password-hints", "maybe"}, "on or off"},
+		{[]string{"keys", "disable", "11111111-1111-4111-8111-111111111111", "latest"}, "VERSION"},
 	}
 	for _, tc := range tests {
 		var out, errOut bytes.Buffer

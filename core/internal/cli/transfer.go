@@ -5,10 +5,12 @@ import (
 	"io"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/custos-platform/custos/core/client"
@@ -114,7 +116,7 @@ func (e *env) importCommand() *cobra.Command {
 }
 
 func (e *env) keysCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Rotate the tenant's keys and follow re-encryption jobs"}
+	cmd := &cobra.Command{Use: "keys", Short: "Rotate the tenant's keys, follow re-encryption jobs, disable unused versions"}
 	var wait bool
 	var every time.Duration
 	rotate := &cobra.Command{
@@ -224,8 +226,89 @@ func (e *env) keysCommand() *cobra.Command {
 			return e.print(j, func(w io.Writer) { printJob(w, j) })
 		}),
 	}
-	cmd.AddCommand(rotate, reencrypt, status, job)
+	cmd.AddCommand(rotate, reencrypt, status, job, e.keysDisable())
 	return cmd
+}
+
+func (e *env) keysDisable() *cobra.Command {
+	return &cobra.Command{
+		Use:   "disable ENCRYPTION_ID VERSION",
+		Short: "Disable a key version no item uses any more; VERSION is its number (as keys status prints it) or its id",
+		Long: `Disable a version of one of the tenant's key contexts on its encryption service, so that
+nothing can be encrypted or decrypted with it any more. Core refuses (exit 7) while items still use
+the version, and for the active version: run custos keys rotate --wait (and, in a zero-knowledge
+tenant, have the owner run custos keys reencrypt) first. VERSION is the number keys status prints
+or the version's id; an unknown context or version exits 4.`,
+		Args: cobra.ExactArgs(2),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			ref, err := parseVersionRef(args[1])
+			if err != nil {
+				return err
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.KeyStatus(cmd.Context())
+			if err != nil {
+				return err
+			}
+			encID, v, err := findVersion(st, args[0], ref)
+			if err != nil {
+				return err
+			}
+			out, err := c.DisableKeyVersion(cmd.Context(), encID, v.VersionID)
+			if err != nil {
+				return err
+			}
+			if out.Version == 0 { // core could not read the number back; it is the one looked up
+				out.Version = v.Version
+			}
+			return e.print(out, func(w io.Writer) {
+				fmt.Fprintf(w, "Version %d (%s) of key context %s is now %s.\n", out.Version, out.VersionID, encID, out.State)
+			})
+		}),
+	}
+}
+
+// versionRef is a VERSION argument: a version number, or a version id.
+type versionRef struct {
+	number int
+	id     string // canonical UUID, when given one
+}
+
+// parseVersionRef reads a VERSION argument: a positive number or a UUID. Anything else is a usage
+// error.
+func parseVersionRef(s string) (versionRef, error) {
+	if id, err := uuid.Parse(s); err == nil {
+		return versionRef{id: id.String()}, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		return versionRef{number: n}, nil
+	}
+	return versionRef{}, usageErr("VERSION: want a version number (1, 2, …, as keys status prints it) or a version id, got %q", s)
+}
+
+// findVersion finds ref among the versions of key context encryptionID in st and returns the
+// context's id as st spells it with the version. An unknown context or version is NOT_FOUND.
+func findVersion(st []client.KeyContextStatus, encryptionID string, ref versionRef) (string, client.KeyVersionStatus, error) {
+	for _, kc := range st {
+		if !strings.EqualFold(kc.EncryptionID, encryptionID) {
+			continue
+		}
+		for _, v := range kc.Versions {
+			if (ref.id != "" && strings.EqualFold(v.VersionID, ref.id)) || (ref.id == "" && v.Version == ref.number) {
+				return kc.EncryptionID, v, nil
+			}
+		}
+		what := fmt.Sprintf("version %d", ref.number)
+		if ref.id != "" {
+			what = "version " + ref.id
+		}
+		return "", client.KeyVersionStatus{}, notFound("key context %s has no %s (see: custos keys status)", kc.EncryptionID, what)
+	}
+	return "", client.KeyVersionStatus{}, notFound("no key context %s in your tenant (see: custos keys status)", encryptionID)
 }
 
 // waitJob follows a job to its end, with a progress bar on a terminal.
