@@ -75,7 +75,7 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 func (e *env) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "custos",
-		Short: "Use Custos: log in, keep private items, export, rotate keys, manage users and API keys",
+		Short: "Use Custos: log in, keep private items, export, rotate keys, manage users and API keys, read the audit trail",
 		Long: `custos talks to Custos core over TLS 1.3 (REST, or gRPC with --grpc).
 
 People log in once per profile (custos login); machines set CUSTOS_API_KEY and CUSTOS_API_SECRET.
@@ -101,7 +101,7 @@ prompt. It is never written to disk. See docs/cli.md for every command and exit 
 	}
 	root.AddCommand(e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.passwordCommand(), e.itemsCommand(),
 		e.exportCommand(), e.importCommand(), e.keysCommand(), e.apikeysCommand(), e.usersCommand(),
-		e.tenantsCommand(), e.totpCommand())
+		e.tenantsCommand(), e.totpCommand(), e.auditCommand())
 	return root
 }
 

@@ -233,6 +233,31 @@ func TestFindVersion(t *testing.T) {
 	}
 }
 
+func TestFirstN(t *testing.T) {
+	seq := func(vals []int, fail error) func(func(int, error) bool) {
+		return func(yield func(int, error) bool) {
+			for _, v := range vals {
+				if !yield(v, nil) {
+					return
+				}
+			}
+			if fail != nil {
+				yield(0, fail)
+			}
+		}
+	}
+	if got, err := firstN(seq([]int{1, 2, 3}, errors.New("never read")), 2); err != nil || fmt.Sprint(got) != "[1 2]" {
+		t.Errorf("firstN(3 values, 2) = %v, %v; want [1 2], stopping before the error", got, err)
+	}
+	if got, err := firstN(seq(nil, nil), 5); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("firstN(nothing) = %#v, %v; want an empty, non-nil slice", got, err)
+	}
+	boom := errors.New("boom")
+	if _, err := firstN(seq([]int{1}, boom), 5); !errors.Is(err, boom) {
+		t.Errorf("firstN with a failing page = %v, want its error", err)
+	}
+}
+
 // Commands whose arguments are wrong exit 2 before contacting core: the server of CUSTOS_URL is
 // never reached.
 func TestAdminUsageErrors(t *testing.T) {
@@ -246,6 +271,8 @@ func TestAdminUsageErrors(t *testing.T) {
 		{[]string{"users", "set-role", "bob"}, "accepts 2 arg"},
 		{[]string{"tenants", "update", "t-1"}, "--name, --password-hints"},
 		{[]string{"tenants", "update", "t-1", "--password-hints", "maybe"}, "on or off"},
+		{[]string{"audit", "--limit", "0"}, "--limit"},
+		{[]string{"audit", "--limit", "1001"}, "--limit"},
 		{[]string{"keys", "disable", "11111111-1111-4111-8111-111111111111", "latest"}, "VERSION"},
 	}
 	for _, tc := range tests {
