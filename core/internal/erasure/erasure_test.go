@@ -282,7 +282,9 @@ func TestTenantErasures(t *testing.T) {
 	waitFor(t, "the second tenant destroyed by Run", func() bool { return len(e.admin.gone()) == 2 })
 	waitFor(t, "an empty backlog", func() bool { return s.Pending() == 0 })
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Errorf("Run() = %v, want nil when its context ends", err)
+	}
 	if got := e.admin.gone(); got[0] != now.ESTenantID || got[1] != later.ESTenantID {
 		t.Errorf("destroyed %v, want %s then %s", got, now.ESTenantID, later.ESTenantID)
 	}
