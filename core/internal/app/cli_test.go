@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/pquerna/otp/totp"
 
 	"github.com/custos-platform/custos/core/client"
@@ -87,8 +89,10 @@ func (r cliRunner) fails(want int, stdin string, args ...string) map[string]any 
 
 // TestCLI drives the custos command against core and a real encryption service the way a person
 // and a script would: the platform admin makes a zero-knowledge tenant and its owner, who logs in
-// with TOTP, keeps items, exports them and restores them into a fresh core, rotates the keys, and
-// gives a machine an export key. Every answer is read from --output json.
+// with TOTP, keeps items, exports them and restores them into a fresh core, rotates the keys and
+// disables a version no longer used, gives a machine an export key, manages her users (disable,
+// role, enable, delete) and reads the audit trail; the platform admin renames the tenant. Every
+// answer is read from --output json.
 func TestCLI(t *testing.T) {
 	p := startPlatform(t, nil)
 	ctx := context.Background()
@@ -356,6 +360,51 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	// A version no item uses any more can be disabled (by its number, as keys status prints it);
+	// the active version cannot, even without items (by its id); unknown ones are not found.
+	t.Run("disable key versions", func(t *testing.T) {
+		var status []client.KeyContextStatus
+		al.json(&status, "", "keys", "status")
+		type found struct {
+			enc string
+			v   client.KeyVersionStatus
+		}
+		var unused, active found
+		for _, kc := range status {
+			for _, v := range kc.Versions {
+				switch {
+				case v.ItemCount != 0:
+				case v.State == "ACTIVE" && active.enc == "":
+					active = found{kc.EncryptionID, v}
+				case v.State == "DECRYPT_ONLY" && unused.enc == "":
+					unused = found{kc.EncryptionID, v}
+				}
+			}
+		}
+		if unused.enc == "" || active.enc == "" {
+			t.Fatalf("keys status = %+v, want a DECRYPT_ONLY and an ACTIVE version without items after the rotations", status)
+		}
+		var got client.KeyVersionStatus
+		al.json(&got, "", "keys", "disable", unused.enc, strconv.Itoa(unused.v.Version))
+		if got.State != "DISABLED" || got.VersionID != unused.v.VersionID || got.Version != unused.v.Version {
+			t.Errorf("keys disable %s %d = %+v, want that version DISABLED", unused.enc, unused.v.Version, got)
+		}
+		al.json(&status, "", "keys", "status")
+		if v := versionOf(status, unused.enc, unused.v.VersionID); v.State != "DISABLED" {
+			t.Errorf("keys status after the disable shows %+v, want DISABLED", v)
+		}
+		if e := al.fails(cli.ExitInvalid, "", "keys", "disable", active.enc, active.v.VersionID); e["code"] != "FAILED_PRECONDITION" {
+			t.Errorf("keys disable of the active version: %v, want FAILED_PRECONDITION", e)
+		}
+		al.json(&status, "", "keys", "status")
+		if v := versionOf(status, active.enc, active.v.VersionID); v.State != "ACTIVE" {
+			t.Errorf("after the refused disable the active version is %+v, want ACTIVE", v)
+		}
+		al.fails(cli.ExitNotFound, "", "keys", "disable", unused.enc, "99")
+		al.fails(cli.ExitNotFound, "", "keys", "disable", uuid.NewString(), "1")
+		al.fails(cli.ExitUsage, "", "keys", "disable", unused.enc, "latest")
+	})
+
 	// A password change moves the zero-knowledge keys to the new password's master key.
 	const newPass = "alice's brand-new passphrase"
 	al.with("CUSTOS_NEW_PASSWORD", "short").fails(cli.ExitInvalid, "", "password")
@@ -378,13 +427,143 @@ func TestCLI(t *testing.T) {
 	if !disabled.Disabled || disabled.Username != "bob" {
 		t.Errorf("users disable bob = %+v", disabled)
 	}
-	base.with("CUSTOS_PROFILE", "bob", "CUSTOS_PASSWORD", bobPass).fails(cli.ExitAuth, "", "login", "-u", "bob")
+	bob := base.with("CUSTOS_PROFILE", "bob", "CUSTOS_PASSWORD", bobPass)
+	bob.fails(cli.ExitAuth, "", "login", "-u", "bob")
+
+	// The audit trail has the disable, by alice, over REST and (in a new session) over gRPC.
+	var events []client.AuditEvent
+	al.json(&events, "", "audit", "--action", "user.disable")
+	if len(events) != 1 || events[0].Target != "user:"+disabled.ID || events[0].ActorID != alice.ID || events[0].Outcome != "ok" {
+		t.Errorf("audit --action user.disable = %+v, want alice's disable of bob, outcome ok", events)
+	}
+	var byAlice []client.AuditEvent
+	al.json(&byAlice, "", "audit", "--actor", "alice", "--limit", "3")
+	if len(byAlice) != 3 {
+		t.Errorf("audit --actor alice --limit 3 = %+v, want 3 events", byAlice)
+	}
+	for i, ev := range byAlice {
+		if ev.ActorID != alice.ID || (i > 0 && ev.Time.After(byAlice[i-1].Time)) {
+			t.Errorf("audit --actor alice = %+v, want only alice's events, newest first", byAlice)
+			break
+		}
+	}
+	ag = ag.with("CUSTOS_PASSWORD", newPass)
+	ag.with("CUSTOS_TOTP_CODE", confirmed.RecoveryCodes[2]).json(&me, "", "login", "-u", "alice")
+	var overGRPC []client.AuditEvent
+	ag.json(&overGRPC, "", "audit", "--action", "user.disable")
+	if len(overGRPC) != 1 || overGRPC[0] != events[0] {
+		t.Errorf("audit over gRPC = %+v, want the same event as over REST: %+v", overGRPC, events)
+	}
+
+	// Roles: bob becomes an admin; the last owner cannot step down; then bob is enabled again.
+	var changed client.User
+	al.json(&changed, "", "users", "set-role", "bob", "admin")
+	if changed.Role != "admin" || changed.ID != disabled.ID {
+		t.Errorf("users set-role bob admin = %+v", changed)
+	}
+	al.fails(cli.ExitUsage, "", "users", "set-role", "bob", "superuser")
+	if e := al.fails(cli.ExitInvalid, "", "users", "set-role", alice.ID, "member"); e["code"] != "FAILED_PRECONDITION" {
+		t.Errorf("users set-role of the last owner: %v, want FAILED_PRECONDITION", e)
+	}
+	al.json(&changed, "", "users", "enable", "bob")
+	if changed.Disabled || changed.Username != "bob" {
+		t.Errorf("users enable bob = %+v", changed)
+	}
+	ag.json(&changed, "", "users", "set-role", "bob", "admin") // the same over gRPC: nothing changes
+	if changed.Role != "admin" || changed.Disabled {
+		t.Errorf("users set-role over gRPC = %+v, want bob, admin, enabled", changed)
+	}
+	ag.json(&changed, "", "users", "enable", disabled.ID)
+	if changed.Disabled || changed.Username != "bob" {
+		t.Errorf("users enable over gRPC = %+v", changed)
+	}
+	bob.json(&me, "", "login", "-u", "bob")
+	if me.Username != "bob" || me.Role != "admin" {
+		t.Errorf("bob's login after enable = %+v, want bob, admin", me)
+	}
+
+	// The platform admin reads and renames the tenant; its members see the change.
+	var got client.Tenant
+	root.json(&got, "", "tenants", "get", tenant.ID)
+	if got.ID != tenant.ID || got.Name != "zk-corp" || !got.PasswordHintsEnabled {
+		t.Errorf("tenants get = %+v, want zk-corp with hints on", got)
+	}
+	root.fails(cli.ExitUsage, "", "tenants", "get") // the platform admin has no tenant of their own
+	root.json(&got, "", "tenants", "update", tenant.ID, "--name", "zk-corp-renamed", "--password-hints", "off")
+	if got.Name != "zk-corp-renamed" || got.PasswordHintsEnabled {
+		t.Errorf("tenants update = %+v, want renamed with hints off", got)
+	}
+	al.json(&got, "", "tenants", "get")
+	if got.ID != tenant.ID || got.Name != "zk-corp-renamed" || got.PasswordHintsEnabled {
+		t.Errorf("tenants get as alice = %+v, want her tenant, renamed, hints off", got)
+	}
+	root.with("CUSTOS_GRPC", p.core.grpcAddr).json(&got, "", "tenants", "update", tenant.ID, "--password-hints", "on")
+	if got.Name != "zk-corp-renamed" || !got.PasswordHintsEnabled {
+		t.Errorf("tenants update --password-hints on over gRPC = %+v, want hints on and the name kept", got)
+	}
+	root.fails(cli.ExitUsage, "", "tenants", "update", tenant.ID, "--password-hints", "maybe")
+	root.fails(cli.ExitUsage, "", "tenants", "update", tenant.ID)
+
+	// Deleting bob: only with --yes when there is no terminal to confirm on. His key context is
+	// destroyed at once, the encryption service being up.
+	if e := al.fails(cli.ExitUsage, "", "users", "delete", "bob"); !strings.Contains(e["message"].(string), "--yes") {
+		t.Errorf("users delete without --yes or a terminal: %v, want a usage error naming --yes", e)
+	}
+	var deleted client.DeletedUser
+	al.json(&deleted, "", "users", "delete", "bob", "--yes")
+	if deleted.UserID != disabled.ID {
+		t.Errorf("users delete bob = %+v, want bob's id %s", deleted, disabled.ID)
+	}
+	assertErased(t, deleted)
+	// Over gRPC, by id: carol, made for the purpose.
+	var carol client.User
+	root.with("CUSTOS_NEW_PASSWORD", "carol's long passphrase").json(&carol, "", "users", "create", "carol", "--tenant", tenant.ID)
+	ag.json(&deleted, "", "users", "delete", carol.ID, "--yes")
+	if deleted.UserID != carol.ID {
+		t.Errorf("users delete CAROL_ID over gRPC = %+v, want carol's id %s", deleted, carol.ID)
+	}
+	assertErased(t, deleted)
+	al.json(&users, "", "users", "list")
+	if len(users) != 1 || users[0].Username != "alice" {
+		t.Errorf("users list after deleting bob and carol = %+v, want alice alone", users)
+	}
+	bob.fails(cli.ExitAuth, "", "whoami") // his session ended with him
+	al.fails(cli.ExitNotFound, "", "users", "delete", "bob", "--yes")
+	al.fails(cli.ExitUsage, "", "users", "delete", "bob")
+
 	al.json(&map[string]string{}, "", "apikeys", "revoke", key.Key.ID)
 	machine.fails(cli.ExitAuth, "", "export")
 	al.json(&map[string]bool{}, "", "logout")
 	if e := al.fails(cli.ExitAuth, "", "items", "list"); e["hint"] != "run: custos login" {
 		t.Errorf("items list after logout: %v, want a hint to log in", e)
 	}
+}
+
+// assertErased checks a deleted user's key erasure: "done", since each had a key context (a
+// zero-knowledge tenant makes it with the account) and the encryption service is up. A core that
+// does not report it leaves the field empty.
+func assertErased(tb testing.TB, d client.DeletedUser) {
+	tb.Helper()
+	switch d.KeyErasure {
+	case client.KeyErasureDone:
+	case "":
+		tb.Logf("deleting user %s: this core does not report keyErasure", d.UserID)
+	default:
+		tb.Errorf("deleting user %s: keyErasure %q, want %q (they had a key context and the encryption service is up)",
+			d.UserID, d.KeyErasure, client.KeyErasureDone)
+	}
+}
+
+// versionOf returns version versionID of key context enc in status (the zero value if absent).
+func versionOf(status []client.KeyContextStatus, enc, versionID string) client.KeyVersionStatus {
+	for _, kc := range status {
+		for _, v := range kc.Versions {
+			if kc.EncryptionID == enc && v.VersionID == versionID {
+				return v
+			}
+		}
+	}
+	return client.KeyVersionStatus{}
 }
 
 // assertProfileSafe checks that a profile's files are private and hold no password, derived
