@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/url"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -231,7 +232,32 @@ const (
 	KeyErasurePending = "pending"
 	// KeyErasureNone: the user had no key context.
 	KeyErasureNone = "none"
+	// KeyErasureHosted: a deleted tenant's keys are on its own encryption service, which core
+	// does not touch; that service's operator destroys them.
+	KeyErasureHosted = "hosted"
 )
+
+// DeletedTenant is the outcome of DeleteTenant.
+type DeletedTenant struct {
+	TenantID string `json:"tenantId"`
+	// KeyErasure is KeyErasureDone, KeyErasurePending or KeyErasureHosted.
+	KeyErasure string `json:"keyErasure"`
+}
+
+// DeleteTenant deletes tenant id with its people, their items, its API keys and its jobs, and has
+// the platform's encryption service destroy the tenant there, every key of it (crypto-shredding);
+// it cannot be undone. confirmName must repeat the tenant's name exactly (INVALID_ARGUMENT
+// otherwise, and nothing is deleted). Platform admin only (PERMISSION_DENIED for others);
+// NOT_FOUND for an unknown tenant.
+func (c *Client) DeleteTenant(ctx context.Context, id, confirmName string) (DeletedTenant, error) {
+	r := &corev1.DeleteTenantResponse{}
+	cl := call{method: corev1.TenantService_DeleteTenant_FullMethodName, verb: "DELETE", path: "/v1/tenants/" + esc(id),
+		query: url.Values{"confirmName": {confirmName}}, auth: true}
+	if err := c.invoke(ctx, cl, &corev1.DeleteTenantRequest{TenantId: id, ConfirmName: confirmName}, r); err != nil {
+		return DeletedTenant{}, err
+	}
+	return DeletedTenant{TenantID: id, KeyErasure: r.GetKeyErasure()}, nil
+}
 
 // DeletedUser is the outcome of DeleteUser.
 type DeletedUser struct {

@@ -168,6 +168,20 @@ func (c *Client) KeyStatus(ctx context.Context) ([]KeyContextStatus, error) {
 	return out, nil
 }
 
+// EnableKeyVersion makes a disabled version decrypt again (DECRYPT_ONLY), for instance to read
+// items restored from a backup made before it was disabled; a re-encryption job then moves them
+// to the active version. Enabling a version that is not disabled changes nothing;
+// FAILED_PRECONDITION for a destroyed version; NOT_FOUND for another tenant's or an unknown one.
+func (c *Client) EnableKeyVersion(ctx context.Context, encryptionID, versionID string) (KeyVersionStatus, error) {
+	r := &corev1.EnableKeyVersionResponse{}
+	cl := call{method: corev1.KeyService_EnableKeyVersion_FullMethodName, verb: "POST",
+		path: "/v1/keys/" + esc(encryptionID) + "/versions/" + esc(versionID) + ":enable", body: true, auth: true}
+	if err := c.invoke(ctx, cl, &corev1.EnableKeyVersionRequest{EncryptionId: encryptionID, VersionId: versionID}, r); err != nil {
+		return KeyVersionStatus{}, err
+	}
+	return versionFrom(r.GetVersion()), nil
+}
+
 // DisableKeyVersion disables a version no item uses any more (FAILED_PRECONDITION otherwise).
 func (c *Client) DisableKeyVersion(ctx context.Context, encryptionID, versionID string) (KeyVersionStatus, error) {
 	r := &corev1.DisableKeyVersionResponse{}

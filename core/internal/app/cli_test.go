@@ -403,6 +403,21 @@ func TestCLI(t *testing.T) {
 		al.fails(cli.ExitNotFound, "", "keys", "disable", unused.enc, "99")
 		al.fails(cli.ExitNotFound, "", "keys", "disable", uuid.NewString(), "1")
 		al.fails(cli.ExitUsage, "", "keys", "disable", unused.enc, "latest")
+
+		// keys enable undoes it (by version id, over gRPC too), and may be repeated.
+		al.json(&got, "", "keys", "enable", unused.enc, unused.v.VersionID)
+		if got.State != "DECRYPT_ONLY" || got.Version != unused.v.Version {
+			t.Errorf("keys enable = %+v, want version %d DECRYPT_ONLY", got, unused.v.Version)
+		}
+		ag.json(&got, "", "keys", "enable", unused.enc, strconv.Itoa(unused.v.Version))
+		if got.State != "DECRYPT_ONLY" {
+			t.Errorf("keys enable again, over gRPC = %+v, want it still DECRYPT_ONLY", got)
+		}
+		al.json(&status, "", "keys", "status")
+		if v := versionOf(status, unused.enc, unused.v.VersionID); v.State != "DECRYPT_ONLY" {
+			t.Errorf("keys status after the enable shows %+v, want DECRYPT_ONLY", v)
+		}
+		al.fails(cli.ExitNotFound, "", "keys", "enable", unused.enc, "99")
 	})
 
 	// A password change moves the zero-knowledge keys to the new password's master key.
@@ -531,6 +546,21 @@ func TestCLI(t *testing.T) {
 	al.fails(cli.ExitNotFound, "", "users", "delete", "bob", "--yes")
 	al.fails(cli.ExitUsage, "", "users", "delete", "bob")
 
+	// The platform admin deletes a tenant: only with --yes without a terminal; its keys go too.
+	var scratch client.Tenant
+	root.json(&scratch, "", "tenants", "create", "scratch")
+	if e := root.fails(cli.ExitUsage, "", "tenants", "delete", scratch.ID); !strings.Contains(e["message"].(string), "--yes") {
+		t.Errorf("tenants delete without --yes or a terminal: %v, want a usage error naming --yes", e)
+	}
+	al.fails(cli.ExitPermission, "", "tenants", "delete", tenant.ID, "--yes") // owners may not
+	var gone client.DeletedTenant
+	root.json(&gone, "", "tenants", "delete", scratch.ID, "--yes")
+	if gone.TenantID != scratch.ID || gone.KeyErasure != client.KeyErasureDone {
+		t.Errorf("tenants delete = %+v, want %s with its keys destroyed", gone, scratch.ID)
+	}
+	root.fails(cli.ExitNotFound, "", "tenants", "get", scratch.ID)
+	root.fails(cli.ExitNotFound, "", "tenants", "delete", scratch.ID, "--yes")
+
 	al.json(&map[string]string{}, "", "apikeys", "revoke", key.Key.ID)
 	machine.fails(cli.ExitAuth, "", "export")
 	al.json(&map[string]bool{}, "", "logout")
@@ -540,15 +570,10 @@ func TestCLI(t *testing.T) {
 }
 
 // assertErased checks a deleted user's key erasure: "done", since each had a key context (a
-// zero-knowledge tenant makes it with the account) and the encryption service is up. A core that
-// does not report it leaves the field empty.
+// zero-knowledge tenant makes it with the account) and the encryption service is up.
 func assertErased(tb testing.TB, d client.DeletedUser) {
 	tb.Helper()
-	switch d.KeyErasure {
-	case client.KeyErasureDone:
-	case "":
-		tb.Logf("deleting user %s: this core does not report keyErasure", d.UserID)
-	default:
+	if d.KeyErasure != client.KeyErasureDone {
 		tb.Errorf("deleting user %s: keyErasure %q, want %q (they had a key context and the encryption service is up)",
 			d.UserID, d.KeyErasure, client.KeyErasureDone)
 	}

@@ -458,7 +458,7 @@ func (e *env) tenantsCommand() *cobra.Command {
 			})
 		}),
 	}
-	cmd.AddCommand(create, list, e.tenantsGet(), e.tenantsUpdate())
+	cmd.AddCommand(create, list, e.tenantsGet(), e.tenantsUpdate(), e.tenantsDelete())
 	return cmd
 }
 
@@ -539,6 +539,68 @@ func (e *env) tenantsUpdate() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "the tenant's new name")
 	cmd.Flags().StringVar(&hints, "password-hints", "", "on: users may set and read password hints; off: they may not")
 	return cmd
+}
+
+func (e *env) tenantsDelete() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete ID [--yes]",
+		Short: "Delete a tenant with everything of it and destroy its keys (crypto-shredding); it cannot be undone",
+		Long: `Delete a tenant with its people, their items, its API keys and its jobs (platform admin only),
+and have the platform's encryption service destroy the tenant there, every key of it, so that
+nothing encrypted for the tenant (exports and backups included) can be decrypted again. It cannot
+be undone; the tenant's audit trail stays.
+
+Without --yes, custos asks you to type the tenant's name on the terminal; with no terminal, --yes is
+required. The answer says whether the keys were destroyed ("done"), could not be yet ("pending":
+core keeps retrying), or are on the tenant's own encryption service, which core does not touch
+("hosted": its operator destroys them there).`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(func(cmd *cobra.Command, args []string) error {
+			if !yes && !e.stdinIsTerminal() {
+				return usageErr("deleting a tenant cannot be undone: confirm with --yes (there is no terminal to ask on)")
+			}
+			c, _, err := e.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			t, err := c.GetTenant(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if !yes {
+				fmt.Fprintf(e.stderr, "This deletes tenant %s (%s) with all its people and items and destroys its keys:\n"+
+					"nothing encrypted for it, exports and backups included, can be decrypted again.\n", oneLine(t.Name), t.ID)
+				typed, ok := e.line("Type the tenant's name to confirm: ")
+				if !ok || typed != t.Name {
+					return errors.New("not confirmed: nothing was deleted")
+				}
+			}
+			d, err := c.DeleteTenant(cmd.Context(), t.ID, t.Name)
+			if err != nil {
+				return err
+			}
+			return e.print(d, func(w io.Writer) {
+				fmt.Fprintf(w, "Deleted tenant %s (%s). %s\n", oneLine(t.Name), t.ID, tenantErasureText(d.KeyErasure))
+			})
+		}),
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation (required without a terminal)")
+	return cmd
+}
+
+// tenantErasureText tells people what DeletedTenant.KeyErasure means.
+func tenantErasureText(keyErasure string) string {
+	switch keyErasure {
+	case client.KeyErasureDone:
+		return "Its keys were destroyed: its ciphertext, exports and backups included, can no longer be decrypted."
+	case client.KeyErasurePending:
+		return "The encryption service could not be reached: the destruction of its keys is queued and core keeps retrying until it succeeds."
+	case client.KeyErasureHosted:
+		return "Its keys are on its own encryption service, which core does not touch: destroy the tenant there."
+	}
+	return "This core does not report whether its keys were destroyed."
 }
 
 // parseOnOff reads flag's value: on or off, in any case. Anything else is a usage error.

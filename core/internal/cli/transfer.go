@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -226,50 +227,71 @@ func (e *env) keysCommand() *cobra.Command {
 			return e.print(j, func(w io.Writer) { printJob(w, j) })
 		}),
 	}
-	cmd.AddCommand(rotate, reencrypt, status, job, e.keysDisable())
+	cmd.AddCommand(rotate, reencrypt, status, job, e.keysDisable(), e.keysEnable())
 	return cmd
 }
 
 func (e *env) keysDisable() *cobra.Command {
-	return &cobra.Command{
+	return e.keysVersionCommand((*client.Client).DisableKeyVersion, &cobra.Command{
 		Use:   "disable ENCRYPTION_ID VERSION",
 		Short: "Disable a key version no item uses any more; VERSION is its number (as keys status prints it) or its id",
 		Long: `Disable a version of one of the tenant's key contexts on its encryption service, so that
 nothing can be encrypted or decrypted with it any more. Core refuses (exit 7) while items still use
 the version, and for the active version: run custos keys rotate --wait (and, in a zero-knowledge
 tenant, have the owner run custos keys reencrypt) first. VERSION is the number keys status prints
-or the version's id; an unknown context or version exits 4.`,
-		Args: cobra.ExactArgs(2),
-		RunE: run(func(cmd *cobra.Command, args []string) error {
-			ref, err := parseVersionRef(args[1])
-			if err != nil {
-				return err
-			}
-			c, _, err := e.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.KeyStatus(cmd.Context())
-			if err != nil {
-				return err
-			}
-			encID, v, err := findVersion(st, args[0], ref)
-			if err != nil {
-				return err
-			}
-			out, err := c.DisableKeyVersion(cmd.Context(), encID, v.VersionID)
-			if err != nil {
-				return err
-			}
-			if out.Version == 0 { // core could not read the number back; it is the one looked up
-				out.Version = v.Version
-			}
-			return e.print(out, func(w io.Writer) {
-				fmt.Fprintf(w, "Version %d (%s) of key context %s is now %s.\n", out.Version, out.VersionID, encID, out.State)
-			})
-		}),
-	}
+or the version's id; an unknown context or version exits 4. custos keys enable undoes it.`,
+	})
+}
+
+func (e *env) keysEnable() *cobra.Command {
+	return e.keysVersionCommand((*client.Client).EnableKeyVersion, &cobra.Command{
+		Use:   "enable ENCRYPTION_ID VERSION",
+		Short: "Make a disabled key version decrypt again, e.g. to read items restored from an old backup",
+		Long: `Enable a disabled version of one of the tenant's key contexts again: it decrypts (DECRYPT_ONLY)
+but never encrypts. Use it to read items restored (custos import) from a backup made before the
+version was disabled, then move them with custos keys reencrypt --wait and disable the version
+again. A destroyed version cannot come back (exit 7). VERSION is the number keys status prints or
+the version's id; an unknown context or version exits 4.`,
+	})
+}
+
+// keysVersionCommand completes cmd (Use, Short, Long set) into a command that resolves
+// ENCRYPTION_ID VERSION through keys status and applies change to the version.
+func (e *env) keysVersionCommand(
+	change func(c *client.Client, ctx context.Context, encryptionID, versionID string) (client.KeyVersionStatus, error),
+	cmd *cobra.Command,
+) *cobra.Command {
+	cmd.Args = cobra.ExactArgs(2)
+	cmd.RunE = run(func(cmd *cobra.Command, args []string) error {
+		ref, err := parseVersionRef(args[1])
+		if err != nil {
+			return err
+		}
+		c, _, err := e.connect()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		st, err := c.KeyStatus(cmd.Context())
+		if err != nil {
+			return err
+		}
+		encID, v, err := findVersion(st, args[0], ref)
+		if err != nil {
+			return err
+		}
+		out, err := change(c, cmd.Context(), encID, v.VersionID)
+		if err != nil {
+			return err
+		}
+		if out.Version == 0 { // core could not read the number back; it is the one looked up
+			out.Version = v.Version
+		}
+		return e.print(out, func(w io.Writer) {
+			fmt.Fprintf(w, "Version %d (%s) of key context %s is now %s.\n", out.Version, out.VersionID, encID, out.State)
+		})
+	})
+	return cmd
 }
 
 // versionRef is a VERSION argument: a version number, or a version id.
