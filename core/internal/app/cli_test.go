@@ -126,6 +126,9 @@ func TestCLI(t *testing.T) {
 	}
 	root.with("CUSTOS_NEW_PASSWORD", "too short").fails(cli.ExitInvalid, "", "users", "create", "carol", "--tenant", tenant.ID)
 	root.fails(cli.ExitAuth, "", "users", "create", "carol", "--tenant", tenant.ID) // no password, no terminal
+	if e := root.with("CUSTOS_NEW_PASSWORD", "carol's long passphrase").fails(cli.ExitUsage, "", "users", "create", "carol", "--tenant", tenant.ID, "--role", "boss"); !strings.Contains(e["message"].(string), `"boss"`) {
+		t.Errorf("users create --role boss: %v, want a usage error naming the role", e)
+	}
 
 	// Users are created with the derived password (DESIGN.md §4): core accepts it, not the password.
 	sdk, err := client.New("https://"+p.core.httpAddr, client.WithCAFile(p.core.certs.CAFile))

@@ -114,6 +114,10 @@ func (e *env) usersCommand() *cobra.Command {
 		Short: "Add a person; their password (CUSTOS_NEW_PASSWORD, or asked twice) is derived here, core never sees it",
 		Args:  cobra.ExactArgs(1),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
+			r, err := parseRole(role)
+			if err != nil {
+				return usageErr("--role: want member, admin or owner, got %q", role)
+			}
 			c, _, err := e.connect()
 			if err != nil {
 				return err
@@ -127,7 +131,7 @@ func (e *env) usersCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u, err := c.CreateUser(cmd.Context(), tid, client.NewUser{Username: args[0], Password: pw, Role: role, PasswordHint: hint})
+			u, err := c.CreateUser(cmd.Context(), tid, client.NewUser{Username: args[0], Password: pw, Role: r, PasswordHint: hint})
 			if err != nil {
 				return err
 			}
