@@ -549,6 +549,28 @@ func TestCLI(t *testing.T) {
 	al.fails(cli.ExitNotFound, "", "users", "delete", "bob", "--yes")
 	al.fails(cli.ExitUsage, "", "users", "delete", "bob")
 
+	// Sessions: alice logs in elsewhere, sees both sessions, and ends the other one.
+	// (Her sessions so far: the password change's, and the gRPC profile's login after it.)
+	other := base.with("CUSTOS_PROFILE", "alice-elsewhere", "CUSTOS_PASSWORD", newPass, "CUSTOS_TOTP_CODE", confirmed.RecoveryCodes[3])
+	other.json(&me, "", "login", "-u", "alice")
+	var sessions []client.SessionInfo
+	al.json(&sessions, "", "sessions", "list")
+	current := 0
+	for _, s := range sessions {
+		if s.Current {
+			current++
+		}
+	}
+	if len(sessions) != 3 || current != 1 || sessions[0].Current || sessions[0].RemoteAddr == "" {
+		t.Fatalf("sessions list = %+v, want alice's three sessions, the newest (elsewhere) not the current one", sessions)
+	}
+	elsewhere := sessions[0].ID
+	al.json(&map[string]string{}, "", "sessions", "revoke", elsewhere)
+	other.fails(cli.ExitAuth, "", "whoami")
+	ag.json(&me, "", "whoami") // her other sessions go on
+	al.fails(cli.ExitNotFound, "", "sessions", "revoke", elsewhere)
+	machine.fails(cli.ExitPermission, "", "sessions", "list")
+
 	// The platform admin deletes a tenant: only with --yes without a terminal; its keys go too.
 	var scratch client.Tenant
 	root.json(&scratch, "", "tenants", "create", "scratch")

@@ -45,10 +45,12 @@ type Store interface {
 	DisableTOTP(ctx context.Context, id uuid.UUID, newStamp string, audit postgres.AuditEvent) error
 	AdvanceTOTPStep(ctx context.Context, id uuid.UUID, step int64) (bool, error)
 	UseRecoveryCode(ctx context.Context, userID uuid.UUID, hash []byte) (bool, error)
-	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time) (postgres.Session, error)
+	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, remoteAddr string) (postgres.Session, error)
 	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time) (postgres.Session, error)
 	RevokeSessionByRefreshToken(ctx context.Context, hash []byte, reason string, audit postgres.AuditEvent) error
 	RevokeUserSessions(ctx context.Context, userID uuid.UUID, reason string, except uuid.UUID, audit postgres.AuditEvent) error
+	ListOpenSessions(ctx context.Context, userID uuid.UUID) ([]postgres.OpenSession, error)
+	RevokeSession(ctx context.Context, userID, sessionID uuid.UUID, reason string, audit postgres.AuditEvent) error
 	AccessState(ctx context.Context, userID, sessionID uuid.UUID) (postgres.AccessState, error)
 	GetAPIKeyByKeyID(ctx context.Context, keyID string) (postgres.APIKey, error)
 	TouchAPIKey(ctx context.Context, id uuid.UUID, at time.Time) error
@@ -278,7 +280,7 @@ func (s *Service) Login(ctx context.Context, r Request, username, pw string) (Lo
 		s.audit(ctx, r, nilIfZero(u.TenantID), "user", &u.ID, "auth.login", "mfa required", "ok")
 		return LoginResult{MFARequired: true, MFAToken: mfa}, nil
 	}
-	t, err := s.startSession(ctx, u)
+	t, err := s.startSession(ctx, r, u)
 	if err != nil {
 		return LoginResult{}, err
 	}
@@ -304,7 +306,7 @@ func (s *Service) VerifyMFA(ctx context.Context, r Request, mfaToken, code strin
 	if err := s.checkSecondFactor(ctx, r, u, code); err != nil {
 		return Tokens{}, err
 	}
-	t, err := s.startSession(ctx, u)
+	t, err := s.startSession(ctx, r, u)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -391,6 +393,45 @@ func (s *Service) Logout(ctx context.Context, r Request, refreshToken string, al
 	return s.store.RevokeSessionByRefreshToken(ctx, hash, "logout", audit)
 }
 
+// Session is one of a person's open sessions, as ListSessions reports it.
+type Session struct {
+	postgres.OpenSession
+	Current bool // the session of the calling access token
+}
+
+// errPeopleOnly refuses a session call of a machine (the policy refuses them first).
+var errPeopleOnly = errs.E(errs.PermissionDenied, "sessions belong to people: machine credentials have none")
+
+// ListSessions lists the calling person's open sessions, newest first, marking the one their access
+// token belongs to. Errors: PermissionDenied for a machine credential.
+func (s *Service) ListSessions(ctx context.Context) ([]Session, error) {
+	p := principal.FromContext(ctx)
+	if !p.Human() {
+		return nil, errPeopleOnly
+	}
+	open, err := s.store.ListOpenSessions(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Session, len(open))
+	for i, o := range open {
+		out[i] = Session{OpenSession: o, Current: o.ID == p.SessionID}
+	}
+	return out, nil
+}
+
+// RevokeSession ends one of the calling person's sessions at once (its current one too, which is
+// then a logout). Errors: NotFound for a session that is not one of theirs, or already ended;
+// PermissionDenied for a machine credential.
+func (s *Service) RevokeSession(ctx context.Context, r Request, sessionID uuid.UUID) error {
+	p := principal.FromContext(ctx)
+	if !p.Human() {
+		return errPeopleOnly
+	}
+	return s.store.RevokeSession(ctx, p.ID, sessionID, "revoked by the user",
+		s.event(r, nilIfZero(p.TenantID), "user", &p.ID, "auth.session.revoke", "", "ok"))
+}
+
 // Hint returns a user's password hint; unknown users, users without a hint and tenants that
 // switched hints off all get "". Throttled per client address.
 func (s *Service) Hint(ctx context.Context, r Request, username string) (string, error) {
@@ -465,7 +506,7 @@ func (s *Service) ChangePassword(ctx context.Context, r Request, current, next, 
 		return Tokens{}, err
 	}
 	u.SecurityStamp = stamp
-	return s.startSession(ctx, u)
+	return s.startSession(ctx, r, u)
 }
 
 // Enrollment is a pending TOTP enrolment.
@@ -618,13 +659,14 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, r Request, keyID, secr
 	}, nil
 }
 
-// startSession creates a refresh-token family and the first tokens of it.
-func (s *Service) startSession(ctx context.Context, u postgres.User) (Tokens, error) {
+// startSession creates a refresh-token family and the first tokens of it, recording the client
+// address of r.
+func (s *Service) startSession(ctx context.Context, r Request, u postgres.User) (Tokens, error) {
 	refresh, hash, err := token.NewRefreshToken(s.opts.Rand)
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "generate refresh token")
 	}
-	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(s.opts.RefreshTTL))
+	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(s.opts.RefreshTTL), r.host())
 	if err != nil {
 		return Tokens{}, err
 	}

@@ -56,6 +56,8 @@ var Policy = map[string]Rule{
 	"/custos.core.v1.AuthService/GetPasswordHint": {Public: true},
 	"/custos.core.v1.AuthService/GetJwks":         {Public: true},
 	"/custos.core.v1.AuthService/ChangePassword":  {AnyHuman: true},
+	"/custos.core.v1.AuthService/ListSessions":    {AnyHuman: true},
+	"/custos.core.v1.AuthService/RevokeSession":   {AnyHuman: true},
 	"/custos.core.v1.AuthService/EnrollTotp":      {AnyHuman: true},
 	"/custos.core.v1.AuthService/ConfirmTotp":     {AnyHuman: true},
 	"/custos.core.v1.AuthService/DisableTotp":     {AnyHuman: true},

@@ -101,7 +101,7 @@ prompt. It is never written to disk. See docs/cli.md for every command and exit 
 	}
 	root.AddCommand(e.loginCommand(), e.logoutCommand(), e.whoamiCommand(), e.passwordCommand(), e.itemsCommand(),
 		e.exportCommand(), e.importCommand(), e.keysCommand(), e.apikeysCommand(), e.usersCommand(),
-		e.tenantsCommand(), e.totpCommand(), e.auditCommand())
+		e.tenantsCommand(), e.totpCommand(), e.auditCommand(), e.sessionsCommand())
 	return root
 }
 

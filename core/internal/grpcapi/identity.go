@@ -94,6 +94,34 @@ func (s *AuthServer) Logout(ctx context.Context, req *corev1.LogoutRequest) (*co
 	return &corev1.LogoutResponse{}, nil
 }
 
+// ListSessions implements GET /v1/auth/sessions.
+func (s *AuthServer) ListSessions(ctx context.Context, _ *corev1.ListSessionsRequest) (*corev1.ListSessionsResponse, error) {
+	sessions, err := s.Auth.ListSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &corev1.ListSessionsResponse{Sessions: make([]*corev1.Session, 0, len(sessions))}
+	for _, x := range sessions {
+		out.Sessions = append(out.Sessions, &corev1.Session{
+			SessionId: x.ID.String(), CreatedAt: timestamppb.New(x.CreatedAt), LastRefreshedAt: timestamppb.New(x.LastRefreshedAt),
+			RemoteAddr: x.RemoteAddr, Current: x.Current,
+		})
+	}
+	return out, nil
+}
+
+// RevokeSession implements POST /v1/auth/sessions/{sessionId}:revoke.
+func (s *AuthServer) RevokeSession(ctx context.Context, req *corev1.RevokeSessionRequest) (*corev1.RevokeSessionResponse, error) {
+	id, err := parseID("sessionId", req.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Auth.RevokeSession(ctx, request(ctx), id); err != nil {
+		return nil, err
+	}
+	return &corev1.RevokeSessionResponse{}, nil
+}
+
 // GetPasswordHint implements POST /v1/auth/hint.
 func (s *AuthServer) GetPasswordHint(ctx context.Context, req *corev1.GetPasswordHintRequest) (*corev1.GetPasswordHintResponse, error) {
 	if req.GetUsername() == "" {

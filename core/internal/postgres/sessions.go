@@ -38,7 +38,8 @@ type AccessState struct {
 var errRefreshRejected = errs.E(errs.Unauthenticated, "refresh token rejected")
 
 // CreateSession starts a session of user userID whose first refresh token
-// has SHA-256 refreshHash and expires at expiresAt, and returns it. stamp is
+// has SHA-256 refreshHash and expires at expiresAt, made from client address
+// remoteAddr (cut to 200 characters), and returns it. stamp is
 // the user's security stamp when their credentials were checked: if a
 // password or MFA change (or a disable) has bumped it since, the login raced
 // that change and no session is created.
@@ -48,7 +49,7 @@ var errRefreshRejected = errs.E(errs.Unauthenticated, "refresh token rejected")
 // disabled"); Unauthenticated ("credentials changed during login") for a
 // stale stamp; Conflict ("refresh token already exists") if the hash is
 // taken.
-func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time) (Session, error) {
+func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, remoteAddr string) (Session, error) {
 	if err := validateRefreshToken(refreshHash, expiresAt); err != nil {
 		return Session{}, err
 	}
@@ -81,8 +82,8 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp strin
 		if subtle.ConstantTimeCompare([]byte(current), []byte(stamp)) != 1 {
 			return errs.E(errs.Unauthenticated, "credentials changed during login: log in again")
 		}
-		if err := tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id) VALUES ($1, $2) RETURNING created_at", id, userID).
-			Scan(&sess.CreatedAt); err != nil {
+		if err := tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id, remote_addr) VALUES ($1, $2, $3) RETURNING created_at",
+			id, userID, truncate(remoteAddr, 200)).Scan(&sess.CreatedAt); err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
 		return insertRefreshToken(ctx, tx, id, refreshHash, expiresAt)
@@ -282,6 +283,63 @@ func (s *Store) RevokeUserSessions(ctx context.Context, userID uuid.UUID, reason
 		return insertAudit(ctx, tx, audit.about(tenantID, "user:"+userID.String()))
 	})
 	return fail("revoke user sessions", err)
+}
+
+// OpenSession describes a session that can still be used: not revoked, with a
+// refresh token that has not expired.
+type OpenSession struct {
+	ID              uuid.UUID
+	CreatedAt       time.Time
+	LastRefreshedAt time.Time // when its newest refresh token was issued
+	RemoteAddr      string    // of the login
+}
+
+// maxOpenSessions bounds ListOpenSessions.
+const maxOpenSessions = 1000
+
+// ListOpenSessions returns user userID's open sessions, newest first, at most
+// 1000 (the oldest beyond are left out).
+func (s *Store) ListOpenSessions(ctx context.Context, userID uuid.UUID) ([]OpenSession, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT s.id, s.created_at, max(t.issued_at), s.remote_addr
+		  FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id
+		 WHERE s.user_id = $1 AND s.revoked_at IS NULL
+		 GROUP BY s.id
+		HAVING max(t.expires_at) > now()
+		 ORDER BY s.created_at DESC, s.id DESC
+		 LIMIT $2`, userID, maxOpenSessions)
+	if err != nil {
+		return nil, fail("list sessions", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OpenSession, error) {
+		var o OpenSession
+		err := r.Scan(&o.ID, &o.CreatedAt, &o.LastRefreshedAt, &o.RemoteAddr)
+		return o, err
+	})
+	return out, fail("list sessions", err)
+}
+
+// RevokeSession ends session sessionID of user userID (reason says why) and
+// records audit.
+//
+// Errors: NotFound ("session <id> not found") when it is not one of the
+// user's open sessions: unknown, another user's, or already revoked.
+func (s *Store) RevokeSession(ctx context.Context, userID, sessionID uuid.UUID, reason string, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var tenantID *uuid.UUID
+		err := tx.QueryRow(ctx, `UPDATE sessions s SET revoked_at = now(), revoke_reason = $3
+			  FROM users u
+			 WHERE s.id = $1 AND s.user_id = $2 AND u.id = s.user_id AND s.revoked_at IS NULL
+			RETURNING u.tenant_id`, sessionID, userID, reason).Scan(&tenantID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "session %s not found", sessionID)
+		}
+		if err != nil {
+			return fmt.Errorf("revoke session: %w", err)
+		}
+		return insertAudit(ctx, tx, audit.about(tenantID, "session:"+sessionID.String()))
+	})
+	return fail("revoke session", err)
 }
 
 // AccessState returns, in one query, what decides whether an access token of

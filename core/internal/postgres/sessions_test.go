@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,7 +44,7 @@ func TestCreateSession(t *testing.T) {
 		{"unknown user", unknown, hash(t), later, errs.NotFound, fmt.Sprintf("user %s not found", unknown)},
 	}
 	for _, tt := range tests {
-		_, err := s.CreateSession(ctx, tt.user, stampOf(t, s, tt.user), tt.hash, tt.expires)
+		_, err := s.CreateSession(ctx, tt.user, stampOf(t, s, tt.user), tt.hash, tt.expires, "192.0.2.1")
 		wantKind(t, "CreateSession("+tt.name+")", err, tt.kind, tt.message)
 	}
 }
@@ -60,13 +61,13 @@ func TestCreateSessionAfterACredentialChange(t *testing.T) {
 	if _, err := pool.Exec(ctx, "UPDATE core.users SET security_stamp = 'stamp-after-change' WHERE id = $1", u.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.CreateSession(ctx, u.ID, checked, hash(t), time.Now().Add(time.Hour))
+	_, err := s.CreateSession(ctx, u.ID, checked, hash(t), time.Now().Add(time.Hour), "192.0.2.1")
 	wantKind(t, "CreateSession(stale stamp)", err, errs.Unauthenticated, "credentials changed during login")
 	var n int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM core.sessions WHERE user_id = $1", u.ID).Scan(&n); err != nil || n != 0 {
 		t.Errorf("sessions of the user after the refused login = %d (%v), want 0", n, err)
 	}
-	if _, err := s.CreateSession(ctx, u.ID, "stamp-after-change", hash(t), time.Now().Add(time.Hour)); err != nil {
+	if _, err := s.CreateSession(ctx, u.ID, "stamp-after-change", hash(t), time.Now().Add(time.Hour), "192.0.2.1"); err != nil {
 		t.Errorf("CreateSession(current stamp) = %v, want a session", err)
 	}
 }
@@ -125,7 +126,7 @@ func TestRotateRefreshTokenRejections(t *testing.T) {
 		{"expired", func(t *testing.T) []byte {
 			u := mustUser(t, s, tn.ID, postgres.RoleMember)
 			h := hash(t)
-			if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, h, time.Now().Add(-time.Second)); err != nil {
+			if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, h, time.Now().Add(-time.Second), "192.0.2.1"); err != nil {
 				t.Fatal(err)
 			}
 			return h
@@ -393,7 +394,7 @@ func TestPruneExpired(t *testing.T) {
 
 	// A session whose only token expired: pruned with it.
 	gone := hash(t)
-	goneSess, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, gone, now.Add(-time.Minute))
+	goneSess, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, gone, now.Add(-time.Minute), "192.0.2.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,5 +443,69 @@ func TestPruneExpired(t *testing.T) {
 	}
 	if n, err := s.PruneExpired(ctx, time.Now()); err != nil || n != 0 {
 		t.Errorf("PruneExpired() again = %d, %v, want 0", n, err)
+	}
+}
+
+func TestListAndRevokeOpenSessions(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	tn := mustTenant(t, s, "")
+	u := mustUser(t, s, tn.ID, postgres.RoleOwner)
+	other := mustUser(t, s, tn.ID, postgres.RoleMember)
+
+	first, firstHash := mustSession(t, s, u.ID)
+	second, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, hash(t), time.Now().Add(time.Hour), "198.51.100.7:"+strings.Repeat("9", 300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Open sessions only: not a revoked one, nor one whose every refresh token has expired.
+	revoked, _ := mustSession(t, s, u.ID)
+	if err := s.RevokeSession(ctx, u.ID, revoked.ID, "test", auditEvent("auth.session.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, hash(t), time.Now().Add(-time.Minute), "192.0.2.9"); err != nil {
+		t.Fatal(err)
+	}
+	othersSession, _ := mustSession(t, s, other.ID)
+
+	time.Sleep(10 * time.Millisecond)
+	if _, err := s.RotateRefreshToken(ctx, firstHash, hash(t), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListOpenSessions(ctx, u.ID)
+	if err != nil || len(got) != 2 || got[0].ID != second.ID || got[1].ID != first.ID {
+		t.Fatalf("ListOpenSessions() = %+v, %v; want the second then the first session", got, err)
+	}
+	if got[1].RemoteAddr != "192.0.2.1" || !got[1].LastRefreshedAt.After(got[1].CreatedAt) {
+		t.Errorf("first session = %+v, want its address and a refresh after its creation", got[1])
+	}
+	if n := len([]rune(got[0].RemoteAddr)); n != 200 || got[0].LastRefreshedAt.Before(got[0].CreatedAt) {
+		t.Errorf("second session = %+v; want its address cut to 200 characters (got %d)", got[0], n)
+	}
+
+	// Another user's session, an unknown one or one already ended: NotFound, and nothing changes.
+	for _, id := range []uuid.UUID{othersSession.ID, uuid.New(), revoked.ID} {
+		err := s.RevokeSession(ctx, u.ID, id, "test", auditEvent("auth.session.revoke"))
+		wantKind(t, "RevokeSession(not an open session of the user)", err, errs.NotFound, "not found")
+	}
+	if r, _ := sessionState(t, pool, othersSession.ID); r {
+		t.Error("another user's session was revoked")
+	}
+	if err := s.RevokeSession(ctx, u.ID, second.ID, "revoked by the user", auditEvent("auth.session.revoke")); err != nil {
+		t.Fatal(err)
+	}
+	if r, reason := sessionState(t, pool, second.ID); !r || reason != "revoked by the user" {
+		t.Errorf("session after RevokeSession: revoked %v, reason %q", r, reason)
+	}
+	if st, err := s.AccessState(ctx, u.ID, second.ID); err != nil || !st.SessionRevoked {
+		t.Errorf("AccessState() of the revoked session = %+v, %v; want it revoked", st, err)
+	}
+	if got, _ := s.ListOpenSessions(ctx, u.ID); len(got) != 1 || got[0].ID != first.ID {
+		t.Errorf("ListOpenSessions() after the revoke = %+v, want the first session alone", got)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM core.audit_events WHERE action = 'auth.session.revoke' AND target = $1 AND tenant_id = $2",
+		"session:"+second.ID.String(), tn.ID); n != 1 {
+		t.Errorf("auth.session.revoke audit events for the session = %d, want 1", n)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -33,6 +34,254 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ListSessionsRequest has no fields: the sessions are the caller's.
+type ListSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_custos_core_v1_auth_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_auth_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{0}
+}
+
+// ListSessionsResponse lists the open sessions, newest first.
+type ListSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sessions.
+	Sessions      []*Session `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_custos_core_v1_auth_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_auth_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// Session is one login of a person: the family of refresh tokens it started.
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the session.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// When it was made (the login).
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// When a refresh token of it was last issued (the login, or the last refresh).
+	LastRefreshedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_refreshed_at,json=lastRefreshedAt,proto3" json:"last_refreshed_at,omitempty"`
+	// The client address the login came from, as core saw it.
+	RemoteAddr string `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	// Whether this is the session of the call that lists it.
+	Current       bool `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_custos_core_v1_auth_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_auth_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Session) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Session) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Session) GetLastRefreshedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRefreshedAt
+	}
+	return nil
+}
+
+func (x *Session) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *Session) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+// RevokeSessionRequest names one of the caller's sessions.
+type RevokeSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UUID of the session.
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSessionRequest) Reset() {
+	*x = RevokeSessionRequest{}
+	mi := &file_custos_core_v1_auth_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSessionRequest) ProtoMessage() {}
+
+func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_auth_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
+func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokeSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// RevokeSessionResponse is empty.
+type RevokeSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSessionResponse) Reset() {
+	*x = RevokeSessionResponse{}
+	mi := &file_custos_core_v1_auth_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSessionResponse) ProtoMessage() {}
+
+func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_core_v1_auth_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
+func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{4}
+}
+
 // PreloginRequest names the user about to log in.
 type PreloginRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -44,7 +293,7 @@ type PreloginRequest struct {
 
 func (x *PreloginRequest) Reset() {
 	*x = PreloginRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[0]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -56,7 +305,7 @@ func (x *PreloginRequest) String() string {
 func (*PreloginRequest) ProtoMessage() {}
 
 func (x *PreloginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[0]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -69,7 +318,7 @@ func (x *PreloginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreloginRequest.ProtoReflect.Descriptor instead.
 func (*PreloginRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{0}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PreloginRequest) GetUsername() string {
@@ -98,7 +347,7 @@ type PreloginResponse struct {
 
 func (x *PreloginResponse) Reset() {
 	*x = PreloginResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[1]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +359,7 @@ func (x *PreloginResponse) String() string {
 func (*PreloginResponse) ProtoMessage() {}
 
 func (x *PreloginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[1]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +372,7 @@ func (x *PreloginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreloginResponse.ProtoReflect.Descriptor instead.
 func (*PreloginResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{1}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PreloginResponse) GetKdf() string {
@@ -178,7 +427,7 @@ type Tokens struct {
 
 func (x *Tokens) Reset() {
 	*x = Tokens{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[2]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +439,7 @@ func (x *Tokens) String() string {
 func (*Tokens) ProtoMessage() {}
 
 func (x *Tokens) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[2]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +452,7 @@ func (x *Tokens) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tokens.ProtoReflect.Descriptor instead.
 func (*Tokens) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{2}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Tokens) GetAccessToken() string {
@@ -247,7 +496,7 @@ type LoginRequest struct {
 
 func (x *LoginRequest) Reset() {
 	*x = LoginRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[3]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +508,7 @@ func (x *LoginRequest) String() string {
 func (*LoginRequest) ProtoMessage() {}
 
 func (x *LoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[3]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +521,7 @@ func (x *LoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
 func (*LoginRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{3}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoginRequest) GetUsername() string {
@@ -310,7 +559,7 @@ type LoginResponse struct {
 
 func (x *LoginResponse) Reset() {
 	*x = LoginResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[4]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +571,7 @@ func (x *LoginResponse) String() string {
 func (*LoginResponse) ProtoMessage() {}
 
 func (x *LoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[4]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +584,7 @@ func (x *LoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
 func (*LoginResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{4}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LoginResponse) GetAccessToken() string {
@@ -393,7 +642,7 @@ type VerifyMfaRequest struct {
 
 func (x *VerifyMfaRequest) Reset() {
 	*x = VerifyMfaRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[5]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +654,7 @@ func (x *VerifyMfaRequest) String() string {
 func (*VerifyMfaRequest) ProtoMessage() {}
 
 func (x *VerifyMfaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[5]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +667,7 @@ func (x *VerifyMfaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMfaRequest.ProtoReflect.Descriptor instead.
 func (*VerifyMfaRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{5}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *VerifyMfaRequest) GetMfaToken() string {
@@ -452,7 +701,7 @@ type VerifyMfaResponse struct {
 
 func (x *VerifyMfaResponse) Reset() {
 	*x = VerifyMfaResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[6]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +713,7 @@ func (x *VerifyMfaResponse) String() string {
 func (*VerifyMfaResponse) ProtoMessage() {}
 
 func (x *VerifyMfaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[6]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +726,7 @@ func (x *VerifyMfaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMfaResponse.ProtoReflect.Descriptor instead.
 func (*VerifyMfaResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{6}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *VerifyMfaResponse) GetAccessToken() string {
@@ -519,7 +768,7 @@ type RefreshRequest struct {
 
 func (x *RefreshRequest) Reset() {
 	*x = RefreshRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[7]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +780,7 @@ func (x *RefreshRequest) String() string {
 func (*RefreshRequest) ProtoMessage() {}
 
 func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[7]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +793,7 @@ func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
 func (*RefreshRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{7}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RefreshRequest) GetRefreshToken() string {
@@ -571,7 +820,7 @@ type RefreshResponse struct {
 
 func (x *RefreshResponse) Reset() {
 	*x = RefreshResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[8]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +832,7 @@ func (x *RefreshResponse) String() string {
 func (*RefreshResponse) ProtoMessage() {}
 
 func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[8]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +845,7 @@ func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
 func (*RefreshResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{8}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RefreshResponse) GetAccessToken() string {
@@ -640,7 +889,7 @@ type LogoutRequest struct {
 
 func (x *LogoutRequest) Reset() {
 	*x = LogoutRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[9]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +901,7 @@ func (x *LogoutRequest) String() string {
 func (*LogoutRequest) ProtoMessage() {}
 
 func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[9]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +914,7 @@ func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
 func (*LogoutRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{9}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LogoutRequest) GetRefreshToken() string {
@@ -691,7 +940,7 @@ type LogoutResponse struct {
 
 func (x *LogoutResponse) Reset() {
 	*x = LogoutResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[10]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +952,7 @@ func (x *LogoutResponse) String() string {
 func (*LogoutResponse) ProtoMessage() {}
 
 func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[10]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +965,7 @@ func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
 func (*LogoutResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{10}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{15}
 }
 
 // GetPasswordHintRequest names the user.
@@ -730,7 +979,7 @@ type GetPasswordHintRequest struct {
 
 func (x *GetPasswordHintRequest) Reset() {
 	*x = GetPasswordHintRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[11]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +991,7 @@ func (x *GetPasswordHintRequest) String() string {
 func (*GetPasswordHintRequest) ProtoMessage() {}
 
 func (x *GetPasswordHintRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[11]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +1004,7 @@ func (x *GetPasswordHintRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPasswordHintRequest.ProtoReflect.Descriptor instead.
 func (*GetPasswordHintRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{11}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPasswordHintRequest) GetUsername() string {
@@ -776,7 +1025,7 @@ type GetPasswordHintResponse struct {
 
 func (x *GetPasswordHintResponse) Reset() {
 	*x = GetPasswordHintResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[12]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +1037,7 @@ func (x *GetPasswordHintResponse) String() string {
 func (*GetPasswordHintResponse) ProtoMessage() {}
 
 func (x *GetPasswordHintResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[12]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +1050,7 @@ func (x *GetPasswordHintResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPasswordHintResponse.ProtoReflect.Descriptor instead.
 func (*GetPasswordHintResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{12}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPasswordHintResponse) GetHint() string {
@@ -826,7 +1075,7 @@ type ChangePasswordRequest struct {
 
 func (x *ChangePasswordRequest) Reset() {
 	*x = ChangePasswordRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[13]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1087,7 @@ func (x *ChangePasswordRequest) String() string {
 func (*ChangePasswordRequest) ProtoMessage() {}
 
 func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[13]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1100,7 @@ func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{13}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangePasswordRequest) GetCurrentPassword() string {
@@ -886,7 +1135,7 @@ type ChangePasswordResponse struct {
 
 func (x *ChangePasswordResponse) Reset() {
 	*x = ChangePasswordResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[14]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1147,7 @@ func (x *ChangePasswordResponse) String() string {
 func (*ChangePasswordResponse) ProtoMessage() {}
 
 func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[14]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1160,7 @@ func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{14}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChangePasswordResponse) GetTokens() *Tokens {
@@ -932,7 +1181,7 @@ type EnrollTotpRequest struct {
 
 func (x *EnrollTotpRequest) Reset() {
 	*x = EnrollTotpRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[15]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1193,7 @@ func (x *EnrollTotpRequest) String() string {
 func (*EnrollTotpRequest) ProtoMessage() {}
 
 func (x *EnrollTotpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[15]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1206,7 @@ func (x *EnrollTotpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollTotpRequest.ProtoReflect.Descriptor instead.
 func (*EnrollTotpRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnrollTotpRequest) GetPassword() string {
@@ -982,7 +1231,7 @@ type EnrollTotpResponse struct {
 
 func (x *EnrollTotpResponse) Reset() {
 	*x = EnrollTotpResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[16]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1243,7 @@ func (x *EnrollTotpResponse) String() string {
 func (*EnrollTotpResponse) ProtoMessage() {}
 
 func (x *EnrollTotpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[16]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1256,7 @@ func (x *EnrollTotpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollTotpResponse.ProtoReflect.Descriptor instead.
 func (*EnrollTotpResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnrollTotpResponse) GetSecret() string {
@@ -1042,7 +1291,7 @@ type ConfirmTotpRequest struct {
 
 func (x *ConfirmTotpRequest) Reset() {
 	*x = ConfirmTotpRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[17]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1303,7 @@ func (x *ConfirmTotpRequest) String() string {
 func (*ConfirmTotpRequest) ProtoMessage() {}
 
 func (x *ConfirmTotpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[17]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1316,7 @@ func (x *ConfirmTotpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTotpRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmTotpRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConfirmTotpRequest) GetCode() string {
@@ -1088,7 +1337,7 @@ type ConfirmTotpResponse struct {
 
 func (x *ConfirmTotpResponse) Reset() {
 	*x = ConfirmTotpResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[18]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1349,7 @@ func (x *ConfirmTotpResponse) String() string {
 func (*ConfirmTotpResponse) ProtoMessage() {}
 
 func (x *ConfirmTotpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[18]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1362,7 @@ func (x *ConfirmTotpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmTotpResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmTotpResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConfirmTotpResponse) GetRecoveryCodes() []string {
@@ -1136,7 +1385,7 @@ type DisableTotpRequest struct {
 
 func (x *DisableTotpRequest) Reset() {
 	*x = DisableTotpRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[19]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1397,7 @@ func (x *DisableTotpRequest) String() string {
 func (*DisableTotpRequest) ProtoMessage() {}
 
 func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[19]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1410,7 @@ func (x *DisableTotpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTotpRequest.ProtoReflect.Descriptor instead.
 func (*DisableTotpRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DisableTotpRequest) GetPassword() string {
@@ -1187,7 +1436,7 @@ type DisableTotpResponse struct {
 
 func (x *DisableTotpResponse) Reset() {
 	*x = DisableTotpResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[20]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1448,7 @@ func (x *DisableTotpResponse) String() string {
 func (*DisableTotpResponse) ProtoMessage() {}
 
 func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[20]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1461,7 @@ func (x *DisableTotpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTotpResponse.ProtoReflect.Descriptor instead.
 func (*DisableTotpResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 // GetCurrentUserRequest has no fields.
@@ -1224,7 +1473,7 @@ type GetCurrentUserRequest struct {
 
 func (x *GetCurrentUserRequest) Reset() {
 	*x = GetCurrentUserRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[21]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1485,7 @@ func (x *GetCurrentUserRequest) String() string {
 func (*GetCurrentUserRequest) ProtoMessage() {}
 
 func (x *GetCurrentUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[21]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1498,7 @@ func (x *GetCurrentUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentUserRequest.ProtoReflect.Descriptor instead.
 func (*GetCurrentUserRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 // GetCurrentUserResponse describes the caller.
@@ -1277,7 +1526,7 @@ type GetCurrentUserResponse struct {
 
 func (x *GetCurrentUserResponse) Reset() {
 	*x = GetCurrentUserResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[22]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1538,7 @@ func (x *GetCurrentUserResponse) String() string {
 func (*GetCurrentUserResponse) ProtoMessage() {}
 
 func (x *GetCurrentUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[22]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1551,7 @@ func (x *GetCurrentUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentUserResponse.ProtoReflect.Descriptor instead.
 func (*GetCurrentUserResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCurrentUserResponse) GetPrincipalType() string {
@@ -1370,7 +1619,7 @@ type GetJwksRequest struct {
 
 func (x *GetJwksRequest) Reset() {
 	*x = GetJwksRequest{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[23]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1631,7 @@ func (x *GetJwksRequest) String() string {
 func (*GetJwksRequest) ProtoMessage() {}
 
 func (x *GetJwksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[23]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1644,7 @@ func (x *GetJwksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksRequest.ProtoReflect.Descriptor instead.
 func (*GetJwksRequest) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{23}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{28}
 }
 
 // GetJwksResponse is a JSON Web Key Set (RFC 7517).
@@ -1409,7 +1658,7 @@ type GetJwksResponse struct {
 
 func (x *GetJwksResponse) Reset() {
 	*x = GetJwksResponse{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[24]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1670,7 @@ func (x *GetJwksResponse) String() string {
 func (*GetJwksResponse) ProtoMessage() {}
 
 func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[24]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1683,7 @@ func (x *GetJwksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJwksResponse.ProtoReflect.Descriptor instead.
 func (*GetJwksResponse) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{24}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetJwksResponse) GetKeys() []*Jwk {
@@ -1465,7 +1714,7 @@ type Jwk struct {
 
 func (x *Jwk) Reset() {
 	*x = Jwk{}
-	mi := &file_custos_core_v1_auth_proto_msgTypes[25]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1726,7 @@ func (x *Jwk) String() string {
 func (*Jwk) ProtoMessage() {}
 
 func (x *Jwk) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_core_v1_auth_proto_msgTypes[25]
+	mi := &file_custos_core_v1_auth_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1739,7 @@ func (x *Jwk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Jwk.ProtoReflect.Descriptor instead.
 func (*Jwk) Descriptor() ([]byte, []int) {
-	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{25}
+	return file_custos_core_v1_auth_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Jwk) GetKty() string {
@@ -1539,7 +1788,23 @@ var File_custos_core_v1_auth_proto protoreflect.FileDescriptor
 
 const file_custos_core_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x19custos/core/v1/auth.proto\x12\x0ecustos.core.v1\x1a\x1cgoogle/api/annotations.proto\"-\n" +
+	"\x19custos/core/v1/auth.proto\x12\x0ecustos.core.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x13ListSessionsRequest\"K\n" +
+	"\x14ListSessionsResponse\x123\n" +
+	"\bsessions\x18\x01 \x03(\v2\x17.custos.core.v1.SessionR\bsessions\"\xe6\x01\n" +
+	"\aSession\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12F\n" +
+	"\x11last_refreshed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastRefreshedAt\x12\x1f\n" +
+	"\vremote_addr\x18\x04 \x01(\tR\n" +
+	"remoteAddr\x12\x18\n" +
+	"\acurrent\x18\x05 \x01(\bR\acurrent\"5\n" +
+	"\x14RevokeSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x17\n" +
+	"\x15RevokeSessionResponse\"-\n" +
 	"\x0fPreloginRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\"\x99\x01\n" +
 	"\x10PreloginResponse\x12\x10\n" +
@@ -1638,8 +1903,7 @@ const file_custos_core_v1_auth_proto_rawDesc = "" +
 	"\x01x\x18\x03 \x01(\tR\x01x\x12\x10\n" +
 	"\x03kid\x18\x04 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03use\x18\x05 \x01(\tR\x03use\x12\x10\n" +
-	"\x03alg\x18\x06 \x01(\tR\x03alg2\xdf\n" +
-	"\n" +
+	"\x03alg\x18\x06 \x01(\tR\x03alg2\xe6\f\n" +
 	"\vAuthService\x12k\n" +
 	"\bPrelogin\x12\x1f.custos.core.v1.PreloginRequest\x1a .custos.core.v1.PreloginResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/auth/prelogin\x12_\n" +
 	"\x05Login\x12\x1c.custos.core.v1.LoginRequest\x1a\x1d.custos.core.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12p\n" +
@@ -1653,7 +1917,9 @@ const file_custos_core_v1_auth_proto_rawDesc = "" +
 	"\vConfirmTotp\x12\".custos.core.v1.ConfirmTotpRequest\x1a#.custos.core.v1.ConfirmTotpResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/auth/totp/confirm\x12x\n" +
 	"\vDisableTotp\x12\".custos.core.v1.DisableTotpRequest\x1a#.custos.core.v1.DisableTotpResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/auth/totp/disable\x12o\n" +
 	"\x0eGetCurrentUser\x12%.custos.core.v1.GetCurrentUserRequest\x1a&.custos.core.v1.GetCurrentUserResponse\"\x0e\x82\xd3\xe4\x93\x02\b\x12\x06/v1/me\x12j\n" +
-	"\aGetJwks\x12\x1e.custos.core.v1.GetJwksRequest\x1a\x1f.custos.core.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonBCZAgithub.com/custos-platform/custos/proto/gen/custos/core/v1;corev1b\x06proto3"
+	"\aGetJwks\x12\x1e.custos.core.v1.GetJwksRequest\x1a\x1f.custos.core.v1.GetJwksResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12t\n" +
+	"\fListSessions\x12#.custos.core.v1.ListSessionsRequest\x1a$.custos.core.v1.ListSessionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/auth/sessions\x12\x8e\x01\n" +
+	"\rRevokeSession\x12$.custos.core.v1.RevokeSessionRequest\x1a%.custos.core.v1.RevokeSessionResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/v1/auth/sessions/{session_id}:revokeBCZAgithub.com/custos-platform/custos/proto/gen/custos/core/v1;corev1b\x06proto3"
 
 var (
 	file_custos_core_v1_auth_proto_rawDescOnce sync.Once
@@ -1667,67 +1933,80 @@ func file_custos_core_v1_auth_proto_rawDescGZIP() []byte {
 	return file_custos_core_v1_auth_proto_rawDescData
 }
 
-var file_custos_core_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_custos_core_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_custos_core_v1_auth_proto_goTypes = []any{
-	(*PreloginRequest)(nil),         // 0: custos.core.v1.PreloginRequest
-	(*PreloginResponse)(nil),        // 1: custos.core.v1.PreloginResponse
-	(*Tokens)(nil),                  // 2: custos.core.v1.Tokens
-	(*LoginRequest)(nil),            // 3: custos.core.v1.LoginRequest
-	(*LoginResponse)(nil),           // 4: custos.core.v1.LoginResponse
-	(*VerifyMfaRequest)(nil),        // 5: custos.core.v1.VerifyMfaRequest
-	(*VerifyMfaResponse)(nil),       // 6: custos.core.v1.VerifyMfaResponse
-	(*RefreshRequest)(nil),          // 7: custos.core.v1.RefreshRequest
-	(*RefreshResponse)(nil),         // 8: custos.core.v1.RefreshResponse
-	(*LogoutRequest)(nil),           // 9: custos.core.v1.LogoutRequest
-	(*LogoutResponse)(nil),          // 10: custos.core.v1.LogoutResponse
-	(*GetPasswordHintRequest)(nil),  // 11: custos.core.v1.GetPasswordHintRequest
-	(*GetPasswordHintResponse)(nil), // 12: custos.core.v1.GetPasswordHintResponse
-	(*ChangePasswordRequest)(nil),   // 13: custos.core.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),  // 14: custos.core.v1.ChangePasswordResponse
-	(*EnrollTotpRequest)(nil),       // 15: custos.core.v1.EnrollTotpRequest
-	(*EnrollTotpResponse)(nil),      // 16: custos.core.v1.EnrollTotpResponse
-	(*ConfirmTotpRequest)(nil),      // 17: custos.core.v1.ConfirmTotpRequest
-	(*ConfirmTotpResponse)(nil),     // 18: custos.core.v1.ConfirmTotpResponse
-	(*DisableTotpRequest)(nil),      // 19: custos.core.v1.DisableTotpRequest
-	(*DisableTotpResponse)(nil),     // 20: custos.core.v1.DisableTotpResponse
-	(*GetCurrentUserRequest)(nil),   // 21: custos.core.v1.GetCurrentUserRequest
-	(*GetCurrentUserResponse)(nil),  // 22: custos.core.v1.GetCurrentUserResponse
-	(*GetJwksRequest)(nil),          // 23: custos.core.v1.GetJwksRequest
-	(*GetJwksResponse)(nil),         // 24: custos.core.v1.GetJwksResponse
-	(*Jwk)(nil),                     // 25: custos.core.v1.Jwk
+	(*ListSessionsRequest)(nil),     // 0: custos.core.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),    // 1: custos.core.v1.ListSessionsResponse
+	(*Session)(nil),                 // 2: custos.core.v1.Session
+	(*RevokeSessionRequest)(nil),    // 3: custos.core.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),   // 4: custos.core.v1.RevokeSessionResponse
+	(*PreloginRequest)(nil),         // 5: custos.core.v1.PreloginRequest
+	(*PreloginResponse)(nil),        // 6: custos.core.v1.PreloginResponse
+	(*Tokens)(nil),                  // 7: custos.core.v1.Tokens
+	(*LoginRequest)(nil),            // 8: custos.core.v1.LoginRequest
+	(*LoginResponse)(nil),           // 9: custos.core.v1.LoginResponse
+	(*VerifyMfaRequest)(nil),        // 10: custos.core.v1.VerifyMfaRequest
+	(*VerifyMfaResponse)(nil),       // 11: custos.core.v1.VerifyMfaResponse
+	(*RefreshRequest)(nil),          // 12: custos.core.v1.RefreshRequest
+	(*RefreshResponse)(nil),         // 13: custos.core.v1.RefreshResponse
+	(*LogoutRequest)(nil),           // 14: custos.core.v1.LogoutRequest
+	(*LogoutResponse)(nil),          // 15: custos.core.v1.LogoutResponse
+	(*GetPasswordHintRequest)(nil),  // 16: custos.core.v1.GetPasswordHintRequest
+	(*GetPasswordHintResponse)(nil), // 17: custos.core.v1.GetPasswordHintResponse
+	(*ChangePasswordRequest)(nil),   // 18: custos.core.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),  // 19: custos.core.v1.ChangePasswordResponse
+	(*EnrollTotpRequest)(nil),       // 20: custos.core.v1.EnrollTotpRequest
+	(*EnrollTotpResponse)(nil),      // 21: custos.core.v1.EnrollTotpResponse
+	(*ConfirmTotpRequest)(nil),      // 22: custos.core.v1.ConfirmTotpRequest
+	(*ConfirmTotpResponse)(nil),     // 23: custos.core.v1.ConfirmTotpResponse
+	(*DisableTotpRequest)(nil),      // 24: custos.core.v1.DisableTotpRequest
+	(*DisableTotpResponse)(nil),     // 25: custos.core.v1.DisableTotpResponse
+	(*GetCurrentUserRequest)(nil),   // 26: custos.core.v1.GetCurrentUserRequest
+	(*GetCurrentUserResponse)(nil),  // 27: custos.core.v1.GetCurrentUserResponse
+	(*GetJwksRequest)(nil),          // 28: custos.core.v1.GetJwksRequest
+	(*GetJwksResponse)(nil),         // 29: custos.core.v1.GetJwksResponse
+	(*Jwk)(nil),                     // 30: custos.core.v1.Jwk
+	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
 }
 var file_custos_core_v1_auth_proto_depIdxs = []int32{
-	2,  // 0: custos.core.v1.ChangePasswordResponse.tokens:type_name -> custos.core.v1.Tokens
-	25, // 1: custos.core.v1.GetJwksResponse.keys:type_name -> custos.core.v1.Jwk
-	0,  // 2: custos.core.v1.AuthService.Prelogin:input_type -> custos.core.v1.PreloginRequest
-	3,  // 3: custos.core.v1.AuthService.Login:input_type -> custos.core.v1.LoginRequest
-	5,  // 4: custos.core.v1.AuthService.VerifyMfa:input_type -> custos.core.v1.VerifyMfaRequest
-	7,  // 5: custos.core.v1.AuthService.Refresh:input_type -> custos.core.v1.RefreshRequest
-	9,  // 6: custos.core.v1.AuthService.Logout:input_type -> custos.core.v1.LogoutRequest
-	11, // 7: custos.core.v1.AuthService.GetPasswordHint:input_type -> custos.core.v1.GetPasswordHintRequest
-	13, // 8: custos.core.v1.AuthService.ChangePassword:input_type -> custos.core.v1.ChangePasswordRequest
-	15, // 9: custos.core.v1.AuthService.EnrollTotp:input_type -> custos.core.v1.EnrollTotpRequest
-	17, // 10: custos.core.v1.AuthService.ConfirmTotp:input_type -> custos.core.v1.ConfirmTotpRequest
-	19, // 11: custos.core.v1.AuthService.DisableTotp:input_type -> custos.core.v1.DisableTotpRequest
-	21, // 12: custos.core.v1.AuthService.GetCurrentUser:input_type -> custos.core.v1.GetCurrentUserRequest
-	23, // 13: custos.core.v1.AuthService.GetJwks:input_type -> custos.core.v1.GetJwksRequest
-	1,  // 14: custos.core.v1.AuthService.Prelogin:output_type -> custos.core.v1.PreloginResponse
-	4,  // 15: custos.core.v1.AuthService.Login:output_type -> custos.core.v1.LoginResponse
-	6,  // 16: custos.core.v1.AuthService.VerifyMfa:output_type -> custos.core.v1.VerifyMfaResponse
-	8,  // 17: custos.core.v1.AuthService.Refresh:output_type -> custos.core.v1.RefreshResponse
-	10, // 18: custos.core.v1.AuthService.Logout:output_type -> custos.core.v1.LogoutResponse
-	12, // 19: custos.core.v1.AuthService.GetPasswordHint:output_type -> custos.core.v1.GetPasswordHintResponse
-	14, // 20: custos.core.v1.AuthService.ChangePassword:output_type -> custos.core.v1.ChangePasswordResponse
-	16, // 21: custos.core.v1.AuthService.EnrollTotp:output_type -> custos.core.v1.EnrollTotpResponse
-	18, // 22: custos.core.v1.AuthService.ConfirmTotp:output_type -> custos.core.v1.ConfirmTotpResponse
-	20, // 23: custos.core.v1.AuthService.DisableTotp:output_type -> custos.core.v1.DisableTotpResponse
-	22, // 24: custos.core.v1.AuthService.GetCurrentUser:output_type -> custos.core.v1.GetCurrentUserResponse
-	24, // 25: custos.core.v1.AuthService.GetJwks:output_type -> custos.core.v1.GetJwksResponse
-	14, // [14:26] is the sub-list for method output_type
-	2,  // [2:14] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	2,  // 0: custos.core.v1.ListSessionsResponse.sessions:type_name -> custos.core.v1.Session
+	31, // 1: custos.core.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	31, // 2: custos.core.v1.Session.last_refreshed_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: custos.core.v1.ChangePasswordResponse.tokens:type_name -> custos.core.v1.Tokens
+	30, // 4: custos.core.v1.GetJwksResponse.keys:type_name -> custos.core.v1.Jwk
+	5,  // 5: custos.core.v1.AuthService.Prelogin:input_type -> custos.core.v1.PreloginRequest
+	8,  // 6: custos.core.v1.AuthService.Login:input_type -> custos.core.v1.LoginRequest
+	10, // 7: custos.core.v1.AuthService.VerifyMfa:input_type -> custos.core.v1.VerifyMfaRequest
+	12, // 8: custos.core.v1.AuthService.Refresh:input_type -> custos.core.v1.RefreshRequest
+	14, // 9: custos.core.v1.AuthService.Logout:input_type -> custos.core.v1.LogoutRequest
+	16, // 10: custos.core.v1.AuthService.GetPasswordHint:input_type -> custos.core.v1.GetPasswordHintRequest
+	18, // 11: custos.core.v1.AuthService.ChangePassword:input_type -> custos.core.v1.ChangePasswordRequest
+	20, // 12: custos.core.v1.AuthService.EnrollTotp:input_type -> custos.core.v1.EnrollTotpRequest
+	22, // 13: custos.core.v1.AuthService.ConfirmTotp:input_type -> custos.core.v1.ConfirmTotpRequest
+	24, // 14: custos.core.v1.AuthService.DisableTotp:input_type -> custos.core.v1.DisableTotpRequest
+	26, // 15: custos.core.v1.AuthService.GetCurrentUser:input_type -> custos.core.v1.GetCurrentUserRequest
+	28, // 16: custos.core.v1.AuthService.GetJwks:input_type -> custos.core.v1.GetJwksRequest
+	0,  // 17: custos.core.v1.AuthService.ListSessions:input_type -> custos.core.v1.ListSessionsRequest
+	3,  // 18: custos.core.v1.AuthService.RevokeSession:input_type -> custos.core.v1.RevokeSessionRequest
+	6,  // 19: custos.core.v1.AuthService.Prelogin:output_type -> custos.core.v1.PreloginResponse
+	9,  // 20: custos.core.v1.AuthService.Login:output_type -> custos.core.v1.LoginResponse
+	11, // 21: custos.core.v1.AuthService.VerifyMfa:output_type -> custos.core.v1.VerifyMfaResponse
+	13, // 22: custos.core.v1.AuthService.Refresh:output_type -> custos.core.v1.RefreshResponse
+	15, // 23: custos.core.v1.AuthService.Logout:output_type -> custos.core.v1.LogoutResponse
+	17, // 24: custos.core.v1.AuthService.GetPasswordHint:output_type -> custos.core.v1.GetPasswordHintResponse
+	19, // 25: custos.core.v1.AuthService.ChangePassword:output_type -> custos.core.v1.ChangePasswordResponse
+	21, // 26: custos.core.v1.AuthService.EnrollTotp:output_type -> custos.core.v1.EnrollTotpResponse
+	23, // 27: custos.core.v1.AuthService.ConfirmTotp:output_type -> custos.core.v1.ConfirmTotpResponse
+	25, // 28: custos.core.v1.AuthService.DisableTotp:output_type -> custos.core.v1.DisableTotpResponse
+	27, // 29: custos.core.v1.AuthService.GetCurrentUser:output_type -> custos.core.v1.GetCurrentUserResponse
+	29, // 30: custos.core.v1.AuthService.GetJwks:output_type -> custos.core.v1.GetJwksResponse
+	1,  // 31: custos.core.v1.AuthService.ListSessions:output_type -> custos.core.v1.ListSessionsResponse
+	4,  // 32: custos.core.v1.AuthService.RevokeSession:output_type -> custos.core.v1.RevokeSessionResponse
+	19, // [19:33] is the sub-list for method output_type
+	5,  // [5:19] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_custos_core_v1_auth_proto_init() }
@@ -1741,7 +2020,7 @@ func file_custos_core_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_core_v1_auth_proto_rawDesc), len(file_custos_core_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

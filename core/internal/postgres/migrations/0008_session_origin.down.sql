@@ -1,0 +1,1 @@
+ALTER TABLE core.sessions DROP COLUMN remote_addr;
