@@ -207,6 +207,12 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 			func() {
 				keys.ResetCache()
 				tenantSvc.ResetCache()
+				keys.Hearing(true)
+				tenantSvc.Hearing(true)
+			},
+			func() {
+				keys.Hearing(false)
+				tenantSvc.Hearing(false)
 			})
 	}()
 	// Encryption counts per key version are written to the database once a second, and versions

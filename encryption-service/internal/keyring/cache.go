@@ -17,13 +17,16 @@ import (
 // exist unwrapped only for the duration of one request.
 //
 // Entries are dropped when another replica (or this one) changes the context — the database's
-// LISTEN/NOTIFY delivers the change — and after maxAge at the latest. A read racing an
+// LISTEN/NOTIFY delivers the change — and after maxAge at the latest; while the change listener is
+// not connected (at start, and from a lost connection until the next reset) changes go unheard, so
+// entries are then trusted for postgres.UnheardMaxAge only. A read racing an
 // invalidation must not re-insert stale data: loaders take the generation before reading the
 // database and put only if no invalidation happened since.
 type cache struct {
 	maxAge     time.Duration
 	maxEntries int
 	now        func() time.Time
+	hearing    atomic.Bool // the change listener is connected
 
 	mu      sync.Mutex
 	gen     uint64
@@ -68,7 +71,11 @@ func (c *cache) get(id uuid.UUID) (*entry, bool) {
 	if !ok {
 		return nil, false
 	}
-	if c.now().Sub(e.loadedAt) > c.maxAge {
+	maxAge := c.maxAge
+	if !c.hearing.Load() {
+		maxAge = min(maxAge, postgres.UnheardMaxAge)
+	}
+	if c.now().Sub(e.loadedAt) > maxAge {
 		delete(c.entries, id)
 		return nil, false
 	}

@@ -198,6 +198,10 @@ func (s *Service) InvalidateTenant(tenantID uuid.UUID) { s.cache.invalidateTenan
 // it cannot know what it missed.
 func (s *Service) ResetCache() { s.cache.reset() }
 
+// Hearing tells the cache whether the change listener is connected: while it is not, cached key
+// contexts are trusted for postgres.UnheardMaxAge only. A new Service is not hearing until told.
+func (s *Service) Hearing(on bool) { s.cache.hearing.Store(on) }
+
 // Created is the result of CreateEncryption.
 type Created struct {
 	EncryptionID, VersionID uuid.UUID

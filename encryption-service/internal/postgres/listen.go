@@ -21,8 +21,15 @@ const (
 	listenApplicationName   = "custos-encryption-service-listener"
 )
 
+// UnheardMaxAge is how long a replica trusts what it cached (key contexts, tenant secrets) while
+// Listen is not connected and changes of other replicas go unheard: a version disabled or
+// destroyed, or a secret revoked, elsewhere then takes effect here within it.
+const UnheardMaxAge = time.Second
+
 // Listen keeps a dedicated connection LISTENing on custos_es_changes until ctx is done, calling onChange for each notification
-// and onReset after every (re)connection (missed notifications are unknowable, so the caller must drop its whole cache).
+// and onReset after every (re)connection (missed notifications are unknowable, so the caller must drop its whole cache),
+// and onLost when a connection that was listening ends (until the next onReset, changes go unheard: a caller that
+// caches should trust its entries only briefly meanwhile).
 // Reconnects with capped exponential backoff (100 ms … 5 s); returns nil when ctx is cancelled.
 //
 // The connection is its own, not one of a pool's, and is opened from
@@ -31,7 +38,8 @@ const (
 // ([ChangeTenant], [ChangeEncryption]) and id of what a committed transaction
 // of any replica's [Store] changed; notifications that do not parse are
 // logged and skipped. onReset is called once LISTEN is in effect, so no
-// change falls between the reset and the first onChange. Both run on Listen's
+// change falls between the reset and the first onChange; onLost once that
+// session has ended, also when ctx ends it. All three run on Listen's
 // goroutine, one at a time, and should return quickly. The backoff restarts
 // from 100 ms after each successful connection. An idle connection is pinged
 // every 30 s so that a silently broken one is replaced.
@@ -39,7 +47,7 @@ const (
 // Listen returns an error only when databaseURL does not parse (without
 // echoing it). Connection failures are logged to logger (nil discards) and
 // retried.
-func Listen(ctx context.Context, databaseURL string, logger *slog.Logger, onChange func(kind string, id uuid.UUID), onReset func()) error {
+func Listen(ctx context.Context, databaseURL string, logger *slog.Logger, onChange func(kind string, id uuid.UUID), onReset, onLost func()) error {
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
 		return parseURLError(databaseURL, err)
@@ -59,11 +67,17 @@ func Listen(ctx context.Context, databaseURL string, logger *slog.Logger, onChan
 	if onReset == nil {
 		onReset = func() {}
 	}
+	if onLost == nil {
+		onLost = func() {}
+	}
 	l := &listener{cfg: cfg, logger: logger, onChange: onChange, onReset: onReset}
 
 	delay := listenMinBackoff
 	for {
 		connected, err := l.session(ctx)
+		if connected {
+			onLost()
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

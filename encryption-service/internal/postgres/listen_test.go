@@ -23,18 +23,20 @@ type change struct {
 	id   uuid.UUID
 }
 
-// listening runs Listen on url until the test ends and returns its changes
-// and resets.
-func listening(t *testing.T, url string) (<-chan change, <-chan struct{}) {
+// listening runs Listen on url until the test ends and returns its changes,
+// resets and losses of the connection.
+func listening(t *testing.T, url string) (<-chan change, <-chan struct{}, <-chan struct{}) {
 	t.Helper()
 	changes := make(chan change, 100)
 	resets := make(chan struct{}, 100)
+	losses := make(chan struct{}, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- postgres.Listen(ctx, url, slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 			func(kind string, id uuid.UUID) { changes <- change{kind, id} },
-			func() { resets <- struct{}{} })
+			func() { resets <- struct{}{} },
+			func() { losses <- struct{}{} })
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -42,7 +44,7 @@ func listening(t *testing.T, url string) (<-chan change, <-chan struct{}) {
 			t.Errorf("Listen() after cancel = %v, want nil", err)
 		}
 	})
-	return changes, resets
+	return changes, resets, losses
 }
 
 // testWriter sends log lines to t.Log.
@@ -53,12 +55,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func waitReset(t *testing.T, resets <-chan struct{}) {
+func waitReset(t *testing.T, resets <-chan struct{}) { t.Helper(); waitCall(t, resets, "onReset") }
+
+// waitCall waits for a call of Listen's callback name, signalled on calls.
+func waitCall(t *testing.T, calls <-chan struct{}, name string) {
 	t.Helper()
 	select {
-	case <-resets:
+	case <-calls:
 	case <-time.After(eventWait):
-		t.Fatal("Listen did not call onReset")
+		t.Fatalf("Listen did not call %s", name)
 	}
 }
 
@@ -82,7 +87,7 @@ func TestListenAcrossStores(t *testing.T) {
 	ctx := t.Context()
 	writer, admin, url := mustStore(t)
 	reader := postgres.NewStore(mustOpen(t, url)) // the other replica
-	changes, resets := listening(t, url)
+	changes, resets, losses := listening(t, url)
 	waitReset(t, resets)
 
 	tenant, first := mustTenant(t, writer, "")
@@ -114,8 +119,13 @@ func TestListenAcrossStores(t *testing.T) {
 	}
 	wantChange(t, changes, change{postgres.ChangeTenant, tenant.ID})
 
-	// Kill the listener's connection: it reconnects, says so, and listens again.
+	// Kill the listener's connection: it says the connection is lost, reconnects, says so, and
+	// listens again.
+	if len(losses) != 0 {
+		t.Fatalf("%d losses reported while the connection was fine", len(losses))
+	}
 	terminateListener(t, admin)
+	waitCall(t, losses, "onLost")
 	waitReset(t, resets)
 	if _, err := reader.Rotate(ctx, tenant.ID, e.ID, newVersionFunc(t), auditEvent("encryption.rotate")); err != nil {
 		t.Fatal(err)
@@ -148,7 +158,7 @@ func TestListenRetriesWhileUnreachable(t *testing.T) {
 	defer cancel()
 	called := false
 	err := postgres.Listen(ctx, "postgres://custos@127.0.0.1:1/none?connect_timeout=1", nil,
-		func(string, uuid.UUID) { called = true }, func() { called = true })
+		func(string, uuid.UUID) { called = true }, func() { called = true }, func() { called = true })
 	if err != nil || called {
 		t.Errorf("Listen(unreachable) = %v (callbacks called: %v), want nil and no calls", err, called)
 	}
@@ -157,7 +167,7 @@ func TestListenRetriesWhileUnreachable(t *testing.T) {
 func TestListenBadURL(t *testing.T) {
 	t.Parallel()
 	const secret = "s3cret-Pa55"
-	err := postgres.Listen(t.Context(), "postgres://u:"+secret+"@host:notaport/db", nil, nil, nil)
+	err := postgres.Listen(t.Context(), "postgres://u:"+secret+"@host:notaport/db", nil, nil, nil, nil)
 	if err == nil || strings.Contains(err.Error(), secret) {
 		t.Errorf("Listen(bad URL) = %v, want an error without the password", err)
 	}

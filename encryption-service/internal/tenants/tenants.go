@@ -18,6 +18,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -60,10 +61,17 @@ type Service struct {
 	now    func() time.Time
 	maxAge time.Duration
 
+	hearing atomic.Bool // the change listener is connected
+
 	mu      sync.Mutex
 	gen     uint64
 	secrets map[uuid.UUID]cachedSecrets
 }
+
+// Hearing tells the secret cache whether the change listener is connected: while it is not, cached
+// secrets are trusted for postgres.UnheardMaxAge only, so that a secret revoked through another
+// replica stops working here within it. A new Service is not hearing until told.
+func (s *Service) Hearing(on bool) { s.hearing.Store(on) }
 
 type cachedSecrets struct {
 	secrets  []postgres.TenantSecret
@@ -196,7 +204,11 @@ func (s *Service) activeSecrets(ctx context.Context, tenantID uuid.UUID) ([]post
 	c, ok := s.secrets[tenantID]
 	gen := s.gen
 	s.mu.Unlock()
-	if ok && s.now().Sub(c.loadedAt) <= s.maxAge {
+	maxAge := s.maxAge
+	if !s.hearing.Load() {
+		maxAge = min(maxAge, postgres.UnheardMaxAge)
+	}
+	if ok && s.now().Sub(c.loadedAt) <= maxAge {
 		return c.secrets, nil
 	}
 	secrets, err := s.store.ActiveSecrets(ctx, tenantID)
