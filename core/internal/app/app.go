@@ -52,6 +52,10 @@ commands:
   admin bootstrap      create the platform admin from CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD
                        (or _FILE) unless one exists
   signing-key rotate   add a new access-token signing key; the previous one keeps verifying
+  erasures list        the key contexts and tenants core still has to have destroyed on encryption
+                       services (deleted users and tenants), with the last error of each
+  erasures forget ID --yes
+                       stop trying to destroy ID, once an operator destroyed it by other means
   probe [--live|--ready]  check this service's own REST listener (exit 0 when healthy)
   version              print the version and exit
   help                 print this help
@@ -59,7 +63,7 @@ commands:
 serve reads CORE_DATABASE_URL, CORE_SECRET_KEYS, CORE_TLS_CERT_FILE, CORE_TLS_KEY_FILE,
 CORE_ES_CA_FILE, CORE_ES_CLIENT_CERT_FILE, CORE_ES_CLIENT_KEY_FILE and the optional variables
 listed in the README; migrate, admin and signing-key need only CORE_DATABASE_URL and
-CORE_SECRET_KEYS.
+CORE_SECRET_KEYS, erasures only CORE_DATABASE_URL.
 `
 
 // ErrUsage is returned (wrapped) for an unknown command or stray arguments.
@@ -95,6 +99,8 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 			return fmt.Errorf("%w: signing-key rotate\n\n%s", ErrUsage, usage)
 		}
 		return rotateSigningKey(ctx, getenv, stdout)
+	case "erasures":
+		return erasures(ctx, args, getenv, stdout)
 	case "serve", "migrate":
 	default:
 		return fmt.Errorf("%w: unknown command %q\n\n%s", ErrUsage, cmd, usage)

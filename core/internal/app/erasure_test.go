@@ -1,13 +1,20 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/testdb"
 )
 
 // TestDeletingAUserErasesTheirKeys deletes people of a PLATFORM tenant: their key context is
@@ -175,4 +182,58 @@ func readString(tb testing.TB, databaseURL, query string, args ...any) string {
 		tb.Fatalf("%s: %v", query, err)
 	}
 	return s
+}
+
+// TestErasuresCommand: operators list what core still has to have destroyed, and drop an erasure
+// they carried out by other means, audited.
+func TestErasuresCommand(t *testing.T) {
+	ctx := context.Background()
+	url := testdb.New(t)
+	pool, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := postgres.NewStore(pool)
+	tenant := postgres.Tenant{ID: uuid.New(), Name: "hosted-elsewhere", KeyMode: postgres.KeyModePlatform, PasswordHintsEnabled: true,
+		ES: postgres.ESEndpoint{Kind: postgres.ESKindPlatform, TenantID: uuid.New(), TenantSecretSealed: make([]byte, 60)}}
+	if err := store.CreateTenant(ctx, tenant, postgres.AuditEvent{ActorType: postgres.ActorSystem, Action: "tenant.create", Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	enc := uuid.New()
+	if _, err := store.PutKeyContext(ctx, postgres.KeyContext{UserID: uuid.New(), TenantID: tenant.ID, EncryptionID: enc, KeyMode: "PLATFORM"}); err == nil {
+		t.Fatal("PutKeyContext(unknown user) = nil, want NotFound with the context queued")
+	}
+	if err := store.DeferErasure(ctx, enc, 3, time.Hour, "failed precondition: the encryption service cannot destroy key contexts"); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CORE_DATABASE_URL": url}
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := Run(ctx, "test", append([]string{"erasures"}, args...), func(k string) string { return env[k] }, &out, io.Discard)
+		return out.String(), err
+	}
+
+	out, err := run("list")
+	if err != nil || !strings.Contains(out, enc.String()) || !strings.Contains(out, "cannot destroy key contexts") || !strings.Contains(out, "unused") {
+		t.Errorf("erasures list = %q, %v; want the pending erasure with its reason and last error", out, err)
+	}
+	for _, args := range [][]string{{}, {"frob"}, {"forget", enc.String()}, {"forget", "not-a-uuid", "--yes"}, {"list", "extra"}} {
+		if _, err := run(args...); !errors.Is(err, ErrUsage) {
+			t.Errorf("erasures %q = %v, want ErrUsage", args, err)
+		}
+	}
+	if out, err := run("forget", enc.String(), "--yes"); err != nil || !strings.Contains(out, enc.String()) {
+		t.Errorf("erasures forget --yes = %q, %v", out, err)
+	}
+	if out, err := run("list"); err != nil || out != "no erasure is pending\n" {
+		t.Errorf("erasures list after forget = %q, %v; want none", out, err)
+	}
+	if _, err := run("forget", enc.String(), "--yes"); err == nil || !strings.Contains(err.Error(), "no erasure of") {
+		t.Errorf("erasures forget of nothing pending = %v, want a not-found error", err)
+	}
+	if n := countRows(t, url, "SELECT count(*) FROM core.audit_events WHERE action = 'keys.erase.forget' AND target = $1 AND tenant_id = $2",
+		"encryption:"+enc.String(), tenant.ID); n != 1 {
+		t.Errorf("keys.erase.forget audit events = %d, want 1", n)
+	}
 }

@@ -251,3 +251,50 @@ func (s *Store) DeferTenantErasure(ctx context.Context, esTenantID uuid.UUID, at
 		WHERE es_tenant_id = $1`, esTenantID, attempts, reason, retryIn.Milliseconds())
 	return fail("defer tenant erasure", err)
 }
+
+// PendingErasures returns the pending erasures of key contexts and of tenants, oldest first, at
+// most 1000 of each, for operators.
+func (s *Store) PendingErasures(ctx context.Context) ([]Erasure, []TenantErasure, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+erasureColumns+` FROM key_erasures ORDER BY requested_at, encryption_id LIMIT 1000`)
+	if err != nil {
+		return nil, nil, fail("list key erasures", err)
+	}
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Erasure, error) { return scanErasure(r) })
+	if err != nil {
+		return nil, nil, fail("list key erasures", err)
+	}
+	rows, err = s.pool.Query(ctx, `SELECT `+tenantErasureColumns+` FROM tenant_erasures ORDER BY requested_at, es_tenant_id LIMIT 1000`)
+	if err != nil {
+		return nil, nil, fail("list tenant erasures", err)
+	}
+	tenants, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TenantErasure, error) { return scanTenantErasure(r) })
+	if err != nil {
+		return nil, nil, fail("list tenant erasures", err)
+	}
+	return keys, tenants, nil
+}
+
+// ForgetErasure drops the pending erasure of key context or encryption-service tenant id, which an
+// operator has destroyed by other means (a tenant-hosted service that lacks the method), and
+// records audit. Core then stops trying.
+//
+// Errors: NotFound when no erasure of id is pending.
+func (s *Store) ForgetErasure(ctx context.Context, id uuid.UUID, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var tenantID uuid.UUID
+		err := tx.QueryRow(ctx, `DELETE FROM key_erasures WHERE encryption_id = $1 RETURNING tenant_id`, id).Scan(&tenantID)
+		target := "encryption:" + id.String()
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = tx.QueryRow(ctx, `DELETE FROM tenant_erasures WHERE es_tenant_id = $1 RETURNING tenant_id`, id).Scan(&tenantID)
+			target = "es-tenant:" + id.String()
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "no erasure of %s is pending (see: core erasures list)", id)
+		}
+		if err != nil {
+			return fmt.Errorf("forget erasure: %w", err)
+		}
+		return insertAudit(ctx, tx, audit.about(&tenantID, target))
+	})
+	return fail("forget erasure", err)
+}
