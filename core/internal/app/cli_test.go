@@ -585,6 +585,14 @@ func TestCLI(t *testing.T) {
 	}
 	root.fails(cli.ExitNotFound, "", "tenants", "get", scratch.ID)
 	root.fails(cli.ExitNotFound, "", "tenants", "delete", scratch.ID, "--yes")
+	var trail []client.AuditEvent
+	root.json(&trail, "", "audit", "--tenant", scratch.ID, "--action", "tenant.delete")
+	if len(trail) != 1 || trail[0].TenantID != scratch.ID {
+		t.Errorf("audit --tenant of the deleted tenant = %+v, want its tenant.delete", trail)
+	}
+	if out := root.ok("", "audit", "--action", "tenant.create"); !strings.Contains(out, "TENANT") || !strings.Contains(out, scratch.ID) {
+		t.Errorf("audit of the whole platform, as text:\n%s\nwant a TENANT column naming each event's tenant", out)
+	}
 
 	al.json(&map[string]string{}, "", "apikeys", "revoke", key.Key.ID)
 	machine.fails(cli.ExitAuth, "", "export")

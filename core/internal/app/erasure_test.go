@@ -161,6 +161,25 @@ func TestDeletingATenant(t *testing.T) {
 	if n := countRows(t, coreDB, "SELECT count(*) FROM core.audit_events WHERE tenant_id = $1 AND action IN ('tenant.delete', 'tenant.erase')", f.id); n != 2 {
 		t.Errorf("tenant.delete and tenant.erase audit events = %d, want 2 (kept after the tenant)", n)
 	}
+	// The platform admin reads the deleted tenant's audit trail, and every event of the platform;
+	// a tenant's admin reads only their own.
+	trail := p.must(200, "GET", "/v1/audit?tenantId="+f.id, bearer(root), nil)["events"].([]any)
+	if len(trail) < 5 || trail[0].(map[string]any)["action"] != "tenant.erase" || trail[1].(map[string]any)["action"] != "tenant.delete" ||
+		trail[0].(map[string]any)["tenantId"] != f.id {
+		t.Errorf("the deleted tenant's audit trail = %v, want it, newest first: tenant.erase, tenant.delete, …", trail)
+	}
+	all := p.must(200, "GET", "/v1/audit?action=tenant.create", bearer(root), nil)["events"].([]any)
+	if len(all) != 2 {
+		t.Errorf("every tenant.create of the platform = %d events, want 2", len(all))
+	}
+	if code, _ := p.call("GET", "/v1/audit?tenantId="+f.id, other.admin, nil); code != 403 {
+		t.Errorf("another tenant's admin reading the deleted tenant's trail = %d, want 403", code)
+	}
+	p.must(200, "GET", "/v1/audit?tenantId="+other.id, other.admin, nil)
+	if code, _ := p.call("GET", "/v1/audit?tenantId=nope", bearer(root), nil); code != 400 {
+		t.Errorf("a malformed tenantId = %d, want 400", code)
+	}
+
 	// The name is free again; the new tenant is a new tenant on the encryption service too.
 	again := p.must(200, "POST", "/v1/tenants", bearer(root), map[string]any{"name": "doomed", "keyMode": "PLATFORM"})
 	if again["tenantId"] == f.id {

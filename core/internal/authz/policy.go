@@ -99,7 +99,7 @@ var Policy = map[string]Rule{
 	"/custos.core.v1.KeyService/DisableKeyVersion": {Roles: tenantAdmins, Scopes: []string{ScopeKeysRotate}},
 	"/custos.core.v1.KeyService/EnableKeyVersion":  {Roles: tenantAdmins, Scopes: []string{ScopeKeysRotate}},
 
-	"/custos.core.v1.AuditService/ListAuditEvents": {Roles: tenantAdmins},
+	"/custos.core.v1.AuditService/ListAuditEvents": {PlatformAdmin: true, Roles: tenantAdmins},
 }
 
 // Decision is the outcome of Allow.

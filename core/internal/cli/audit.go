@@ -16,15 +16,16 @@ import (
 const maxAuditLimit = 1000
 
 func (e *env) auditCommand() *cobra.Command {
-	var actor, action string
+	var actor, action, tenant string
 	var limit int
 	cmd := &cobra.Command{
-		Use:   "audit [--actor USER_ID|USERNAME] [--action ACTION] [--limit N]",
-		Short: "Your tenant's audit trail, newest first (owners and admins)",
+		Use:   "audit [--actor USER_ID|USERNAME] [--action ACTION] [--tenant ID] [--limit N]",
+		Short: "Your tenant's audit trail, newest first (owners and admins; the platform admin: any tenant's)",
 		Long: `Your tenant's audit trail, newest first: logins, refusals and changes, with who did them
 and the outcome ("ok", or the gRPC code of the failure). Events never hold plaintext, keys or
 secrets. --actor takes a user's or an API key's id, or a username of your tenant; --action an
-action such as auth.login, user.disable or authz.denied.`,
+action such as auth.login, user.disable or authz.denied. The platform admin reads every event of
+the platform, or one tenant's with --tenant (a deleted tenant's too).`,
 		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 || limit > maxAuditLimit {
@@ -35,9 +36,9 @@ action such as auth.login, user.disable or authz.denied.`,
 				return err
 			}
 			defer c.Close()
-			f := client.AuditFilter{Action: action, PageSize: limit}
+			f := client.AuditFilter{Action: action, PageSize: limit, TenantID: tenant}
 			if actor != "" {
-				if f.ActorID, err = e.userArg(cmd.Context(), c, "", actor); err != nil {
+				if f.ActorID, err = e.userArg(cmd.Context(), c, tenant, actor); err != nil {
 					return err
 				}
 			}
@@ -50,17 +51,33 @@ action such as auth.login, user.disable or authz.denied.`,
 	}
 	cmd.Flags().StringVar(&actor, "actor", "", "only this actor's events: a user's or API key's id, or a username")
 	cmd.Flags().StringVar(&action, "action", "", "only this action, e.g. user.disable")
+	cmd.Flags().StringVar(&tenant, "tenant", "", "the platform admin: only this tenant's events (default: every event)")
 	cmd.Flags().IntVar(&limit, "limit", 50, fmt.Sprintf("at most this many events (1 to %d)", maxAuditLimit))
 	return cmd
 }
 
 func printAudit(w io.Writer, events []client.AuditEvent) {
+	// Events of several tenants (the platform admin's view) say whose they are.
+	tenants := false
+	for _, ev := range events {
+		tenants = tenants || ev.TenantID != events[0].TenantID
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if tenants {
+		fmt.Fprint(tw, "TENANT\t")
+	}
 	fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tTARGET\tOUTCOME")
 	for _, ev := range events {
 		actor := ev.ActorID
 		if actor == "" {
 			actor = ev.ActorType
+		}
+		if tenants {
+			t := ev.TenantID
+			if t == "" {
+				t = "(platform)"
+			}
+			fmt.Fprintf(tw, "%s\t", t)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ev.Time.Local().Format(time.DateTime), actor, ev.Action, oneLine(ev.Target), ev.Outcome)
 	}

@@ -539,15 +539,31 @@ type AuditServer struct {
 	}
 }
 
-// ListAuditEvents implements GET /v1/audit: the caller's tenant's events.
+// ListAuditEvents implements GET /v1/audit: the caller's tenant's events or, for the platform
+// admin, tenantId's (deleted tenants' too) or every event.
 func (s *AuditServer) ListAuditEvents(ctx context.Context, req *corev1.ListAuditEventsRequest) (*corev1.ListAuditEventsResponse, error) {
 	p := principal.FromContext(ctx)
 	size, err := pageSize(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
-	tenant := p.TenantID
-	f := postgres.AuditFilter{TenantID: &tenant, Action: req.GetAction(), PageSize: size, Cursor: req.GetPageToken()}
+	var tenant *uuid.UUID // nil: every event (the platform admin)
+	if req.GetTenantId() != "" {
+		id, err := parseID("tenantId", req.GetTenantId())
+		if err != nil {
+			return nil, err
+		}
+		tenant = &id
+	}
+	switch {
+	case p.PlatformAdmin:
+	case tenant != nil && *tenant != p.TenantID:
+		return nil, errs.E(errs.PermissionDenied, "tenantId: only the platform admin reads another tenant's audit trail")
+	default:
+		own := p.TenantID
+		tenant = &own
+	}
+	f := postgres.AuditFilter{TenantID: tenant, Action: req.GetAction(), PageSize: size, Cursor: req.GetPageToken()}
 	if req.GetActorId() != "" {
 		id, err := parseID("actorId", req.GetActorId())
 		if err != nil {
@@ -567,6 +583,9 @@ func (s *AuditServer) ListAuditEvents(ctx context.Context, req *corev1.ListAudit
 		}
 		if e.ActorID != nil {
 			ev.ActorId = e.ActorID.String()
+		}
+		if e.TenantID != nil {
+			ev.TenantId = e.TenantID.String()
 		}
 		out.Events = append(out.Events, ev)
 	}

@@ -975,7 +975,10 @@ type ListAuditEventsRequest struct {
 	// At most this many (default 100, at most 1000).
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// The platform admin only: this tenant's events, also after the tenant was deleted; empty means
+	// every event of the platform. Anyone else may leave it empty or name their own tenant.
+	TenantId      string `protobuf:"bytes,5,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1037,13 @@ func (x *ListAuditEventsRequest) GetPageSize() int32 {
 func (x *ListAuditEventsRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
 	}
 	return ""
 }
@@ -1113,7 +1123,9 @@ type AuditEvent struct {
 	// Client address.
 	RemoteAddr string `protobuf:"bytes,8,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	// The request id of the call.
-	RequestId     string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// UUID of the tenant the event concerns; empty for platform events (the platform admin's own).
+	TenantId      string `protobuf:"bytes,10,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1211,6 +1223,13 @@ func (x *AuditEvent) GetRequestId() string {
 	return ""
 }
 
+func (x *AuditEvent) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
 var File_custos_core_v1_keys_proto protoreflect.FileDescriptor
 
 const file_custos_core_v1_keys_proto_rawDesc = "" +
@@ -1275,16 +1294,17 @@ const file_custos_core_v1_keys_proto_rawDesc = "" +
 	"\n" +
 	"version_id\x18\x02 \x01(\tR\tversionId\"V\n" +
 	"\x18EnableKeyVersionResponse\x12:\n" +
-	"\aversion\x18\x01 \x01(\v2 .custos.core.v1.KeyVersionStatusR\aversion\"\x87\x01\n" +
+	"\aversion\x18\x01 \x01(\v2 .custos.core.v1.KeyVersionStatusR\aversion\"\xa4\x01\n" +
 	"\x16ListAuditEventsRequest\x12\x19\n" +
 	"\bactor_id\x18\x01 \x01(\tR\aactorId\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"u\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\ttenant_id\x18\x05 \x01(\tR\btenantId\"u\n" +
 	"\x17ListAuditEventsResponse\x122\n" +
 	"\x06events\x18\x01 \x03(\v2\x1a.custos.core.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9b\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb8\x02\n" +
 	"\n" +
 	"AuditEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
@@ -1298,7 +1318,9 @@ const file_custos_core_v1_keys_proto_rawDesc = "" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\t \x01(\tR\trequestId2\xa7\a\n" +
+	"request_id\x18\t \x01(\tR\trequestId\x12\x1b\n" +
+	"\ttenant_id\x18\n" +
+	" \x01(\tR\btenantId2\xa7\a\n" +
 	"\n" +
 	"KeyService\x12o\n" +
 	"\n" +

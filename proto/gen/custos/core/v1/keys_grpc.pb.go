@@ -387,7 +387,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AuditService lets tenant owners and admins read their tenant's audit trail.
+// AuditService lets tenant owners and admins read their tenant's audit trail, and the platform
+// admin any tenant's (deleted ones' too) and the platform's own events.
 type AuditServiceClient interface {
 	// ListAuditEvents lists events newest first. Events never hold plaintext, keys or secrets.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
@@ -415,7 +416,8 @@ func (c *auditServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditE
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
 //
-// AuditService lets tenant owners and admins read their tenant's audit trail.
+// AuditService lets tenant owners and admins read their tenant's audit trail, and the platform
+// admin any tenant's (deleted ones' too) and the platform's own events.
 type AuditServiceServer interface {
 	// ListAuditEvents lists events newest first. Events never hold plaintext, keys or secrets.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
