@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -62,7 +64,8 @@ var profiles = []profile{
 			"enabled": true, "labels": map[string]any{"release": "kube-prometheus-stack"},
 			"from": []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "monitoring"}}}},
 		},
-		"certManager": map[string]any{"createIssuer": false, "issuerRef": map[string]any{"name": "corporate-ca", "kind": "ClusterIssuer"}},
+		"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "kube-prometheus-stack"}},
+		"certManager":    map[string]any{"createIssuer": false, "issuerRef": map[string]any{"name": "corporate-ca", "kind": "ClusterIssuer"}},
 		"encryptionService": map[string]any{
 			"migrations": map[string]any{"job": map[string]any{"enabled": true}},
 			"admin":      map[string]any{"tokenHash": strings.Repeat("0f", 32), "tokenHashSecret": map[string]any{"name": ""}},
@@ -285,6 +288,7 @@ func TestChartRenders(t *testing.T) {
 				t.Errorf("%d ServiceMonitors with serviceMonitor.enabled = %v", len(sm), enabled(vals, "serviceMonitor"))
 			}
 			checkMetricsPorts(t, r, enabled(vals, "serviceMonitor"))
+			checkPrometheusRules(t, r, enabled(vals, "prometheusRule"))
 		})
 	}
 }
@@ -825,6 +829,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"postgres policy selecting everything", map[string]any{"networkPolicy": map[string]any{"postgresql": map[string]any{"enabled": true}}},
 			"podSelector must select"},
 		{"issuer missing", map[string]any{"certManager": map[string]any{"enabled": true, "createIssuer": false}}, "issuerRef.name is required"},
+		{"alerts without scraping", map[string]any{"prometheusRule": map[string]any{"enabled": true}}, "prometheusRule.enabled needs serviceMonitor.enabled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -898,6 +903,58 @@ func TestChartPlatformAdminPlane(t *testing.T) {
 		t.Errorf("ES_ADMIN_TOKEN_HASH does not come from Secret custos-es-admin")
 	}
 }
+
+// checkPrometheusRules: with PrometheusRules on, each installed component has one, whose alerts
+// select the series of that component's own Service (the labels the ServiceMonitor's targets
+// carry), wait a valid duration and say how severe they are; with them off there is none. That the
+// metric names exist is checked by each service's telemetry tests, against its registry.
+func checkPrometheusRules(t *testing.T, r rendered, on bool) {
+	t.Helper()
+	rules := all[*monv1.PrometheusRule](r)
+	services := map[string]bool{}
+	for _, svc := range all[*corev1.Service](r) {
+		if svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			services[svc.Name] = true
+		}
+	}
+	if want := map[bool]int{true: len(services), false: 0}[on]; len(rules) != want {
+		t.Errorf("%d PrometheusRules with prometheusRule.enabled = %v, want %d (one per component)", len(rules), on, want)
+	}
+	for _, pr := range rules {
+		if !services[pr.Name] {
+			t.Errorf("PrometheusRule %s is named after no Service of the release", pr.Name)
+		}
+		if pr.Labels["release"] != "kube-prometheus-stack" {
+			t.Errorf("PrometheusRule %s lacks prometheusRule.labels: %v", pr.Name, pr.Labels)
+		}
+		selector := fmt.Sprintf(`namespace="%s", service="%s"`, namespace, pr.Name)
+		n := 0
+		for _, g := range pr.Spec.Groups {
+			for _, rule := range g.Rules {
+				n++
+				expr := rule.Expr.String()
+				if rule.Alert == "" || !strings.Contains(expr, selector) || strings.Count(expr, "(") != strings.Count(expr, ")") {
+					t.Errorf("PrometheusRule %s: rule %q: expr %q must name its alert and select %s", pr.Name, rule.Alert, expr, selector)
+				}
+				if rule.For != nil && !promDuration.MatchString(string(*rule.For)) {
+					t.Errorf("PrometheusRule %s: %s: for %q is not a Prometheus duration", pr.Name, rule.Alert, *rule.For)
+				}
+				if s := rule.Labels["severity"]; s != "critical" && s != "warning" && s != "info" {
+					t.Errorf("PrometheusRule %s: %s: severity %q, want critical, warning or info", pr.Name, rule.Alert, s)
+				}
+				if rule.Annotations["summary"] == "" {
+					t.Errorf("PrometheusRule %s: %s has no summary", pr.Name, rule.Alert)
+				}
+			}
+		}
+		if n < 3 {
+			t.Errorf("PrometheusRule %s has %d alerts, want at least 3", pr.Name, n)
+		}
+	}
+}
+
+// promDuration matches a Prometheus duration such as 5m or 1h30m.
+var promDuration = regexp.MustCompile(`^([0-9]+(ms|s|m|h|d|w|y))+$`)
 
 // checkMetricsPorts: with ServiceMonitors on, each service serves metrics on its own listener, and
 // the ServiceMonitors, Services and Deployments agree on the port; with them off there is none.

@@ -258,6 +258,9 @@ topologySpreadConstraints:
 {{- if and $core.enabled (not $es.enabled) (not $core.encryptionService.addr) }}
 {{- fail "core.encryptionService.addr is required when encryptionService.enabled is false: the platform's encryption service address (host:port)" }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.serviceMonitor.enabled) }}
+{{- fail "prometheusRule.enabled needs serviceMonitor.enabled: the alerts read the series it scrapes" }}
+{{- end }}
 {{- if and .Values.certManager.enabled (not .Values.certManager.createIssuer) (not .Values.certManager.issuerRef.name) }}
 {{- fail "certManager.issuerRef.name is required when certManager.createIssuer is false" }}
 {{- end }}
