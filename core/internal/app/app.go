@@ -316,6 +316,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		RequestID: server.RequestID})
 	defer router.Close()
 	vaultSvc := vault.New(store, router, vault.Limits{})
+	vaultSvc.Log = logger
 	authSvc.SetMasterKeyChanger(vaultSvc)
 	// People of PLATFORM tenants get their key context with their account; those of CLIENT tenants
 	// too when the creating request carried their master key, else at their first request carrying it.

@@ -10,6 +10,8 @@ package vault
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -50,6 +52,10 @@ type Service struct {
 	store  Store
 	router Router
 	limits Limits
+
+	// Log, when set, receives what the vault cannot tell its caller (a key context it could not
+	// clean up); nil discards it.
+	Log *slog.Logger
 }
 
 // New returns a vault over store, encrypting through router.
@@ -233,7 +239,25 @@ func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID,
 	if err != nil {
 		return postgres.KeyContext{}, errs.E(errs.Internal, "the encryption service answered a key context id that is not a UUID")
 	}
-	return s.store.PutKeyContext(ctx, postgres.KeyContext{UserID: userID, TenantID: tenantID, EncryptionID: encID, KeyMode: t.KeyMode})
+	kc, err = s.store.PutKeyContext(ctx, postgres.KeyContext{UserID: userID, TenantID: tenantID, EncryptionID: encID, KeyMode: t.KeyMode})
+	if err != nil && !errs.Is(err, errs.NotFound) {
+		// The context exists on the encryption service but is neither recorded nor queued for
+		// erasure (PutKeyContext queues the contexts it does not record, but the database failed):
+		// destroy it now rather than leave unused key material behind.
+		s.discard(ctx, es, id)
+	}
+	return kc, err
+}
+
+// discard destroys a key context nothing was encrypted under, on a short context of its own (the
+// request's may be over). A failure is logged: the context stays unused on the encryption service.
+func (s *Service) discard(ctx context.Context, es esclient.Client, encryptionID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := es.DestroyContext(ctx, encryptionID); err != nil && !errs.Is(err, errs.NotFound) && s.Log != nil {
+		s.Log.WarnContext(ctx, "an unused key context could not be destroyed; destroy it on the encryption service",
+			"encryption_id", encryptionID, "error", err)
+	}
 }
 
 var errMasterKeyNeeded = errs.E(errs.Unauthenticated,
