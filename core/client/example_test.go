@@ -136,6 +136,35 @@ func ExampleClient_WaitJob() {
 	// final: SUCCEEDED
 }
 
+// A person reviews where they are logged in and ends a session they do not recognise: its tokens
+// stop working at once.
+func ExampleClient_Sessions() {
+	url, caFile, stop := exampleCore()
+	defer stop()
+	ctx := context.Background()
+	c, _ := client.New(url, client.WithCAFile(caFile))
+	defer c.Close()
+	if _, err := c.Login(ctx, "alice", "alice's long passphrase", func(context.Context) (string, error) { return "123456", nil }); err != nil {
+		log.Fatal(err)
+	}
+	sessions, err := c.Sessions(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range sessions {
+		fmt.Println(s.RemoteAddr, s.CreatedAt.Format(time.DateOnly), "current:", s.Current)
+	}
+	if err := c.RevokeSession(ctx, sessions[1].ID); err != nil {
+		log.Fatal(err)
+	}
+	err = c.RevokeSession(ctx, sessions[1].ID)
+	fmt.Println("again:", errors.Is(err, client.ErrNotFound))
+	// Output:
+	// 198.51.100.23 2026-11-20 current: true
+	// 203.0.113.7 2026-11-02 current: false
+	// again: true
+}
+
 // Machines authenticate with an API key and need no login.
 func ExampleWithAPIKey() {
 	c, err := client.New("https://core.example.org:8443",

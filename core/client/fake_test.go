@@ -115,6 +115,34 @@ func startFake() *fakeCore {
 		}
 		answer(w, 200, map[string]any{"jobId": r.PathValue("id"), "state": state, "total": "4", "done": fmt.Sprint(min(f.polls*2, 4))})
 	}))
+	// Two sessions: the first is the caller's; revoking one drops it.
+	sessions := []map[string]any{
+		{"sessionId": "0193a1b2-0000-7000-8000-000000000002", "createdAt": "2026-11-20T09:00:00Z", "lastRefreshedAt": "2026-11-26T18:30:00Z", "remoteAddr": "198.51.100.23"},
+		{"sessionId": "0193a1b2-0000-7000-8000-000000000001", "createdAt": "2026-11-02T08:00:00Z", "lastRefreshedAt": "2026-11-02T08:00:00Z", "remoteAddr": "203.0.113.7"},
+	}
+	mux.HandleFunc("GET /v1/auth/sessions", f.authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		out := []any{}
+		for i, s := range sessions {
+			s["current"] = i == 0
+			out = append(out, s)
+		}
+		answer(w, 200, map[string]any{"sessions": out})
+	}))
+	mux.HandleFunc("POST /v1/auth/sessions/{action}", f.authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		id, _ := strings.CutSuffix(r.PathValue("action"), ":revoke")
+		for i, s := range sessions {
+			if s["sessionId"] == id {
+				sessions = append(sessions[:i], sessions[i+1:]...)
+				answer(w, 200, map[string]any{})
+				return
+			}
+		}
+		answer(w, 404, map[string]any{"code": 5, "message": "session " + id + " not found", "details": []any{}})
+	}))
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13}
 	f.srv.StartTLS()
