@@ -22,6 +22,7 @@ import (
 type adminStub struct {
 	mu       sync.Mutex
 	requests []string         // "VERB path?query"
+	agents   []string         // the User-Agent of each request
 	bodies   []map[string]any // the JSON body of each request that had one
 }
 
@@ -33,6 +34,7 @@ func (s *adminStub) record(r *http.Request) {
 		line += "?" + r.URL.RawQuery
 	}
 	s.requests = append(s.requests, line)
+	s.agents = append(s.agents, r.UserAgent())
 	var body map[string]any
 	if json.NewDecoder(r.Body).Decode(&body) == nil {
 		s.bodies = append(s.bodies, body)
@@ -151,5 +153,31 @@ func TestUpdateTenantRefusesNoChange(t *testing.T) {
 	}
 	if len(stub.requests) != 0 {
 		t.Errorf("UpdateTenant with nothing set sent %q", stub.requests)
+	}
+}
+
+// The client names itself to core (which records it with each login's session): the SDK's name
+// by default, the caller's with WithUserAgent, which takes printable ASCII only.
+func TestUserAgent(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		opts []client.Option
+		want string
+	}{
+		{nil, client.DefaultUserAgent},
+		{[]client.Option{client.WithUserAgent("backup-tool/2.1 (nightly)")}, "backup-tool/2.1 (nightly)"},
+	} {
+		c, stub := newAdminClient(t, tt.opts...)
+		if _, err := c.GetUser(ctx, "0193a1b2-0000-7000-8000-000000000009"); err != nil {
+			t.Fatal(err)
+		}
+		if len(stub.agents) != 1 || stub.agents[0] != tt.want {
+			t.Errorf("User-Agent sent = %v, want %q", stub.agents, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "caf\u00e9/1", "tab\there", strings.Repeat("x", 201)} {
+		if _, err := client.New("https://core.example:8443", client.WithUserAgent(bad)); err == nil || !strings.Contains(err.Error(), "WithUserAgent") {
+			t.Errorf("WithUserAgent(%q) = %v, want it refused", bad, err)
+		}
 	}
 }

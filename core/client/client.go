@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,7 @@ type Client struct {
 	apiSec  string
 	now     func() time.Time
 	timeout time.Duration
+	agent   string // User-Agent
 
 	mu        sync.Mutex
 	loaded    bool    // session has been read from store
@@ -57,6 +59,7 @@ type options struct {
 	apiKey     string
 	apiSecret  string
 	timeout    time.Duration
+	agent      string
 }
 
 // Option configures a Client in [New].
@@ -136,6 +139,22 @@ func WithTokenStore(s TokenStore) Option {
 	}
 }
 
+// DefaultUserAgent names this SDK to core, which records it with each login's session (people see
+// it in their session list).
+const DefaultUserAgent = "custos-go-client"
+
+// WithUserAgent names the software using the client, e.g. "backup-tool/2.1"; core records it with
+// each login's session (GET /v1/auth/sessions). Printable ASCII only. Default DefaultUserAgent.
+func WithUserAgent(ua string) Option {
+	return func(o *options) error {
+		if ua == "" || len(ua) > 200 || strings.ContainsFunc(ua, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+			return errors.New("WithUserAgent: want 1 to 200 printable ASCII characters")
+		}
+		o.agent = ua
+		return nil
+	}
+}
+
 // WithGRPC sends every call over core's gRPC API at addr (host:port) instead of REST, with the
 // same TLS settings. baseURL is then used only to name the server in errors.
 func WithGRPC(addr string) Option {
@@ -161,7 +180,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if u.Scheme != "https" {
 		return nil, fmt.Errorf("client: base URL %q: core serves TLS 1.3 only; use https://", baseURL)
 	}
-	o := options{timeout: defaultTimeout}
+	o := options{timeout: defaultTimeout, agent: DefaultUserAgent}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
@@ -171,13 +190,13 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{base: u, store: o.store, apiKey: o.apiKey, apiSec: o.apiSecret, now: time.Now, timeout: o.timeout}
+	c := &Client{base: u, store: o.store, apiKey: o.apiKey, apiSec: o.apiSecret, now: time.Now, timeout: o.timeout, agent: o.agent}
 	if c.store == nil {
 		c.store = &MemoryTokenStore{}
 	}
 	c.http = o.buildHTTP(tlsCfg)
 	if o.grpcAddr != "" {
-		conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+		conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), grpc.WithUserAgent(o.agent))
 		if err != nil {
 			return nil, fmt.Errorf("client: gRPC %s: %w", o.grpcAddr, err)
 		}

@@ -13,6 +13,7 @@ type SessionInfo struct {
 	CreatedAt       time.Time `json:"createdAt"`       // the login
 	LastRefreshedAt time.Time `json:"lastRefreshedAt"` // the login, or the last token refresh
 	RemoteAddr      string    `json:"remoteAddr"`      // the client address of the login, as core saw it
+	UserAgent       string    `json:"userAgent"`       // the client software of the login as it named itself
 	Current         bool      `json:"current"`         // the session this client is using
 }
 
@@ -27,7 +28,7 @@ func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
 	out := make([]SessionInfo, 0, len(r.GetSessions()))
 	for _, s := range r.GetSessions() {
 		out = append(out, SessionInfo{ID: s.GetSessionId(), CreatedAt: tsTime(s.GetCreatedAt()), LastRefreshedAt: tsTime(s.GetLastRefreshedAt()),
-			RemoteAddr: s.GetRemoteAddr(), Current: s.GetCurrent()})
+			RemoteAddr: s.GetRemoteAddr(), UserAgent: s.GetUserAgent(), Current: s.GetCurrent()})
 	}
 	return out, nil
 }

@@ -173,6 +173,7 @@ func (c *Client) do(ctx context.Context, verb, path string, query url.Values, hd
 		return nil, fmt.Errorf("build %s %s: %w", verb, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.agent)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

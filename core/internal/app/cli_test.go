@@ -561,8 +561,8 @@ func TestCLI(t *testing.T) {
 			current++
 		}
 	}
-	if len(sessions) != 3 || current != 1 || sessions[0].Current || sessions[0].RemoteAddr == "" {
-		t.Fatalf("sessions list = %+v, want alice's three sessions, the newest (elsewhere) not the current one", sessions)
+	if len(sessions) != 3 || current != 1 || sessions[0].Current || sessions[0].RemoteAddr == "" || !strings.HasPrefix(sessions[0].UserAgent, "custos/test (") {
+		t.Fatalf("sessions list = %+v, want alice's three sessions, the newest (elsewhere, by the CLI) not the current one", sessions)
 	}
 	elsewhere := sessions[0].ID
 	al.json(&map[string]string{}, "", "sessions", "revoke", elsewhere)

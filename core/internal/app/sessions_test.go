@@ -28,8 +28,8 @@ func TestSessions(t *testing.T) {
 		if s["current"] == true {
 			current++
 		}
-		if s["remoteAddr"] != "127.0.0.1" || s["createdAt"] == nil || s["lastRefreshedAt"] == nil {
-			t.Errorf("session %v: want the login's address and times", s)
+		if s["remoteAddr"] != "127.0.0.1" || !strings.HasPrefix(fmt.Sprint(s["userAgent"]), "Go-http-client/") || s["createdAt"] == nil || s["lastRefreshedAt"] == nil {
+			t.Errorf("session %v: want the login's address, client software and times", s)
 		}
 	}
 	if current != 1 || list[1].(map[string]any)["current"] != true {

@@ -45,7 +45,7 @@ type Store interface {
 	DisableTOTP(ctx context.Context, id uuid.UUID, newStamp string, audit postgres.AuditEvent) error
 	AdvanceTOTPStep(ctx context.Context, id uuid.UUID, step int64) (bool, error)
 	UseRecoveryCode(ctx context.Context, userID uuid.UUID, hash []byte) (bool, error)
-	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, remoteAddr string) (postgres.Session, error)
+	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, origin postgres.SessionOrigin) (postgres.Session, error)
 	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time) (postgres.Session, error)
 	RevokeSessionByRefreshToken(ctx context.Context, hash []byte, reason string, audit postgres.AuditEvent) error
 	RevokeUserSessions(ctx context.Context, userID uuid.UUID, reason string, except uuid.UUID, audit postgres.AuditEvent) error
@@ -197,6 +197,7 @@ func PreloginSeed(key []byte) ([]byte, error) {
 type Request struct {
 	RemoteAddr string // host:port or host
 	RequestID  string
+	UserAgent  string // the client software as it named itself (recorded with a login's session)
 }
 
 func (r Request) host() string {
@@ -660,13 +661,14 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, r Request, keyID, secr
 }
 
 // startSession creates a refresh-token family and the first tokens of it, recording the client
-// address of r.
+// address and software of r.
 func (s *Service) startSession(ctx context.Context, r Request, u postgres.User) (Tokens, error) {
 	refresh, hash, err := token.NewRefreshToken(s.opts.Rand)
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "generate refresh token")
 	}
-	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(s.opts.RefreshTTL), r.host())
+	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(s.opts.RefreshTTL),
+		postgres.SessionOrigin{RemoteAddr: r.host(), UserAgent: r.UserAgent})
 	if err != nil {
 		return Tokens{}, err
 	}

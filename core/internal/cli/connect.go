@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"unicode/utf8"
 
@@ -46,6 +47,21 @@ func (e *env) target() (target, error) {
 	return t, nil
 }
 
+// userAgent names the CLI to core, which shows it in people's session lists: "custos/<version>
+// (<os>/<arch>)", the version cut to printable ASCII.
+func (e *env) userAgent() string {
+	v := strings.Map(func(r rune) rune {
+		if r <= 0x20 || r > 0x7e || r == '(' || r == ')' {
+			return -1
+		}
+		return r
+	}, e.version)
+	if v == "" || len(v) > 64 {
+		v = "dev"
+	}
+	return "custos/" + v + " (" + runtime.GOOS + "/" + runtime.GOARCH + ")"
+}
+
 // connect returns a client for the profile in force: an API key from the environment if set,
 // else the profile's session.
 func (e *env) connect() (*client.Client, target, error) {
@@ -57,7 +73,7 @@ func (e *env) connect() (*client.Client, target, error) {
 	if err != nil {
 		return nil, t, err
 	}
-	opts := []client.Option{client.WithTokenStore(fileStore{path: tokens})}
+	opts := []client.Option{client.WithTokenStore(fileStore{path: tokens}), client.WithUserAgent(e.userAgent())}
 	if t.CAFile != "" {
 		opts = append(opts, client.WithCAFile(t.CAFile))
 	}

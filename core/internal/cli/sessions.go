@@ -31,13 +31,13 @@ func (e *env) sessionsCommand() *cobra.Command {
 			}
 			return e.print(sessions, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "\tID\tFROM\tLOGGED IN\tLAST REFRESHED")
+				fmt.Fprintln(tw, "\tID\tFROM\tCLIENT\tLOGGED IN\tLAST REFRESHED")
 				for _, s := range sessions {
 					mark := ""
 					if s.Current {
 						mark = "*"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, s.ID, oneLine(s.RemoteAddr), when(s.CreatedAt), when(s.LastRefreshedAt))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", mark, s.ID, oneLine(s.RemoteAddr), oneLine(s.UserAgent), when(s.CreatedAt), when(s.LastRefreshedAt))
 				}
 				tw.Flush()
 			})

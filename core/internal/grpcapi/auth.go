@@ -62,6 +62,13 @@ type wrappedStream struct {
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
 
+// loginRequest is request with the client software, which a call that starts a session records.
+func loginRequest(ctx context.Context) auth.Request {
+	r := request(ctx)
+	r.UserAgent = server.UserAgent(ctx)
+	return r
+}
+
 // request describes the call for throttling and the audit trail.
 func request(ctx context.Context) auth.Request {
 	r := auth.Request{RequestID: server.RequestID(ctx)}

@@ -42,7 +42,7 @@ func (s *AuthServer) Login(ctx context.Context, req *corev1.LoginRequest) (*core
 	if req.GetUsername() == "" || req.GetPassword() == "" {
 		return nil, errs.E(errs.Invalid, "username and password: required")
 	}
-	res, err := s.Auth.Login(ctx, request(ctx), req.GetUsername(), req.GetPassword())
+	res, err := s.Auth.Login(ctx, loginRequest(ctx), req.GetUsername(), req.GetPassword())
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func (s *AuthServer) VerifyMfa(ctx context.Context, req *corev1.VerifyMfaRequest
 	if req.GetMfaToken() == "" || req.GetCode() == "" {
 		return nil, errs.E(errs.Invalid, "mfaToken and code: required")
 	}
-	t, err := s.Auth.VerifyMFA(ctx, request(ctx), req.GetMfaToken(), req.GetCode())
+	t, err := s.Auth.VerifyMFA(ctx, loginRequest(ctx), req.GetMfaToken(), req.GetCode())
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (s *AuthServer) ListSessions(ctx context.Context, _ *corev1.ListSessionsReq
 	for _, x := range sessions {
 		out.Sessions = append(out.Sessions, &corev1.Session{
 			SessionId: x.ID.String(), CreatedAt: timestamppb.New(x.CreatedAt), LastRefreshedAt: timestamppb.New(x.LastRefreshedAt),
-			RemoteAddr: x.RemoteAddr, Current: x.Current,
+			RemoteAddr: x.RemoteAddr, UserAgent: x.UserAgent, Current: x.Current,
 		})
 	}
 	return out, nil
@@ -147,7 +147,7 @@ func (s *AuthServer) ChangePassword(ctx context.Context, req *corev1.ChangePassw
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.Auth.ChangePassword(ctx, request(ctx), req.GetCurrentPassword(), req.GetNewPassword(), req.GetNewPasswordHint(), oldKey, newKey)
+	t, err := s.Auth.ChangePassword(ctx, loginRequest(ctx), req.GetCurrentPassword(), req.GetNewPassword(), req.GetNewPasswordHint(), oldKey, newKey)
 	if err != nil {
 		return nil, err
 	}

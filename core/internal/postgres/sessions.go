@@ -37,9 +37,16 @@ type AccessState struct {
 // that callers learn nothing about why.
 var errRefreshRejected = errs.E(errs.Unauthenticated, "refresh token rejected")
 
+// SessionOrigin is where a login came from, as core saw it; each part is cut
+// to 200 characters when stored.
+type SessionOrigin struct {
+	RemoteAddr string // the client address
+	UserAgent  string // the client software as it named itself: shown, never trusted
+}
+
 // CreateSession starts a session of user userID whose first refresh token
-// has SHA-256 refreshHash and expires at expiresAt, made from client address
-// remoteAddr (cut to 200 characters), and returns it. stamp is
+// has SHA-256 refreshHash and expires at expiresAt, made from origin, and
+// returns it. stamp is
 // the user's security stamp when their credentials were checked: if a
 // password or MFA change (or a disable) has bumped it since, the login raced
 // that change and no session is created.
@@ -49,7 +56,7 @@ var errRefreshRejected = errs.E(errs.Unauthenticated, "refresh token rejected")
 // disabled"); Unauthenticated ("credentials changed during login") for a
 // stale stamp; Conflict ("refresh token already exists") if the hash is
 // taken.
-func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, remoteAddr string) (Session, error) {
+func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, origin SessionOrigin) (Session, error) {
 	if err := validateRefreshToken(refreshHash, expiresAt); err != nil {
 		return Session{}, err
 	}
@@ -82,8 +89,8 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp strin
 		if subtle.ConstantTimeCompare([]byte(current), []byte(stamp)) != 1 {
 			return errs.E(errs.Unauthenticated, "credentials changed during login: log in again")
 		}
-		if err := tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id, remote_addr) VALUES ($1, $2, $3) RETURNING created_at",
-			id, userID, truncate(remoteAddr, 200)).Scan(&sess.CreatedAt); err != nil {
+		if err := tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id, remote_addr, user_agent) VALUES ($1, $2, $3, $4) RETURNING created_at",
+			id, userID, truncate(origin.RemoteAddr, 200), truncate(origin.UserAgent, 200)).Scan(&sess.CreatedAt); err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
 		return insertRefreshToken(ctx, tx, id, refreshHash, expiresAt)
@@ -291,7 +298,7 @@ type OpenSession struct {
 	ID              uuid.UUID
 	CreatedAt       time.Time
 	LastRefreshedAt time.Time // when its newest refresh token was issued
-	RemoteAddr      string    // of the login
+	SessionOrigin             // of the login
 }
 
 // maxOpenSessions bounds ListOpenSessions.
@@ -301,7 +308,7 @@ const maxOpenSessions = 1000
 // 1000 (the oldest beyond are left out).
 func (s *Store) ListOpenSessions(ctx context.Context, userID uuid.UUID) ([]OpenSession, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT s.id, s.created_at, max(t.issued_at), s.remote_addr
+		SELECT s.id, s.created_at, max(t.issued_at), s.remote_addr, s.user_agent
 		  FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id
 		 WHERE s.user_id = $1 AND s.revoked_at IS NULL
 		 GROUP BY s.id
@@ -313,7 +320,7 @@ func (s *Store) ListOpenSessions(ctx context.Context, userID uuid.UUID) ([]OpenS
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OpenSession, error) {
 		var o OpenSession
-		err := r.Scan(&o.ID, &o.CreatedAt, &o.LastRefreshedAt, &o.RemoteAddr)
+		err := r.Scan(&o.ID, &o.CreatedAt, &o.LastRefreshedAt, &o.RemoteAddr, &o.UserAgent)
 		return o, err
 	})
 	return out, fail("list sessions", err)

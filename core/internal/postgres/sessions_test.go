@@ -44,7 +44,7 @@ func TestCreateSession(t *testing.T) {
 		{"unknown user", unknown, hash(t), later, errs.NotFound, fmt.Sprintf("user %s not found", unknown)},
 	}
 	for _, tt := range tests {
-		_, err := s.CreateSession(ctx, tt.user, stampOf(t, s, tt.user), tt.hash, tt.expires, "192.0.2.1")
+		_, err := s.CreateSession(ctx, tt.user, stampOf(t, s, tt.user), tt.hash, tt.expires, postgres.SessionOrigin{RemoteAddr: "192.0.2.1"})
 		wantKind(t, "CreateSession("+tt.name+")", err, tt.kind, tt.message)
 	}
 }
@@ -61,13 +61,13 @@ func TestCreateSessionAfterACredentialChange(t *testing.T) {
 	if _, err := pool.Exec(ctx, "UPDATE core.users SET security_stamp = 'stamp-after-change' WHERE id = $1", u.ID); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.CreateSession(ctx, u.ID, checked, hash(t), time.Now().Add(time.Hour), "192.0.2.1")
+	_, err := s.CreateSession(ctx, u.ID, checked, hash(t), time.Now().Add(time.Hour), postgres.SessionOrigin{RemoteAddr: "192.0.2.1"})
 	wantKind(t, "CreateSession(stale stamp)", err, errs.Unauthenticated, "credentials changed during login")
 	var n int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM core.sessions WHERE user_id = $1", u.ID).Scan(&n); err != nil || n != 0 {
 		t.Errorf("sessions of the user after the refused login = %d (%v), want 0", n, err)
 	}
-	if _, err := s.CreateSession(ctx, u.ID, "stamp-after-change", hash(t), time.Now().Add(time.Hour), "192.0.2.1"); err != nil {
+	if _, err := s.CreateSession(ctx, u.ID, "stamp-after-change", hash(t), time.Now().Add(time.Hour), postgres.SessionOrigin{RemoteAddr: "192.0.2.1"}); err != nil {
 		t.Errorf("CreateSession(current stamp) = %v, want a session", err)
 	}
 }
@@ -126,7 +126,7 @@ func TestRotateRefreshTokenRejections(t *testing.T) {
 		{"expired", func(t *testing.T) []byte {
 			u := mustUser(t, s, tn.ID, postgres.RoleMember)
 			h := hash(t)
-			if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, h, time.Now().Add(-time.Second), "192.0.2.1"); err != nil {
+			if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, h, time.Now().Add(-time.Second), postgres.SessionOrigin{RemoteAddr: "192.0.2.1"}); err != nil {
 				t.Fatal(err)
 			}
 			return h
@@ -394,7 +394,7 @@ func TestPruneExpired(t *testing.T) {
 
 	// A session whose only token expired: pruned with it.
 	gone := hash(t)
-	goneSess, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, gone, now.Add(-time.Minute), "192.0.2.1")
+	goneSess, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, gone, now.Add(-time.Minute), postgres.SessionOrigin{RemoteAddr: "192.0.2.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func TestListAndRevokeOpenSessions(t *testing.T) {
 	other := mustUser(t, s, tn.ID, postgres.RoleMember)
 
 	first, firstHash := mustSession(t, s, u.ID)
-	second, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, hash(t), time.Now().Add(time.Hour), "198.51.100.7:"+strings.Repeat("9", 300))
+	second, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, hash(t), time.Now().Add(time.Hour), postgres.SessionOrigin{RemoteAddr: "198.51.100.7:" + strings.Repeat("9", 300), UserAgent: "custos/1.0 (linux)"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestListAndRevokeOpenSessions(t *testing.T) {
 	if err := s.RevokeSession(ctx, u.ID, revoked.ID, "test", auditEvent("auth.session.revoke")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, hash(t), time.Now().Add(-time.Minute), "192.0.2.9"); err != nil {
+	if _, err := s.CreateSession(ctx, u.ID, u.SecurityStamp, hash(t), time.Now().Add(-time.Minute), postgres.SessionOrigin{RemoteAddr: "192.0.2.9"}); err != nil {
 		t.Fatal(err)
 	}
 	othersSession, _ := mustSession(t, s, other.ID)
@@ -480,8 +480,8 @@ func TestListAndRevokeOpenSessions(t *testing.T) {
 	if got[1].RemoteAddr != "192.0.2.1" || !got[1].LastRefreshedAt.After(got[1].CreatedAt) {
 		t.Errorf("first session = %+v, want its address and a refresh after its creation", got[1])
 	}
-	if n := len([]rune(got[0].RemoteAddr)); n != 200 || got[0].LastRefreshedAt.Before(got[0].CreatedAt) {
-		t.Errorf("second session = %+v; want its address cut to 200 characters (got %d)", got[0], n)
+	if n := len([]rune(got[0].RemoteAddr)); n != 200 || got[0].UserAgent != "custos/1.0 (linux)" || got[0].LastRefreshedAt.Before(got[0].CreatedAt) {
+		t.Errorf("second session = %+v; want its address cut to 200 characters (got %d) and its user agent", got[0], n)
 	}
 
 	// Another user's session, an unknown one or one already ended: NotFound, and nothing changes.

@@ -120,7 +120,7 @@ func mustGetUser(tb testing.TB, s *postgres.Store, id uuid.UUID) postgres.User {
 func mustSession(tb testing.TB, s *postgres.Store, userID uuid.UUID) (postgres.Session, []byte) {
 	tb.Helper()
 	h := hash(tb)
-	sess, err := s.CreateSession(context.Background(), userID, stampOf(tb, s, userID), h, time.Now().Add(time.Hour), "192.0.2.1")
+	sess, err := s.CreateSession(context.Background(), userID, stampOf(tb, s, userID), h, time.Now().Add(time.Hour), postgres.SessionOrigin{RemoteAddr: "192.0.2.1"})
 	if err != nil {
 		tb.Fatalf("CreateSession(%s) = %v", userID, err)
 	}

@@ -323,7 +323,7 @@ func TestSetUserDisabled(t *testing.T) {
 	wantRevoked(t, pool, sessA.ID, postgres.RevokeUserDisabled)
 	wantRevoked(t, pool, sessB.ID, postgres.RevokeUserDisabled)
 	wantRevoked(t, pool, sessC.ID, "")
-	_, err = s.CreateSession(ctx, u.ID, got.SecurityStamp, hash(t), got.UpdatedAt.Add(3600e9), "192.0.2.1")
+	_, err = s.CreateSession(ctx, u.ID, got.SecurityStamp, hash(t), got.UpdatedAt.Add(3600e9), postgres.SessionOrigin{RemoteAddr: "192.0.2.1"})
 	wantKind(t, "CreateSession(disabled user)", err, errs.FailedPrecondition, "is disabled")
 
 	again, err := s.SetUserDisabled(ctx, u.ID, true, "", auditEvent("user.disable"))

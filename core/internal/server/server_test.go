@@ -325,6 +325,32 @@ func TestIdentityCannotBeSpoofed(t *testing.T) {
 	}
 }
 
+// TestUserAgent: handlers learn the client software as it named itself, over gRPC and REST alike,
+// in printable ASCII; a network client cannot pass one off as the gateway's.
+func TestUserAgent(t *testing.T) {
+	e := mustStart(t, nil)
+	cfg := e.certs.ClientConfig()
+	ctx := metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-custos-gw-user-agent", "forged/1"))
+	got, err := whoami(ctx, e.mustGRPC(t, cfg, grpc.WithUserAgent("custos-test/1.2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ua, _ := got["userAgent"].(string); !strings.HasPrefix(ua, "custos-test/1.2") {
+		t.Errorf("gRPC user agent = %q, want the client's custos-test/1.2 (grpc-go appends its own)", ua)
+	}
+	resp, body := mustDo(t, e.httpClient(t, cfg), http.MethodPost, e.url("/v1/whoami"), "{}", http.Header{
+		"User-Agent":             {"curl/8.11 \u00e9t\u00e9 " + strings.Repeat("x", 300)},
+		"X-Custos-Gw-User-Agent": {"forged/1"},
+	})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/whoami = %d %s", resp.StatusCode, body)
+	}
+	ua, _ := mustJSON(t, body)["userAgent"].(string)
+	if !strings.HasPrefix(ua, "curl/8.11 t ") || len(ua) != 200 || strings.Contains(ua, "forged") {
+		t.Errorf("REST user agent = %q (%d bytes), want the HTTP client's, in printable ASCII, cut to 200", ua, len(ua))
+	}
+}
+
 func TestHeaderForwarding(t *testing.T) {
 	e := mustStart(t, nil)
 	client := e.httpClient(t, e.certs.ClientConfig())

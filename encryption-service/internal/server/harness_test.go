@@ -118,6 +118,7 @@ func describeCaller(ctx context.Context) *structpb.Struct {
 		"sha256":             id.SHA256,
 		"addr":               id.Addr,
 		"requestId":          server.RequestID(ctx),
+		"userAgent":          server.UserAgent(ctx),
 		"metadataKeys":       keys,
 		"tenant":             strings.Join(md.Get("x-tenant-id"), ","),
 		"authorizationCount": float64(len(md.Get("authorization"))),
@@ -240,9 +241,9 @@ func mustServerTLS(tb testing.TB, opts mtls.ServerOptions) *tls.Config {
 }
 
 // mustGRPC dials the gRPC listener with cfg.
-func (e *env) mustGRPC(tb testing.TB, cfg *tls.Config) *grpc.ClientConn {
+func (e *env) mustGRPC(tb testing.TB, cfg *tls.Config, opts ...grpc.DialOption) *grpc.ClientConn {
 	tb.Helper()
-	conn, err := grpc.NewClient(e.srv.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(e.srv.GRPCAddr(), append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, opts...)...)
 	if err != nil {
 		tb.Fatalf("grpc.NewClient: %v", err)
 	}

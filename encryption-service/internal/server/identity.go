@@ -24,6 +24,7 @@ const (
 	keyClientSHA256    = reservedPrefix + "client-sha256"
 	keyRemoteAddr      = reservedPrefix + "remote-addr"
 	keyRequestID       = reservedPrefix + "request-id"
+	keyUserAgent       = reservedPrefix + "user-agent"
 	requestIDHeaderKey = "x-request-id"
 )
 
@@ -77,6 +78,40 @@ func PeerIdentity(ctx context.Context) (Identity, bool) {
 func identityOf(leaf *x509.Certificate) Identity {
 	sum := sha256.Sum256(leaf.Raw)
 	return Identity{CommonName: leaf.Subject.CommonName, SHA256: hex.EncodeToString(sum[:])}
+}
+
+// maxUserAgent bounds what UserAgent returns.
+const maxUserAgent = 200
+
+// UserAgent returns the client software of the call whose context is ctx as the client named
+// itself — the HTTP client's User-Agent for REST calls, the gRPC client's user-agent otherwise — in
+// printable ASCII, at most 200 characters; "" when it sent none or ctx is not an RPC's. It is what
+// the client claims: show it to people, never decide anything on it.
+func UserAgent(ctx context.Context) string {
+	c := callFrom(ctx)
+	if c == nil {
+		return ""
+	}
+	key := "user-agent"
+	if c.via == "gateway" {
+		key = keyUserAgent
+	}
+	if v := c.md[key]; len(v) > 0 {
+		return printableASCII(v[0], maxUserAgent)
+	}
+	return ""
+}
+
+// printableASCII keeps the printable ASCII characters of s (metadata values allow no others), at
+// most n of them.
+func printableASCII(s string, n int) string {
+	b := make([]byte, 0, min(len(s), n))
+	for i := 0; i < len(s) && len(b) < n; i++ {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			b = append(b, c)
+		}
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // single returns the value of key if md holds exactly one.
@@ -155,6 +190,9 @@ func gatewayMetadata(_ context.Context, r *http.Request) metadata.MD {
 	md.Set(keyRemoteAddr, r.RemoteAddr)
 	if id := RequestID(r.Context()); id != "" {
 		md.Set(keyRequestID, id)
+	}
+	if ua := printableASCII(r.UserAgent(), maxUserAgent); ua != "" {
+		md.Set(keyUserAgent, ua)
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		id := identityOf(r.TLS.VerifiedChains[0][0])

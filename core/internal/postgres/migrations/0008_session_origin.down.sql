@@ -1,1 +1,1 @@
-ALTER TABLE core.sessions DROP COLUMN remote_addr;
+ALTER TABLE core.sessions DROP COLUMN remote_addr, DROP COLUMN user_agent;

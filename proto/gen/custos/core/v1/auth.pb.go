@@ -129,7 +129,10 @@ type Session struct {
 	// The client address the login came from, as core saw it.
 	RemoteAddr string `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	// Whether this is the session of the call that lists it.
-	Current       bool `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	Current bool `protobuf:"varint,5,opt,name=current,proto3" json:"current,omitempty"`
+	// The client software of the login as it named itself (its User-Agent, printable ASCII, at most
+	// 200 characters): something to recognise a session by, never proof of anything.
+	UserAgent     string `protobuf:"bytes,6,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +200,13 @@ func (x *Session) GetCurrent() bool {
 		return x.Current
 	}
 	return false
+}
+
+func (x *Session) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
 }
 
 // RevokeSessionRequest names one of the caller's sessions.
@@ -1791,7 +1801,7 @@ const file_custos_core_v1_auth_proto_rawDesc = "" +
 	"\x19custos/core/v1/auth.proto\x12\x0ecustos.core.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
 	"\x13ListSessionsRequest\"K\n" +
 	"\x14ListSessionsResponse\x123\n" +
-	"\bsessions\x18\x01 \x03(\v2\x17.custos.core.v1.SessionR\bsessions\"\xe6\x01\n" +
+	"\bsessions\x18\x01 \x03(\v2\x17.custos.core.v1.SessionR\bsessions\"\x85\x02\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x129\n" +
@@ -1800,7 +1810,9 @@ const file_custos_core_v1_auth_proto_rawDesc = "" +
 	"\x11last_refreshed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastRefreshedAt\x12\x1f\n" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12\x18\n" +
-	"\acurrent\x18\x05 \x01(\bR\acurrent\"5\n" +
+	"\acurrent\x18\x05 \x01(\bR\acurrent\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x06 \x01(\tR\tuserAgent\"5\n" +
 	"\x14RevokeSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x17\n" +
