@@ -180,87 +180,70 @@ func (e *env) usersCommand() *cobra.Command {
 		}),
 	}
 	list.Flags().StringVar(&listTenant, "tenant", "", "tenant id (default: your own)")
-	var disableTenant string
-	disable := &cobra.Command{
+	cmd.AddCommand(create, list, e.usersDisable(), e.usersEnable(), e.usersSetRole(), e.usersDelete())
+	return cmd
+}
+
+func (e *env) usersDisable() *cobra.Command {
+	return e.userChange(&cobra.Command{
 		Use:   "disable USER_ID|USERNAME [--tenant ID]",
 		Short: "Stop a user from logging in; their sessions end at once",
 		Args:  cobra.ExactArgs(1),
-		RunE: run(func(cmd *cobra.Command, args []string) error {
-			c, _, err := e.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			id, err := e.userArg(cmd.Context(), c, disableTenant, args[0])
-			if err != nil {
-				return err
-			}
-			u, err := c.DisableUser(cmd.Context(), id)
-			if err != nil {
-				return err
-			}
-			return e.print(u, func(w io.Writer) { fmt.Fprintf(w, "Disabled %s (%s).\n", u.Username, u.ID) })
-		}),
-	}
-	disable.Flags().StringVar(&disableTenant, "tenant", "", "tenant to look the username up in (default: your own)")
-	cmd.AddCommand(create, list, disable, e.usersEnable(), e.usersSetRole(), e.usersDelete())
-	return cmd
+	}, func(ctx context.Context, c *client.Client, id string, _ []string) (client.User, error) {
+		return c.DisableUser(ctx, id)
+	}, func(u client.User) string { return fmt.Sprintf("Disabled %s (%s).", u.Username, u.ID) })
 }
 
 func (e *env) usersEnable() *cobra.Command {
-	var tenant string
-	cmd := &cobra.Command{
+	return e.userChange(&cobra.Command{
 		Use:   "enable USER_ID|USERNAME [--tenant ID]",
 		Short: "Let a disabled user log in again",
 		Args:  cobra.ExactArgs(1),
-		RunE: run(func(cmd *cobra.Command, args []string) error {
-			c, _, err := e.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			id, err := e.userArg(cmd.Context(), c, tenant, args[0])
-			if err != nil {
-				return err
-			}
-			u, err := c.EnableUser(cmd.Context(), id)
-			if err != nil {
-				return err
-			}
-			return e.print(u, func(w io.Writer) { fmt.Fprintf(w, "Enabled %s (%s).\n", u.Username, u.ID) })
-		}),
-	}
-	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant to look the username up in (default: your own)")
-	return cmd
+	}, func(ctx context.Context, c *client.Client, id string, _ []string) (client.User, error) {
+		return c.EnableUser(ctx, id)
+	}, func(u client.User) string { return fmt.Sprintf("Enabled %s (%s).", u.Username, u.ID) })
 }
 
 func (e *env) usersSetRole() *cobra.Command {
-	var tenant string
-	cmd := &cobra.Command{
+	return e.userChange(&cobra.Command{
 		Use:   "set-role USER_ID|USERNAME member|admin|owner [--tenant ID]",
 		Short: "Change a user's role; only owners and the platform admin make owners, and a tenant keeps at least one owner",
 		Args:  cobra.ExactArgs(2),
-		RunE: run(func(cmd *cobra.Command, args []string) error {
+	}, func(ctx context.Context, c *client.Client, id string, args []string) (client.User, error) {
+		return c.SetUserRole(ctx, id, args[1])
+	}, func(u client.User) string { return fmt.Sprintf("%s (%s) is now %s.", u.Username, u.ID, u.Role) })
+}
+
+// userChange completes cmd (Use, Short, Args set; its first argument USER_ID|USERNAME) into a
+// command that checks a ROLE second argument if there is one, resolves the user (a username in
+// --tenant, default the caller's own), applies change and prints the user, or done's line.
+func (e *env) userChange(cmd *cobra.Command, change func(ctx context.Context, c *client.Client, id string, args []string) (client.User, error),
+	done func(client.User) string,
+) *cobra.Command {
+	var tenant string
+	cmd.RunE = run(func(cmd *cobra.Command, args []string) error {
+		if len(args) > 1 {
 			role, err := parseRole(args[1])
 			if err != nil {
 				return err
 			}
-			c, _, err := e.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			id, err := e.userArg(cmd.Context(), c, tenant, args[0])
-			if err != nil {
-				return err
-			}
-			u, err := c.SetUserRole(cmd.Context(), id, role)
-			if err != nil {
-				return err
-			}
-			return e.print(u, func(w io.Writer) { fmt.Fprintf(w, "%s (%s) is now %s.\n", u.Username, u.ID, u.Role) })
-		}),
-	}
+			args = []string{args[0], role}
+		}
+		c, _, err := e.connect()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		id, err := e.userArg(cmd.Context(), c, tenant, args[0])
+		if err != nil {
+			return err
+		}
+		u, err := change(cmd.Context(), c, id, args)
+		if err != nil {
+			return err
+		}
+		return e.print(u, func(w io.Writer) { fmt.Fprintln(w, done(u)) })
+	})
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant to look the username up in (default: your own)")
 	return cmd
 }

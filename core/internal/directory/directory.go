@@ -41,7 +41,7 @@ type Store interface {
 	SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit postgres.AuditEvent) (postgres.User, error)
 	SetUserRole(ctx context.Context, id uuid.UUID, role string, audit postgres.AuditEvent) (postgres.User, error)
 	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) (*postgres.Erasure, error)
-	DeleteTenant(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) (*postgres.TenantErasure, error)
+	DeleteTenant(ctx context.Context, id uuid.UUID, confirmName string, audit postgres.AuditEvent) (*postgres.TenantErasure, error)
 	CountPlatformAdmins(ctx context.Context) (int, error)
 	CreateAPIKey(ctx context.Context, k postgres.APIKey, audit postgres.AuditEvent) error
 	ListAPIKeys(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.APIKey, error)
@@ -246,14 +246,7 @@ func (s *Service) ListTenants(ctx context.Context, pageSize int, after uuid.UUID
 // Errors: NotFound for an unknown tenant; Invalid when confirmName is not the tenant's name (and
 // nothing is deleted).
 func (s *Service) DeleteTenant(ctx context.Context, c Call, id uuid.UUID, confirmName string) (string, error) {
-	t, err := s.store.GetTenant(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if confirmName != t.Name {
-		return "", errs.E(errs.Invalid, "confirmName: must repeat the tenant's name exactly: deleting a tenant cannot be undone")
-	}
-	e, err := s.store.DeleteTenant(ctx, id, s.event(ctx, c, &id, "tenant.delete", "tenant:"+id.String()))
+	e, err := s.store.DeleteTenant(ctx, id, confirmName, s.event(ctx, c, &id, "tenant.delete", "tenant:"+id.String()))
 	switch {
 	case err != nil:
 		return "", err

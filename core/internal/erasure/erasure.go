@@ -127,9 +127,33 @@ func (s *Service) Erase(ctx context.Context, e postgres.Erasure) bool {
 	if err == nil {
 		return true
 	}
-	e.Attempts = max(e.Attempts, 1) // one not claimed through ClaimErasures counts too
-	s.deferAttempt(ctx, e, err)
+	s.failed(ctx, err, e.Attempts, "key context not destroyed yet; will retry",
+		func(ctx context.Context, attempts int, retry time.Duration, msg string) error {
+			return s.store.DeferErasure(ctx, e.EncryptionID, attempts, retry, msg)
+		}, "encryption_id", e.EncryptionID, "tenant_id", e.TenantID, "reason", e.Reason)
 	return false
+}
+
+// failed counts, logs and records a failed attempt (attempts made so far, at least this one) and
+// schedules the next after the back-off; record stores it (on a context of its own if the
+// request's has ended), and a failure to do so is logged too.
+func (s *Service) failed(ctx context.Context, cause error, attempts int, what string,
+	record func(ctx context.Context, attempts int, retry time.Duration, msg string) error, attrs ...any,
+) {
+	if s.opts.Metrics.KeyErasureFailed != nil {
+		s.opts.Metrics.KeyErasureFailed()
+	}
+	attempts = max(attempts, 1) // one not claimed through a Claim method counts too
+	retry, msg := s.backoff(attempts), safeMessage(cause)
+	s.opts.Logger.WarnContext(ctx, what, append(attrs, "attempts", attempts, "retry_in", retry.String(), "error", msg)...)
+	if ctx.Err() != nil {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		ctx = c
+	}
+	if err := record(ctx, attempts, retry, msg); err != nil {
+		s.opts.Logger.WarnContext(ctx, "record a failed erasure attempt", append(attrs, "error", err)...)
+	}
 }
 
 // safeMessage is what is recorded and logged of a failed attempt: the kind and the message of an
@@ -164,21 +188,6 @@ func (s *Service) destroy(ctx context.Context, e postgres.Erasure) error {
 	return nil
 }
 
-// deferAttempt records a failed attempt at e (its Attempts counting this one) and schedules the
-// next after the back-off.
-func (s *Service) deferAttempt(ctx context.Context, e postgres.Erasure, cause error) {
-	s.fail()
-	retry := s.backoff(e.Attempts)
-	msg := safeMessage(cause)
-	s.opts.Logger.WarnContext(ctx, "key context not destroyed yet; will retry", "encryption_id", e.EncryptionID,
-		"tenant_id", e.TenantID, "reason", e.Reason, "attempts", e.Attempts, "retry_in", retry.String(), "error", msg)
-	ctx, cancel := recordContext(ctx)
-	defer cancel()
-	if err := s.store.DeferErasure(ctx, e.EncryptionID, e.Attempts, retry, msg); err != nil {
-		s.opts.Logger.WarnContext(ctx, "record a failed key context erasure", "encryption_id", e.EncryptionID, "error", err)
-	}
-}
-
 // EraseTenant tries once to have the platform's encryption service destroy the deleted tenant of
 // e, and reports whether it is gone; on failure it stays queued for Run, as with Erase.
 func (s *Service) EraseTenant(ctx context.Context, e postgres.TenantErasure) bool {
@@ -186,16 +195,10 @@ func (s *Service) EraseTenant(ctx context.Context, e postgres.TenantErasure) boo
 	if err == nil {
 		return true
 	}
-	s.fail()
-	e.Attempts = max(e.Attempts, 1)
-	retry, msg := s.backoff(e.Attempts), safeMessage(err)
-	s.opts.Logger.WarnContext(ctx, "deleted tenant not destroyed on the encryption service yet; will retry", "tenant_id", e.TenantID,
-		"es_tenant_id", e.ESTenantID, "attempts", e.Attempts, "retry_in", retry.String(), "error", msg)
-	ctx, cancel := recordContext(ctx)
-	defer cancel()
-	if err := s.store.DeferTenantErasure(ctx, e.ESTenantID, e.Attempts, retry, msg); err != nil {
-		s.opts.Logger.WarnContext(ctx, "record a failed tenant erasure", "es_tenant_id", e.ESTenantID, "error", err)
-	}
+	s.failed(ctx, err, e.Attempts, "deleted tenant not destroyed on the encryption service yet; will retry",
+		func(ctx context.Context, attempts int, retry time.Duration, msg string) error {
+			return s.store.DeferTenantErasure(ctx, e.ESTenantID, attempts, retry, msg)
+		}, "tenant_id", e.TenantID, "es_tenant_id", e.ESTenantID)
 	return false
 }
 
@@ -225,21 +228,6 @@ func (s *Service) erased() {
 	}
 }
 
-func (s *Service) fail() {
-	if s.opts.Metrics.KeyErasureFailed != nil {
-		s.opts.Metrics.KeyErasureFailed()
-	}
-}
-
-// recordContext is ctx, or when it has ended (the request is over) a short context of its own, to
-// record a failed attempt anyway.
-func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if ctx.Err() == nil {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-}
-
 // backoff is the delay after the attempts-th failed attempt: FirstRetry doubled each further time,
 // at most MaxRetry, drawn from its upper half so that replicas spread out.
 func (s *Service) backoff(attempts int) time.Duration {
@@ -267,37 +255,26 @@ func (s *Service) Run(ctx context.Context) error {
 
 // sweep tries every due erasure once and counts what is left.
 func (s *Service) sweep(ctx context.Context) {
-	s.sweepTenants(ctx)
-	for ctx.Err() == nil {
-		batch, err := s.store.ClaimErasures(ctx, s.opts.Batch, s.opts.Lease)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.opts.Logger.WarnContext(ctx, "key erasure: look for pending erasures", "error", err)
-			}
-			return
-		}
-		for _, e := range batch {
-			if ctx.Err() != nil {
-				return // the lease runs out and another replica, or the next start, takes over
-			}
-			_ = s.Erase(ctx, e)
-		}
-		if len(batch) < s.opts.Batch {
-			break
-		}
+	work(ctx, s, "tenant", s.store.ClaimTenantErasures, s.EraseTenant)
+	work(ctx, s, "key", s.store.ClaimErasures, s.Erase)
+	if ctx.Err() != nil {
+		return
 	}
 	if b, err := s.store.ErasureBacklog(ctx); err == nil {
 		s.pending.Store(int64(b.Pending))
 	}
 }
 
-// sweepTenants tries every due tenant erasure once.
-func (s *Service) sweepTenants(ctx context.Context) {
+// work claims the due erasures of one kind a batch at a time and tries each once, until none is
+// due or ctx ends (then the leases run out and another replica, or the next start, takes over).
+func work[T any](ctx context.Context, s *Service, kind string,
+	claim func(context.Context, int, time.Duration) ([]T, error), erase func(context.Context, T) bool,
+) {
 	for ctx.Err() == nil {
-		batch, err := s.store.ClaimTenantErasures(ctx, s.opts.Batch, s.opts.Lease)
+		batch, err := claim(ctx, s.opts.Batch, s.opts.Lease)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.opts.Logger.WarnContext(ctx, "tenant erasure: look for pending erasures", "error", err)
+				s.opts.Logger.WarnContext(ctx, kind+" erasure: look for pending erasures", "error", err)
 			}
 			return
 		}
@@ -305,7 +282,7 @@ func (s *Service) sweepTenants(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			_ = s.EraseTenant(ctx, e)
+			_ = erase(ctx, e)
 		}
 		if len(batch) < s.opts.Batch {
 			return

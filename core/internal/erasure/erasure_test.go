@@ -251,7 +251,11 @@ func TestTenantErasures(t *testing.T) {
 	deleteTenant := func() postgres.TenantErasure {
 		t.Helper()
 		id, esID := e.newTenant(t)
-		te, err := e.store.DeleteTenant(ctx, id, audit)
+		tn, err := e.store.GetTenant(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		te, err := e.store.DeleteTenant(ctx, id, tn.Name, audit)
 		if err != nil || te == nil || te.ESTenantID != esID || te.TenantID != id {
 			t.Fatalf("DeleteTenant() = %+v, %v; want the erasure of %s", te, err, esID)
 		}

@@ -76,19 +76,7 @@ func (s *Store) GetErasure(ctx context.Context, encryptionID uuid.UUID) (Erasure
 // that dies mid-attempt leaves it to another after lease. limit must be 1 to 1000 (Invalid
 // otherwise).
 func (s *Store) ClaimErasures(ctx context.Context, limit int, lease time.Duration) ([]Erasure, error) {
-	if limit < 1 || limit > 1000 {
-		return nil, errs.E(errs.Invalid, "limit: want 1 to 1000, got %d", limit)
-	}
-	rows, err := s.pool.Query(ctx, `UPDATE key_erasures
-		SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
-		WHERE encryption_id IN (SELECT encryption_id FROM key_erasures WHERE next_attempt_at <= now()
-			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING `+erasureColumns, limit, lease.Milliseconds())
-	if err != nil {
-		return nil, fail("claim key erasures", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Erasure, error) { return scanErasure(r) })
-	return out, fail("claim key erasures", err)
+	return claim(ctx, s, keyErasures, limit, lease, scanErasure)
 }
 
 // FinishErasure records that the encryption service destroyed key context encryptionID (or no
@@ -96,31 +84,77 @@ func (s *Store) ClaimErasures(ctx context.Context, limit int, lease time.Duratio
 // transaction. Finishing one that is no longer pending (another replica finished it) changes
 // nothing and records nothing.
 func (s *Store) FinishErasure(ctx context.Context, encryptionID uuid.UUID, audit AuditEvent) error {
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var tenantID uuid.UUID
-		err := tx.QueryRow(ctx, `DELETE FROM key_erasures WHERE encryption_id = $1 RETURNING tenant_id`, encryptionID).Scan(&tenantID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("delete key erasure: %w", err)
-		}
-		return insertAudit(ctx, tx, audit.about(&tenantID, "encryption:"+encryptionID.String()))
-	})
-	return fail("finish key erasure", err)
+	return s.finish(ctx, keyErasures, encryptionID, audit)
 }
 
 // DeferErasure records a failed attempt at erasure encryptionID: that at least attempts were
 // made, the reason (a message safe to show, cut to 500 characters) and when to try again. Unknown
 // ones change nothing.
 func (s *Store) DeferErasure(ctx context.Context, encryptionID uuid.UUID, attempts int, retryIn time.Duration, reason string) error {
+	return s.deferAttempt(ctx, keyErasures, encryptionID, attempts, retryIn, reason)
+}
+
+// erasureTable names one table of pending erasures for the methods both kinds share.
+type erasureTable struct {
+	name, key, columns string // the table, its key column, the columns its scan function reads
+	target             string // the audit target's prefix
+}
+
+// The tables of pending erasures. Constants only: their fields are written into SQL.
+var (
+	keyErasures    = erasureTable{name: "key_erasures", key: "encryption_id", columns: erasureColumns, target: "encryption:"}
+	tenantErasures = erasureTable{name: "tenant_erasures", key: "es_tenant_id", columns: tenantErasureColumns, target: "es-tenant:"}
+)
+
+// claim is ClaimErasures for table t, reading its rows with scan.
+func claim[T any](ctx context.Context, s *Store, t erasureTable, limit int, lease time.Duration, scan func(pgx.Row) (T, error)) ([]T, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit: want 1 to 1000, got %d", limit)
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE `+t.name+`
+		SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
+		WHERE `+t.key+` IN (SELECT `+t.key+` FROM `+t.name+` WHERE next_attempt_at <= now()
+			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+t.columns, limit, lease.Milliseconds())
+	if err != nil {
+		return nil, fail("claim "+t.name, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) { return scan(r) })
+	return out, fail("claim "+t.name, err)
+}
+
+// finish is FinishErasure for table t.
+func (s *Store) finish(ctx context.Context, t erasureTable, id uuid.UUID, audit AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := drop(ctx, tx, t, id, audit)
+		return err
+	})
+	return fail("finish "+t.name, err)
+}
+
+// drop deletes the pending erasure id of table t and records audit about its tenant; found is
+// false, and nothing is recorded, when there is none.
+func drop(ctx context.Context, tx pgx.Tx, t erasureTable, id uuid.UUID, audit AuditEvent) (found bool, err error) {
+	var tenantID uuid.UUID
+	err = tx.QueryRow(ctx, `DELETE FROM `+t.name+` WHERE `+t.key+` = $1 RETURNING tenant_id`, id).Scan(&tenantID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete from %s: %w", t.name, err)
+	}
+	return true, insertAudit(ctx, tx, audit.about(&tenantID, t.target+id.String()))
+}
+
+// deferAttempt is DeferErasure for table t.
+func (s *Store) deferAttempt(ctx context.Context, t erasureTable, id uuid.UUID, attempts int, retryIn time.Duration, reason string) error {
 	if r := []rune(reason); len(r) > 500 {
 		reason = string(r[:500])
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE key_erasures SET attempts = greatest(attempts, $2), last_error = $3,
+	_, err := s.pool.Exec(ctx, `UPDATE `+t.name+` SET attempts = greatest(attempts, $2), last_error = $3,
 		next_attempt_at = now() + $4 * interval '1 millisecond'
-		WHERE encryption_id = $1`, encryptionID, attempts, reason, retryIn.Milliseconds())
-	return fail("defer key erasure", err)
+		WHERE `+t.key+` = $1`, id, attempts, reason, retryIn.Milliseconds())
+	return fail("defer "+t.name, err)
 }
 
 // ErasureBacklog is how many erasures are pending and since when the oldest one is.
@@ -166,16 +200,22 @@ func scanTenantErasure(row pgx.Row) (TenantErasure, error) {
 // them) — and records audit, which stays (audit events are not tied to the tenant's row). For a
 // tenant on the platform's encryption service it queues, in the same transaction, the tenant's
 // destruction there (see ClaimTenantErasures), left to the deleting request for ErasureGrace, and
-// returns it; nil for a tenant-hosted service, whose keys core does not touch.
+// returns it; nil for a tenant-hosted service, whose keys core does not touch. confirmName must be
+// the tenant's name, checked with the tenant's row locked, so that a rename in between cannot
+// slip past it.
 //
-// Errors: NotFound ("tenant <id> not found").
-func (s *Store) DeleteTenant(ctx context.Context, id uuid.UUID, audit AuditEvent) (*TenantErasure, error) {
+// Errors: NotFound ("tenant <id> not found"); Invalid when confirmName is not the tenant's name
+// (nothing is deleted).
+func (s *Store) DeleteTenant(ctx context.Context, id uuid.UUID, confirmName string, audit AuditEvent) (*TenantErasure, error) {
 	var erasure *TenantErasure
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		erasure = nil // a retried transaction starts over
 		t, err := getTenant(ctx, tx, id, "FOR UPDATE")
 		if err != nil {
 			return err
+		}
+		if confirmName != t.Name {
+			return errs.E(errs.Invalid, "confirmName: must repeat the tenant's name exactly: deleting a tenant cannot be undone")
 		}
 		if t.ES.Kind == ESKindPlatform {
 			if _, err := tx.Exec(ctx, `INSERT INTO tenant_erasures (es_tenant_id, tenant_id, next_attempt_at)
@@ -208,48 +248,19 @@ func (s *Store) GetTenantErasure(ctx context.Context, esTenantID uuid.UUID) (Ten
 
 // ClaimTenantErasures is ClaimErasures for tenant erasures.
 func (s *Store) ClaimTenantErasures(ctx context.Context, limit int, lease time.Duration) ([]TenantErasure, error) {
-	if limit < 1 || limit > 1000 {
-		return nil, errs.E(errs.Invalid, "limit: want 1 to 1000, got %d", limit)
-	}
-	rows, err := s.pool.Query(ctx, `UPDATE tenant_erasures
-		SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
-		WHERE es_tenant_id IN (SELECT es_tenant_id FROM tenant_erasures WHERE next_attempt_at <= now()
-			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING `+tenantErasureColumns, limit, lease.Milliseconds())
-	if err != nil {
-		return nil, fail("claim tenant erasures", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TenantErasure, error) { return scanTenantErasure(r) })
-	return out, fail("claim tenant erasures", err)
+	return claim(ctx, s, tenantErasures, limit, lease, scanTenantErasure)
 }
 
 // FinishTenantErasure records that the platform's encryption service destroyed tenant esTenantID
 // (or no longer knew it), with audit about the deleted tenant; finishing one that is no longer
 // pending changes nothing and records nothing.
 func (s *Store) FinishTenantErasure(ctx context.Context, esTenantID uuid.UUID, audit AuditEvent) error {
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var tenantID uuid.UUID
-		err := tx.QueryRow(ctx, `DELETE FROM tenant_erasures WHERE es_tenant_id = $1 RETURNING tenant_id`, esTenantID).Scan(&tenantID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("delete tenant erasure: %w", err)
-		}
-		return insertAudit(ctx, tx, audit.about(&tenantID, "es-tenant:"+esTenantID.String()))
-	})
-	return fail("finish tenant erasure", err)
+	return s.finish(ctx, tenantErasures, esTenantID, audit)
 }
 
 // DeferTenantErasure is DeferErasure for tenant erasures.
 func (s *Store) DeferTenantErasure(ctx context.Context, esTenantID uuid.UUID, attempts int, retryIn time.Duration, reason string) error {
-	if r := []rune(reason); len(r) > 500 {
-		reason = string(r[:500])
-	}
-	_, err := s.pool.Exec(ctx, `UPDATE tenant_erasures SET attempts = greatest(attempts, $2), last_error = $3,
-		next_attempt_at = now() + $4 * interval '1 millisecond'
-		WHERE es_tenant_id = $1`, esTenantID, attempts, reason, retryIn.Milliseconds())
-	return fail("defer tenant erasure", err)
+	return s.deferAttempt(ctx, tenantErasures, esTenantID, attempts, retryIn, reason)
 }
 
 // PendingErasures returns the pending erasures of key contexts and of tenants, oldest first, at
@@ -281,20 +292,12 @@ func (s *Store) PendingErasures(ctx context.Context) ([]Erasure, []TenantErasure
 // Errors: NotFound when no erasure of id is pending.
 func (s *Store) ForgetErasure(ctx context.Context, id uuid.UUID, audit AuditEvent) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var tenantID uuid.UUID
-		err := tx.QueryRow(ctx, `DELETE FROM key_erasures WHERE encryption_id = $1 RETURNING tenant_id`, id).Scan(&tenantID)
-		target := "encryption:" + id.String()
-		if errors.Is(err, pgx.ErrNoRows) {
-			err = tx.QueryRow(ctx, `DELETE FROM tenant_erasures WHERE es_tenant_id = $1 RETURNING tenant_id`, id).Scan(&tenantID)
-			target = "es-tenant:" + id.String()
+		for _, t := range []erasureTable{keyErasures, tenantErasures} {
+			if found, err := drop(ctx, tx, t, id, audit); found || err != nil {
+				return err
+			}
 		}
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errs.E(errs.NotFound, "no erasure of %s is pending (see: core erasures list)", id)
-		}
-		if err != nil {
-			return fmt.Errorf("forget erasure: %w", err)
-		}
-		return insertAudit(ctx, tx, audit.about(&tenantID, target))
+		return errs.E(errs.NotFound, "no erasure of %s is pending (see: core erasures list)", id)
 	})
 	return fail("forget erasure", err)
 }

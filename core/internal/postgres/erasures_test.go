@@ -188,7 +188,12 @@ func TestDeleteTenant(t *testing.T) {
 		}
 	}
 
-	te, err := s.DeleteTenant(ctx, tn.ID, auditEvent("tenant.delete"))
+	_, err = s.DeleteTenant(ctx, tn.ID, strings.ToUpper(tn.Name), auditEvent("tenant.delete"))
+	wantKind(t, "DeleteTenant(wrong confirmName)", err, errs.Invalid, "confirmName")
+	if got := left(tn.ID); len(got) != len(before) {
+		t.Fatalf("after a refused DeleteTenant, the tenant's rows are %v, want all of them (%v)", got, before)
+	}
+	te, err := s.DeleteTenant(ctx, tn.ID, tn.Name, auditEvent("tenant.delete"))
 	if err != nil || te == nil || te.ESTenantID != tn.ES.TenantID || te.TenantID != tn.ID {
 		t.Fatalf("DeleteTenant() = %+v, %v; want the erasure of %s", te, err, tn.ES.TenantID)
 	}
@@ -209,7 +214,7 @@ func TestDeleteTenant(t *testing.T) {
 	if n := count(t, pool, "SELECT count(*) FROM core.audit_events WHERE tenant_id = $1 AND action = 'tenant.delete'", tn.ID); n != 1 {
 		t.Errorf("tenant.delete audit events = %d, want 1 (the audit trail outlives the tenant)", n)
 	}
-	_, err = s.DeleteTenant(ctx, tn.ID, auditEvent("tenant.delete"))
+	_, err = s.DeleteTenant(ctx, tn.ID, tn.Name, auditEvent("tenant.delete"))
 	wantKind(t, "DeleteTenant(deleted)", err, errs.NotFound, "not found")
 
 	hosted := newTenant(t, "")
@@ -218,7 +223,7 @@ func TestDeleteTenant(t *testing.T) {
 	if err := s.CreateTenant(ctx, hosted, auditEvent("tenant.create")); err != nil {
 		t.Fatal(err)
 	}
-	if te, err := s.DeleteTenant(ctx, hosted.ID, auditEvent("tenant.delete")); err != nil || te != nil {
+	if te, err := s.DeleteTenant(ctx, hosted.ID, hosted.Name, auditEvent("tenant.delete")); err != nil || te != nil {
 		t.Errorf("DeleteTenant(hosted) = %+v, %v; want no erasure", te, err)
 	}
 	if b, err := s.ErasureBacklog(ctx); err != nil || b.Pending != 2 {
