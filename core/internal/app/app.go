@@ -33,6 +33,7 @@ import (
 	"github.com/custos-platform/custos/core/internal/server"
 	"github.com/custos-platform/custos/core/internal/signing"
 	"github.com/custos-platform/custos/core/internal/telemetry"
+	"github.com/custos-platform/custos/core/internal/token"
 	"github.com/custos-platform/custos/core/internal/vault"
 )
 
@@ -243,6 +244,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		Password: pwParams,
 		Issuer:   cfg.Tokens.Issuer, Audience: cfg.Tokens.Audience, AccessTTL: cfg.Tokens.AccessTTL,
 		Logger: logger, SigningKeys: keys, SecretBox: box, PreloginSeed: preloginSeed,
+		ReloadKeys:   func(ctx context.Context) (*token.Keys, error) { return signing.Reload(ctx, store, box) },
 		LoginAccount: auth.Limits{Limit: cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
 		TOTPAccount:  auth.Limits{Limit: cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
 		LoginAddress: auth.Limits{Limit: 10 * cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},
@@ -293,9 +295,10 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		}
 	}
 
-	// Signing keys rotated by any replica (core signing-key rotate) are picked up within a minute.
+	// Signing keys rotated by any replica (core signing-key rotate) are picked up within a minute,
+	// or at the first token of a key this replica does not know (auth.Options.ReloadKeys).
 	go func() {
-		t := time.NewTicker(time.Minute)
+		t := time.NewTicker(signing.ReloadInterval)
 		defer t.Stop()
 		for {
 			select {

@@ -62,7 +62,9 @@ func adminBootstrap(ctx context.Context, getenv func(string) string, stdout, std
 	if err != nil {
 		return err
 	}
-	created, err := directory.New(store, box, nil, password.DefaultParams(), seed).BootstrapPlatformAdmin(ctx, db.AdminUsername, db.AdminPassword)
+	pw := password.DefaultParams()
+	pw.MemoryKiB, pw.Iterations = uint32(db.PasswordMemoryKiB), uint32(db.PasswordIterations) //nolint:gosec // bounded above: config allows at most 1 GiB and 100 iterations
+	created, err := directory.New(store, box, nil, pw, seed).BootstrapPlatformAdmin(ctx, db.AdminUsername, db.AdminPassword)
 	if err != nil {
 		return err
 	}
@@ -92,10 +94,10 @@ func rotateSigningKey(ctx context.Context, getenv func(string) string, stdout io
 		return err
 	}
 	defer done()
-	id, err := signing.Rotate(ctx, store, box, rand.Reader)
+	id, err := signing.Rotate(ctx, store, box, rand.Reader, db.AccessTTL)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "new signing key %s; replicas sign with it within a minute, and the previous key keeps verifying\n", id)
+	fmt.Fprintf(stdout, "new signing key %s; replicas sign with it within a minute, and older keys keep verifying the tokens they signed until those expire\n", id)
 	return nil
 }

@@ -3,12 +3,15 @@ package app
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,8 +22,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custos-platform/custos/core/internal/estest"
+	"github.com/custos-platform/custos/core/internal/password"
 	"github.com/custos-platform/custos/core/internal/testcerts"
 	"github.com/custos-platform/custos/core/internal/testdb"
+	"github.com/custos-platform/custos/core/internal/token"
 	corev1 "github.com/custos-platform/custos/proto/gen/custos/core/v1"
 )
 
@@ -291,6 +296,31 @@ func TestAccessTable(t *testing.T) {
 	if code, _ := p.call("POST", "/v1/users/"+f.memberID+":disable", g.manage, map[string]string{}); code != 404 {
 		t.Errorf("globex machine disabling acme's member = %d, want 404", code)
 	}
+	// A machine manages members only: one that could make admins could make itself one, and so
+	// gain what the policy keeps from machines (API keys, the audit trail).
+	if code, got := p.call("POST", "/v1/tenants/"+f.id+"/users", f.manage, map[string]any{
+		"username": "acme-bot-admin", "password": "bot-admin-password", "role": "admin",
+	}); code != 403 || !strings.Contains(fmt.Sprint(got["message"]), "only members") {
+		t.Errorf("machine creating an admin = %d %v, want 403 saying machines manage only members", code, got)
+	}
+	botMember := p.must(200, "POST", "/v1/tenants/"+f.id+"/users", f.manage, map[string]any{
+		"username": "acme-bot-member", "password": "bot-member-password",
+	})["userId"].(string)
+	if code, _ := p.call("POST", "/v1/users/"+botMember+":setRole", f.manage, map[string]string{"role": "admin"}); code != 403 {
+		t.Errorf("machine promoting a member to admin = %d, want 403", code)
+	}
+	otherAdmin := p.must(200, "POST", "/v1/tenants/"+f.id+"/users", f.owner, map[string]any{
+		"username": "acme-admin-2", "password": "admin-2-password", "role": "admin",
+	})["userId"].(string)
+	for op, body := range map[string]map[string]string{":disable": {}, ":setRole": {"role": "member"}} {
+		if code, _ := p.call("POST", "/v1/users/"+otherAdmin+op, f.manage, body); code != 403 {
+			t.Errorf("machine %s on an admin = %d, want 403", op, code)
+		}
+	}
+	if code, _ := p.call("DELETE", "/v1/users/"+otherAdmin, f.manage, nil); code != 403 {
+		t.Errorf("machine deleting an admin = %d, want 403", code)
+	}
+	p.must(200, "POST", "/v1/users/"+botMember+":disable", f.manage, map[string]string{})
 	// An admin cannot make owners; an owner can.
 	if code, _ := p.call("POST", "/v1/users/"+f.memberID+":setRole", f.admin, map[string]string{"role": "owner"}); code != 403 {
 		t.Errorf("admin promoting to owner = %d, want 403", code)
@@ -477,6 +507,166 @@ func TestLockoutEngagesAndReleases(t *testing.T) {
 	}
 	time.Sleep(2100 * time.Millisecond)
 	p.login("acme-member", "password-of-member")
+}
+
+// TestThrottleHoldsAgainstParallelRequests: attempts are counted before the credential is
+// checked, so a burst sent at once gets no more checks than the limit — for passwords and for
+// TOTP codes, which are cheap to guess in bulk otherwise — while right credentials do not use up
+// the client address's allowance.
+func TestThrottleHoldsAgainstParallelRequests(t *testing.T) {
+	p := startPlatform(t, map[string]string{"CORE_LOGIN_MAX_FAILURES": "3"}) // addresses: 30
+	f := p.newTenant("acme", "PLATFORM")
+
+	// More right logins from one address than it may fail: none is refused.
+	for i := range 35 {
+		if c, got := p.call("POST", "/v1/auth/login", nil, map[string]string{"username": "acme-owner", "password": "password-of-owner"}); c != 200 {
+			t.Fatalf("right login %d from one address = %d %v, want 200: successes must not count", i+1, c, got)
+		}
+	}
+
+	burst := func(path string, body map[string]string) map[int]int {
+		t.Helper()
+		var (
+			mu    sync.Mutex
+			codes = map[int]int{}
+			wg    sync.WaitGroup
+		)
+		for range 24 {
+			wg.Go(func() {
+				c, _ := p.call("POST", path, nil, body)
+				mu.Lock()
+				codes[c]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return codes
+	}
+	if got := burst("/v1/auth/login", map[string]string{"username": "acme-member", "password": "wrong-password-x"}); got[401] != 3 || got[429] != 21 {
+		t.Errorf("24 wrong passwords at once: answers %v, want exactly 3 checked (401) and 21 refused (429)", got)
+	}
+
+	// The same for TOTP codes, on the MFA step of a right password.
+	enrol := p.must(200, "POST", "/v1/auth/totp/enroll", f.admin, map[string]string{"password": "password-of-admin"})
+	code, err := totp.GenerateCode(enrol["secret"].(string), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.must(200, "POST", "/v1/auth/totp/confirm", f.admin, map[string]string{"code": code})
+	mfa := p.must(200, "POST", "/v1/auth/login", nil, map[string]string{"username": "acme-admin", "password": "password-of-admin"})["mfaToken"].(string)
+	if got := burst("/v1/auth/mfa/verify", map[string]string{"mfaToken": mfa, "code": "000000"}); got[401] != 3 || got[429] != 21 {
+		t.Errorf("24 wrong TOTP codes at once: answers %v, want exactly 3 checked (401) and 21 refused (429)", got)
+	}
+}
+
+// TestLogoutEverywhere: the refresh token alone ends every session of its user — the SDK and CLI
+// log out without an access token — and a token core does not know is refused rather than
+// answered as if everything had ended.
+func TestLogoutEverywhere(t *testing.T) {
+	p := startPlatform(t, nil)
+	p.newTenant("acme", "PLATFORM")
+	a1, r1 := p.login("acme-member", "password-of-member")
+	a2, r2 := p.login("acme-member", "password-of-member")
+	a3, _ := p.login("acme-owner", "password-of-owner")
+
+	p.must(200, "POST", "/v1/auth/logout", nil, map[string]any{"refreshToken": r1, "allSessions": true})
+	for name, c := range map[string]cred{"the logging-out session": bearer(a1), "another session": bearer(a2)} {
+		if code, _ := p.call("GET", "/v1/me", c, nil); code != 401 {
+			t.Errorf("%s after logging out everywhere = %d, want 401", name, code)
+		}
+	}
+	if code, _ := p.call("POST", "/v1/auth/refresh", nil, map[string]string{"refreshToken": r2}); code != 401 {
+		t.Errorf("another session's refresh token after logging out everywhere = %d, want 401", code)
+	}
+	p.must(200, "GET", "/v1/me", bearer(a3), nil) // another user's session stays
+
+	unknown, _, err := token.NewRefreshToken(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, got := p.call("POST", "/v1/auth/logout", nil, map[string]any{"refreshToken": unknown, "allSessions": true}); code != 401 {
+		t.Errorf("logging out everywhere with an unknown refresh token = %d %v, want 401", code, got)
+	}
+}
+
+// TestLoginUpgradesPasswordHash: a hash stored under other parameters than the configured ones
+// is replaced at the user's next right login — the same password, so no session ends — and a
+// wrong password changes nothing.
+func TestLoginUpgradesPasswordHash(t *testing.T) {
+	p := startPlatform(t, nil) // 8 MiB, 1 pass
+	p.newTenant("acme", "PLATFORM")
+	db := p.core.env["CORE_DATABASE_URL"]
+	before, _ := p.login("acme-member", "password-of-member")
+	older, err := password.Hash("password-of-member", password.Params{MemoryKiB: 8 * 1024, Iterations: 2, Parallelism: 1, SaltLen: 16, KeyLen: 32}, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readString(t, db, "UPDATE core.users SET password_hash = $1 WHERE username = 'acme-member' RETURNING password_hash", older)
+	stored := func() string {
+		return readString(t, db, "SELECT password_hash FROM core.users WHERE username = 'acme-member'")
+	}
+
+	if c, _ := p.call("POST", "/v1/auth/login", nil, map[string]string{"username": "acme-member", "password": "wrong-password-x"}); c != 401 || stored() != older {
+		t.Errorf("wrong password: %d, hash replaced: %v; want 401 and the hash kept", c, stored() != older)
+	}
+	p.login("acme-member", "password-of-member")
+	now := stored()
+	if now == older || !strings.Contains(now, "$m=8192,t=1,") {
+		t.Errorf("hash after a right login = %q, want it replaced under the configured parameters (m=8192,t=1)", now)
+	}
+	p.login("acme-member", "password-of-member") // the new hash verifies
+	p.must(200, "GET", "/v1/me", bearer(before), nil)
+}
+
+// TestSigningKeyRotationAcrossReplicas: after `core signing-key rotate`, a replica started later
+// signs with the new key, and one that started before accepts those tokens at once (it reloads
+// for a key it does not know) rather than at its next periodic reload; tokens of the old key keep
+// working, also after a second rotation within their lifetime.
+func TestSigningKeyRotationAcrossReplicas(t *testing.T) {
+	p := startPlatform(t, nil)
+	p.newTenant("acme", "PLATFORM")
+	oldTok, _ := p.login("acme-member", "password-of-member")
+	env := p.core.env
+	rotate := func() {
+		t.Helper()
+		var out strings.Builder
+		if err := Run(context.Background(), "test", []string{"signing-key", "rotate"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+			t.Fatalf("core signing-key rotate = %v", err)
+		}
+	}
+	rotate()
+	later := startWithEnv(t, env, p.core.certs)
+	waitReady(t, later)
+	second := &platform{tb: t, core: later, es: p.es, client: later.httpClient(p.core.certs.ClientConfigNoCert())}
+	newTok, _ := second.login("acme-member", "password-of-member")
+	if kid(t, newTok) == kid(t, oldTok) {
+		t.Fatalf("the replica started after the rotation signs with the old key %s", kid(t, oldTok))
+	}
+	p.must(200, "GET", "/v1/me", bearer(newTok), nil)      // the earlier replica, at once
+	second.must(200, "GET", "/v1/me", bearer(oldTok), nil) // the old key still verifies
+	rotate()
+	for name, pl := range map[string]*platform{"earlier replica": p, "later replica": second} {
+		if code, _ := pl.call("GET", "/v1/me", bearer(oldTok), nil); code != 200 {
+			t.Errorf("%s: a token of the key before last after a second rotation = %d, want 200 until it expires", name, code)
+		}
+	}
+}
+
+// kid returns the key id in a JWT's header.
+func kid(tb testing.TB, jwt string) string {
+	tb.Helper()
+	h, _, _ := strings.Cut(jwt, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var header struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(raw, &header); err != nil {
+		tb.Fatal(err)
+	}
+	return header.Kid
 }
 
 func TestUnknownUsersAreIndistinguishable(t *testing.T) {

@@ -14,12 +14,15 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,15 +50,16 @@ type Store interface {
 	UseRecoveryCode(ctx context.Context, userID uuid.UUID, hash []byte) (bool, error)
 	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, origin postgres.SessionOrigin) (postgres.Session, error)
 	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time) (postgres.Session, error)
-	RevokeSessionByRefreshToken(ctx context.Context, hash []byte, reason string, audit postgres.AuditEvent) error
+	RevokeSessionByRefreshToken(ctx context.Context, hash []byte, all bool, reason string, audit postgres.AuditEvent) error
 	RevokeUserSessions(ctx context.Context, userID uuid.UUID, reason string, except uuid.UUID, audit postgres.AuditEvent) error
 	ListOpenSessions(ctx context.Context, userID uuid.UUID) ([]postgres.OpenSession, error)
 	RevokeSession(ctx context.Context, userID, sessionID uuid.UUID, reason string, audit postgres.AuditEvent) error
 	AccessState(ctx context.Context, userID, sessionID uuid.UUID) (postgres.AccessState, error)
 	GetAPIKeyByKeyID(ctx context.Context, keyID string) (postgres.APIKey, error)
 	TouchAPIKey(ctx context.Context, id uuid.UUID, at time.Time) error
-	ThrottleState(ctx context.Context, scope, key string, now time.Time) (time.Time, error)
-	ThrottleFail(ctx context.Context, scope, key string, now time.Time, limit int, window, lockout time.Duration) (time.Time, error)
+	RehashPassword(ctx context.Context, id uuid.UUID, oldHash, newHash string) (bool, error)
+	ThrottleTake(ctx context.Context, scope, key string, now time.Time, limit int, window, lockout time.Duration) (time.Time, error)
+	ThrottleRefund(ctx context.Context, scope, key string, limit int) error
 	ThrottleReset(ctx context.Context, scope, key string) error
 	InsertAudit(ctx context.Context, e postgres.AuditEvent) error
 }
@@ -93,7 +97,10 @@ type Options struct {
 	TOTPIssuer   string // shown in authenticator apps (default "Custos")
 	PreloginSeed []byte // stable secret for fake prelogin parameters (derived from core's secret keys)
 	SigningKeys  *token.Keys
-	SecretBox    *secretbox.Box
+	// ReloadKeys, when set, loads the signing keys in force; a token of a key this replica does
+	// not know yet (rotated on another) triggers it, at most every KeyReloadGap.
+	ReloadKeys func(context.Context) (*token.Keys, error)
+	SecretBox  *secretbox.Box
 	// MasterKeys moves a zero-knowledge user's keys to the master key of their new password.
 	MasterKeys MasterKeyChanger
 }
@@ -107,6 +114,33 @@ type Service struct {
 	// hashing bounds concurrent Argon2id computations: each takes tens of MiB and a core for
 	// ~150 ms, so a burst of logins must queue rather than exhaust memory.
 	hashing chan struct{}
+	// reloaded is when ReloadKeys last ran for an unknown key (unix nanoseconds).
+	reloaded atomic.Int64
+}
+
+// KeyReloadGap bounds how often tokens of unknown keys make a replica reload its signing keys, so
+// that forged key ids cannot turn into a stream of database reads.
+const KeyReloadGap = 5 * time.Second
+
+// verify checks a token of purpose. A token of a key this replica does not know makes it reload
+// the keys in force (at most every KeyReloadGap) and check again: after a rotation on another
+// replica, the new key's tokens are accepted at once rather than at the next periodic reload.
+func (s *Service) verify(ctx context.Context, tok, purpose string) (token.Claims, error) {
+	claims, err := s.issuer.Verify(tok, purpose)
+	if err == nil || !errors.Is(err, token.ErrUnknownKey) || s.opts.ReloadKeys == nil {
+		return claims, err
+	}
+	last, now := s.reloaded.Load(), time.Now().UnixNano()
+	if now-last < int64(KeyReloadGap) || !s.reloaded.CompareAndSwap(last, now) {
+		return claims, err
+	}
+	keys, rerr := s.opts.ReloadKeys(ctx)
+	if rerr != nil {
+		s.opts.Logger.WarnContext(ctx, "reload signing keys for a token of an unknown key", "error", rerr)
+		return claims, err
+	}
+	s.issuer.SetKeys(keys)
+	return s.issuer.Verify(tok, purpose)
 }
 
 // withHashSlot runs fn while holding one of the hashing slots, or fails when ctx ends first.
@@ -207,6 +241,26 @@ func (r Request) host() string {
 	return r.RemoteAddr
 }
 
+// throttleAddr is the client address as throttling counts it: an IPv4 address, or the /64 prefix
+// of an IPv6 one (one host usually holds a whole /64, so counting its addresses apart would give
+// it unlimited attempts).
+func (r Request) throttleAddr() string {
+	h := r.host()
+	a, err := netip.ParseAddr(h)
+	if err != nil {
+		return h
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return h
+	}
+	return p.String()
+}
+
 // Tokens is a successful login.
 type Tokens struct {
 	AccessToken  string
@@ -245,14 +299,16 @@ func (s *Service) Prelogin(ctx context.Context, username string) (password.Clien
 // ResourceExhausted while the account or the client address is locked out.
 func (s *Service) Login(ctx context.Context, r Request, username, pw string) (LoginResult, error) {
 	name := normalize(username)
-	if err := s.throttled(ctx, "login:account", name, "login:address", r.host()); err != nil {
+	a, err := s.try(ctx, s.loginKeys(r, name))
+	if err != nil {
 		return LoginResult{}, err
 	}
 	u, err := s.store.GetUserByUsername(ctx, name)
 	if err != nil && !errs.Is(err, errs.NotFound) {
+		a.void(ctx)
 		return LoginResult{}, err
 	}
-	ok := false
+	ok, rehash := false, false
 	known := err == nil && u.DisabledAt == nil
 	if err := s.withHashSlot(ctx, func() {
 		if !known {
@@ -260,19 +316,22 @@ func (s *Service) Login(ctx context.Context, r Request, username, pw string) (Lo
 			return
 		}
 		var verr error
-		if ok, _, verr = password.Verify(pw, u.PasswordHash, s.opts.Password); verr != nil {
+		if ok, rehash, verr = password.Verify(pw, u.PasswordHash, s.opts.Password); verr != nil {
 			s.opts.Logger.ErrorContext(ctx, "stored password hash unusable", "user_id", u.ID, "error", verr)
 			ok = false
 		}
 	}); err != nil {
+		a.void(ctx)
 		return LoginResult{}, err
 	}
 	if !ok {
-		s.fail(ctx, r, "login:account", name, s.opts.LoginAccount, "login:address", r.host(), s.opts.LoginAddress)
 		s.audit(ctx, r, nilIfZero(u.TenantID), "anonymous", nilIfZero(u.ID), "auth.login", "", "UNAUTHENTICATED")
 		return LoginResult{}, errLogin
 	}
-	_ = s.store.ThrottleReset(ctx, "login:account", name)
+	a.ok(ctx)
+	if rehash {
+		s.rehash(ctx, u, pw)
+	}
 	if u.TOTPEnabled {
 		mfa, _, err := s.issuer.IssueMFA(u.ID.String(), u.SecurityStamp)
 		if err != nil {
@@ -289,10 +348,30 @@ func (s *Service) Login(ctx context.Context, r Request, username, pw string) (Lo
 	return LoginResult{Tokens: t}, nil
 }
 
+// rehash stores u's password, just checked, hashed again under the current parameters: after
+// they change, every user's hash follows at their next login, so that the cost is the configured
+// one and a known user's login takes as long as an unknown one's. Failures are logged: the old
+// hash still works.
+func (s *Service) rehash(ctx context.Context, u postgres.User, pw string) {
+	var (
+		h   string
+		err error
+	)
+	if serr := s.withHashSlot(ctx, func() { h, err = password.Hash(pw, s.opts.Password, s.opts.Rand) }); serr != nil {
+		return // busy: the next login tries again
+	}
+	if err == nil {
+		_, err = s.store.RehashPassword(ctx, u.ID, u.PasswordHash, h)
+	}
+	if err != nil {
+		s.opts.Logger.WarnContext(ctx, "store the password hash under the current parameters", "user_id", u.ID, "error", err)
+	}
+}
+
 // VerifyMFA completes a login with a TOTP code (a replayed one is refused) or a single-use
 // recovery code.
 func (s *Service) VerifyMFA(ctx context.Context, r Request, mfaToken, code string) (Tokens, error) {
-	claims, err := s.issuer.Verify(mfaToken, token.PurposeMFA)
+	claims, err := s.verify(ctx, mfaToken, token.PurposeMFA)
 	if err != nil {
 		return Tokens{}, errs.E(errs.Unauthenticated, "MFA token rejected: log in again")
 	}
@@ -318,20 +397,20 @@ func (s *Service) VerifyMFA(ctx context.Context, r Request, mfaToken, code strin
 // checkSecondFactor accepts a current TOTP code, once, or an unused recovery code, under the TOTP
 // throttle.
 func (s *Service) checkSecondFactor(ctx context.Context, r Request, u postgres.User, code string) error {
-	acct := u.ID.String()
-	if err := s.throttled(ctx, "totp:account", acct, "totp:address", r.host()); err != nil {
+	a, err := s.try(ctx, s.totpKeys(r, u))
+	if err != nil {
 		return err
 	}
 	ok, err := s.secondFactorOK(ctx, u, code)
 	if err != nil {
+		a.void(ctx)
 		return err
 	}
 	if !ok {
-		s.fail(ctx, r, "totp:account", acct, s.opts.TOTPAccount, "totp:address", r.host(), s.opts.TOTPAddress)
 		s.audit(ctx, r, nilIfZero(u.TenantID), "user", &u.ID, "auth.mfa", "", "UNAUTHENTICATED")
 		return errs.E(errs.Unauthenticated, "code rejected: wrong, expired or already used")
 	}
-	_ = s.store.ThrottleReset(ctx, "totp:account", acct)
+	a.ok(ctx)
 	return nil
 }
 
@@ -380,18 +459,20 @@ func (s *Service) Refresh(ctx context.Context, r Request, refreshToken string) (
 	return Tokens{AccessToken: access, RefreshToken: newToken, ExpiresIn: expires}, nil
 }
 
-// Logout revokes the refresh token's family, or with all every session of its user.
+// Logout revokes the refresh token's family, or with all every session of the token's user —
+// the refresh token is the proof, so a client that holds no valid access token can still end
+// every session. Errors: Invalid for a value that is not a refresh token; Unauthenticated with all
+// for a token core does not know (nothing was ended).
 func (s *Service) Logout(ctx context.Context, r Request, refreshToken string, all bool) error {
 	hash, err := token.HashRefreshToken(refreshToken)
 	if err != nil {
 		return errs.E(errs.Invalid, "refreshToken: not a refresh token")
 	}
-	p := principal.FromContext(ctx)
-	audit := s.event(r, nil, "anonymous", nil, "auth.logout", "", "ok")
-	if all && p.Human() {
-		return s.store.RevokeUserSessions(ctx, p.ID, "logout", uuid.Nil, audit)
+	action := "auth.logout"
+	if all {
+		action = "auth.logout.all"
 	}
-	return s.store.RevokeSessionByRefreshToken(ctx, hash, "logout", audit)
+	return s.store.RevokeSessionByRefreshToken(ctx, hash, all, "logout", s.event(r, nil, "anonymous", nil, action, "", "ok"))
 }
 
 // Session is one of a person's open sessions, as ListSessions reports it.
@@ -436,13 +517,9 @@ func (s *Service) RevokeSession(ctx context.Context, r Request, sessionID uuid.U
 // Hint returns a user's password hint; unknown users, users without a hint and tenants that
 // switched hints off all get "". Throttled per client address.
 func (s *Service) Hint(ctx context.Context, r Request, username string) (string, error) {
-	if until, err := s.store.ThrottleState(ctx, "hint:address", r.host(), s.opts.Now()); err != nil {
-		return "", err
-	} else if !until.IsZero() {
-		return "", throttledError(until, s.opts.Now())
-	}
-	// Every request counts against the address: hints are asked for rarely.
-	if _, err := s.store.ThrottleFail(ctx, "hint:address", r.host(), s.opts.Now(), s.opts.HintAddress.Limit, s.opts.HintAddress.Window, s.opts.HintAddress.Lockout); err != nil {
+	// Every request counts against the address, and is never given back: hints are asked for
+	// rarely.
+	if _, err := s.take(ctx, throttleKey{"hint:address", r.throttleAddr(), s.opts.HintAddress}); err != nil {
 		return "", err
 	}
 	u, err := s.store.GetUserByUsername(ctx, normalize(username))
@@ -558,14 +635,15 @@ func (s *Service) ConfirmTOTP(ctx context.Context, r Request, code string) ([]st
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "open TOTP secret")
 	}
-	if err := s.throttled(ctx, "totp:account", u.ID.String(), "totp:address", r.host()); err != nil {
+	a, err := s.try(ctx, s.totpKeys(r, u))
+	if err != nil {
 		return nil, err
 	}
 	step, err := totp.Validate(string(secret), code, s.opts.Now(), 0)
 	if err != nil {
-		s.fail(ctx, r, "totp:account", u.ID.String(), s.opts.TOTPAccount, "totp:address", r.host(), s.opts.TOTPAddress)
 		return nil, errs.E(errs.Invalid, "code: not the current code of the authenticator being enrolled")
 	}
+	a.ok(ctx)
 	codes, hashes, err := totp.NewRecoveryCodes(10, s.opts.Rand)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "generate recovery codes")
@@ -597,7 +675,7 @@ func (s *Service) DisableTOTP(ctx context.Context, r Request, pw, code string) e
 // has the token's security stamp, and the session is not revoked.
 func (s *Service) AuthenticateBearer(ctx context.Context, r Request, bearer string) (principal.Principal, error) {
 	rejected := errs.E(errs.Unauthenticated, "access token rejected: log in or refresh")
-	claims, err := s.issuer.Verify(bearer, token.PurposeAccess)
+	claims, err := s.verify(ctx, bearer, token.PurposeAccess)
 	if err != nil {
 		return principal.Principal{}, rejected
 	}
@@ -707,18 +785,19 @@ func (s *Service) reauthenticate(ctx context.Context, r Request, p principal.Pri
 	if err != nil {
 		return postgres.User{}, err
 	}
-	name := normalize(u.Username)
-	if err := s.throttled(ctx, "login:account", name, "login:address", r.host()); err != nil {
+	a, err := s.try(ctx, s.loginKeys(r, normalize(u.Username)))
+	if err != nil {
 		return postgres.User{}, err
 	}
 	var ok bool
 	if serr := s.withHashSlot(ctx, func() { ok, _, err = password.Verify(pw, u.PasswordHash, s.opts.Password) }); serr != nil {
+		a.void(ctx)
 		return postgres.User{}, serr
 	}
 	if err != nil || !ok {
-		s.fail(ctx, r, "login:account", name, s.opts.LoginAccount, "login:address", r.host(), s.opts.LoginAddress)
 		return postgres.User{}, errs.E(errs.Unauthenticated, "password rejected")
 	}
+	a.ok(ctx)
 	return u, nil
 }
 
@@ -749,30 +828,81 @@ func ValidateHint(h string) error {
 	return nil
 }
 
-// throttled returns ResourceExhausted while either key is locked out.
-func (s *Service) throttled(ctx context.Context, scopeA, keyA, scopeB, keyB string) error {
-	now := s.opts.Now()
-	for _, k := range [][2]string{{scopeA, keyA}, {scopeB, keyB}} {
-		until, err := s.store.ThrottleState(ctx, k[0], k[1], now)
-		if err != nil {
-			return err
-		}
-		if !until.IsZero() {
-			return throttledError(until, now)
-		}
-	}
-	return nil
+// throttleKey is one counter a credential attempt is throttled by.
+type throttleKey struct {
+	scope, key string
+	limits     Limits
 }
 
-// fail counts a failure against both keys. Counting errors are logged: failing the request for
-// them would turn a database hiccup into a denial of logins.
-func (s *Service) fail(ctx context.Context, r Request, scopeA, keyA string, la Limits, scopeB, keyB string, lb Limits) {
-	now := s.opts.Now()
-	if _, err := s.store.ThrottleFail(ctx, scopeA, keyA, now, la.Limit, la.Window, la.Lockout); err != nil {
-		s.opts.Logger.WarnContext(ctx, "count failed attempt", "scope", scopeA, "error", err)
+func (s *Service) loginKeys(r Request, account string) [2]throttleKey {
+	return [2]throttleKey{{"login:account", account, s.opts.LoginAccount}, {"login:address", r.throttleAddr(), s.opts.LoginAddress}}
+}
+
+func (s *Service) totpKeys(r Request, u postgres.User) [2]throttleKey {
+	return [2]throttleKey{{"totp:account", u.ID.String(), s.opts.TOTPAccount}, {"totp:address", r.throttleAddr(), s.opts.TOTPAddress}}
+}
+
+// attempt is one try of a credential, counted against an account and a client address before
+// the credential is checked (see try). A wrong credential leaves it counted; ok and void give it
+// back.
+type attempt struct {
+	s    *Service
+	keys [2]throttleKey
+}
+
+// try counts an attempt against both keys before the credential is checked, so that requests
+// sent together cannot all be checked before the first failure counts: at most the limit is ever
+// checked per window. Errors: ResourceExhausted while either key is locked out (nothing stays
+// counted); what the store answers when it cannot count (a login is not checked uncounted).
+func (s *Service) try(ctx context.Context, keys [2]throttleKey) (*attempt, error) {
+	if _, err := s.take(ctx, keys[0]); err != nil {
+		return nil, err
 	}
-	if _, err := s.store.ThrottleFail(ctx, scopeB, keyB, now, lb.Limit, lb.Window, lb.Lockout); err != nil {
-		s.opts.Logger.WarnContext(ctx, "count failed attempt", "scope", scopeB, "error", err)
+	if _, err := s.take(ctx, keys[1]); err != nil {
+		s.refund(ctx, keys[0])
+		return nil, err
+	}
+	return &attempt{s: s, keys: keys}, nil
+}
+
+// ok records a right credential: the account's count is forgotten (as after every success), the
+// address's attempt given back.
+func (a *attempt) ok(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := a.s.store.ThrottleReset(ctx, a.keys[0].scope, a.keys[0].key); err != nil {
+		a.s.opts.Logger.WarnContext(ctx, "reset throttle", "scope", a.keys[0].scope, "error", err)
+	}
+	a.s.refund(ctx, a.keys[1])
+}
+
+// void gives the attempt back to both keys: the credential could not be checked.
+func (a *attempt) void(ctx context.Context) {
+	a.s.refund(ctx, a.keys[0])
+	a.s.refund(ctx, a.keys[1])
+}
+
+// take counts an attempt against k. Errors: ResourceExhausted while k is locked out.
+func (s *Service) take(ctx context.Context, k throttleKey) (time.Time, error) {
+	now := s.opts.Now()
+	until, err := s.store.ThrottleTake(ctx, k.scope, k.key, now, k.limits.Limit, k.limits.Window, k.limits.Lockout)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !until.IsZero() {
+		return until, throttledError(until, now)
+	}
+	return time.Time{}, nil
+}
+
+// refund gives an attempt back to k. Errors are logged: the attempt then counts as a failure,
+// which errs on the safe side.
+func (s *Service) refund(ctx context.Context, k throttleKey) {
+	// Even when the request is cancelled: a success must not count as a failure.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.store.ThrottleRefund(ctx, k.scope, k.key, k.limits.Limit); err != nil {
+		s.opts.Logger.WarnContext(ctx, "give back a throttled attempt", "scope", k.scope, "error", err)
 	}
 }
 

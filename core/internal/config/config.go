@@ -75,20 +75,29 @@ type Database struct {
 	SecretKeys, ActiveSecretKeyID string
 	AdminUsername, AdminPassword  string
 	LogLevel                      slog.Level
+	// PasswordMemoryKiB and PasswordIterations are as in Config: the cost of the hash of a
+	// platform admin created by a command.
+	PasswordMemoryKiB, PasswordIterations int
+	// AccessTTL is as in Config's Tokens: how long a rotated signing key must keep verifying.
+	AccessTTL time.Duration
 }
 
 // LoadDatabase reads CORE_DATABASE_URL (or _FILE, required), CORE_SECRET_KEYS (or _FILE, needed by
 // the commands that seal or open secrets, which check it), CORE_ACTIVE_SECRET_KEY_ID, the admin
-// variables and CORE_LOG_LEVEL.
+// variables, CORE_LOG_LEVEL, the password hash cost (CORE_PASSWORD_MEMORY_KIB,
+// CORE_PASSWORD_ITERATIONS) and CORE_ACCESS_TOKEN_TTL.
 func LoadDatabase(getenv func(string) string) (Database, error) {
 	e := &env{getenv: getenv}
 	d := Database{
-		DatabaseURL:       e.secret("CORE_DATABASE_URL", true),
-		SecretKeys:        e.secret("CORE_SECRET_KEYS", false),
-		ActiveSecretKeyID: e.str("CORE_ACTIVE_SECRET_KEY_ID", ""),
-		AdminUsername:     e.str("CORE_ADMIN_USERNAME", ""),
-		AdminPassword:     e.secret("CORE_ADMIN_PASSWORD", false),
-		LogLevel:          logLevel(e, "CORE_LOG_LEVEL"),
+		DatabaseURL:        e.secret("CORE_DATABASE_URL", true),
+		SecretKeys:         e.secret("CORE_SECRET_KEYS", false),
+		ActiveSecretKeyID:  e.str("CORE_ACTIVE_SECRET_KEY_ID", ""),
+		AdminUsername:      e.str("CORE_ADMIN_USERNAME", ""),
+		AdminPassword:      e.secret("CORE_ADMIN_PASSWORD", false),
+		LogLevel:           logLevel(e, "CORE_LOG_LEVEL"),
+		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
+		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),
+		AccessTTL:          e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, 24*time.Hour),
 	}
 	return d, e.err()
 }

@@ -297,8 +297,8 @@ type NewUser struct {
 }
 
 // CreateUser adds a user to a tenant. The platform admin may create any role in any tenant (a
-// tenant's first owner); an owner any role in theirs; an admin or a machine with users:manage only
-// admins and members.
+// tenant's first owner); an owner any role in theirs; an admin only admins and members; a machine
+// with users:manage only members.
 func (s *Service) CreateUser(ctx context.Context, c Call, nu NewUser) (postgres.User, error) {
 	if err := s.canManage(ctx, nu.TenantID); err != nil {
 		return postgres.User{}, err
@@ -492,22 +492,52 @@ func (s *Service) canManage(ctx context.Context, tenantID uuid.UUID) error {
 	return errs.E(errs.NotFound, "tenant %s not found", tenantID)
 }
 
-// mayGrant refuses to let anyone but an owner or the platform admin make owners.
+// mayGrant refuses to let a caller give role above its own reach (see reach).
 func mayGrant(ctx context.Context, role string) error {
 	p := principal.FromContext(ctx)
-	if role == principal.RoleOwner && !p.PlatformAdmin && p.Role != principal.RoleOwner {
-		return errs.E(errs.PermissionDenied, "only an owner or the platform admin may make owners")
+	if rank(role) > rank(reach(p)) {
+		return refuseReach(p, "make "+role+"s")
 	}
 	return nil
 }
 
-// mayTouch refuses to let admins and machines change owners.
+// mayTouch refuses to let a caller change a user whose role is above its reach (see reach).
 func mayTouch(ctx context.Context, u postgres.User) error {
 	p := principal.FromContext(ctx)
-	if u.Role == principal.RoleOwner && !p.PlatformAdmin && p.Role != principal.RoleOwner {
-		return errs.E(errs.PermissionDenied, "only an owner or the platform admin may change an owner")
+	if rank(u.Role) > rank(reach(p)) {
+		return refuseReach(p, "change an "+u.Role)
 	}
 	return nil
+}
+
+// reach is the highest role a caller may give or change: the platform admin and owners any,
+// admins admins and members, and machines (users:manage) members only — a machine that could make
+// admins could make itself one, with the powers the policy keeps from machines (API keys, audit).
+func reach(p principal.Principal) string {
+	switch {
+	case p.PlatformAdmin || (p.Human() && p.Role == principal.RoleOwner):
+		return principal.RoleOwner
+	case p.Human() && p.Role == principal.RoleAdmin:
+		return principal.RoleAdmin
+	}
+	return principal.RoleMember
+}
+
+func rank(role string) int {
+	switch role {
+	case principal.RoleOwner:
+		return 2
+	case principal.RoleAdmin:
+		return 1
+	}
+	return 0
+}
+
+func refuseReach(p principal.Principal, what string) error {
+	if !p.Human() {
+		return errs.E(errs.PermissionDenied, "machine credentials may not %s: only members are managed by machines (users:manage)", what)
+	}
+	return errs.E(errs.PermissionDenied, "only an owner or the platform admin may %s", what)
 }
 
 func checkRole(role string) error {

@@ -202,8 +202,8 @@ func TestStoreUnavailable(t *testing.T) {
 	wantKind(t, "GetUser(unreachable database)", err, errs.Unavailable, "database unavailable")
 	_, err = s.RotateRefreshToken(ctx, make([]byte, 32), make([]byte, 32), time.Now())
 	wantKind(t, "RotateRefreshToken(unreachable database)", err, errs.Unavailable, "database unavailable")
-	_, err = s.ThrottleFail(ctx, "login", "k", time.Now(), 3, time.Minute, time.Minute)
-	wantKind(t, "ThrottleFail(unreachable database)", err, errs.Unavailable, "database unavailable")
+	_, err = s.ThrottleTake(ctx, "login", "k", time.Now(), 3, time.Minute, time.Minute)
+	wantKind(t, "ThrottleTake(unreachable database)", err, errs.Unavailable, "database unavailable")
 
 	_, pool, _ := mustStore(t)
 	closed := postgres.NewStore(pool)

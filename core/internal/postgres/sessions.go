@@ -231,29 +231,47 @@ func validateReason(reason string) error {
 }
 
 // RevokeSessionByRefreshToken revokes the session of the refresh token whose
-// SHA-256 is hash (any token of the session, used or not): a logout. It is
-// idempotent: an unknown token or a revoked session is no error, and the
-// audit event is recorded either way.
+// SHA-256 is hash (any token of the session, used or not): a logout; with
+// all, every session of the token's user: a logout everywhere, which the
+// refresh token alone proves the right to (a client need not hold a valid
+// access token to end a thief's sessions). The audit event is recorded with
+// the token's user as its actor. Ending one session is idempotent: an
+// unknown token or a revoked session is no error, and the event is recorded
+// either way.
 //
-// Errors: Invalid for an empty or over-long reason.
-func (s *Store) RevokeSessionByRefreshToken(ctx context.Context, hash []byte, reason string, audit AuditEvent) error {
+// Errors: Invalid for an empty or over-long reason; Unauthenticated with
+// all for a token core does not know (expired and forgotten, or never
+// issued): nothing was ended, so the caller must not be told otherwise.
+func (s *Store) RevokeSessionByRefreshToken(ctx context.Context, hash []byte, all bool, reason string, audit AuditEvent) error {
 	if err := validateReason(reason); err != nil {
 		return err
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var (
-			sessionID uuid.UUID
-			tenantID  *uuid.UUID
+			sessionID, userID uuid.UUID
+			tenantID          *uuid.UUID
 		)
+		// FOR NO KEY UPDATE of the user orders a logout everywhere with a
+		// concurrent CreateSession (FOR SHARE), as RevokeUserSessions does.
 		err := tx.QueryRow(ctx, `
-			SELECT s.id, u.tenant_id
+			SELECT s.id, u.id, u.tenant_id
 			  FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
-			 WHERE t.token_hash = $1`, hash).Scan(&sessionID, &tenantID)
+			 WHERE t.token_hash = $1
+			   FOR NO KEY UPDATE OF u`, hash).Scan(&sessionID, &userID, &tenantID)
 		switch {
+		case errors.Is(err, pgx.ErrNoRows) && all:
+			return errs.E(errs.Unauthenticated, "refresh token rejected: nothing was ended; log in, then log out everywhere again")
 		case errors.Is(err, pgx.ErrNoRows):
 			return insertAudit(ctx, tx, audit)
 		case err != nil:
 			return fmt.Errorf("find refresh token: %w", err)
+		}
+		audit.ActorType, audit.ActorID = ActorUser, &userID
+		if all {
+			if err := revokeSessions(ctx, tx, userID, uuid.Nil, reason); err != nil {
+				return err
+			}
+			return insertAudit(ctx, tx, audit.about(tenantID, "user:"+userID.String()))
 		}
 		if err := revokeSession(ctx, tx, sessionID, reason); err != nil {
 			return err

@@ -134,7 +134,7 @@ func TestRotateRefreshTokenRejections(t *testing.T) {
 		{"session revoked", func(t *testing.T) []byte {
 			u := mustUser(t, s, tn.ID, postgres.RoleMember)
 			_, h := mustSession(t, s, u.ID)
-			if err := s.RevokeSessionByRefreshToken(ctx, h, "logout", auditEvent("auth.logout")); err != nil {
+			if err := s.RevokeSessionByRefreshToken(ctx, h, false, "logout", auditEvent("auth.logout")); err != nil {
 				t.Fatal(err)
 			}
 			return h
@@ -260,7 +260,7 @@ func TestRevokeSessionByRefreshToken(t *testing.T) {
 	// Any token of the family names the session, the used one included;
 	// repeating and unknown tokens are no error.
 	for _, h := range [][]byte{t1, t2, hash(t)} {
-		if err := s.RevokeSessionByRefreshToken(ctx, h, "logout", auditEvent("auth.logout")); err != nil {
+		if err := s.RevokeSessionByRefreshToken(ctx, h, false, "logout", auditEvent("auth.logout")); err != nil {
 			t.Errorf("RevokeSessionByRefreshToken() = %v, want nil", err)
 		}
 	}
@@ -273,7 +273,7 @@ func TestRevokeSessionByRefreshToken(t *testing.T) {
 		tn.ID, "session:"+sess.ID.String()); n != 2 {
 		t.Errorf("logout audit events naming tenant and session = %d, want 2", n)
 	}
-	wantKind(t, "RevokeSessionByRefreshToken(no reason)", s.RevokeSessionByRefreshToken(ctx, t2, "", auditEvent("auth.logout")),
+	wantKind(t, "RevokeSessionByRefreshToken(no reason)", s.RevokeSessionByRefreshToken(ctx, t2, false, "", auditEvent("auth.logout")),
 		errs.Invalid, "reason")
 }
 
@@ -319,7 +319,7 @@ func TestAccessState(t *testing.T) {
 	admin := mustUser(t, s, uuid.Nil, "")
 	sess, _ := mustSession(t, s, u.ID)
 	revoked, revokedToken := mustSession(t, s, u.ID)
-	if err := s.RevokeSessionByRefreshToken(ctx, revokedToken, "logout", auditEvent("auth.logout")); err != nil {
+	if err := s.RevokeSessionByRefreshToken(ctx, revokedToken, false, "logout", auditEvent("auth.logout")); err != nil {
 		t.Fatal(err)
 	}
 	otherSess, _ := mustSession(t, s, other.ID)
@@ -408,14 +408,14 @@ func TestPruneExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Throttle rows: one whose window is over, one still counting, one
-	// locked.
+	// locked (limit 1: the first attempt locks).
 	base := now.Add(-2 * time.Hour)
 	for _, c := range []struct {
 		key   string
 		at    time.Time
 		limit int
 	}{{"old", base, 5}, {"counting", now, 5}, {"locked", base, 1}} {
-		if _, err := s.ThrottleFail(ctx, "login", c.key, c.at, c.limit, 10*time.Minute, 3*time.Hour); err != nil {
+		if _, err := s.ThrottleTake(ctx, "login", c.key, c.at, c.limit, 10*time.Minute, 3*time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -450,6 +450,24 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, audit AuditEvent) 
 	return erasure, nil
 }
 
+// RehashPassword replaces user id's password hash oldHash by newHash, a hash
+// of the same password under the current parameters, after a login checked
+// it. It changes nothing else (the password is the same: sessions stay), and
+// only while the stored hash is still oldHash, so that a password change in
+// between wins. It reports whether it replaced the hash.
+//
+// Errors: Invalid for an empty hash.
+func (s *Store) RehashPassword(ctx context.Context, id uuid.UUID, oldHash, newHash string) (bool, error) {
+	if oldHash == "" || newHash == "" {
+		return false, errs.E(errs.Invalid, "password hash is required")
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2`, id, oldHash, newHash)
+	if err != nil {
+		return false, fail("rehash password", fmt.Errorf("update password hash: %w", err))
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // ChangePassword replaces user id's password hash and security stamp, and
 // its hint unless hint is nil (a pointer to "" removes it), and revokes every
 // session of the user but keepSession (reason "password changed"; uuid.Nil

@@ -516,3 +516,28 @@ func mustEnableTOTP(tb testing.TB, s *postgres.Store, id uuid.UUID, n int) [][]b
 	}
 	return codes
 }
+
+// TestRehashPassword: the hash is replaced only while it is still the one the login checked, and
+// nothing else changes.
+func TestRehashPassword(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, _, _ := mustStore(t)
+	u := mustUser(t, s, mustTenant(t, s, "").ID, "member")
+	const newer = "$argon2id$v=19$m=65536,t=4,p=4$c2FsdA$bmV3ZXI"
+	if ok, err := s.RehashPassword(ctx, u.ID, "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$c3RhbGU", newer); ok || err != nil {
+		t.Errorf("RehashPassword(stale old hash) = %v, %v, want false, nil", ok, err)
+	}
+	if got := mustGetUser(t, s, u.ID); got.PasswordHash != u.PasswordHash {
+		t.Errorf("hash after a stale rehash = %q, want it unchanged", got.PasswordHash)
+	}
+	if ok, err := s.RehashPassword(ctx, u.ID, u.PasswordHash, newer); !ok || err != nil {
+		t.Fatalf("RehashPassword() = %v, %v, want true, nil", ok, err)
+	}
+	got := mustGetUser(t, s, u.ID)
+	if got.PasswordHash != newer || got.SecurityStamp != u.SecurityStamp {
+		t.Errorf("after RehashPassword: hash %q, stamp changed %v; want the new hash and the same stamp", got.PasswordHash, got.SecurityStamp != u.SecurityStamp)
+	}
+	_, err := s.RehashPassword(ctx, u.ID, "", newer)
+	wantKind(t, "RehashPassword(no old hash)", err, errs.Invalid, "password hash")
+}

@@ -35,10 +35,17 @@ func Keys(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader) 
 	return fromRows(rows, box)
 }
 
-// Rotate adds a new signing key, which signs from the next reload of each replica on (at most
-// a minute), and retires every key but the new one and the one it replaces, which keeps verifying
-// the tokens it signed until they expire. It returns the new key's id.
-func Rotate(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader) (string, error) {
+// ReloadInterval is how often every replica reloads the keys in force (see Reload): a new key
+// signs on a replica within it at the latest.
+const ReloadInterval = time.Minute
+
+// Rotate adds a new signing key, which signs from the next reload of each replica on (within
+// ReloadInterval; a replica that meets a token of a key it does not know yet reloads at once),
+// and returns its id. Older keys keep verifying while tokens they signed may still be valid: a
+// key is retired once its successor has been in force for keep (the access-token lifetime; the
+// replicas' reload interval and the clock leeway are added here). So rotating twice within an
+// access token's lifetime cuts no valid token short.
+func Rotate(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader, keep time.Duration) (string, error) {
 	rows, err := store.ListSigningKeys(ctx)
 	if err != nil {
 		return "", err
@@ -50,9 +57,12 @@ func Rotate(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader
 	if err := store.InsertSigningKey(ctx, row); err != nil {
 		return "", err
 	}
-	for i, r := range rows { // newest first: rows[0] becomes the previous key
-		if i > 0 {
-			if err := store.RetireSigningKey(ctx, r.ID); err != nil {
+	// rows are newest first: rows[i-1] replaced rows[i], whose tokens were signed until
+	// rows[i-1] was in force on every replica.
+	cutoff := time.Now().Add(-(keep + ReloadInterval + token.Leeway))
+	for i := 1; i < len(rows); i++ {
+		if rows[i-1].CreatedAt.Before(cutoff) {
+			if err := store.RetireSigningKey(ctx, rows[i].ID); err != nil {
 				return "", err
 			}
 		}
