@@ -50,8 +50,8 @@ var (
 	ErrUnauthenticated    = &Error{Code: "UNAUTHENTICATED"}     // 401: wrong credentials, expired session, missing X-Master-Key
 	ErrPermissionDenied   = &Error{Code: "PERMISSION_DENIED"}   // 403: role or scope missing, wrong master key
 	ErrNotFound           = &Error{Code: "NOT_FOUND"}           // 404
-	ErrAborted            = &Error{Code: "ABORTED"}             // 409: a stale revision
-	ErrAlreadyExists      = &Error{Code: "ALREADY_EXISTS"}      // 409: a taken name
+	ErrAborted            = &Error{Code: "ABORTED"}             // 409: a stale revision, or lost a race with a concurrent change: send again
+	ErrAlreadyExists      = &Error{Code: "ALREADY_EXISTS"}      // 409: a taken name; an imported item that changed since the export
 	ErrResourceExhausted  = &Error{Code: "RESOURCE_EXHAUSTED"}  // 429: throttled, or too large
 	ErrUnimplemented      = &Error{Code: "UNIMPLEMENTED"}       // 501: this release of core does not offer it
 	ErrUnavailable        = &Error{Code: "UNAVAILABLE"}         // 503, or core unreachable

@@ -169,8 +169,11 @@ type ImportResult struct {
 
 // Import restores the records of an export read from r (tenant admins only): every record is
 // stored, or none. A record altered since the export is refused (INVALID_ARGUMENT naming the
-// record and its integrity); one that conflicts with an item changed since, ABORTED. A core that
-// does not offer import yet answers UNIMPLEMENTED.
+// record and its integrity); one whose item has changed since the export, ALREADY_EXISTS
+// (ErrAlreadyExists) naming the record. An import that collided with a concurrent change stored
+// nothing and gets ABORTED (ErrAborted): send the whole file again. Importing the same file twice
+// is harmless: records already there count as Unchanged, also after a re-encryption job moved
+// them to a new key version. A core that does not offer import yet answers UNIMPLEMENTED.
 func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOption) (ImportResult, error) {
 	var o importOptions
 	for _, opt := range opts {

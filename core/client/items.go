@@ -39,8 +39,10 @@ func tsTime(ts *timestamppb.Timestamp) time.Time {
 // Vault calls are for people only: machines get PERMISSION_DENIED. In a zero-knowledge tenant they
 // need the master key (ErrLocked without it; PERMISSION_DENIED when it is the wrong one).
 
-// PutItem encrypts and stores a new item. A bad name or data (empty name, name over 1 KiB, data
-// over the limit, default 1 MiB) gets INVALID_ARGUMENT naming the field.
+// PutItem encrypts and stores a new item. A bad name or data gets INVALID_ARGUMENT naming the
+// field and the limit: an empty name, a name over 1 KiB, data over 1016 KiB (1,040,384 bytes), or
+// data that JSON escaping makes too large for the encryption service (quotes and backslashes count
+// 2 bytes, control characters up to 6, within 1 MiB for name and data together).
 func (c *Client) PutItem(ctx context.Context, name, data string) (Item, error) {
 	r := &corev1.CreateItemResponse{}
 	cl := call{method: corev1.VaultService_CreateItem_FullMethodName, verb: "POST", path: "/v1/items", body: true,
@@ -82,7 +84,8 @@ func (c *Client) ListItems(ctx context.Context) iter.Seq2[Item, error] {
 }
 
 // UpdateItem replaces an item's name and data if its revision is still revision (the one read);
-// otherwise ABORTED (409) and nothing changes: read it again and redo the change.
+// otherwise ABORTED (409) and nothing changes: read it again and redo the change. Name and data
+// have PutItem's limits.
 func (c *Client) UpdateItem(ctx context.Context, id string, revision int, name, data string) (Item, error) {
 	if revision < 0 || revision > math.MaxInt32 {
 		return Item{}, &Error{HTTPStatus: 400, Code: "INVALID_ARGUMENT", Message: fmt.Sprintf("revision: %d is not a revision", revision)}

@@ -283,6 +283,20 @@ func TestCLI(t *testing.T) {
 		if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
 			t.Errorf("export file mode %v, want 0600", st.Mode().Perm())
 		}
+		// An export that broke off after the first record resumes with --after, appending to
+		// the file: the file then holds every record once.
+		first, _, _ := strings.Cut(string(raw), "\n")
+		var rec struct{ Cursor string }
+		if err := json.Unmarshal([]byte(first), &rec); err != nil || rec.Cursor == "" {
+			t.Fatalf("export record %q has no cursor: %v", first, err)
+		}
+		if err := os.WriteFile(file, []byte(first+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		al.json(&sum, "", "export", "--file", file, "--after", rec.Cursor)
+		if resumed, _ := os.ReadFile(file); sum.Records != 1 || string(resumed) != string(raw) {
+			t.Errorf("export --after = %+v, file of %d lines; want the second record appended to the first", sum, strings.Count(string(resumed), "\n"))
+		}
 		// The machine exports the tenant's records to standard output, summary on stderr.
 		code, out, errOut := machine.run("", "export", "-o", "json")
 		if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(errOut, `"records":2`) {

@@ -408,4 +408,15 @@ func TestRestoringABackupAfterDisable(t *testing.T) {
 	if got := p.must(200, "GET", "/v1/items/"+id, f.member, nil); got["data"] != data {
 		t.Errorf("restored item after re-encryption and disable = %v, want its data", got)
 	}
+
+	// The same backup again: the item is the same (same revision), only on another version now,
+	// so it is unchanged and stays on the active version.
+	code, raw := p.raw("POST", "/v1/import", f.admin, backup)
+	var res map[string]any
+	if code != 200 || json.Unmarshal(raw, &res) != nil || num(t, res["unchanged"]) != 1 {
+		t.Errorf("importing the backup again after re-encryption = %d %s, want 200 with 1 unchanged", code, raw)
+	}
+	if got := p.must(200, "GET", "/v1/items/"+id, f.member, nil); got["data"] != data {
+		t.Errorf("item after importing the backup again = %v, want its data, on the active version", got)
+	}
 }

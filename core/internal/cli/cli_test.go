@@ -283,3 +283,21 @@ func TestAdminUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// An export that breaks off says how to resume it: with the same file (quoted for the shell)
+// and --after, or appending standard output to the file.
+func TestResumeCommand(t *testing.T) {
+	tests := []struct {
+		file, cursor, want string
+	}{
+		{"backup.ndjson", "MTc5", "custos export --file backup.ndjson --after MTc5"},
+		{"/var/backups/nightly 1.ndjson", "MTc5", "custos export --file '/var/backups/nightly 1.ndjson' --after MTc5"},
+		{"it's.ndjson", "MTc5", `custos export --file 'it'\''s.ndjson' --after MTc5`},
+		{"", "MTc5", "custos export --after MTc5 >> FILE"},
+	}
+	for _, tc := range tests {
+		if got := resumeCommand(tc.file, tc.cursor); got != tc.want {
+			t.Errorf("resumeCommand(%q, %q) = %q, want %q", tc.file, tc.cursor, got, tc.want)
+		}
+	}
+}

@@ -20,18 +20,27 @@ import (
 func (e *env) exportCommand() *cobra.Command {
 	var file, after string
 	cmd := &cobra.Command{
-		Use:   "export [--file FILE] > FILE",
+		Use:   "export [--file FILE] [--after CURSOR] > FILE",
 		Short: "Write the encrypted records you may export as NDJSON (no plaintext): yours, or the tenant's for admins and machines",
 		Long: `Write the encrypted records you may export, one JSON record per line, to standard output or
 --file: a member gets their own items, a tenant admin or a machine with scope export (CUSTOS_API_KEY)
 the tenant's. No plaintext and no key is in it; custos import restores it unchanged. The summary
-goes to standard error (to standard output with --file).`,
+goes to standard error (to standard output with --file).
+
+If an export breaks off, what was written is complete records, and the error says how to go on:
+--after CURSOR resumes after the last of them, appending to --file (or, on standard output, to
+what you append it to: >> FILE) rather than replacing it.`,
 		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			w := e.stdout
 			summary := e.stderr
 			if file != "" {
-				f, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+				// Resuming adds to the records already in the file.
+				mode := os.O_TRUNC
+				if after != "" {
+					mode = os.O_APPEND
+				}
+				f, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|mode, 0o600)
 				if err != nil {
 					return fmt.Errorf("export: %w", err)
 				}
@@ -54,7 +63,7 @@ goes to standard error (to standard output with --file).`,
 			bar.done()
 			if err != nil {
 				if res.Records > 0 {
-					fmt.Fprintf(e.stderr, "custos: the export broke off after %d complete records; resume with --after %s\n", res.Records, res.LastCursor)
+					fmt.Fprintf(e.stderr, "custos: the export broke off after %d complete records; resume with: %s\n", res.Records, resumeCommand(file, res.LastCursor))
 				}
 				return err
 			}
@@ -68,8 +77,25 @@ goes to standard error (to standard output with --file).`,
 		}),
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "write to FILE (created 0600) instead of standard output")
-	cmd.Flags().StringVar(&after, "after", "", "resume after the record with this cursor")
+	cmd.Flags().StringVar(&after, "after", "", "resume after the record with this cursor, appending to --file")
 	return cmd
+}
+
+// resumeCommand is the command that continues an export to file ("" for standard output) after
+// cursor.
+func resumeCommand(file, cursor string) string {
+	if file == "" {
+		return "custos export --after " + cursor + " >> FILE"
+	}
+	return "custos export --file " + shellQuote(file) + " --after " + cursor
+}
+
+// shellQuote quotes s for a POSIX shell unless it needs none.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./+=:,@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func (e *env) importCommand() *cobra.Command {

@@ -153,7 +153,9 @@ func (s *Service) record(it postgres.Item) (Record, error) {
 // integrity tag does not verify (altered, or exported by another installation) or whose fields
 // are malformed, naming the record; FailedPrecondition for an owner who is not a user of the
 // tenant or a key context that is not the owner's; Conflict for an item present with different
-// content; an error records yields, unchanged.
+// content (see postgres.Store.ImportItems for what counts as the same); Aborted, with nothing
+// stored, when the import collided with a concurrent change (records is read once, so it is not
+// retried); an error records yields, unchanged.
 func (s *Service) Import(ctx context.Context, c Call, records iter.Seq2[Record, error]) (postgres.ImportResult, error) {
 	p := principal.FromContext(ctx)
 	if !p.TenantAdmin() || p.TenantID == uuid.Nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custos-platform/custos/core/internal/errs"
@@ -76,20 +75,11 @@ func (s *VaultServer) ListItems(ctx context.Context, req *corev1.ListItemsReques
 	case size < 0 || size > 500:
 		return nil, errs.E(errs.Invalid, "pageSize: want 1 to 500, got %d", size)
 	}
-	after := uuid.Nil
-	if req.GetPageToken() != "" {
-		if after, err = parseID("pageToken", req.GetPageToken()); err != nil {
-			return nil, err
-		}
-	}
-	items, next, err := s.Vault.List(ctx, c, size, after)
+	items, next, err := s.Vault.List(ctx, c, size, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	out := &corev1.ListItemsResponse{}
-	if next != uuid.Nil {
-		out.NextPageToken = next.String()
-	}
+	out := &corev1.ListItemsResponse{NextPageToken: next}
 	for _, it := range items {
 		out.Items = append(out.Items, itemToProto(it))
 	}

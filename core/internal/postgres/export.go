@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 
 	"github.com/google/uuid"
@@ -51,7 +52,7 @@ func (s *Store) ExportItems(ctx context.Context, tenantID, ownerID uuid.UUID, cu
 // ImportResult counts what ImportItems did.
 type ImportResult struct {
 	Imported  int // items stored
-	Unchanged int // items already present with identical content
+	Unchanged int // items already present, unchanged since the export
 }
 
 // ImportItems stores the items of records into tenantID exactly as they are (id, owner, revision,
@@ -60,16 +61,19 @@ type ImportResult struct {
 // import and is returned unchanged. Records are numbered from 1 in messages.
 //
 // Each item's owner must be a user of tenantID and its key context that owner's personal one
-// (FailedPrecondition otherwise, naming the record). An item whose id exists with identical content
-// counts as unchanged; with different content (or in another tenant) it is Conflict, naming the
-// record. The key contexts imported into are locked against DisableUnusedVersion until the
-// transaction ends.
+// (FailedPrecondition otherwise, naming the record). An item whose id exists at the same revision,
+// owner, key context and timestamps counts as unchanged (see sameItem); with other content (or in
+// another tenant) it is Conflict, naming the record. The key contexts imported into are locked
+// against DisableUnusedVersion until the transaction ends.
+//
+// Unlike the other methods, ImportItems runs its transaction once: records is a stream that cannot
+// be read again, so a deadlock or serialization failure is not retried but answered Aborted
+// (nothing was imported; the caller sends the records again).
 func (s *Store) ImportItems(ctx context.Context, tenantID uuid.UUID, records iter.Seq2[Item, error], audit AuditEvent) (ImportResult, error) {
 	var res ImportResult
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		res = ImportResult{}
+	n := 0 // records read so far
+	err := runTx(ctx, s.pool, pgx.ReadCommitted, func(tx pgx.Tx) error {
 		contexts := map[uuid.UUID]uuid.UUID{} // owner → their key context, checked and locked
-		n := 0
 		for it, err := range records {
 			n++
 			if err != nil {
@@ -90,14 +94,10 @@ func (s *Store) ImportItems(ctx context.Context, tenantID uuid.UUID, records ite
 				res.Imported++
 				continue
 			}
-			// jsonb equality is semantic: the metadata may come back with its keys reordered.
-			var same bool
-			err = tx.QueryRow(ctx, `SELECT tenant_id = $2 AND owner_id = $3 AND revision = $4 AND cipher_text = $5
-				AND encryption_id = $6 AND encryption_version_id = $7 AND algorithm = $8 AND metadata = $9::jsonb
-				AND created_at = $10 AND updated_at = $11
-				FROM items WHERE id = $1`,
-				it.ID, tenantID, it.OwnerID, it.Revision, it.CipherText, it.EncryptionID, it.VersionID, it.Algorithm,
-				it.Metadata, it.CreatedAt, it.UpdatedAt).Scan(&same)
+			same, err := sameItem(ctx, tx, tenantID, it)
+			if errors.Is(err, pgx.ErrNoRows) { // deleted since the INSERT found it
+				return errs.E(errs.Aborted, "record %d (item %s): the item was deleted while it was being imported; nothing was imported; send all the records again", n, it.ID)
+			}
 			if err != nil {
 				return err
 			}
@@ -108,10 +108,32 @@ func (s *Store) ImportItems(ctx context.Context, tenantID uuid.UUID, records ite
 		}
 		return insertAudit(ctx, tx, audit.about(&tenantID, "tenant:"+tenantID.String()))
 	})
+	if isSQLState(err, sqlstateSerializationFailure, sqlstateDeadlockDetected) {
+		return ImportResult{}, errs.Wrap(errs.Aborted, fmt.Errorf("import items: %w", err),
+			fmt.Sprintf("the import collided with a concurrent change to the same items at record %d: nothing was imported; send all the records again", n))
+	}
 	if err != nil {
 		return ImportResult{}, fail("import items", err)
 	}
 	return res, nil
+}
+
+// sameItem reports whether the stored item with it's id is it: in tenantID, of the same owner and
+// key context, at the same revision with the same timestamps. Its ciphertext, key version,
+// algorithm and metadata may differ if the version does: a re-encryption job moves an item to
+// another version of the same key context (ApplyPage) without changing its revision, its
+// timestamps or its plaintext, and every other change of content is an update, which increments
+// the revision and sets updated_at. On the same version they must be equal too.
+func sameItem(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, it Item) (bool, error) {
+	// jsonb equality is semantic: the metadata may come back with its keys reordered.
+	var same bool
+	err := tx.QueryRow(ctx, `SELECT tenant_id = $2 AND owner_id = $3 AND revision = $4 AND encryption_id = $6
+		AND created_at = $10 AND updated_at = $11
+		AND (encryption_version_id <> $7 OR (cipher_text = $5 AND algorithm = $8 AND metadata = $9::jsonb))
+		FROM items WHERE id = $1`,
+		it.ID, tenantID, it.OwnerID, it.Revision, it.CipherText, it.EncryptionID, it.VersionID, it.Algorithm,
+		it.Metadata, it.CreatedAt, it.UpdatedAt).Scan(&same)
+	return same, err
 }
 
 // checkImportOwner checks that it's owner is a user of tenantID whose personal key context is

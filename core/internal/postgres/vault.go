@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -62,13 +63,32 @@ func (s *Store) GetKeyContext(ctx context.Context, userID uuid.UUID) (KeyContext
 // PutKeyContext records a user's personal key context unless they have one already, and returns
 // the one in force: of two requests racing to create a context, the first recorded wins. A context
 // that is not recorded (the loser's, or any when the user is gone) is queued for erasure (see
-// ClaimErasures), so no unused key material stays on the encryption service.
+// ClaimErasures), so no unused key material stays on the encryption service. Recording, reading
+// back and queueing the loser are one transaction. After an error other than NotFound the outcome
+// may be unknown (the request ended or the connection broke during the commit): calling again with
+// the same k is harmless and answers what is recorded (see vault.Service.EnsureContext).
 //
 // Errors: NotFound when the user does not exist (any more).
 func (s *Store) PutKeyContext(ctx context.Context, k KeyContext) (KeyContext, error) {
-	_, err := s.pool.Exec(ctx, `INSERT INTO key_contexts (user_id, tenant_id, encryption_id, key_mode)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING`, k.UserID, k.TenantID, k.EncryptionID, k.KeyMode)
+	var kc KeyContext
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO key_contexts (user_id, tenant_id, encryption_id, key_mode)
+			VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING`, k.UserID, k.TenantID, k.EncryptionID, k.KeyMode); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `SELECT user_id, tenant_id, encryption_id, key_mode, created_at
+			FROM key_contexts WHERE user_id = $1`, k.UserID).
+			Scan(&kc.UserID, &kc.TenantID, &kc.EncryptionID, &kc.KeyMode, &kc.CreatedAt)
+		if err != nil {
+			return fmt.Errorf("read key context: %w", err)
+		}
+		if kc.EncryptionID != k.EncryptionID {
+			return queueErasure(ctx, tx, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0)
+		}
+		return nil
+	})
 	if _, ok := foreignKeyViolation(err); ok {
+		// The transaction recorded nothing: queue the context on its own.
 		if qerr := queueErasure(ctx, s.pool, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0); qerr != nil {
 			return KeyContext{}, fail("record key context", qerr)
 		}
@@ -76,15 +96,6 @@ func (s *Store) PutKeyContext(ctx context.Context, k KeyContext) (KeyContext, er
 	}
 	if err != nil {
 		return KeyContext{}, fail("record key context", err)
-	}
-	kc, err := s.GetKeyContext(ctx, k.UserID)
-	if err != nil {
-		return KeyContext{}, err
-	}
-	if kc.EncryptionID != k.EncryptionID {
-		if err := queueErasure(ctx, s.pool, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0); err != nil {
-			return KeyContext{}, fail("record key context", err)
-		}
 	}
 	return kc, nil
 }
@@ -165,27 +176,39 @@ func (s *Store) GetItem(ctx context.Context, ownerID, id uuid.UUID) (Item, error
 	return it, nil
 }
 
-// ListItems returns up to pageSize of owner's items, newest first, after the item after (uuid.Nil:
-// from the start).
-func (s *Store) ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, after uuid.UUID) ([]Item, error) {
+// ListItems returns a page of owner's items, newest first by (created_at, id), and the token of
+// the next page ("" on the last). pageSize <= 0 means 100, at most 1000. pageToken ("" from the
+// start) is a position, not an item: the listing continues where it was even if the last item it
+// returned has been deleted since. Errors: Invalid naming pageToken for a token ListItems did not
+// return.
+func (s *Store) ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, pageToken string) ([]Item, string, error) {
+	limit := clampPageSize(pageSize)
 	var rows pgx.Rows
 	var err error
-	if after == uuid.Nil {
+	if pageToken == "" {
 		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items WHERE owner_id = $1
-			ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, pageSize)
+			ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, limit+1)
 	} else {
+		t, id, ok := decodePosition(pageToken)
+		if !ok {
+			return nil, "", errs.E(errs.Invalid, "pageToken: not a token ListItems returned")
+		}
 		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items WHERE owner_id = $1
-			AND (created_at, id) < (SELECT created_at, id FROM items WHERE id = $3 AND owner_id = $1)
-			ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, pageSize, after)
+			AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, limit+1, t, id)
 	}
 	if err != nil {
-		return nil, fail("list items", err)
+		return nil, "", fail("list items", err)
 	}
 	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
 	if err != nil {
-		return nil, fail("list items", err)
+		return nil, "", fail("list items", err)
 	}
-	return items, nil
+	if len(items) <= limit {
+		return items, "", nil
+	}
+	items = items[:limit]
+	last := items[limit-1]
+	return items, encodePosition(last.CreatedAt, last.ID), nil
 }
 
 // UpdateItem replaces an item's ciphertext if its revision is still revision, and increments it.

@@ -8,6 +8,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -29,7 +30,7 @@ type Store interface {
 	PutKeyContext(ctx context.Context, k postgres.KeyContext) (postgres.KeyContext, error)
 	CreateItem(ctx context.Context, it postgres.Item, audit postgres.AuditEvent) (postgres.Item, error)
 	GetItem(ctx context.Context, ownerID, id uuid.UUID) (postgres.Item, error)
-	ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.Item, error)
+	ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, pageToken string) ([]postgres.Item, string, error)
 	UpdateItem(ctx context.Context, ownerID, id uuid.UUID, revision int, ct postgres.Item, audit postgres.AuditEvent) (postgres.Item, error)
 	DeleteItem(ctx context.Context, ownerID, id uuid.UUID, audit postgres.AuditEvent) error
 }
@@ -41,11 +42,21 @@ type Router interface {
 	For(ctx context.Context, tenantID uuid.UUID) (esclient.Client, error)
 }
 
-// Limits bound what an item may hold.
+// Limits bound what an item may hold. The defaults let any name and data within their limits
+// through the encryption service's default ES_MAX_DATA_BYTES (1 MiB) unless the data is heavy in
+// characters JSON escapes (see encodeItem); MaxItemBytes refuses those before the service would.
 type Limits struct {
 	MaxNameBytes int // default 1 KiB
-	MaxDataBytes int // default 1 MiB
+	MaxDataBytes int // default DefaultMaxDataBytes
+	// MaxItemBytes bounds the name and data encoded together (encodeItem), which is what the
+	// encryption service encrypts: at most its ES_MAX_DATA_BYTES; default 1 MiB, that default.
+	MaxItemBytes int
 }
+
+// DefaultMaxDataBytes is the default limit of an item's data: 1 MiB − 8 KiB (1,040,384 bytes),
+// leaving room in the encryption service's 1 MiB for the largest name, however much JSON escapes
+// it (a control character takes 6 bytes), and for the envelope.
+const DefaultMaxDataBytes = 1<<20 - 8<<10
 
 // Service is the vault.
 type Service struct {
@@ -54,7 +65,7 @@ type Service struct {
 	limits Limits
 
 	// Log, when set, receives what the vault cannot tell its caller (a key context it could not
-	// clean up); nil discards it.
+	// tell recorded or not, see EnsureContext); nil discards it.
 	Log *slog.Logger
 }
 
@@ -64,7 +75,10 @@ func New(store Store, router Router, limits Limits) *Service {
 		limits.MaxNameBytes = 1 << 10
 	}
 	if limits.MaxDataBytes <= 0 {
-		limits.MaxDataBytes = 1 << 20
+		limits.MaxDataBytes = DefaultMaxDataBytes
+	}
+	if limits.MaxItemBytes <= 0 {
+		limits.MaxItemBytes = 1 << 20
 	}
 	return &Service{store: store, router: router, limits: limits}
 }
@@ -83,10 +97,23 @@ type Call struct {
 	RemoteAddr string
 }
 
-// envelope is what is encrypted: the item's name and data together.
+// envelope is what is encrypted: the item's name and data together, as JSON (encodeItem).
 type envelope struct {
 	Name string `json:"name"`
 	Data string `json:"data"`
+}
+
+// encodeItem is the plaintext of an item: its envelope as compact JSON, without HTML escaping
+// (which would make each <, > and & six bytes). JSON still escapes quotes and backslashes (2
+// bytes), control characters (2 or 6) and U+2028, U+2029 (6). Decoding takes either.
+func encodeItem(name, data string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(envelope{Name: name, Data: data}); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Create encrypts and stores a new item of the caller.
@@ -95,14 +122,15 @@ func (s *Service) Create(ctx context.Context, c Call, name, data string) (Item, 
 	if err != nil {
 		return Item{}, err
 	}
-	if err := s.check(name, data); err != nil {
+	plain, err := s.encode(name, data)
+	if err != nil {
 		return Item{}, err
 	}
 	es, kc, err := s.context(ctx, p, c)
 	if err != nil {
 		return Item{}, err
 	}
-	ct, err := encrypt(ctx, es, kc, c, name, data)
+	ct, err := encrypt(ctx, es, kc, c, plain)
 	if err != nil {
 		return Item{}, err
 	}
@@ -131,34 +159,31 @@ func (s *Service) Get(ctx context.Context, c Call, id uuid.UUID) (Item, error) {
 	return decrypt(ctx, es, c, stored)
 }
 
-// List returns a page of the caller's items, newest first, decrypted, and the id to continue after
-// (uuid.Nil on the last page).
-func (s *Service) List(ctx context.Context, c Call, pageSize int, after uuid.UUID) ([]Item, uuid.UUID, error) {
+// List returns a page of the caller's items, newest first, decrypted, and the token of the next
+// page ("" on the last). pageToken is "" or a token List returned; it names a position, so a
+// listing goes on where it was even after the items it listed are deleted. Errors: Invalid naming
+// pageToken for any other token; the store's and the encryption service's.
+func (s *Service) List(ctx context.Context, c Call, pageSize int, pageToken string) ([]Item, string, error) {
 	p, err := owner(ctx)
 	if err != nil {
-		return nil, uuid.Nil, err
+		return nil, "", err
 	}
-	stored, err := s.store.ListItems(ctx, p.ID, pageSize+1, after)
+	stored, next, err := s.store.ListItems(ctx, p.ID, pageSize, pageToken)
 	if err != nil {
-		return nil, uuid.Nil, err
-	}
-	next := uuid.Nil
-	if len(stored) > pageSize {
-		stored = stored[:pageSize]
-		next = stored[pageSize-1].ID
+		return nil, "", err
 	}
 	if len(stored) == 0 {
-		return nil, uuid.Nil, nil
+		return nil, "", nil
 	}
 	es, err := s.client(ctx, p, c)
 	if err != nil {
-		return nil, uuid.Nil, err
+		return nil, "", err
 	}
 	out := make([]Item, 0, len(stored))
 	for _, st := range stored {
 		it, err := decrypt(ctx, es, c, st)
 		if err != nil {
-			return nil, uuid.Nil, err
+			return nil, "", err
 		}
 		out = append(out, it)
 	}
@@ -175,7 +200,8 @@ func (s *Service) Update(ctx context.Context, c Call, id uuid.UUID, revision int
 	if revision < 1 {
 		return Item{}, errs.E(errs.Invalid, "revision: required, the revision you read (1 or more)")
 	}
-	if err := s.check(name, data); err != nil {
+	plain, err := s.encode(name, data)
+	if err != nil {
 		return Item{}, err
 	}
 	current, err := s.store.GetItem(ctx, p.ID, id)
@@ -189,7 +215,7 @@ func (s *Service) Update(ctx context.Context, c Call, id uuid.UUID, revision int
 	if err != nil {
 		return Item{}, err
 	}
-	ct, err := encrypt(ctx, es, kc, c, name, data)
+	ct, err := encrypt(ctx, es, kc, c, plain)
 	if err != nil {
 		return Item{}, err
 	}
@@ -212,6 +238,13 @@ func (s *Service) Delete(ctx context.Context, c Call, id uuid.UUID) error {
 // EnsureContext gives a user their personal key context if they have none: at once for PLATFORM
 // tenants, and for CLIENT tenants when masterKey is given. It is called when a user is created and
 // on every vault request.
+//
+// A context it creates is either recorded as the user's or queued for erasure by the store, never
+// destroyed here: if recording it fails, EnsureContext records it once more on a context of its
+// own (bounded, surviving the request's end) to learn which. Only if that fails too does the
+// context stay unknown; it is logged (Log) for an operator and left alone, as it may be the
+// user's. Errors: Unauthenticated (errMasterKeyNeeded) for a CLIENT tenant without masterKey;
+// NotFound for an unknown user or tenant; the store's and the encryption service's.
 func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID, masterKey []byte) (postgres.KeyContext, error) {
 	kc, err := s.store.GetKeyContext(ctx, userID)
 	if err == nil || !errs.Is(err, errs.NotFound) {
@@ -239,26 +272,38 @@ func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID,
 	if err != nil {
 		return postgres.KeyContext{}, errs.E(errs.Internal, "the encryption service answered a key context id that is not a UUID")
 	}
-	kc, err = s.store.PutKeyContext(ctx, postgres.KeyContext{UserID: userID, TenantID: tenantID, EncryptionID: encID, KeyMode: t.KeyMode})
-	if err != nil && !errs.Is(err, errs.NotFound) {
-		// The context exists on the encryption service but is neither recorded nor queued for
-		// erasure (PutKeyContext queues the contexts it does not record, but the database failed):
-		// destroy it now rather than leave unused key material behind.
-		s.discard(ctx, es, id)
+	want := postgres.KeyContext{UserID: userID, TenantID: tenantID, EncryptionID: encID, KeyMode: t.KeyMode}
+	kc, err = s.store.PutKeyContext(ctx, want)
+	if err == nil || errs.Is(err, errs.NotFound) {
+		return kc, err // recorded, or queued for erasure by the store
 	}
-	return kc, err
+	// The outcome is unknown: the transaction may have committed before the request ended or the
+	// connection broke. Destroying the context now could destroy the one the database records, and
+	// so every item the user then stores; recording it again on a context of its own settles it:
+	// the second call waits for a commit still in flight, is harmless after one, and the store
+	// queues the context for erasure if another is recorded or the user is gone.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	kc, rerr := s.store.PutKeyContext(rctx, want)
+	switch {
+	case rerr == nil:
+		if ctx.Err() != nil {
+			return postgres.KeyContext{}, err
+		}
+		return kc, nil
+	case errs.Is(rerr, errs.NotFound):
+		return postgres.KeyContext{}, rerr
+	}
+	// Still unknown: leave the context (it may be the user's) and say so.
+	if s.Log != nil {
+		s.Log.WarnContext(rctx, "a new key context may not be recorded; if core.key_contexts does not hold it, destroy it on the encryption service",
+			"encryption_id", id, "user_id", userID, "error", rerr)
+	}
+	return postgres.KeyContext{}, err
 }
 
-// discard destroys a key context nothing was encrypted under, on a short context of its own (the
-// request's may be over). A failure is logged: the context stays unused on the encryption service.
-func (s *Service) discard(ctx context.Context, es esclient.Client, encryptionID string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := es.DestroyContext(ctx, encryptionID); err != nil && !errs.Is(err, errs.NotFound) && s.Log != nil {
-		s.Log.WarnContext(ctx, "an unused key context could not be destroyed; destroy it on the encryption service",
-			"encryption_id", encryptionID, "error", err)
-	}
-}
+// settleTimeout bounds EnsureContext's second attempt at recording a key context.
+const settleTimeout = 10 * time.Second
 
 var errMasterKeyNeeded = errs.E(errs.Unauthenticated,
 	"this tenant is zero-knowledge: send your master key in X-Master-Key")
@@ -290,25 +335,34 @@ func (s *Service) client(ctx context.Context, p principal.Principal, c Call) (es
 	return s.router.For(ctx, p.TenantID)
 }
 
-func (s *Service) check(name, data string) error {
+// encode checks an item's name and data against the limits and returns its plaintext (encodeItem).
+// Errors: Invalid naming the field and its limit.
+func (s *Service) encode(name, data string) ([]byte, error) {
 	switch {
 	case name == "":
-		return errs.E(errs.Invalid, "name: required")
+		return nil, errs.E(errs.Invalid, "name: required")
 	case len(name) > s.limits.MaxNameBytes:
-		return errs.E(errs.Invalid, "name: %d bytes is over the limit of %d", len(name), s.limits.MaxNameBytes)
+		return nil, errs.E(errs.Invalid, "name: %d bytes is over the limit of %d bytes", len(name), s.limits.MaxNameBytes)
 	case len(data) > s.limits.MaxDataBytes:
-		return errs.E(errs.Invalid, "data: %d bytes is over the limit of %d", len(data), s.limits.MaxDataBytes)
+		return nil, errs.E(errs.Invalid, "data: %d bytes is over the limit of %d bytes", len(data), s.limits.MaxDataBytes)
 	case !utf8.ValidString(name) || !utf8.ValidString(data):
-		return errs.E(errs.Invalid, "name and data: must be valid UTF-8")
+		return nil, errs.E(errs.Invalid, "name and data: must be valid UTF-8")
 	}
-	return nil
+	plain, err := encodeItem(name, data)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "encode item")
+	}
+	if len(plain) > s.limits.MaxItemBytes {
+		// Within the default limits only the data's escaping can do this: a name of 1 KiB takes
+		// at most 6 KiB encoded, and the data's limit leaves 8 KiB.
+		return nil, errs.E(errs.Invalid,
+			"data: %d bytes take %d with the name once encoded (quotes and backslashes count 2 bytes, control characters up to 6), over the limit of %d bytes for an item's encoded name and data",
+			len(data), len(plain), s.limits.MaxItemBytes)
+	}
+	return plain, nil
 }
 
-func encrypt(ctx context.Context, es esclient.Client, kc postgres.KeyContext, c Call, name, data string) (postgres.Item, error) {
-	plain, err := json.Marshal(envelope{Name: name, Data: data})
-	if err != nil {
-		return postgres.Item{}, errs.Wrap(errs.Internal, err, "encode item")
-	}
+func encrypt(ctx context.Context, es esclient.Client, kc postgres.KeyContext, c Call, plain []byte) (postgres.Item, error) {
 	ct, err := es.Encrypt(ctx, kc.EncryptionID.String(), string(plain), c.MasterKey)
 	if err != nil {
 		return postgres.Item{}, err
