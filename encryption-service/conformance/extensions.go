@@ -565,8 +565,13 @@ func (s *suite) clientMode(t *testing.T) {
 		})
 	}
 	t.Run("platform_context_refuses_key_400", func(t *testing.T) {
+		// The contract refuses the header for a PLATFORM context on every method; the seed's
+		// encrypt and rotate stand for them all.
 		platform := s.context(t)
 		x := s.c.do(t, "POST", "/v1/encrypt", withKey, map[string]any{"encryptionId": platform, "data": "x"})
+		x.status(t, http.StatusBadRequest)
+		leak(t, x)
+		x = s.c.do(t, "POST", "/v1/rotate", withKey, map[string]any{"encryptionId": platform})
 		x.status(t, http.StatusBadRequest)
 		leak(t, x)
 	})

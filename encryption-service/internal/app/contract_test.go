@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -386,16 +387,36 @@ func TestTenantCredentials(t *testing.T) {
 	ten := r.newTenant("acme")
 	tenantID := ten["X-Tenant-Id"]
 
-	for name, h := range map[string]map[string]string{
-		"none":         {},
-		"id only":      {"X-Tenant-Id": tenantID},
-		"wrong secret": {"X-Tenant-Id": tenantID, "X-Tenant-Secret": "cts_" + strings.Repeat("A", 43)},
-		"other tenant": {"X-Tenant-Id": "123e4567-e89b-12d3-a456-426614174000", "X-Tenant-Secret": ten["X-Tenant-Secret"]},
-		"not a uuid":   {"X-Tenant-Id": "acme", "X-Tenant-Secret": ten["X-Tenant-Secret"]},
+	// A missing credential is told as missing; every wrong one gets one and the same message, so
+	// that nothing tells an unknown tenant from a wrong secret or a malformed id.
+	wrongMessages := map[string]bool{}
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		missing bool
+	}{
+		{"none", map[string]string{}, true},
+		{"id only", map[string]string{"X-Tenant-Id": tenantID}, true},
+		{"wrong secret", map[string]string{"X-Tenant-Id": tenantID, "X-Tenant-Secret": "cts_" + strings.Repeat("A", 43)}, false},
+		{"malformed secret", map[string]string{"X-Tenant-Id": tenantID, "X-Tenant-Secret": "nope"}, false},
+		{"other tenant", map[string]string{"X-Tenant-Id": "123e4567-e89b-12d3-a456-426614174000", "X-Tenant-Secret": ten["X-Tenant-Secret"]}, false},
+		{"not a uuid", map[string]string{"X-Tenant-Id": "acme", "X-Tenant-Secret": ten["X-Tenant-Secret"]}, false},
 	} {
-		if code, got := r.call("POST", "/v1/encryptions", h, `{}`); code != http.StatusUnauthorized {
-			t.Errorf("credential %s: POST /v1/encryptions = %d %v, want 401", name, code, got)
+		code, got := r.call("POST", "/v1/encryptions", tt.headers, `{}`)
+		msg, _ := got["message"].(string)
+		if code != http.StatusUnauthorized {
+			t.Errorf("credential %s: POST /v1/encryptions = %d %v, want 401", tt.name, code, got)
 		}
+		if tt.missing {
+			if !strings.Contains(msg, "missing") {
+				t.Errorf("credential %s: message %q, want it to say the credential is missing", tt.name, msg)
+			}
+			continue
+		}
+		wrongMessages[msg] = true
+	}
+	if len(wrongMessages) != 1 {
+		t.Errorf("wrong credentials got %d different messages %q, want one", len(wrongMessages), slices.Sorted(maps.Keys(wrongMessages)))
 	}
 
 	// Rotation: both secrets work until the old one is revoked, then only the new one.

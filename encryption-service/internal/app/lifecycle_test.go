@@ -562,3 +562,84 @@ func TestChangeMasterKey(t *testing.T) {
 		t.Errorf("latest audit event = %v, want the master-key change", events[0])
 	}
 }
+
+// TestMasterKeyOnPlatformContexts sends X-Master-Key with every method that addresses a PLATFORM
+// context: each answers 400 naming the header and changes nothing; a CLIENT context takes the
+// header on the same methods.
+func TestMasterKeyOnPlatformContexts(t *testing.T) {
+	certs := testcerts.New(t)
+	r := newREST(t, startInstance(t, testdb.New(t), certs))
+	ten := r.newTenant("acme")
+	withKey := ten.with("X-Master-Key", clientKey)
+	platform := r.must(200, "POST", "/v1/encryptions", ten, `{"keyMode":"PLATFORM"}`)["encryptionId"].(string)
+	client := r.must(200, "POST", "/v1/encryptions", withKey, `{"keyMode":"CLIENT"}`)["encryptionId"].(string)
+	version := func(id string) string {
+		return r.must(200, "GET", "/v1/encryptions/"+id, ten, nil)["versions"].([]any)[0].(map[string]any)["versionId"].(string)
+	}
+	for _, id := range []string{platform, client} {
+		r.must(200, "POST", "/v1/rotate", ten, map[string]any{"encryptionId": id})
+		r.must(200, "POST", "/v1/encryptions/"+id+"/versions/"+version(id)+":disable", ten, `{}`)
+	}
+	calls := []struct {
+		name, method, path, body string
+	}{
+		{"encrypt", "POST", "/v1/encrypt", `{"encryptionId":"ID","data":"x"}`},
+		{"datakey", "POST", "/v1/datakey", `{"encryptionId":"ID"}`},
+		{"rotate", "POST", "/v1/rotate", `{"encryptionId":"ID"}`},
+		{"get", "GET", "/v1/encryptions/ID", ""},
+		{"setRotationPolicy", "POST", "/v1/encryptions/ID:setRotationPolicy", `{}`},
+		{"enable", "POST", "/v1/encryptions/ID/versions/VERSION:enable", `{}`},
+		{"disable", "POST", "/v1/encryptions/ID/versions/VERSION:disable", `{}`},
+		{"destroy version", "POST", "/v1/encryptions/ID/versions/VERSION:destroy", `{}`},
+		{"destroy", "DELETE", "/v1/encryptions/ID", ""},
+	}
+	fill := func(s, id string) string {
+		return strings.NewReplacer("ID", id, "VERSION", version(id)).Replace(s)
+	}
+	for _, c := range calls {
+		before := r.must(200, "GET", "/v1/encryptions/"+platform, ten, nil)
+		code, got := r.call(c.method, fill(c.path, platform), withKey, fill(c.body, platform))
+		wantError(t, c.name+" on PLATFORM with X-Master-Key", code, got, 400, codes.InvalidArgument, "X-Master-Key must not be sent")
+		after := r.must(200, "GET", "/v1/encryptions/"+platform, ten, nil)
+		if fmt.Sprint(before["encryption"]) != fmt.Sprint(after["encryption"]) {
+			t.Errorf("%s on PLATFORM with X-Master-Key changed the context", c.name)
+		}
+		if code, got := r.call(c.method, fill(c.path, client), withKey, fill(c.body, client)); code != 200 {
+			t.Errorf("%s on CLIENT with X-Master-Key = %d %v, want 200", c.name, code, got)
+		}
+	}
+}
+
+// TestMixedBatch sends one batch over a PLATFORM and a CLIENT context: with X-Master-Key the
+// PLATFORM item fails alone (400), without it the CLIENT item fails alone (401).
+func TestMixedBatch(t *testing.T) {
+	certs := testcerts.New(t)
+	r := newREST(t, startInstance(t, testdb.New(t), certs))
+	ten := r.newTenant("acme")
+	withKey := ten.with("X-Master-Key", clientKey)
+	platform := r.must(200, "POST", "/v1/encryptions", ten, `{"keyMode":"PLATFORM"}`)["encryptionId"].(string)
+	client := r.must(200, "POST", "/v1/encryptions", withKey, `{"keyMode":"CLIENT"}`)["encryptionId"].(string)
+	body := `{"items":[{"encryptionId":"` + platform + `","data":"a"},{"encryptionId":"` + client + `","data":"b"}]}`
+	for _, tt := range []struct {
+		name    string
+		headers map[string]string
+		failing int
+		code    codes.Code
+		mention string
+	}{
+		{"with X-Master-Key", withKey, 0, codes.InvalidArgument, "X-Master-Key must not be sent"},
+		{"without X-Master-Key", ten, 1, codes.Unauthenticated, "X-Master-Key"},
+	} {
+		results := r.must(200, "POST", "/v1/encrypt:batch", tt.headers, body)["results"].([]any)
+		for i, res := range results {
+			item := res.(map[string]any)
+			itemErr, failed := item["error"].(map[string]any)
+			switch {
+			case i == tt.failing && (!failed || itemErr["code"] != float64(tt.code) || !strings.Contains(itemErr["message"].(string), tt.mention)):
+				t.Errorf("%s: item %d = %v, want error %v mentioning %q", tt.name, i, item, tt.code, tt.mention)
+			case i != tt.failing && failed:
+				t.Errorf("%s: item %d = %v, want a ciphertext", tt.name, i, item)
+			}
+		}
+	}
+}

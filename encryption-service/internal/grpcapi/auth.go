@@ -36,6 +36,9 @@ var _ TenantAuthenticator = (*tenants.Service)(nil)
 //     set) and x-admin-token, whose SHA-256 must equal AdminTokenHash (compared in constant time).
 //
 // Other services (gRPC health) pass through: the transport already required a client certificate.
+// A missing tenant credential is answered as missing; any other failure (an id that is not a UUID,
+// an unknown tenant, a wrong secret) with the one message of tenants.ErrBadCredential. The client
+// master keys are cleared once the handler has returned.
 type Auth struct {
 	Tenants        TenantAuthenticator
 	AdminTokenHash []byte   // SHA-256 of the admin token; empty disables the admin plane
@@ -52,22 +55,27 @@ type wrappedStream struct {
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
 
-func (a *Auth) authenticate(ctx context.Context, method string) (context.Context, error) {
+// authenticate returns ctx with the call's authenticated caller, and release, which the
+// interceptor calls once the handler has returned: it clears the client master keys the call
+// carried (the decoded bytes; the header text itself is an immutable string of the transport's).
+// Nothing keeps them beyond the handler: the keyring uses them within the call only, batch items
+// one after the other on the handler's goroutine.
+func (a *Auth) authenticate(ctx context.Context, method string) (actx context.Context, release func(), err error) {
 	switch {
 	case strings.HasPrefix(method, dataPlanePrefix):
 		c, err := a.tenant(ctx, method)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return context.WithValue(ctx, callerKey{}, c), nil
+		return context.WithValue(ctx, callerKey{}, c), func() { clear(c.MasterKey); clear(c.NewMasterKey) }, nil
 	case strings.HasPrefix(method, adminPlanePrefix):
 		actor, err := a.admin(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return context.WithValue(ctx, adminKey{}, actor), nil
+		return context.WithValue(ctx, adminKey{}, actor), func() {}, nil
 	default:
-		return ctx, nil
+		return ctx, func() {}, nil
 	}
 }
 
@@ -82,7 +90,9 @@ func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error
 	}
 	tenantID, err := uuid.Parse(id)
 	if err != nil {
-		return keyring.Caller{}, errs.E(errs.Unauthenticated, "tenant credential rejected: X-Tenant-Id is not a UUID")
+		// The same answer as a wrong secret (the documented promise): only a missing credential is
+		// told apart.
+		return keyring.Caller{}, tenants.ErrBadCredential
 	}
 	secretID, err := a.Tenants.Authenticate(ctx, tenantID, secret)
 	if err != nil {
@@ -93,9 +103,12 @@ func (a *Auth) tenant(ctx context.Context, method string) (keyring.Caller, error
 		return keyring.Caller{}, err
 	}
 	if c.NewMasterKey, err = masterKeyHeader(ctx, "x-new-master-key", "X-New-Master-Key"); err != nil {
+		clear(c.MasterKey)
 		return keyring.Caller{}, err
 	}
 	if c.NewMasterKey != nil && method != changeMasterKeyMethod {
+		clear(c.MasterKey)
+		clear(c.NewMasterKey)
 		return keyring.Caller{}, errs.E(errs.Invalid,
 			"X-New-Master-Key is only for ChangeMasterKey (POST /v1/encryptions/{encryptionId}:changeMasterKey): do not send it here")
 	}

@@ -1,17 +1,24 @@
 package grpcapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keyring"
+	"github.com/custos-platform/custos/encryption-service/internal/tenants"
 	encryptionv1 "github.com/custos-platform/custos/proto/gen/custos/encryption/v1"
 )
 
@@ -82,5 +89,90 @@ func TestInterceptorsAuthenticateThenMapErrors(t *testing.T) {
 		func(_ context.Context, req any) (any, error) { return req, nil })
 	if err != nil || resp != "req" {
 		t.Errorf("success = %v, %v; want the handler's answer", resp, err)
+	}
+}
+
+// fakeTenants accepts one tenant id and secret.
+type fakeTenants struct {
+	id     uuid.UUID
+	secret string
+}
+
+func (f fakeTenants) Authenticate(_ context.Context, id uuid.UUID, secret string) (uuid.UUID, error) {
+	if id != f.id || secret != f.secret {
+		return uuid.Nil, tenants.ErrBadCredential
+	}
+	return uuid.New(), nil
+}
+
+// TestInterceptorsClearTheClientMasterKeys checks that the decoded client master keys a handler
+// saw are zero once the call has returned, whatever the handler answered.
+func TestInterceptorsClearTheClientMasterKeys(t *testing.T) {
+	f := fakeTenants{id: uuid.New(), secret: "cts_x"}
+	unary, _ := Interceptors(slog.New(slog.DiscardHandler), &Auth{Tenants: f}, "the encryption service")
+	oldKey, newKey := bytes.Repeat([]byte{0xA}, 32), bytes.Repeat([]byte{0xB}, 32)
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(
+		"x-tenant-id", f.id.String(), "x-tenant-secret", f.secret,
+		"x-master-key", base64.StdEncoding.EncodeToString(oldKey), "x-new-master-key", base64.StdEncoding.EncodeToString(newKey)))
+	for _, fail := range []bool{false, true} {
+		var seen keyring.Caller
+		_, err := unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: changeMasterKeyMethod}, func(ctx context.Context, _ any) (any, error) {
+			c, err := callerFrom(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(c.MasterKey, oldKey) || !bytes.Equal(c.NewMasterKey, newKey) {
+				t.Errorf("handler saw keys %x, %x; want the headers' keys", c.MasterKey, c.NewMasterKey)
+			}
+			seen = c
+			if fail {
+				return nil, errs.E(errs.PermissionDenied, "wrong client master key")
+			}
+			return "ok", nil
+		})
+		if (err != nil) != fail {
+			t.Fatalf("call (handler fails: %v) = %v", fail, err)
+		}
+		zero := make([]byte, 32)
+		if !bytes.Equal(seen.MasterKey, zero) || !bytes.Equal(seen.NewMasterKey, zero) {
+			t.Errorf("after the call (handler fails: %v), the keys are %x, %x; want them cleared", fail, seen.MasterKey, seen.NewMasterKey)
+		}
+	}
+}
+
+// TestTenantCredentialAnswers checks that a missing credential is told as missing, and every other
+// wrong one gets one and the same answer.
+func TestTenantCredentialAnswers(t *testing.T) {
+	f := fakeTenants{id: uuid.New(), secret: "cts_right"}
+	unary, _ := Interceptors(slog.New(slog.DiscardHandler), &Auth{Tenants: f}, "the encryption service")
+	call := func(pairs ...string) error {
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(pairs...))
+		_, err := unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: dataPlanePrefix + "Encrypt"},
+			func(context.Context, any) (any, error) { return "ok", nil })
+		return err
+	}
+	if err := call("x-tenant-id", f.id.String()); status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "missing") {
+		t.Errorf("no secret = %v, want Unauthenticated saying it is missing", err)
+	}
+	var messages []string
+	for _, pairs := range [][]string{
+		{"x-tenant-id", "not-a-uuid", "x-tenant-secret", f.secret},
+		{"x-tenant-id", uuid.NewString(), "x-tenant-secret", f.secret},
+		{"x-tenant-id", f.id.String(), "x-tenant-secret", "cts_wrong"},
+	} {
+		err := call(pairs...)
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("%v = %v, want Unauthenticated", pairs, err)
+		}
+		messages = append(messages, status.Convert(err).Message())
+	}
+	for _, m := range messages[1:] {
+		if m != messages[0] {
+			t.Errorf("wrong credentials answered differently: %q", messages)
+			break
+		}
+	}
+	if err := call("x-tenant-id", f.id.String(), "x-tenant-secret", f.secret); err != nil {
+		t.Errorf("right credential = %v", err)
 	}
 }

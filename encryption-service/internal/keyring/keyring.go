@@ -12,7 +12,18 @@
 // half), opening any of its versions needs the client master key (to unwrap the private half), a
 // wrong client key fails authentication of the private half (PermissionDenied), and a database
 // dump alone cannot even start guessing passwords offline (every blob is also under the platform
-// key). Changing the client master key rewraps one blob, the private half.
+// key). Changing the client master key replaces the key pair: every version's key is opened with
+// the old private half and sealed to a new pair whose private half the new client key wraps, so
+// nothing the old client key unwraps stays in use.
+//
+// Public keys are stored in clear but authenticated under the platform master key: the platform
+// wrapping of a CLIENT context's private sealing key binds the SHA-256 of its public half, and that
+// of an RSA version's private key the SHA-256 of its public key (see sealingWrapAD and
+// versionWrapAD). A public key altered in the database therefore fails before it is used to seal a
+// new version or served by GetEncryption, even to someone who can write the database but holds no
+// platform master key. Blobs written before that binding (legacy: they authenticate under the
+// unbound associated data only) are still read, and bound when a platform master-key rotation or a
+// client master-key change rewrites them.
 //
 // Ciphertexts are bound to tenant, context, version and algorithm through the AEAD's associated
 // data (aead.AssociatedData), so a ciphertext moved anywhere else fails to decrypt.
@@ -29,11 +40,14 @@
 package keyring
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,8 +95,8 @@ type Store interface {
 	SetRotationPolicy(ctx context.Context, tenantID, encryptionID uuid.UUID, maxAge time.Duration, maxEncryptions int64, audit postgres.AuditEvent) error
 	SetVersionState(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, state string, audit postgres.AuditEvent) (postgres.KeyVersion, error)
 	DestroyEncryption(ctx context.Context, tenantID, encryptionID uuid.UUID, audit postgres.AuditEvent) (int, error)
-	ReplaceSealingKey(ctx context.Context, tenantID, encryptionID uuid.UUID,
-		rewrap func(e postgres.Encryption) (postgres.WrappedKey, error), audit postgres.AuditEvent) (postgres.Encryption, error)
+	ChangeSealingKey(ctx context.Context, tenantID, encryptionID uuid.UUID,
+		change func(e postgres.Encryption) (postgres.SealingKeyChange, error), audit postgres.AuditEvent) (postgres.Encryption, error)
 }
 
 var _ Store = (*postgres.Store)(nil)
@@ -220,7 +234,7 @@ func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mod
 		mode = ModePlatform
 	}
 	if !validAlgorithm(algorithm) {
-		return Created{}, errs.E(errs.Invalid, "algorithm: want one of %v, got %q", aead.Algorithms(), algorithm)
+		return Created{}, errs.E(errs.Invalid, "algorithm: want one of %v, got %s", aead.Algorithms(), quoteShort(algorithm))
 	}
 	if err := s.checkPolicy(p); err != nil {
 		return Created{}, err
@@ -247,14 +261,15 @@ func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mod
 		if err != nil {
 			return Created{}, errs.Wrap(errs.Internal, err, "generate sealing key")
 		}
+		enc.SealingPublicKey = pub
 		wrapped, err := s.wrapSealingKey(enc, c.MasterKey, priv)
 		clear(priv)
 		if err != nil {
 			return Created{}, err
 		}
-		enc.SealingPublicKey, enc.SealingPrivateKey = pub, &wrapped
+		enc.SealingPrivateKey = &wrapped
 	default:
-		return Created{}, errs.E(errs.Invalid, "keyMode: want PLATFORM or CLIENT, got %q", mode)
+		return Created{}, errs.E(errs.Invalid, "keyMode: want PLATFORM or CLIENT, got %s", quoteShort(mode))
 	}
 	first, err := s.newVersion(enc, 1)
 	if err != nil {
@@ -269,7 +284,12 @@ func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mod
 
 // GetEncryption returns a key context of the caller's tenant with its versions (never key
 // material), read from the database: its encryption counts include every replica's flushed counts
-// and this replica's pending ones.
+// and this replica's pending ones. Each RSA version's public key is checked against its key
+// material under the platform master key (see checkPublicKeys) before it is returned; a DESTROYED
+// version's, which nothing can check any more, is left out. Errors: Invalid when c carries a
+// client master key and the context is PLATFORM; NotFound for an unknown, destroyed or other
+// tenant's context; Internal for a public key that does not authenticate (the database was
+// altered); Unavailable when a platform master key it needs is not configured.
 func (s *Service) GetEncryption(ctx context.Context, c Caller, encryptionID uuid.UUID) (postgres.Encryption, error) {
 	if err := s.FlushCounts(ctx); err != nil {
 		s.log.Warn("keyring: flush of encryption counts failed", "error", err)
@@ -278,13 +298,47 @@ func (s *Service) GetEncryption(ctx context.Context, c Caller, encryptionID uuid
 	if err != nil {
 		return postgres.Encryption{}, err
 	}
-	return e.enc, nil
+	if err := refusePlatformMasterKey(c, e.enc); err != nil {
+		return postgres.Encryption{}, err
+	}
+	enc := e.enc // the cache's copy is shared: the versions are copied before they change
+	if enc.Versions, err = s.checkPublicKeys(enc, slices.Clone(enc.Versions)); err != nil {
+		return postgres.Encryption{}, err
+	}
+	return enc, nil
+}
+
+// refuseMasterKeyOnPlatform fails with Invalid when c carries a client master key and key context
+// encryptionID is PLATFORM: the header must not be sent for it, whatever the method. A context
+// that cannot be read gets its error (NotFound for an unknown one). Without a client master key it
+// reads nothing. The key mode never changes, so the cache's copy is enough.
+func (s *Service) refuseMasterKeyOnPlatform(ctx context.Context, c Caller, encryptionID uuid.UUID) error {
+	if c.MasterKey == nil {
+		return nil
+	}
+	e, err := s.load(ctx, c.TenantID, encryptionID, false)
+	if err != nil {
+		return err
+	}
+	return refusePlatformMasterKey(c, e.enc)
+}
+
+func refusePlatformMasterKey(c Caller, enc postgres.Encryption) error {
+	if c.MasterKey != nil && enc.KeyMode == ModePlatform {
+		return errPlatformWithMasterKey(enc.ID)
+	}
+	return nil
 }
 
 // Rotate makes a new active version; the previous active one becomes DECRYPT_ONLY. It needs no
-// client master key, also for CLIENT contexts. Concurrent rotations serialize in the database and
-// yield consecutive versions.
+// client master key, also for CLIENT contexts; for a PLATFORM context one is refused (Invalid).
+// Concurrent rotations serialize in the database and yield consecutive versions. A CLIENT
+// context's sealing public key must authenticate under the platform master key before the new
+// version is sealed to it (Internal otherwise).
 func (s *Service) Rotate(ctx context.Context, c Caller, encryptionID uuid.UUID) (uuid.UUID, error) {
+	if err := s.refuseMasterKeyOnPlatform(ctx, c, encryptionID); err != nil {
+		return uuid.Nil, err
+	}
 	audit := s.audit(c, "encryption.rotate", &encryptionID, nil)
 	v, err := s.store.Rotate(ctx, c.TenantID, encryptionID, s.newVersion, audit)
 	if err != nil {
@@ -378,7 +432,7 @@ func (s *Service) load(ctx context.Context, tenantID, encryptionID uuid.UUID, fr
 // first use.
 func (s *Service) platformCipher(e *entry, v postgres.KeyVersion) (aead.Cipher, []byte, error) {
 	return e.cipher(v.ID, func() (aead.Cipher, error) {
-		key, err := s.unwrapPlatform(*v.Material, versionAD(e.enc, v.ID))
+		key, _, err := s.unwrapVersion(e.enc, v)
 		if err != nil {
 			return nil, err
 		}
@@ -390,11 +444,12 @@ func (s *Service) platformCipher(e *entry, v postgres.KeyVersion) (aead.Cipher, 
 // clientCipher builds the cipher of version v of a CLIENT context from the context's unwrapped
 // private sealing key.
 func (s *Service) clientCipher(enc postgres.Encryption, v postgres.KeyVersion, priv []byte) (aead.Cipher, error) {
-	sealed, err := s.unwrapPlatform(*v.Material, versionAD(enc, v.ID))
+	sealed, _, err := s.unwrapVersion(enc, v)
 	if err != nil {
 		return nil, err
 	}
 	key, err := keywrap.Open(priv, sealed, versionAD(enc, v.ID))
+	clear(sealed)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, fmt.Sprintf("open version %d of key context %s", v.Version, enc.ID))
 	}
@@ -404,9 +459,15 @@ func (s *Service) clientCipher(enc postgres.Encryption, v postgres.KeyVersion, p
 
 // newVersion makes fresh key material for version n of enc and wraps it: under the platform master
 // key for PLATFORM contexts, sealed to the context's public key (then under the platform key) for
-// CLIENT ones.
+// CLIENT ones, once that public key has authenticated (checkSealingPublicKey). An RSA version's
+// wrapping binds its public key (versionWrapAD).
 func (s *Service) newVersion(enc postgres.Encryption, n int) (postgres.KeyVersion, error) {
 	v := postgres.KeyVersion{ID: uuid.New(), EncryptionID: enc.ID, Version: n, State: StateActive}
+	if enc.KeyMode == ModeClient {
+		if err := s.checkSealingPublicKey(enc); err != nil {
+			return v, err
+		}
+	}
 	key, err := aead.NewKey(enc.Algorithm, s.rand)
 	if err != nil {
 		return v, errs.Wrap(errs.Internal, err, "generate key")
@@ -419,15 +480,7 @@ func (s *Service) newVersion(enc postgres.Encryption, n int) (postgres.KeyVersio
 		}
 		v.PublicKey = []byte(pemKey)
 	}
-	material := key
-	if enc.KeyMode == ModeClient {
-		sealed, err := keywrap.Seal(enc.SealingPublicKey, key, versionAD(enc, v.ID))
-		if err != nil {
-			return v, errs.Wrap(errs.Internal, err, "seal version key")
-		}
-		material = sealed
-	}
-	wrapped, err := s.wrapPlatform(material, versionAD(enc, v.ID))
+	wrapped, err := s.wrapVersion(enc, v, enc.SealingPublicKey, key)
 	if err != nil {
 		return v, err
 	}
@@ -435,8 +488,121 @@ func (s *Service) newVersion(enc postgres.Encryption, n int) (postgres.KeyVersio
 	return v, nil
 }
 
+// wrapVersion stores key, version v's key, as its key material: for a CLIENT context sealed to
+// sealingPublic first, then under the platform master key, bound to v's public key.
+func (s *Service) wrapVersion(enc postgres.Encryption, v postgres.KeyVersion, sealingPublic, key []byte) (postgres.WrappedKey, error) {
+	material := key
+	if enc.KeyMode == ModeClient {
+		sealed, err := keywrap.Seal(sealingPublic, key, versionAD(enc, v.ID))
+		if err != nil {
+			return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, "seal version key")
+		}
+		material = sealed
+	}
+	return s.wrapPlatform(material, versionWrapAD(enc, v))
+}
+
+// unwrapVersion removes the platform master key's wrapping of version v's key material: the key
+// itself for a PLATFORM context, the sealed key for a CLIENT one. legacy reports a blob written
+// before public keys were bound, which authenticated under the unbound associated data only.
+func (s *Service) unwrapVersion(enc postgres.Encryption, v postgres.KeyVersion) (out []byte, legacy bool, err error) {
+	if v.Material == nil {
+		return nil, false, errDestroyed(v, enc.ID)
+	}
+	if enc.Algorithm != aead.RSAOAEP3072SHA256 {
+		out, err = s.unwrapPlatform(*v.Material, versionAD(enc, v.ID))
+		return out, false, err
+	}
+	return s.unwrapBound(*v.Material, versionWrapAD(enc, v), versionAD(enc, v.ID))
+}
+
+// unwrapBound unwraps w under ad or, failing that, under legacyAD, the associated data of blobs
+// written before public keys were bound; legacy reports the latter. A missing master key is not
+// retried.
+func (s *Service) unwrapBound(w postgres.WrappedKey, ad, legacyAD []byte) (out []byte, legacy bool, err error) {
+	out, err = s.unwrapPlatform(w, ad)
+	if err == nil || errs.KindOf(err) != errs.Internal {
+		return out, false, err
+	}
+	out, legacyErr := s.unwrapPlatform(w, legacyAD)
+	if legacyErr != nil {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
+// checkSealingPublicKey fails with Internal unless enc's sealing public key is the one its
+// wrapped private half was stored with: the platform wrapping of the private half binds the public
+// half's hash (sealingWrapAD), so a public key replaced in the database fails here, before a new
+// version is sealed to it. A legacy blob (written before the binding) binds nothing and passes;
+// the private half is checked against it whenever the client master key unwraps it.
+func (s *Service) checkSealingPublicKey(enc postgres.Encryption) error {
+	if enc.SealingPrivateKey == nil {
+		return errs.E(errs.Internal, "key context %s has no sealing key", enc.ID)
+	}
+	inner, _, err := s.unwrapBound(*enc.SealingPrivateKey, sealingWrapAD(enc), sealingAD(enc))
+	if err != nil {
+		return errAltered(err, "the sealing public key of key context "+enc.ID.String())
+	}
+	clear(inner)
+	return nil
+}
+
+// checkPublicKeys returns versions, versions of enc, with each RSA version's public key checked:
+// its key material must authenticate under the platform master key with the public key bound
+// (versionWrapAD); a legacy blob of a PLATFORM context, which binds nothing, must hold the private
+// key the public key derives from. A legacy blob of a CLIENT context cannot be checked without the
+// client master key and passes. A DESTROYED version's public key, which nothing can check any more
+// (and to which nothing should encrypt), is left out. versions is changed in place.
+func (s *Service) checkPublicKeys(enc postgres.Encryption, versions []postgres.KeyVersion) ([]postgres.KeyVersion, error) {
+	for i := range versions {
+		v := &versions[i]
+		if len(v.PublicKey) == 0 {
+			continue
+		}
+		if v.Material == nil {
+			v.PublicKey = nil
+			continue
+		}
+		if err := s.checkPublicKey(enc, *v); err != nil {
+			return nil, err
+		}
+	}
+	return versions, nil
+}
+
+func (s *Service) checkPublicKey(enc postgres.Encryption, v postgres.KeyVersion) error {
+	what := fmt.Sprintf("the public key of version %d of key context %s", v.Version, enc.ID)
+	material, legacy, err := s.unwrapVersion(enc, v)
+	if err != nil {
+		return errAltered(err, what)
+	}
+	defer clear(material)
+	if !legacy || enc.KeyMode != ModePlatform {
+		return nil
+	}
+	derived, err := aead.PublicKeyPEM(enc.Algorithm, material)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, what+": its private key does not load")
+	}
+	if derived != string(v.PublicKey) {
+		return errs.E(errs.Internal, "%s does not match its private key: the stored key version was altered", what)
+	}
+	return nil
+}
+
+// errAltered is err, a failure to unwrap what authenticates a public key; Internal ones (the blob
+// does not authenticate) say that the stored row was altered.
+func errAltered(err error, what string) error {
+	if errs.KindOf(err) != errs.Internal {
+		return err
+	}
+	return errs.Wrap(errs.Internal, err, what+" does not authenticate under the platform master key: the stored row was altered, or the configured key of its id is another")
+}
+
 // wrapSealingKey protects a CLIENT context's private sealing key: under the client master key
-// (bound to tenant and context by HKDF), then under the platform master key.
+// (bound to tenant and context by HKDF), then under the platform master key, bound to
+// enc.SealingPublicKey, which must be priv's public half.
 func (s *Service) wrapSealingKey(enc postgres.Encryption, masterKey, priv []byte) (postgres.WrappedKey, error) {
 	kek, err := keywrap.DeriveClientKEK(masterKey, enc.TenantID.String(), enc.ID.String())
 	if err != nil {
@@ -447,18 +613,19 @@ func (s *Service) wrapSealingKey(enc postgres.Encryption, masterKey, priv []byte
 	if err != nil {
 		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, "wrap sealing key")
 	}
-	return s.wrapPlatform(inner, sealingAD(enc))
+	return s.wrapPlatform(inner, sealingWrapAD(enc))
 }
 
 // unwrapSealingKey recovers a CLIENT context's private sealing key. A wrong client master key fails
-// the inner unwrap's authentication: PermissionDenied.
+// the inner unwrap's authentication: PermissionDenied. A private half whose public half is not
+// enc.SealingPublicKey (the stored row was altered) is Internal.
 func (s *Service) unwrapSealingKey(enc postgres.Encryption, masterKey []byte) ([]byte, error) {
 	if enc.SealingPrivateKey == nil {
 		return nil, errs.E(errs.Internal, "key context %s has no sealing key", enc.ID)
 	}
-	inner, err := s.unwrapPlatform(*enc.SealingPrivateKey, sealingAD(enc))
+	inner, _, err := s.unwrapBound(*enc.SealingPrivateKey, sealingWrapAD(enc), sealingAD(enc))
 	if err != nil {
-		return nil, err
+		return nil, errAltered(err, "the sealing public key of key context "+enc.ID.String())
 	}
 	kek, err := keywrap.DeriveClientKEK(masterKey, enc.TenantID.String(), enc.ID.String())
 	if err != nil {
@@ -468,6 +635,12 @@ func (s *Service) unwrapSealingKey(enc postgres.Encryption, masterKey []byte) ([
 	priv, err := keywrap.Unwrap(kek, inner, sealingAD(enc))
 	if err != nil {
 		return nil, errs.E(errs.PermissionDenied, "wrong client master key for key context %s", enc.ID)
+	}
+	// A legacy blob binds no public key: check the stored one against the private half here.
+	if pub, err := keywrap.SealingPublicKey(priv); err != nil || !bytes.Equal(pub, enc.SealingPublicKey) {
+		clear(priv)
+		return nil, errs.E(errs.Internal,
+			"the sealing public key of key context %s does not match its private key: the stored row was altered", enc.ID)
 	}
 	return priv, nil
 }
@@ -524,14 +697,46 @@ func (s *Service) audit(c Caller, action string, encryptionID, versionID *uuid.U
 	}
 }
 
-// versionAD binds a version's wrapped material to where it is stored.
+// versionAD binds a version's key material to where it is stored: the HPKE info of a CLIENT
+// version's sealed key, and the associated data of the platform wrapping of a symmetric version's
+// key and of a legacy RSA version's.
 func versionAD(enc postgres.Encryption, versionID uuid.UUID) []byte {
 	return []byte("custos/es/version-key/v1\x00" + enc.TenantID.String() + "\x00" + enc.ID.String() + "\x00" + versionID.String() + "\x00" + enc.Algorithm)
 }
 
-// sealingAD binds a CLIENT context's wrapped private sealing key to its context.
+// versionWrapAD is the associated data of the platform wrapping of version v's key material: for
+// an RSA version, versionAD's fields under a v2 label followed by the SHA-256 of v.PublicKey, so
+// that the stored public key authenticates under the platform master key; for others versionAD.
+func versionWrapAD(enc postgres.Encryption, v postgres.KeyVersion) []byte {
+	if enc.Algorithm != aead.RSAOAEP3072SHA256 {
+		return versionAD(enc, v.ID)
+	}
+	h := sha256.Sum256(v.PublicKey)
+	return append([]byte("custos/es/version-key/v2\x00"+enc.TenantID.String()+"\x00"+enc.ID.String()+"\x00"+v.ID.String()+"\x00"+enc.Algorithm+"\x00"), h[:]...)
+}
+
+// sealingAD binds a CLIENT context's wrapped private sealing key to its context: the associated
+// data of the client-key wrapping, and of the platform wrapping of a legacy blob.
 func sealingAD(enc postgres.Encryption) []byte {
 	return []byte("custos/es/sealing-key/v1\x00" + enc.TenantID.String() + "\x00" + enc.ID.String())
+}
+
+// sealingWrapAD is the associated data of the platform wrapping of a CLIENT context's private
+// sealing key: sealingAD's fields under a v2 label followed by the SHA-256 of the context's sealing
+// public key, so that the stored public key authenticates under the platform master key.
+func sealingWrapAD(enc postgres.Encryption) []byte {
+	h := sha256.Sum256(enc.SealingPublicKey)
+	return append([]byte("custos/es/sealing-key/v2\x00"+enc.TenantID.String()+"\x00"+enc.ID.String()+"\x00"), h[:]...)
+}
+
+// quoteShort quotes s for an error message, cut to a length that cannot flood a log line (the
+// rule of aead's message for an unknown algorithm).
+func quoteShort(s string) string {
+	const maxLen = 40
+	if len(s) > maxLen {
+		return fmt.Sprintf("%q…", s[:maxLen])
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 func newCipher(alg string, key []byte) (aead.Cipher, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,84 @@ func FuzzDecrypt(f *testing.F) {
 			t.Fatalf("Decrypt(garbage) = %v (kind %v), want Invalid", err, k)
 		}
 	})
+}
+
+// TestPlatformContextRefusesAClientMasterKey sends a client master key to every method that
+// addresses a PLATFORM context: each refuses it (Invalid) and changes nothing, while a CLIENT
+// context accepts it on the same methods.
+func TestPlatformContextRefusesAClientMasterKey(t *testing.T) {
+	ctx := context.Background()
+	svc, store, c := mustService(t)
+	withKey := c
+	withKey.MasterKey = bytes.Repeat([]byte{5}, 32)
+	platform := mustCreate(t, svc, c, "", ModePlatform, RotationPolicy{})
+	if _, err := svc.Rotate(ctx, c, platform); err != nil {
+		t.Fatal(err)
+	}
+	client := mustCreate(t, svc, withKey, "", ModeClient, RotationPolicy{})
+	if _, err := svc.Rotate(ctx, c, client); err != nil {
+		t.Fatal(err)
+	}
+	first := func(id uuid.UUID) uuid.UUID {
+		e, err := store.GetEncryption(ctx, c.TenantID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Versions[0].ID
+	}
+	methods := []struct {
+		name string
+		call func(c Caller, id uuid.UUID) error
+	}{
+		{"GetEncryption", func(c Caller, id uuid.UUID) error { _, err := svc.GetEncryption(ctx, c, id); return err }},
+		{"SetRotationPolicy", func(c Caller, id uuid.UUID) error {
+			_, err := svc.SetRotationPolicy(ctx, c, id, RotationPolicy{MaxAge: 2 * time.Hour})
+			return err
+		}},
+		{"DisableVersion", func(c Caller, id uuid.UUID) error { _, err := svc.DisableVersion(ctx, c, id, first(id)); return err }},
+		{"EnableVersion", func(c Caller, id uuid.UUID) error { _, err := svc.EnableVersion(ctx, c, id, first(id)); return err }},
+		{"DestroyVersion", func(c Caller, id uuid.UUID) error {
+			if _, err := svc.DisableVersion(ctx, c, id, first(id)); err != nil {
+				return err
+			}
+			_, err := svc.DestroyVersion(ctx, c, id, first(id))
+			return err
+		}},
+		{"Rotate", func(c Caller, id uuid.UUID) error { _, err := svc.Rotate(ctx, c, id); return err }},
+		{"DestroyEncryption", func(c Caller, id uuid.UUID) error { _, err := svc.DestroyEncryption(ctx, c, id); return err }},
+	}
+	for _, m := range methods {
+		t.Run(m.name, func(t *testing.T) {
+			before, err := store.GetEncryption(ctx, c.TenantID, platform)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantKind(t, m.name+"(PLATFORM, X-Master-Key)", m.call(withKey, platform), errs.Invalid, "X-Master-Key must not be sent")
+			if after, err := store.GetEncryption(ctx, c.TenantID, platform); err != nil || !reflect.DeepEqual(after, before) {
+				t.Errorf("%s(PLATFORM, X-Master-Key) changed the context: %v", m.name, err)
+			}
+			if err := m.call(withKey, client); err != nil {
+				t.Errorf("%s(CLIENT, X-Master-Key) = %v", m.name, err)
+			}
+		})
+	}
+	_, err := svc.Rotate(ctx, withKey, uuid.New())
+	wantKind(t, "Rotate(unknown context, X-Master-Key)", err, errs.NotFound, "not found")
+}
+
+// TestInvalidValuesAreNotEchoedInFull sends huge algorithm and key mode values: the error names
+// the field without flooding a log line with the value.
+func TestInvalidValuesAreNotEchoedInFull(t *testing.T) {
+	svc, _, c := mustService(t)
+	huge := strings.Repeat("A", 1<<20)
+	for _, tt := range []struct{ name, alg, mode, field string }{
+		{"algorithm", huge, "", "algorithm"},
+		{"keyMode", "", huge, "keyMode"},
+	} {
+		_, err := svc.CreateEncryption(context.Background(), c, tt.alg, tt.mode, RotationPolicy{})
+		wantKind(t, "CreateEncryption(huge "+tt.name+")", err, errs.Invalid, tt.field)
+		if err != nil && len(err.Error()) > 200 {
+			t.Errorf("CreateEncryption(huge %s) error is %d bytes long, want at most 200", tt.name, len(err.Error()))
+		}
+	}
 }

@@ -3,18 +3,22 @@ package keyring
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 
 	"github.com/google/uuid"
 
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keywrap"
 	"github.com/custos-platform/custos/encryption-service/internal/postgres"
 )
 
 // DisableVersion makes a DECRYPT_ONLY version refuse decryption and rewrap (FailedPrecondition)
 // until it is enabled again, on every replica within moments. It needs no client master key.
-// Disabling a DISABLED version changes nothing. Errors: FailedPrecondition for the ACTIVE version
-// (rotate first) and a DESTROYED one; NotFound for an unknown, destroyed or other tenant's context
-// or an unknown version.
+// Disabling a DISABLED version changes nothing. The version is returned with its public key checked
+// as GetEncryption checks it. Errors: FailedPrecondition for the ACTIVE version (rotate first) and
+// a DESTROYED one; NotFound for an unknown, destroyed or other tenant's context or an unknown
+// version; Invalid when c carries a client master key and the context is PLATFORM.
 func (s *Service) DisableVersion(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID) (postgres.KeyVersion, error) {
 	return s.setState(ctx, c, encryptionID, versionID, StateDisabled, "encryption.version.disable")
 }
@@ -35,19 +39,48 @@ func (s *Service) DestroyVersion(ctx context.Context, c Caller, encryptionID, ve
 }
 
 func (s *Service) setState(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, state, action string) (postgres.KeyVersion, error) {
+	if err := s.refuseMasterKeyOnPlatform(ctx, c, encryptionID); err != nil {
+		return postgres.KeyVersion{}, err
+	}
 	v, err := s.store.SetVersionState(ctx, c.TenantID, encryptionID, versionID, state, s.audit(c, action, &encryptionID, &versionID))
 	if err != nil {
 		return postgres.KeyVersion{}, err
 	}
 	s.cache.invalidate(encryptionID)
-	return v, nil
+	return s.servedVersion(ctx, c, encryptionID, v)
+}
+
+// servedVersion is v, a version of key context encryptionID, with its public key checked as
+// GetEncryption checks it. A Service without master keys (the version command) cannot check it and
+// leaves it out.
+func (s *Service) servedVersion(ctx context.Context, c Caller, encryptionID uuid.UUID, v postgres.KeyVersion) (postgres.KeyVersion, error) {
+	if len(v.PublicKey) == 0 {
+		return v, nil
+	}
+	if s.masterKeys == nil {
+		v.PublicKey = nil
+		return v, nil
+	}
+	e, err := s.load(ctx, c.TenantID, encryptionID, false)
+	if err != nil {
+		return postgres.KeyVersion{}, err
+	}
+	checked, err := s.checkPublicKeys(e.enc, []postgres.KeyVersion{v})
+	if err != nil {
+		return postgres.KeyVersion{}, err
+	}
+	return checked[0], nil
 }
 
 // DestroyEncryption erases every version of a key context (right to erasure) and returns how many
 // versions had key material erased. The context then answers NotFound like an unknown one, on
 // every replica within moments. It needs no client master key and cannot be undone. Errors:
-// NotFound for an unknown, already destroyed or other tenant's context.
+// NotFound for an unknown, already destroyed or other tenant's context; Invalid when c carries a
+// client master key and the context is PLATFORM.
 func (s *Service) DestroyEncryption(ctx context.Context, c Caller, encryptionID uuid.UUID) (int, error) {
+	if err := s.refuseMasterKeyOnPlatform(ctx, c, encryptionID); err != nil {
+		return 0, err
+	}
 	n, err := s.store.DestroyEncryption(ctx, c.TenantID, encryptionID, s.audit(c, "encryption.destroy", &encryptionID, nil))
 	if err != nil {
 		return 0, err
@@ -57,15 +90,22 @@ func (s *Service) DestroyEncryption(ctx context.Context, c Caller, encryptionID 
 }
 
 // ChangeMasterKey changes the client master key of a CLIENT context from c.MasterKey to
-// c.NewMasterKey, in one transaction, and returns how many versions are now under the new key:
-// every version not destroyed. The versions' keys are sealed to the context's key pair, so
-// rewrapping the pair's private half, the only blob the client master key protects, moves all of
-// them; no data and no version row is touched. Afterwards the old key gets PermissionDenied and the
-// new one opens everything written before.
+// c.NewMasterKey and returns how many versions are now under the new key: every version not
+// destroyed. In one transaction, with the context's row locked, it unwraps the context's private
+// sealing key with the old client key, opens every version's key with it, makes a new sealing key
+// pair, seals every version's key to the new public half and stores the new private half wrapped
+// under the new client key (then the platform master key). The versions' keys themselves do not
+// change, so no data is touched; but nothing the old client key unwraps remains in the live rows:
+// a copy of the old wrapped private half (a backup, the write-ahead log, a row version VACUUM has
+// not yet reclaimed) opens only what was sealed to the old pair — the versions that existed when
+// the copy was taken, and only with their old sealed copies — never a version created, or a key
+// sealed, afterwards. Afterwards the old key gets PermissionDenied and the new one opens everything
+// written before, on every replica within moments (the change is notified).
 //
-// Errors: Invalid when c.NewMasterKey is missing, or for a PLATFORM context (which has no client
-// master key); Unauthenticated when c.MasterKey is missing; PermissionDenied when it is wrong;
-// NotFound for an unknown, destroyed or other tenant's context.
+// Errors: Invalid when c.NewMasterKey is missing or equals c.MasterKey, or for a PLATFORM context
+// (which has no client master key); Unauthenticated when c.MasterKey is missing; PermissionDenied
+// when it is wrong; NotFound for an unknown, destroyed or other tenant's context; Internal when a
+// stored key does not authenticate (the row was altered); nothing is changed on any error.
 func (s *Service) ChangeMasterKey(ctx context.Context, c Caller, encryptionID uuid.UUID) (int, error) {
 	e, err := s.load(ctx, c.TenantID, encryptionID, false)
 	if err != nil {
@@ -86,13 +126,8 @@ func (s *Service) ChangeMasterKey(ctx context.Context, c Caller, encryptionID uu
 		return 0, errs.E(errs.Invalid, "X-New-Master-Key: the same as X-Master-Key: nothing to change")
 	}
 	audit := s.audit(c, "encryption.master-key.change", &encryptionID, nil)
-	stored, err := s.store.ReplaceSealingKey(ctx, c.TenantID, encryptionID, func(enc postgres.Encryption) (postgres.WrappedKey, error) {
-		priv, err := s.unwrapSealingKey(enc, c.MasterKey)
-		if err != nil {
-			return postgres.WrappedKey{}, err
-		}
-		defer clear(priv)
-		return s.wrapSealingKey(enc, c.NewMasterKey, priv)
+	stored, err := s.store.ChangeSealingKey(ctx, c.TenantID, encryptionID, func(enc postgres.Encryption) (postgres.SealingKeyChange, error) {
+		return s.resealContext(enc, c.MasterKey, c.NewMasterKey)
 	}, audit)
 	if err != nil {
 		return 0, err
@@ -105,4 +140,60 @@ func (s *Service) ChangeMasterKey(ctx context.Context, c Caller, encryptionID uu
 		}
 	}
 	return n, nil
+}
+
+// resealContext opens every version of enc not destroyed with the private sealing key that
+// oldKey unwraps and seals it to a fresh key pair whose private half newKey wraps. An RSA version's
+// stored public key is checked against the private key it opens to before the new wrapping binds
+// it.
+func (s *Service) resealContext(enc postgres.Encryption, oldKey, newKey []byte) (postgres.SealingKeyChange, error) {
+	oldPriv, err := s.unwrapSealingKey(enc, oldKey)
+	if err != nil {
+		return postgres.SealingKeyChange{}, err
+	}
+	defer clear(oldPriv)
+	newPriv, newPub, err := keywrap.NewSealingKey(s.rand)
+	if err != nil {
+		return postgres.SealingKeyChange{}, errs.Wrap(errs.Internal, err, "generate sealing key")
+	}
+	defer clear(newPriv)
+	next := enc
+	next.SealingPublicKey = newPub
+	ch := postgres.SealingKeyChange{PublicKey: newPub, Versions: make(map[uuid.UUID]postgres.WrappedKey, len(enc.Versions))}
+	for _, v := range enc.Versions {
+		if v.State == StateDestroyed {
+			continue
+		}
+		w, err := s.resealVersion(enc, v, oldPriv, newPub)
+		if err != nil {
+			return postgres.SealingKeyChange{}, err
+		}
+		ch.Versions[v.ID] = w
+	}
+	if ch.PrivateKey, err = s.wrapSealingKey(next, newKey, newPriv); err != nil {
+		return postgres.SealingKeyChange{}, err
+	}
+	return ch, nil
+}
+
+// resealVersion opens version v of enc with priv and seals its key to newPub.
+func (s *Service) resealVersion(enc postgres.Encryption, v postgres.KeyVersion, priv, newPub []byte) (postgres.WrappedKey, error) {
+	sealed, _, err := s.unwrapVersion(enc, v)
+	if err != nil {
+		return postgres.WrappedKey{}, err
+	}
+	key, err := keywrap.Open(priv, sealed, versionAD(enc, v.ID))
+	clear(sealed)
+	if err != nil {
+		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, fmt.Sprintf("open version %d of key context %s", v.Version, enc.ID))
+	}
+	defer clear(key)
+	if len(v.PublicKey) > 0 {
+		derived, err := aead.PublicKeyPEM(enc.Algorithm, key)
+		if err != nil || derived != string(v.PublicKey) {
+			return postgres.WrappedKey{}, errs.E(errs.Internal,
+				"the public key of version %d of key context %s does not match its private key: the stored key version was altered", v.Version, enc.ID)
+		}
+	}
+	return s.wrapVersion(enc, v, newPub, key)
 }

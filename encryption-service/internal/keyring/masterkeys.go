@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/custos-platform/custos/encryption-service/internal/aead"
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
 	"github.com/custos-platform/custos/encryption-service/internal/keywrap"
 	"github.com/custos-platform/custos/encryption-service/internal/masterkey"
@@ -71,9 +72,10 @@ type MasterKeyRotation struct {
 
 // RotateMasterKey rewraps every stored blob wrapped by a configured master key other than the
 // active one so that the active key wraps it: key versions' material and CLIENT contexts' sealing
-// private keys, in batches of opts.BatchSize per transaction. Only the outer wrapping changes; the
-// associated data binding each blob to its row is kept exactly, and nothing under it (data keys,
-// client master key wrapping) is touched.
+// private keys, in batches of opts.BatchSize per transaction. Only the outer wrapping changes; it
+// stays bound to the blob's row, and nothing under it (data keys, client master key wrapping) is
+// touched. A legacy blob, written before public keys were bound, comes out bound to its row's
+// public key (see rewrapStoredKey).
 //
 // It runs while the service serves traffic and may run on several processes at once: each batch
 // takes rows no other transaction holds, and replicas keep unwrapping with whichever key a row
@@ -181,16 +183,25 @@ func leftOn(ctx context.Context, store StoredKeys, keys *masterkey.Keyring) (int
 }
 
 // rewrapStoredKey unwraps k's blob with the master key it names and wraps the same material under
-// active, with the same associated data.
+// active, bound to the same row and public key. A legacy blob (written before public keys were
+// bound, under the unbound associated data) is rewrapped with the binding: for a PLATFORM RSA
+// version once its stored public key has been checked against the private key; for a CLIENT
+// context's sealing key or RSA version the stored public key is bound as it is, since checking it
+// needs the client master key (which does check it whenever it unwraps the sealing key).
 func rewrapStoredKey(keys *masterkey.Keyring, active masterkey.Key, k postgres.StoredKey) (postgres.WrappedKey, error) {
-	enc := postgres.Encryption{ID: k.EncryptionID, TenantID: k.TenantID, Algorithm: k.Algorithm}
-	var ad []byte
+	enc := postgres.Encryption{ID: k.EncryptionID, TenantID: k.TenantID, Algorithm: k.Algorithm, KeyMode: k.KeyMode}
+	var ad, legacyAD []byte
 	var what string
 	switch k.Kind {
 	case postgres.StoredVersionKey:
-		ad, what = versionAD(enc, k.VersionID), fmt.Sprintf("key version %s of key context %s", k.VersionID, k.EncryptionID)
+		v := postgres.KeyVersion{ID: k.VersionID, PublicKey: k.PublicKey}
+		ad, what = versionWrapAD(enc, v), fmt.Sprintf("key version %s of key context %s", k.VersionID, k.EncryptionID)
+		if enc.Algorithm == aead.RSAOAEP3072SHA256 {
+			legacyAD = versionAD(enc, k.VersionID)
+		}
 	case postgres.StoredSealingKey:
-		ad, what = sealingAD(enc), fmt.Sprintf("the sealing key of key context %s", k.EncryptionID)
+		enc.SealingPublicKey = k.PublicKey
+		ad, legacyAD, what = sealingWrapAD(enc), sealingAD(enc), fmt.Sprintf("the sealing key of key context %s", k.EncryptionID)
 	default:
 		return postgres.WrappedKey{}, errs.E(errs.Internal, "unknown kind of stored key %q", k.Kind)
 	}
@@ -199,12 +210,25 @@ func rewrapStoredKey(keys *masterkey.Keyring, active masterkey.Key, k postgres.S
 		return postgres.WrappedKey{}, errs.E(errs.Unavailable, "%s is wrapped by master key %q, which is not configured", what, k.Key.MasterKeyID)
 	}
 	material, err := keywrap.Unwrap(old.Bytes, k.Key.Blob, ad)
+	legacy := false
+	if err != nil && legacyAD != nil {
+		if material, err = keywrap.Unwrap(old.Bytes, k.Key.Blob, legacyAD); err == nil {
+			legacy = true
+		}
+	}
 	clear(old.Bytes)
 	if err != nil {
 		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err,
 			fmt.Sprintf("%s does not authenticate under master key %q", what, k.Key.MasterKeyID))
 	}
 	defer clear(material)
+	if legacy && k.Kind == postgres.StoredVersionKey && enc.KeyMode == ModePlatform {
+		derived, err := aead.PublicKeyPEM(enc.Algorithm, material)
+		if err != nil || derived != string(k.PublicKey) {
+			return postgres.WrappedKey{}, errs.E(errs.Internal,
+				"the public key of %s does not match its private key: the stored key version was altered", what)
+		}
+	}
 	blob, err := keywrap.Wrap(active.Bytes, material, ad)
 	if err != nil {
 		return postgres.WrappedKey{}, errs.Wrap(errs.Internal, err, "wrap under the active master key")

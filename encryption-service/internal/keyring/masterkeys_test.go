@@ -10,7 +10,9 @@ import (
 
 	"github.com/custos-platform/custos/encryption-service/internal/aead"
 	"github.com/custos-platform/custos/encryption-service/internal/errs"
+	"github.com/custos-platform/custos/encryption-service/internal/keywrap"
 	"github.com/custos-platform/custos/encryption-service/internal/masterkey"
+	"github.com/custos-platform/custos/encryption-service/internal/postgres"
 )
 
 // written is a ciphertext and what decrypting it needs.
@@ -183,5 +185,150 @@ func TestChangeMasterKey(t *testing.T) {
 		if _, err := svc.Decrypt(ctx, withNew, id, w.VersionID, w.CipherText, metaOf(t, w)); err != nil {
 			t.Errorf("Decrypt(new key) after the change = %v", err)
 		}
+	}
+}
+
+// TestChangeMasterKeyLeavesNothingForTheOldKey plays the owner of a CLIENT context whose client
+// master key leaked: after the change, the old key together with copies of the rows taken before
+// it (a backup, the write-ahead log, dead row versions) and the platform master key must open no
+// version, neither those created before the change nor after it.
+func TestChangeMasterKeyLeavesNothingForTheOldKey(t *testing.T) {
+	ctx := context.Background()
+	svc, store, url, c := mustServiceWith(t, Options{})
+	conn := mustConn(t, url)
+	oldKey, newKey := bytes.Repeat([]byte{0xA}, 32), bytes.Repeat([]byte{0xB}, 32)
+	withOld, withNew := c, c
+	withOld.MasterKey, withNew.MasterKey = oldKey, newKey
+	for _, alg := range aead.Algorithms() {
+		t.Run(alg, func(t *testing.T) {
+			id := mustCreate(t, svc, withOld, alg, ModeClient, RotationPolicy{})
+			before := []Encrypted{mustEncrypt(t, svc, withOld, id, "one")}
+			if _, err := svc.Rotate(ctx, c, id); err != nil {
+				t.Fatal(err)
+			}
+			before = append(before, mustEncrypt(t, svc, withOld, id, "two"))
+			backup := mustStored(t, store, c, id) // the attacker's copy, taken before the change
+
+			change := withOld
+			change.NewMasterKey = newKey
+			if n, err := svc.ChangeMasterKey(ctx, change, id); err != nil || n != 2 {
+				t.Fatalf("ChangeMasterKey = %d, %v; want 2 versions", n, err)
+			}
+			if _, err := svc.Rotate(ctx, c, id); err != nil {
+				t.Fatal(err)
+			}
+			after := mustEncrypt(t, svc, withNew, id, "written after the change")
+			current := mustStored(t, store, c, id)
+			if bytes.Equal(current.SealingPublicKey, backup.SealingPublicKey) {
+				t.Fatal("the sealing key pair survived the change of client master key")
+			}
+
+			// Offline, with the platform master key and the old client key: the old private half
+			// opens none of the versions as they are stored now.
+			oldPriv, err := svc.unwrapSealingKey(backup, oldKey)
+			if err != nil {
+				t.Fatalf("unwrap of the backed-up sealing key with the old key = %v", err)
+			}
+			for _, v := range current.Versions {
+				sealed, _, err := svc.unwrapVersion(current, v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := keywrap.Open(oldPriv, sealed, versionAD(current, v.ID)); err == nil {
+					t.Errorf("the old private sealing key opens version %d as stored after the change", v.Version)
+				}
+			}
+
+			// Through the service, with the old blob put back: alone, and with its public half.
+			all := append(before, after)
+			restore := []struct {
+				name string
+				sql  string
+				args []any
+			}{
+				{"private half", `UPDATE encryption.encryptions SET sealing_private_key = $2, sealing_master_key_id = $3 WHERE id = $1`,
+					[]any{id, backup.SealingPrivateKey.Blob, backup.SealingPrivateKey.MasterKeyID}},
+				{"key pair", `UPDATE encryption.encryptions SET sealing_public_key = $4, sealing_private_key = $2, sealing_master_key_id = $3 WHERE id = $1`,
+					[]any{id, backup.SealingPrivateKey.Blob, backup.SealingPrivateKey.MasterKeyID, backup.SealingPublicKey}},
+			}
+			for _, r := range restore {
+				mustExec(t, conn, r.sql, r.args...)
+				svc.ResetCache()
+				for i, w := range all {
+					if pt, err := svc.Decrypt(ctx, withOld, id, w.VersionID, w.CipherText, metaOf(t, w)); err == nil {
+						t.Errorf("old %s restored: Decrypt(%d) with the old key = %q, want a failure", r.name, i, pt)
+					}
+				}
+			}
+			mustExec(t, conn, `UPDATE encryption.encryptions SET sealing_public_key = $4, sealing_private_key = $2, sealing_master_key_id = $3 WHERE id = $1`,
+				id, current.SealingPrivateKey.Blob, current.SealingPrivateKey.MasterKeyID, current.SealingPublicKey)
+			svc.ResetCache()
+			for i, w := range all {
+				if pt, err := svc.Decrypt(ctx, withNew, id, w.VersionID, w.CipherText, metaOf(t, w)); err != nil || string(pt) != []string{"one", "two", "written after the change"}[i] {
+					t.Errorf("Decrypt(%d) with the new key = %q, %v", i, pt, err)
+				}
+			}
+		})
+	}
+}
+
+// TestChangeMasterKeyKeepsEveryVersion changes the key of a context with versions in every state:
+// the live ones move to the new key, the destroyed one stays erased, and a request that began
+// before the change on this replica still works when it meets the new key pair.
+func TestChangeMasterKeyKeepsEveryVersion(t *testing.T) {
+	ctx := context.Background()
+	svc, store, _, c := mustServiceWith(t, Options{})
+	oldKey, newKey := bytes.Repeat([]byte{3}, 32), bytes.Repeat([]byte{4}, 32)
+	withOld, withNew := c, c
+	withOld.MasterKey, withNew.MasterKey = oldKey, newKey
+	id := mustCreate(t, svc, withOld, "", ModeClient, RotationPolicy{})
+	var written []Encrypted
+	for i := range 4 {
+		written = append(written, mustEncrypt(t, svc, withOld, id, string(rune('a'+i))))
+		if _, err := svc.Rotate(ctx, c, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vs := mustStored(t, store, c, id).Versions // v1 … v5; v5 active
+	for _, step := range []struct {
+		v  int
+		do func(context.Context, Caller, uuid.UUID, uuid.UUID) (postgres.KeyVersion, error)
+	}{{0, svc.DisableVersion}, {0, svc.DestroyVersion}, {1, svc.DisableVersion}} {
+		if _, err := step.do(ctx, c, id, vs[step.v].ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	change := withOld
+	change.NewMasterKey = newKey
+	if n, err := svc.ChangeMasterKey(ctx, change, id); err != nil || n != 4 {
+		t.Fatalf("ChangeMasterKey = %d, %v; want 4 versions (all but the destroyed one)", n, err)
+	}
+	stored := mustStored(t, store, c, id)
+	if stored.Versions[0].Material != nil {
+		t.Errorf("the destroyed version has key material after the change")
+	}
+	if _, err := svc.EnableVersion(ctx, c, id, vs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range written[1:] {
+		if pt, err := svc.Decrypt(ctx, withNew, id, w.VersionID, w.CipherText, metaOf(t, w)); err != nil || string(pt) != string(rune('b'+i)) {
+			t.Errorf("Decrypt(version %d) with the new key = %q, %v", i+2, pt, err)
+		}
+	}
+	_, err := svc.Decrypt(ctx, withNew, id, written[0].VersionID, written[0].CipherText, metaOf(t, written[0]))
+	wantKind(t, "Decrypt(destroyed version)", err, errs.FailedPrecondition, "destroyed")
+
+	// A session that unwrapped the old private half, then reloads (a version it does not know)
+	// and meets the new pair, drops the old private half rather than failing.
+	ss := svc.session(ctx, withNew, id)
+	defer ss.close()
+	ss.e = &entry{enc: mustStored(t, store, c, id)}
+	ss.e.enc.SealingPublicKey = []byte("the pair before the change")
+	ss.priv = bytes.Repeat([]byte{1}, 32)
+	if _, err := ss.decrypt(ctx, uuid.New(), written[1].CipherText, metaOf(t, written[1])); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("decrypt(unknown version) = %v, want NotFound after a reload", err)
+	}
+	if pt, err := ss.decrypt(ctx, written[1].VersionID, written[1].CipherText, metaOf(t, written[1])); err != nil || string(pt) != "b" {
+		t.Errorf("decrypt after a reload that met a new key pair = %q, %v", pt, err)
 	}
 }

@@ -56,10 +56,14 @@ func (s *Service) checkPolicy(p RotationPolicy) error {
 // SetRotationPolicy sets when key context encryptionID rotates by itself and returns the policy
 // now in force. It needs no client master key. A version that the new policy makes due is rotated
 // by the next encryption. Errors: Invalid for a MaxAge other than zero outside 1h–100 years or a
-// MaxEncryptions outside 0 to the service's bound (naming the field); NotFound for an unknown,
-// destroyed or other tenant's context.
+// MaxEncryptions outside 0 to the service's bound (naming the field), and when c carries a client
+// master key and the context is PLATFORM; NotFound for an unknown, destroyed or other tenant's
+// context.
 func (s *Service) SetRotationPolicy(ctx context.Context, c Caller, encryptionID uuid.UUID, p RotationPolicy) (RotationPolicy, error) {
 	if err := s.checkPolicy(p); err != nil {
+		return RotationPolicy{}, err
+	}
+	if err := s.refuseMasterKeyOnPlatform(ctx, c, encryptionID); err != nil {
 		return RotationPolicy{}, err
 	}
 	audit := s.audit(c, "encryption.rotation-policy.set", &encryptionID, nil)

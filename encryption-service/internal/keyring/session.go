@@ -1,6 +1,7 @@
 package keyring
 
 import (
+	"bytes"
 	"context"
 
 	"github.com/google/uuid"
@@ -114,11 +115,18 @@ func (ss *session) count(id uuid.UUID) {
 	}
 }
 
-// reload reads the context again from the database.
+// reload reads the context again from the database. A private sealing key unwrapped from the
+// previous copy is dropped when the copy read now has another key pair (the client master key was
+// changed meanwhile): its versions are now sealed to the new pair. Ciphers prepared so far stay
+// valid, as a change of key pair keeps every version's key.
 func (ss *session) reload(ctx context.Context) error {
 	e, err := ss.s.load(ctx, ss.c.TenantID, ss.id, true)
 	if err != nil {
 		return err
+	}
+	if ss.e != nil && !bytes.Equal(ss.e.enc.SealingPublicKey, e.enc.SealingPublicKey) {
+		clear(ss.priv)
+		ss.priv, ss.privErr = nil, nil
 	}
 	ss.e, ss.fresh = e, true
 	return nil

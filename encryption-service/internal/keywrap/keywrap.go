@@ -198,6 +198,21 @@ func NewSealingKey(random io.Reader) (private, public []byte, err error) {
 	return private, priv.PublicKey().Bytes(), nil
 }
 
+// SealingPublicKey returns the public half of private, a raw 32-byte X25519 private key as
+// NewSealingKey returns it: its X25519 base-point multiple, so that a stored public half can be
+// checked against the private half it claims to belong to. Errors: wraps ErrInvalidKey when
+// private is not 32 bytes.
+func SealingPublicKey(private []byte) ([]byte, error) {
+	if len(private) != KeySize {
+		return nil, fmt.Errorf("%w: sealing private key must be %d bytes, got %d", ErrInvalidKey, KeySize, len(private))
+	}
+	priv, err := ecdh.X25519().NewPrivateKey(private)
+	if err != nil {
+		return nil, fmt.Errorf("keywrap: X25519 key: %w", ErrInvalidKey) // unreachable for 32 bytes
+	}
+	return priv.PublicKey().Bytes(), nil
+}
+
 // Seal encrypts plaintext (key material) to the holder of the private half of public, a raw
 // 32-byte X25519 public key, with HPKE base mode; info binds the blob to its context and must be
 // given again to Open. The blob format is in the package documentation. Errors: wraps

@@ -104,6 +104,24 @@ func TestNewSealingKey(t *testing.T) {
 	}
 }
 
+// TestSealingPublicKey checks the derivation against RFC 7748 §6.1 and refuses keys of the wrong
+// size.
+func TestSealingPublicKey(t *testing.T) {
+	for _, tc := range []struct{ priv, pub string }{
+		{"77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a", "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"},
+		{"5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb", "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"},
+	} {
+		if pub, err := SealingPublicKey(mustHex(t, tc.priv)); err != nil || hex.EncodeToString(pub) != tc.pub {
+			t.Errorf("SealingPublicKey(%s…) = %x, %v; want %s", tc.priv[:8], pub, err, tc.pub)
+		}
+	}
+	for _, n := range []int{0, 31, 33} {
+		if _, err := SealingPublicKey(make([]byte, n)); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("SealingPublicKey(%d bytes) = %v, want ErrInvalidKey", n, err)
+		}
+	}
+}
+
 func TestSealOpenRoundTrip(t *testing.T) {
 	priv, pub, err := NewSealingKey(nil)
 	if err != nil {

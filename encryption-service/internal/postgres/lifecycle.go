@@ -261,21 +261,35 @@ func destroyEncryptions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (int, e
 	return int(tag.RowsAffected()), nil
 }
 
-// ReplaceSealingKey replaces the wrapped sealing private key of CLIENT key
-// context encryptionID, for a change of client master key. Under the
-// context's row lock it calls rewrap with the context as stored (versions
-// included); rewrap unwraps e.SealingPrivateKey with the old client master
-// key and returns it wrapped under the new one. rewrap runs inside the
-// transaction, and again if it is retried. The versions need no change: they
-// are sealed to the context's public key, whose private half this is. It
-// returns the context as it was read.
+// SealingKeyChange is what a change of client master key stores for a CLIENT
+// key context: a new sealing key pair, its private half wrapped (under the
+// new client master key, then a platform master key), and the key material of
+// every version not DESTROYED sealed to the new public half, by version id.
+type SealingKeyChange struct {
+	PublicKey  []byte
+	PrivateKey WrappedKey
+	Versions   map[uuid.UUID]WrappedKey
+}
+
+// ChangeSealingKey replaces the sealing key pair of CLIENT key context
+// encryptionID and the key material of all its versions not DESTROYED, in one
+// transaction, for a change of client master key. Under the context's row
+// lock (and its versions', taken in id order) it calls change with the
+// context as stored (versions included); change opens every version's key with
+// the old private half, which the old client master key unwraps, and returns a
+// new pair with every such version sealed to it. change runs inside the
+// transaction, and again if it is retried. Nothing the old client master key
+// unwraps is left in the live rows afterwards. It returns the context as it
+// was read.
 //
 // Errors: NotFound ("key context <id> not found") alike when the context does
 // not exist, is destroyed or belongs to another tenant; FailedPrecondition
-// for a PLATFORM context; Invalid for an incomplete result of rewrap; an
-// *errs.Error from rewrap as it is, any other error from it as Internal.
-func (s *Store) ReplaceSealingKey(ctx context.Context, tenantID, encryptionID uuid.UUID,
-	rewrap func(e Encryption) (WrappedKey, error), audit AuditEvent) (Encryption, error) {
+// for a PLATFORM context; Invalid for an incomplete result of change (a
+// missing key, a version not DESTROYED left out, a version that is DESTROYED
+// or unknown given); an *errs.Error from change as it is, any other error
+// from it as Internal.
+func (s *Store) ChangeSealingKey(ctx context.Context, tenantID, encryptionID uuid.UUID,
+	change func(e Encryption) (SealingKeyChange, error), audit AuditEvent) (Encryption, error) {
 	var e Encryption
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
@@ -285,20 +299,44 @@ func (s *Store) ReplaceSealingKey(ctx context.Context, tenantID, encryptionID uu
 		if e.KeyMode != KeyModeClient {
 			return errs.E(errs.FailedPrecondition, "key context %s is %s: it has no client master key", encryptionID, e.KeyMode)
 		}
-		w, err := rewrap(e)
+		// In id order, as AddEncryptions locks them, so that the two cannot deadlock. Rows
+		// rewrapped meanwhile by a platform master-key rotation hold the same keys.
+		if _, err := tx.Exec(ctx, `SELECT id FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY id FOR UPDATE`,
+			encryptionID); err != nil {
+			return fmt.Errorf("lock key versions: %w", err)
+		}
+		ch, err := change(e)
 		if err != nil {
 			var kindErr *errs.Error
 			if errors.As(err, &kindErr) {
 				return err
 			}
-			return errs.Wrap(errs.Internal, err, "cannot rewrap the sealing key")
+			return errs.Wrap(errs.Internal, err, "cannot change the sealing key")
 		}
-		if !validWrappedKey(&w) {
-			return errs.E(errs.Invalid, "key context %s: a wrapped sealing key and its master key id are required", encryptionID)
+		if err := checkSealingKeyChange(e, ch); err != nil {
+			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE encryptions SET sealing_private_key = $2, sealing_master_key_id = $3 WHERE id = $1`,
-			encryptionID, w.Blob, w.MasterKeyID); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE encryptions
+			SET sealing_public_key = $2, sealing_private_key = $3, sealing_master_key_id = $4 WHERE id = $1`,
+			encryptionID, ch.PublicKey, ch.PrivateKey.Blob, ch.PrivateKey.MasterKeyID); err != nil {
 			return fmt.Errorf("replace sealing key: %w", err)
+		}
+		ids := make([]uuid.UUID, 0, len(ch.Versions))
+		blobs := make([][]byte, 0, len(ch.Versions))
+		mks := make([]string, 0, len(ch.Versions))
+		for id, w := range ch.Versions {
+			ids, blobs, mks = append(ids, id), append(blobs, w.Blob), append(mks, w.MasterKeyID)
+		}
+		tag, err := tx.Exec(ctx, `
+			UPDATE encryption_key_versions t SET key_material = u.blob, master_key_id = u.mk, updated_at = now()
+			  FROM unnest($2::uuid[], $3::bytea[], $4::text[]) AS u (id, blob, mk)
+			 WHERE t.id = u.id AND t.encryption_id = $1 AND t.state <> $5`,
+			encryptionID, ids, blobs, mks, StateDestroyed)
+		if err != nil {
+			return fmt.Errorf("reseal key versions: %w", err)
+		}
+		if n := tag.RowsAffected(); n != int64(len(ids)) {
+			return fmt.Errorf("reseal key versions: %d of %d rows updated", n, len(ids)) // the rows are locked: unreachable
 		}
 		if err := insertAudit(ctx, tx, audit.withDefaults(&tenantID, &encryptionID, nil)); err != nil {
 			return err
@@ -306,9 +344,34 @@ func (s *Store) ReplaceSealingKey(ctx context.Context, tenantID, encryptionID uu
 		return notify(ctx, tx, ChangeEncryption, encryptionID)
 	})
 	if err != nil {
-		return Encryption{}, fail("replace sealing key", err)
+		return Encryption{}, fail("change sealing key", err)
 	}
 	return e, nil
+}
+
+// checkSealingKeyChange refuses a change that would leave a live version
+// under the old sealing key, or touch a destroyed or unknown one.
+func checkSealingKeyChange(e Encryption, ch SealingKeyChange) error {
+	if len(ch.PublicKey) == 0 || !validWrappedKey(&ch.PrivateKey) {
+		return errs.E(errs.Invalid, "key context %s: a sealing public key, a wrapped sealing key and its master key id are required", e.ID)
+	}
+	live := 0
+	for _, v := range e.Versions {
+		w, ok := ch.Versions[v.ID]
+		switch {
+		case v.State == StateDestroyed && ok:
+			return errs.E(errs.Invalid, "key context %s: version %d is destroyed and keeps no key material", e.ID, v.Version)
+		case v.State == StateDestroyed:
+		case !ok || !validWrappedKey(&w):
+			return errs.E(errs.Invalid, "key context %s: version %d needs its key material sealed to the new sealing key", e.ID, v.Version)
+		default:
+			live++
+		}
+	}
+	if live != len(ch.Versions) {
+		return errs.E(errs.Invalid, "key context %s: key material given for a version it does not have", e.ID)
+	}
+	return nil
 }
 
 // DueVersion is an ACTIVE key version that has reached its rotation limit.

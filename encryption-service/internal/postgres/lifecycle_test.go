@@ -255,54 +255,88 @@ func TestSetRotationPolicy(t *testing.T) {
 	wantKind(t, "SetRotationPolicy(unknown)", s.SetRotationPolicy(ctx, tenant.ID, uuid.New(), 0, 0, auditEvent("policy")), errs.NotFound, "not found")
 }
 
-func TestReplaceSealingKey(t *testing.T) {
+func TestChangeSealingKey(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s, _, _ := mustStore(t)
 	tenant, _ := mustTenant(t, s, "")
 	client := mustClientContext(t, s, tenant.ID)
 	platform := mustContext(t, s, tenant.ID)
-
-	replacement := postgres.WrappedKey{MasterKeyID: "mk-9", Blob: mustRandom(t, 90)}
-	seen, err := s.ReplaceSealingKey(ctx, tenant.ID, client.ID, func(e postgres.Encryption) (postgres.WrappedKey, error) {
-		if !bytes.Equal(e.SealingPrivateKey.Blob, client.SealingPrivateKey.Blob) {
-			t.Errorf("rewrap got sealing key %x, want the stored one", e.SealingPrivateKey.Blob)
+	v1 := mustGet(t, s, tenant.ID, client.ID).Versions[0]
+	v2 := mustRotate(t, s, tenant.ID, client.ID)
+	v3 := mustRotate(t, s, tenant.ID, client.ID)
+	for _, st := range []string{postgres.StateDisabled, postgres.StateDestroyed} {
+		if _, err := s.SetVersionState(ctx, tenant.ID, client.ID, v1.ID, st, auditEvent("state")); err != nil {
+			t.Fatal(err)
 		}
-		return replacement, nil
-	}, auditEvent("encryption.master-key.change"))
-	if err != nil || len(seen.Versions) != 1 {
-		t.Fatalf("ReplaceSealingKey() = %+v, %v", seen, err)
-	}
-	if got := mustGet(t, s, tenant.ID, client.ID); !reflect.DeepEqual(*got.SealingPrivateKey, replacement) {
-		t.Errorf("sealing key after ReplaceSealingKey = %+v, want %+v", got.SealingPrivateKey, replacement)
 	}
 
+	change := postgres.SealingKeyChange{
+		PublicKey:  mustRandom(t, 32),
+		PrivateKey: postgres.WrappedKey{MasterKeyID: "mk-9", Blob: mustRandom(t, 90)},
+		Versions:   map[uuid.UUID]postgres.WrappedKey{v2.ID: *wrapped(t), v3.ID: *wrapped(t)},
+	}
+	seen, err := s.ChangeSealingKey(ctx, tenant.ID, client.ID, func(e postgres.Encryption) (postgres.SealingKeyChange, error) {
+		if !bytes.Equal(e.SealingPrivateKey.Blob, client.SealingPrivateKey.Blob) || len(e.Versions) != 3 {
+			t.Errorf("change got sealing key %x and %d versions, want the stored ones", e.SealingPrivateKey.Blob, len(e.Versions))
+		}
+		return change, nil
+	}, auditEvent("encryption.master-key.change"))
+	if err != nil || len(seen.Versions) != 3 {
+		t.Fatalf("ChangeSealingKey() = %+v, %v", seen, err)
+	}
+	got := mustGet(t, s, tenant.ID, client.ID)
+	if !bytes.Equal(got.SealingPublicKey, change.PublicKey) || !reflect.DeepEqual(*got.SealingPrivateKey, change.PrivateKey) {
+		t.Errorf("sealing key pair after ChangeSealingKey = %x, %+v; want %x, %+v",
+			got.SealingPublicKey, got.SealingPrivateKey, change.PublicKey, change.PrivateKey)
+	}
+	for _, v := range got.Versions {
+		want, live := change.Versions[v.ID]
+		switch {
+		case !live && v.Material != nil:
+			t.Errorf("destroyed version %d has key material after ChangeSealingKey", v.Version)
+		case live && !reflect.DeepEqual(*v.Material, want):
+			t.Errorf("version %d material after ChangeSealingKey = %+v, want %+v", v.Version, v.Material, want)
+		}
+	}
+
+	other := func(mutate func(*postgres.SealingKeyChange)) func(postgres.Encryption) (postgres.SealingKeyChange, error) {
+		return func(postgres.Encryption) (postgres.SealingKeyChange, error) {
+			ch := postgres.SealingKeyChange{PublicKey: mustRandom(t, 32), PrivateKey: *wrapped(t),
+				Versions: map[uuid.UUID]postgres.WrappedKey{v2.ID: *wrapped(t), v3.ID: *wrapped(t)}}
+			mutate(&ch)
+			return ch, nil
+		}
+	}
 	errWrong := errs.E(errs.PermissionDenied, "wrong client master key")
-	errBoom := errors.New("boom")
 	refusals := []struct {
 		name    string
 		id      uuid.UUID
-		rewrap  func(postgres.Encryption) (postgres.WrappedKey, error)
+		change  func(postgres.Encryption) (postgres.SealingKeyChange, error)
 		kind    errs.Kind
 		message string
 	}{
-		{"platform context", platform.ID, func(postgres.Encryption) (postgres.WrappedKey, error) { return replacement, nil },
-			errs.FailedPrecondition, "no client master key"},
-		{"unknown context", uuid.New(), func(postgres.Encryption) (postgres.WrappedKey, error) { return replacement, nil },
-			errs.NotFound, "not found"},
-		{"wrong old key", client.ID, func(postgres.Encryption) (postgres.WrappedKey, error) { return postgres.WrappedKey{}, errWrong },
-			errs.PermissionDenied, "wrong client master key"},
-		{"plain error", client.ID, func(postgres.Encryption) (postgres.WrappedKey, error) { return postgres.WrappedKey{}, errBoom },
-			errs.Internal, "cannot rewrap"},
-		{"empty result", client.ID, func(postgres.Encryption) (postgres.WrappedKey, error) { return postgres.WrappedKey{}, nil },
-			errs.Invalid, "required"},
+		{"platform context", platform.ID, other(func(*postgres.SealingKeyChange) {}), errs.FailedPrecondition, "no client master key"},
+		{"unknown context", uuid.New(), other(func(*postgres.SealingKeyChange) {}), errs.NotFound, "not found"},
+		{"wrong old key", client.ID, func(postgres.Encryption) (postgres.SealingKeyChange, error) {
+			return postgres.SealingKeyChange{}, errWrong
+		}, errs.PermissionDenied, "wrong client master key"},
+		{"plain error", client.ID, func(postgres.Encryption) (postgres.SealingKeyChange, error) {
+			return postgres.SealingKeyChange{}, errors.New("boom")
+		}, errs.Internal, "cannot change"},
+		{"no public key", client.ID, other(func(ch *postgres.SealingKeyChange) { ch.PublicKey = nil }), errs.Invalid, "required"},
+		{"no private key", client.ID, other(func(ch *postgres.SealingKeyChange) { ch.PrivateKey = postgres.WrappedKey{} }), errs.Invalid, "required"},
+		{"a live version left out", client.ID, other(func(ch *postgres.SealingKeyChange) { delete(ch.Versions, v2.ID) }), errs.Invalid, "version 2"},
+		{"a destroyed version given", client.ID, other(func(ch *postgres.SealingKeyChange) { ch.Versions[v1.ID] = *wrapped(t) }), errs.Invalid, "destroyed"},
+		{"an unknown version given", client.ID, other(func(ch *postgres.SealingKeyChange) { ch.Versions[uuid.New()] = *wrapped(t) }), errs.Invalid, "does not have"},
+		{"empty material", client.ID, other(func(ch *postgres.SealingKeyChange) { ch.Versions[v3.ID] = postgres.WrappedKey{} }), errs.Invalid, "version 3"},
 	}
 	for _, tt := range refusals {
-		_, err := s.ReplaceSealingKey(ctx, tenant.ID, tt.id, tt.rewrap, auditEvent("encryption.master-key.change"))
-		wantKind(t, "ReplaceSealingKey("+tt.name+")", err, tt.kind, tt.message)
+		_, err := s.ChangeSealingKey(ctx, tenant.ID, tt.id, tt.change, auditEvent("encryption.master-key.change"))
+		wantKind(t, "ChangeSealingKey("+tt.name+")", err, tt.kind, tt.message)
 	}
-	if got := mustGet(t, s, tenant.ID, client.ID); !reflect.DeepEqual(*got.SealingPrivateKey, replacement) {
-		t.Errorf("refused changes altered the sealing key")
+	if after := mustGet(t, s, tenant.ID, client.ID); !reflect.DeepEqual(after, got) {
+		t.Errorf("refused changes altered the context:\n got %+v\nwant %+v", after, got)
 	}
 }
 

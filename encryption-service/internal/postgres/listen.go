@@ -16,8 +16,8 @@ import (
 const (
 	listenMinBackoff        = 100 * time.Millisecond
 	listenMaxBackoff        = 5 * time.Second
-	listenHealthCheckPeriod = 30 * time.Second
-	listenPingTimeout       = 5 * time.Second
+	listenHealthCheckPeriod = 2 * time.Second
+	listenPingTimeout       = 2 * time.Second
 	listenApplicationName   = "custos-encryption-service-listener"
 )
 
@@ -25,6 +25,12 @@ const (
 // Listen is not connected and changes of other replicas go unheard: a version disabled or
 // destroyed, or a secret revoked, elsewhere then takes effect here within it.
 const UnheardMaxAge = time.Second
+
+// ListenSilentBreakBound bounds how long a silently broken listening connection (half-open TCP:
+// the database or the network gone without closing it) can pass for a working one: an idle
+// connection is pinged every 2 s and must answer within 2 s. Until then changes go unheard while
+// the caller believes it hears them.
+const ListenSilentBreakBound = listenHealthCheckPeriod + listenPingTimeout
 
 // Listen keeps a dedicated connection LISTENing on custos_es_changes until ctx is done, calling onChange for each notification
 // and onReset after every (re)connection (missed notifications are unknowable, so the caller must drop its whole cache),
@@ -41,8 +47,9 @@ const UnheardMaxAge = time.Second
 // change falls between the reset and the first onChange; onLost once that
 // session has ended, also when ctx ends it. All three run on Listen's
 // goroutine, one at a time, and should return quickly. The backoff restarts
-// from 100 ms after each successful connection. An idle connection is pinged
-// every 30 s so that a silently broken one is replaced.
+// from 100 ms after each successful connection. A connection idle for 2 s is
+// pinged and must answer within 2 s, so that a silently broken one is
+// reported lost (onLost) within [ListenSilentBreakBound] and replaced.
 //
 // Listen returns an error only when databaseURL does not parse (without
 // echoing it). Connection failures are logged to logger (nil discards) and

@@ -3,7 +3,11 @@ package postgres_test
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +175,94 @@ func TestListenBadURL(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), secret) {
 		t.Errorf("Listen(bad URL) = %v, want an error without the password", err)
 	}
+}
+
+// blackHole is a TCP proxy to a database whose open connections can be made to swallow everything
+// in both directions without closing, as a half-open connection does (a peer or a network path
+// gone silently); new connections are forwarded normally.
+type blackHole struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	holes  []*atomic.Bool
+}
+
+func newBlackHole(t *testing.T, target string) *blackHole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackHole{ln: ln, target: target}
+	t.Cleanup(func() { _ = ln.Close() })
+	go b.serve(t)
+	return b
+}
+
+func (b *blackHole) serve(t *testing.T) {
+	for {
+		client, err := b.ln.Accept()
+		if err != nil {
+			return // closed by the test's cleanup
+		}
+		server, err := net.Dial("tcp", b.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+		hole := new(atomic.Bool)
+		b.mu.Lock()
+		b.holes = append(b.holes, hole)
+		b.mu.Unlock()
+		go forward(server, client, hole)
+		go forward(client, server, hole)
+	}
+}
+
+// forward copies from src to dst until either closes, dropping everything once hole is set.
+func forward(dst, src net.Conn, hole *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !hole.Load() {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// swallow makes every connection open so far a black hole.
+func (b *blackHole) swallow() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, h := range b.holes {
+		h.Store(true)
+	}
+}
+
+// TestListenNoticesAHalfOpenConnection cuts the listening connection silently: Listen must report
+// it lost well before a cache would notice by itself, and listen again on a new connection.
+func TestListenNoticesAHalfOpenConnection(t *testing.T) {
+	t.Parallel()
+	writer, _, dbURL := mustStore(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newBlackHole(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	changes, resets, losses := listening(t, u.String())
+	waitReset(t, resets)
+
+	proxy.swallow()
+	// eventWait (20 s) is a guard, shorter than the 35 s a 30-second health check took.
+	waitCall(t, losses, "onLost")
+	waitReset(t, resets)
+	tenant, _ := mustTenant(t, writer, "")
+	wantChange(t, changes, change{postgres.ChangeTenant, tenant.ID})
 }

@@ -25,7 +25,12 @@ type StoredKey struct {
 	TenantID, EncryptionID uuid.UUID
 	VersionID              uuid.UUID // StoredVersionKey only
 	Algorithm              string    // the context's
-	Key                    WrappedKey
+	KeyMode                string    // the context's
+	// PublicKey is what the wrapping also authenticates: for StoredVersionKey the version's
+	// public key (RSA versions only, else nil), for StoredSealingKey the context's sealing public
+	// key.
+	PublicKey []byte
+	Key       WrappedKey
 }
 
 // CountWrappedKeys returns, per platform master key id, how many stored blobs
@@ -59,7 +64,8 @@ func (s *Store) CountWrappedKeys(ctx context.Context) (map[string]int64, error) 
 // RewrapStoredKeys rewraps, in one transaction, up to limit of the blobs
 // wrapped by any of the master keys fromIDs: key versions' material first,
 // then CLIENT contexts' sealing private keys. For each it calls rewrap, which
-// returns the blob wrapped under another master key (bound to the same ids);
+// returns the blob wrapped under another master key (bound to the same ids
+// and public key);
 // rewrap runs inside the transaction, and again if it is retried. It returns
 // how many blobs were rewrapped: zero when none is left that another
 // transaction does not hold.
@@ -83,7 +89,7 @@ func (s *Store) RewrapStoredKeys(ctx context.Context, fromIDs []string, limit in
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		n = 0
 		rows, err := tx.Query(ctx, `
-			SELECT 'version', e.tenant_id, e.id, v.id, e.algorithm, v.key_material, v.master_key_id
+			SELECT 'version', e.tenant_id, e.id, v.id, e.algorithm, e.key_mode, v.public_key, v.key_material, v.master_key_id
 			  FROM encryption_key_versions v JOIN encryptions e ON e.id = v.encryption_id
 			 WHERE v.master_key_id = ANY($1)
 			 LIMIT $2 FOR UPDATE OF v SKIP LOCKED`, fromIDs, limit)
@@ -103,8 +109,8 @@ func (s *Store) RewrapStoredKeys(ctx context.Context, fromIDs []string, limit in
 		var sealing []StoredKey
 		if rest := limit - len(versions); rest > 0 {
 			rows, err := tx.Query(ctx, `
-				SELECT 'sealing', tenant_id, id, '00000000-0000-0000-0000-000000000000'::uuid, algorithm,
-				       sealing_private_key, sealing_master_key_id
+				SELECT 'sealing', tenant_id, id, '00000000-0000-0000-0000-000000000000'::uuid, algorithm, key_mode,
+				       sealing_public_key, sealing_private_key, sealing_master_key_id
 				  FROM encryptions
 				 WHERE sealing_master_key_id = ANY($1)
 				 LIMIT $2 FOR UPDATE SKIP LOCKED`, fromIDs, rest)
@@ -135,7 +141,8 @@ func (s *Store) RewrapStoredKeys(ctx context.Context, fromIDs []string, limit in
 
 func scanStoredKey(row pgx.CollectableRow) (StoredKey, error) {
 	var k StoredKey
-	err := row.Scan(&k.Kind, &k.TenantID, &k.EncryptionID, &k.VersionID, &k.Algorithm, &k.Key.Blob, &k.Key.MasterKeyID)
+	err := row.Scan(&k.Kind, &k.TenantID, &k.EncryptionID, &k.VersionID, &k.Algorithm, &k.KeyMode, &k.PublicKey,
+		&k.Key.Blob, &k.Key.MasterKeyID)
 	return k, err
 }
 

@@ -22,7 +22,10 @@ const Schema = "encryption"
 // indexes) that older builds can ignore. Raise it to the new [LatestVersion] in a release whose
 // migrations break older builds: dropping or renaming what they read or write, a constraint they
 // would violate. See migrations/README.md.
-const OldestCompatibleVersion uint = 3
+//
+// 4 (0004_bound_public_keys): the platform wrapping of CLIENT contexts' sealing keys and RSA
+// versions' key material binds their public keys, which builds before 4 cannot unwrap.
+const OldestCompatibleVersion uint = 4
 
 // defaultApplicationName is the application_name of the pool's connections (see [Open]).
 const defaultApplicationName = "custos-encryption-service"

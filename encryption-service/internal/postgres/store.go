@@ -97,7 +97,8 @@ type Encryption struct {
 	KeyMode      string // KeyModePlatform or KeyModeClient
 	// SealingPublicKey and SealingPrivateKey are set for CLIENT contexts only:
 	// the X25519 key pair new version keys are sealed to. The private half is
-	// wrapped under the client master key, then under a platform master key.
+	// wrapped under the client master key, then under a platform master key
+	// whose wrapping authenticates the public half (see package keyring).
 	SealingPublicKey  []byte
 	SealingPrivateKey *WrappedKey
 	// Rotation policy; zero means none.
@@ -114,7 +115,7 @@ type KeyVersion struct {
 	Version          int    // 1, 2, … within its context
 	State            string // one of the State constants
 	Material         *WrappedKey
-	PublicKey        []byte // RSA versions: the public key, DER; kept after destruction
+	PublicKey        []byte // RSA versions: the public key, PEM; authenticated by Material's wrapping; kept after destruction
 	Encryptions      int64  // encryptions made with this version (may lag: counted in batches)
 	CreatedAt        time.Time
 	UpdatedAt        time.Time // last change of state or material

@@ -153,16 +153,17 @@ func (s *Service) Destroy(ctx context.Context, actor Actor, tenantID uuid.UUID) 
 	return n, nil
 }
 
-// errBadCredential is the one answer to every failed authentication, so that a caller learns
-// nothing about which part was wrong.
-var errBadCredential = errs.E(errs.Unauthenticated, "tenant credential rejected: check X-Tenant-Id and X-Tenant-Secret")
+// ErrBadCredential is the one answer to every failed authentication, so that a caller learns
+// nothing about which part was wrong: an id that is not a UUID, an unknown or destroyed tenant, a
+// wrong, revoked or malformed secret. Only a missing credential is answered otherwise.
+var ErrBadCredential = errs.E(errs.Unauthenticated, "tenant credential rejected: check X-Tenant-Id and X-Tenant-Secret")
 
 // Authenticate checks a tenant's id and secret and returns the id of the secret that matched.
 // Every failure — unknown tenant, wrong, revoked or malformed secret — gets the same
 // Unauthenticated error. The comparison is constant-time.
 func (s *Service) Authenticate(ctx context.Context, tenantID uuid.UUID, secret string) (uuid.UUID, error) {
 	if !strings.HasPrefix(secret, SecretPrefix) || len(secret) != len(SecretPrefix)+base64.RawURLEncoding.EncodedLen(secretBytes) {
-		return uuid.Nil, errBadCredential
+		return uuid.Nil, ErrBadCredential
 	}
 	secrets, err := s.activeSecrets(ctx, tenantID)
 	if err != nil {
@@ -177,7 +178,7 @@ func (s *Service) Authenticate(ctx context.Context, tenantID uuid.UUID, secret s
 		}
 	}
 	if match == uuid.Nil {
-		return uuid.Nil, errBadCredential
+		return uuid.Nil, ErrBadCredential
 	}
 	return match, nil
 }
