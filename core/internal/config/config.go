@@ -66,7 +66,7 @@ type Throttle struct {
 type Tokens struct {
 	Issuer    string        // CORE_TOKEN_ISSUER, default "custos"
 	Audience  string        // CORE_TOKEN_AUDIENCE, default "custos-api"
-	AccessTTL time.Duration // CORE_ACCESS_TOKEN_TTL, default 15m
+	AccessTTL time.Duration // CORE_ACCESS_TOKEN_TTL, default 15m, 1m to 1h: a stolen token stays usable that long
 }
 
 // Database is the configuration of commands that need only the database and core's secret keys.
@@ -97,7 +97,7 @@ func LoadDatabase(getenv func(string) string) (Database, error) {
 		LogLevel:           logLevel(e, "CORE_LOG_LEVEL"),
 		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
 		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),
-		AccessTTL:          e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, 24*time.Hour),
+		AccessTTL:          e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
 	}
 	return d, e.err()
 }
@@ -149,7 +149,7 @@ func Load(getenv func(string) string) (Config, error) {
 		Tokens: Tokens{
 			Issuer:    e.str("CORE_TOKEN_ISSUER", "custos"),
 			Audience:  e.str("CORE_TOKEN_AUDIENCE", "custos-api"),
-			AccessTTL: e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, 24*time.Hour),
+			AccessTTL: e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
 		},
 		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
 		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),

@@ -76,6 +76,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad level", map[string]string{"CORE_LOG_LEVEL": "loud"}, []string{"CORE_LOG_LEVEL: want one of"}},
 		{"bad duration", map[string]string{"CORE_SHUTDOWN_TIMEOUT": "forever"}, []string{"CORE_SHUTDOWN_TIMEOUT"}},
 		{"bad bool", map[string]string{"CORE_MIGRATE_ON_START": "perhaps"}, []string{"CORE_MIGRATE_ON_START: want true or false"}},
+		{"access tokens beyond an hour", map[string]string{"CORE_ACCESS_TOKEN_TTL": "2h"}, []string{"CORE_ACCESS_TOKEN_TTL"}},
 		{"same addresses", map[string]string{"CORE_GRPC_ADDR": ":7000", "CORE_HTTP_ADDR": ":7000"}, []string{"CORE_HTTP_ADDR: must differ"}},
 		{"no secret keys", map[string]string{"CORE_SECRET_KEYS": ""}, []string{"CORE_SECRET_KEYS: required"}},
 		{"admin without password", map[string]string{"CORE_ADMIN_USERNAME": "root"}, []string{"CORE_ADMIN_USERNAME"}},

@@ -129,7 +129,8 @@ type CreateItemRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The name, up to 1 KiB.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The data, up to the configured limit (default 1 MiB).
+	// The data, up to 1016 KiB (1,040,384 bytes); name and data as encoded together at most 1 MiB
+	// (see docs/vault.md).
 	Data          string `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

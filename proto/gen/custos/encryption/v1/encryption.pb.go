@@ -813,7 +813,8 @@ type KeyVersion struct {
 	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	// How many encryptions this version has made.
 	Encryptions uint64 `protobuf:"varint,4,opt,name=encryptions,proto3" json:"encryptions,omitempty"`
-	// For RSA-OAEP-3072-SHA256: the PEM public key, so producers can encrypt without the service.
+	// For RSA-OAEP-3072-SHA256: the PEM public key, so producers can encrypt without the service;
+	// empty for a destroyed version.
 	PublicKeyPem string `protobuf:"bytes,5,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
 	// When the version was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
