@@ -242,7 +242,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	pwParams.MemoryKiB, pwParams.Iterations = uint32(cfg.PasswordMemoryKiB), uint32(cfg.PasswordIterations) //nolint:gosec // bounded above: config allows at most 1 GiB and 100 iterations
 	authSvc, err := auth.New(store, auth.Options{
 		Password: pwParams,
-		Issuer:   cfg.Tokens.Issuer, Audience: cfg.Tokens.Audience, AccessTTL: cfg.Tokens.AccessTTL,
+		Issuer:   cfg.Tokens.Issuer, Audience: cfg.Tokens.Audience, AccessTTL: cfg.Tokens.AccessTTL, SessionTTL: cfg.Tokens.SessionTTL,
 		Logger: logger, SigningKeys: keys, SecretBox: box, PreloginSeed: preloginSeed,
 		ReloadKeys:   func(ctx context.Context) (*token.Keys, error) { return signing.Reload(ctx, store, box) },
 		LoginAccount: auth.Limits{Limit: cfg.Throttle.MaxFailures, Window: cfg.Throttle.Window, Lockout: cfg.Throttle.Lockout},

@@ -49,7 +49,7 @@ type Store interface {
 	AdvanceTOTPStep(ctx context.Context, id uuid.UUID, step int64) (bool, error)
 	UseRecoveryCode(ctx context.Context, userID uuid.UUID, hash []byte) (bool, error)
 	CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, origin postgres.SessionOrigin) (postgres.Session, error)
-	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time) (postgres.Session, error)
+	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time, maxAge time.Duration) (postgres.Session, error)
 	RevokeSessionByRefreshToken(ctx context.Context, hash []byte, all bool, reason string, audit postgres.AuditEvent) error
 	RevokeUserSessions(ctx context.Context, userID uuid.UUID, reason string, except uuid.UUID, audit postgres.AuditEvent) error
 	ListOpenSessions(ctx context.Context, userID uuid.UUID) ([]postgres.OpenSession, error)
@@ -83,7 +83,8 @@ type Options struct {
 	Issuer       string          // JWT iss (default "custos")
 	Audience     string          // JWT aud (default "custos-api")
 	AccessTTL    time.Duration   // default 15m
-	RefreshTTL   time.Duration   // default 30 days
+	RefreshTTL   time.Duration   // default 30 days, renewed by each refresh
+	SessionTTL   time.Duration   // a session's lifetime from its login, however often refreshed (default 90 days)
 	MFATTL       time.Duration   // default 5m
 	Password     password.Params // default password.DefaultParams
 	LoginAccount Limits          // default 5 in 15m → 15m
@@ -164,6 +165,7 @@ func New(store Store, opts Options) (*Service, error) {
 	}
 	def(&opts.AccessTTL, 15*time.Minute)
 	def(&opts.RefreshTTL, 30*24*time.Hour)
+	def(&opts.SessionTTL, 90*24*time.Hour)
 	def(&opts.MFATTL, 5*time.Minute)
 	lim := func(l *Limits, n int, w, lock time.Duration) {
 		if l.Limit <= 0 {
@@ -444,7 +446,7 @@ func (s *Service) Refresh(ctx context.Context, r Request, refreshToken string) (
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "generate refresh token")
 	}
-	sess, err := s.store.RotateRefreshToken(ctx, oldHash, newHash, s.opts.Now().Add(s.opts.RefreshTTL))
+	sess, err := s.store.RotateRefreshToken(ctx, oldHash, newHash, s.opts.Now().Add(s.opts.RefreshTTL), s.opts.SessionTTL)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -745,7 +747,7 @@ func (s *Service) startSession(ctx context.Context, r Request, u postgres.User) 
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "generate refresh token")
 	}
-	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(s.opts.RefreshTTL),
+	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(min(s.opts.RefreshTTL, s.opts.SessionTTL)),
 		postgres.SessionOrigin{RemoteAddr: r.host(), UserAgent: r.UserAgent})
 	if err != nil {
 		return Tokens{}, err

@@ -67,6 +67,9 @@ type Tokens struct {
 	Issuer    string        // CORE_TOKEN_ISSUER, default "custos"
 	Audience  string        // CORE_TOKEN_AUDIENCE, default "custos-api"
 	AccessTTL time.Duration // CORE_ACCESS_TOKEN_TTL, default 15m, 1m to 1h: a stolen token stays usable that long
+	// SessionTTL is how long a login lasts, however often its refresh token is exchanged
+	// (CORE_SESSION_TTL, default 2160h = 90 days, 1h to 8760h); then the person logs in again.
+	SessionTTL time.Duration
 }
 
 // Database is the configuration of commands that need only the database and core's secret keys.
@@ -147,9 +150,10 @@ func Load(getenv func(string) string) (Config, error) {
 		AdminUsername:     e.str("CORE_ADMIN_USERNAME", ""),
 		AdminPassword:     e.secret("CORE_ADMIN_PASSWORD", false),
 		Tokens: Tokens{
-			Issuer:    e.str("CORE_TOKEN_ISSUER", "custos"),
-			Audience:  e.str("CORE_TOKEN_AUDIENCE", "custos-api"),
-			AccessTTL: e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
+			Issuer:     e.str("CORE_TOKEN_ISSUER", "custos"),
+			Audience:   e.str("CORE_TOKEN_AUDIENCE", "custos-api"),
+			AccessTTL:  e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
+			SessionTTL: e.duration("CORE_SESSION_TTL", 90*24*time.Hour, time.Hour, 365*24*time.Hour),
 		},
 		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
 		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),

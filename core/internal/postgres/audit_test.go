@@ -200,7 +200,7 @@ func TestStoreUnavailable(t *testing.T) {
 	s := postgres.NewStore(down)
 	_, err = s.GetUser(ctx, uuid.New())
 	wantKind(t, "GetUser(unreachable database)", err, errs.Unavailable, "database unavailable")
-	_, err = s.RotateRefreshToken(ctx, make([]byte, 32), make([]byte, 32), time.Now())
+	_, err = s.RotateRefreshToken(ctx, make([]byte, 32), make([]byte, 32), time.Now(), 0)
 	wantKind(t, "RotateRefreshToken(unreachable database)", err, errs.Unavailable, "database unavailable")
 	_, err = s.ThrottleTake(ctx, "login", "k", time.Now(), 3, time.Minute, time.Minute)
 	wantKind(t, "ThrottleTake(unreachable database)", err, errs.Unavailable, "database unavailable")

@@ -133,37 +133,50 @@ func insertRefreshToken(ctx context.Context, tx pgx.Tx, sessionID uuid.UUID, has
 // "auth.refresh.reuse" audit event recorded; both are committed although the
 // call fails.
 //
-// Errors: Invalid for a new hash that is not 32 bytes or a zero expiresAt;
-// Unauthenticated ("refresh token rejected") alike for an unknown, expired
-// or reused token, a revoked session or a disabled user; Conflict ("refresh
-// token already exists") if newHash is taken.
-func (s *Store) RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time) (Session, error) {
+// A session lasts at most maxAge from its login, however often it is
+// refreshed (0: no bound): the new token expires at expiresAt or at that
+// bound, whichever comes first, and a token presented after it is rejected
+// (the session is revoked, reason "session lifetime over").
+//
+// Errors: Invalid for a new hash that is not 32 bytes, a zero expiresAt or a
+// negative maxAge; Unauthenticated ("refresh token rejected") alike for an
+// unknown, expired or reused token, a revoked or too old session or a
+// disabled user; Conflict ("refresh token already exists") if newHash is
+// taken.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt time.Time, maxAge time.Duration) (Session, error) {
 	if err := validateRefreshToken(newHash, expiresAt); err != nil {
 		return Session{}, err
+	}
+	if maxAge < 0 {
+		return Session{}, errs.E(errs.Invalid, "session lifetime must not be negative")
 	}
 	if len(oldHash) != hashLen {
 		return Session{}, errRefreshRejected
 	}
 	var (
-		sess   Session
-		reused bool
+		sess          Session
+		reused, ended bool
 	)
 	// A reuse is detected and punished in one transaction that commits: the
 	// refusal is returned only after it.
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		reused = false
+		reused, ended = false, false
 		var (
 			tenantID        *uuid.UUID
 			used            bool
 			expired, active bool
+			over            bool
+			bound           *time.Time // when the session's lifetime ends; nil: unbounded
 		)
 		err := tx.QueryRow(ctx, `
 			SELECT s.id, s.user_id, s.created_at, s.revoked_at, t.used_at IS NOT NULL, t.expires_at <= now(),
-			       u.disabled_at IS NULL, u.tenant_id
+			       u.disabled_at IS NULL, u.tenant_id,
+			       CASE WHEN $2::bigint > 0 THEN s.created_at + $2::bigint * interval '1 millisecond' END,
+			       $2::bigint > 0 AND s.created_at + $2::bigint * interval '1 millisecond' <= now()
 			  FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
 			 WHERE t.token_hash = $1
-			   FOR UPDATE OF t, s`, oldHash).
-			Scan(&sess.ID, &sess.UserID, &sess.CreatedAt, &sess.RevokedAt, &used, &expired, &active, &tenantID)
+			   FOR UPDATE OF t, s`, oldHash, maxAge.Milliseconds()).
+			Scan(&sess.ID, &sess.UserID, &sess.CreatedAt, &sess.RevokedAt, &used, &expired, &active, &tenantID, &bound, &over)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return errRefreshRejected
@@ -171,6 +184,9 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash, newHash []byte,
 			return fmt.Errorf("find refresh token: %w", err)
 		case sess.RevokedAt != nil, expired, !active:
 			return errRefreshRejected
+		case over:
+			ended = true
+			return revokeSession(ctx, tx, sess.ID, RevokeLifetimeOver)
 		case used:
 			reused = true
 			if err := revokeSession(ctx, tx, sess.ID, RevokeRefreshTokenUsed); err != nil {
@@ -190,12 +206,15 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash, newHash []byte,
 		if tag.RowsAffected() != 1 {
 			return errs.E(errs.Aborted, "refresh token exchanged concurrently")
 		}
+		if bound != nil && bound.Before(expiresAt) {
+			expiresAt = *bound
+		}
 		return insertRefreshToken(ctx, tx, sess.ID, newHash, expiresAt)
 	})
 	switch {
 	case err != nil:
 		return Session{}, fail("rotate refresh token", err)
-	case reused:
+	case reused, ended:
 		return Session{}, errRefreshRejected
 	}
 	return sess, nil

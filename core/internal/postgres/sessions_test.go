@@ -81,7 +81,7 @@ func TestRotateRefreshToken(t *testing.T) {
 
 	for i := range 3 {
 		next := hash(t)
-		got, err := s.RotateRefreshToken(ctx, h, next, time.Now().Add(time.Hour))
+		got, err := s.RotateRefreshToken(ctx, h, next, time.Now().Add(time.Hour), 0)
 		if err != nil {
 			t.Fatalf("rotation %d: RotateRefreshToken() = %v", i, err)
 		}
@@ -98,15 +98,50 @@ func TestRotateRefreshToken(t *testing.T) {
 		t.Errorf("AccessState() after rotations = %+v, %v, want the session live", st, err)
 	}
 
-	_, err = s.RotateRefreshToken(ctx, h, h, time.Now().Add(time.Hour))
+	_, err = s.RotateRefreshToken(ctx, h, h, time.Now().Add(time.Hour), 0)
 	wantKind(t, "RotateRefreshToken(new hash taken)", err, errs.Conflict, "already exists")
-	_, err = s.RotateRefreshToken(ctx, h, hash(t)[:5], time.Now().Add(time.Hour))
+	_, err = s.RotateRefreshToken(ctx, h, hash(t)[:5], time.Now().Add(time.Hour), 0)
 	wantKind(t, "RotateRefreshToken(short new hash)", err, errs.Invalid, "32 bytes")
-	_, err = s.RotateRefreshToken(ctx, h, hash(t), time.Time{})
+	_, err = s.RotateRefreshToken(ctx, h, hash(t), time.Time{}, 0)
 	wantKind(t, "RotateRefreshToken(no expiry)", err, errs.Invalid, "expiry")
 	// The refused calls used nothing up.
-	if _, err := s.RotateRefreshToken(ctx, h, hash(t), time.Now().Add(time.Hour)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, h, hash(t), time.Now().Add(time.Hour), 0); err != nil {
 		t.Errorf("RotateRefreshToken() after refused calls = %v", err)
+	}
+}
+
+// TestRotateRefreshTokenLifetime: a session lasts at most maxAge from its login however often it
+// is refreshed: new tokens expire at that bound at the latest, and a token presented after it ends
+// the session.
+func TestRotateRefreshTokenLifetime(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	u := mustUser(t, s, mustTenant(t, s, "").ID, postgres.RoleMember)
+	sess, h := mustSession(t, s, u.ID)
+
+	next := hash(t)
+	if _, err := s.RotateRefreshToken(ctx, h, next, time.Now().Add(30*24*time.Hour), 2*time.Hour); err != nil {
+		t.Fatalf("RotateRefreshToken(within the lifetime) = %v", err)
+	}
+	var expires time.Time
+	if err := pool.QueryRow(ctx, "SELECT expires_at FROM core.refresh_tokens WHERE token_hash = $1", next).Scan(&expires); err != nil {
+		t.Fatal(err)
+	}
+	if want := sess.CreatedAt.Add(2 * time.Hour); !expires.Equal(want) {
+		t.Errorf("new token expires at %v, want the session's bound %v", expires, want)
+	}
+	_, err := s.RotateRefreshToken(ctx, h, hash(t), time.Now().Add(time.Hour), -time.Hour)
+	wantKind(t, "RotateRefreshToken(negative lifetime)", err, errs.Invalid, "lifetime")
+
+	// Three hours after the login, with a two-hour lifetime.
+	if _, err := pool.Exec(ctx, "UPDATE core.sessions SET created_at = now() - interval '3 hours' WHERE id = $1", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.RotateRefreshToken(ctx, next, hash(t), time.Now().Add(time.Hour), 2*time.Hour)
+	wantKind(t, "RotateRefreshToken(lifetime over)", err, errs.Unauthenticated, "refresh token rejected")
+	if revoked, reason := sessionState(t, pool, sess.ID); !revoked || reason != postgres.RevokeLifetimeOver {
+		t.Errorf("session after its lifetime: revoked %v (%q), want revoked for %q", revoked, reason, postgres.RevokeLifetimeOver)
 	}
 }
 
@@ -152,7 +187,7 @@ func TestRotateRefreshTokenRejections(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			old := tt.token(t)
-			_, err := s.RotateRefreshToken(ctx, old, hash(t), time.Now().Add(time.Hour))
+			_, err := s.RotateRefreshToken(ctx, old, hash(t), time.Now().Add(time.Hour), 0)
 			wantKind(t, "RotateRefreshToken("+tt.name+")", err, errs.Unauthenticated, "refresh token rejected")
 			var e *errs.Error
 			if errors.As(err, &e) && e.Err != nil {
@@ -181,20 +216,20 @@ func TestRefreshTokenReuseRevokesFamily(t *testing.T) {
 	sess, t1 := mustSession(t, s, u.ID)
 	otherSess, otherToken := mustSession(t, s, u.ID)
 	t2 := hash(t)
-	if _, err := s.RotateRefreshToken(ctx, t1, t2, time.Now().Add(time.Hour)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, t1, t2, time.Now().Add(time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 
-	_, err := s.RotateRefreshToken(ctx, t1, hash(t), time.Now().Add(time.Hour))
+	_, err := s.RotateRefreshToken(ctx, t1, hash(t), time.Now().Add(time.Hour), 0)
 	wantKind(t, "RotateRefreshToken(reused)", err, errs.Unauthenticated, "refresh token rejected")
 	wantRevoked(t, pool, sess.ID, postgres.RevokeRefreshTokenUsed)
 	wantRevoked(t, pool, otherSess.ID, "") // only the family of the reused token
-	_, err = s.RotateRefreshToken(ctx, t2, hash(t), time.Now().Add(time.Hour))
+	_, err = s.RotateRefreshToken(ctx, t2, hash(t), time.Now().Add(time.Hour), 0)
 	wantKind(t, "RotateRefreshToken(newest token of the revoked family)", err, errs.Unauthenticated, "refresh token rejected")
 	if st, err := s.AccessState(ctx, u.ID, sess.ID); err != nil || !st.SessionRevoked {
 		t.Errorf("AccessState(revoked family) = %+v, %v, want SessionRevoked", st, err)
 	}
-	if _, err := s.RotateRefreshToken(ctx, otherToken, hash(t), time.Now().Add(time.Hour)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, otherToken, hash(t), time.Now().Add(time.Hour), 0); err != nil {
 		t.Errorf("RotateRefreshToken(other session) = %v, want nil", err)
 	}
 
@@ -220,7 +255,7 @@ func TestRotateRefreshTokenConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Go(func() {
-			_, err := s.RotateRefreshToken(ctx, h, hash(t), time.Now().Add(time.Hour))
+			_, err := s.RotateRefreshToken(ctx, h, hash(t), time.Now().Add(time.Hour), 0)
 			errc <- err
 		})
 	}
@@ -253,7 +288,7 @@ func TestRevokeSessionByRefreshToken(t *testing.T) {
 	sess, t1 := mustSession(t, s, u.ID)
 	other, _ := mustSession(t, s, u.ID)
 	t2 := hash(t)
-	if _, err := s.RotateRefreshToken(ctx, t1, t2, time.Now().Add(time.Hour)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, t1, t2, time.Now().Add(time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 
@@ -401,7 +436,7 @@ func TestPruneExpired(t *testing.T) {
 	// A session with an expired, used token and a live one: only the
 	// expired token goes.
 	kept, old := mustSession(t, s, u.ID)
-	if _, err := s.RotateRefreshToken(ctx, old, hash(t), now.Add(time.Hour)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, old, hash(t), now.Add(time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, "UPDATE core.refresh_tokens SET expires_at = $2 WHERE token_hash = $1", old, now.Add(-time.Minute)); err != nil {
@@ -470,7 +505,7 @@ func TestListAndRevokeOpenSessions(t *testing.T) {
 	othersSession, _ := mustSession(t, s, other.ID)
 
 	time.Sleep(10 * time.Millisecond)
-	if _, err := s.RotateRefreshToken(ctx, firstHash, hash(t), time.Now().Add(time.Hour)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, firstHash, hash(t), time.Now().Add(time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.ListOpenSessions(ctx, u.ID)

@@ -26,6 +26,7 @@ const (
 	RevokePasswordChanged  = "password changed"
 	RevokeMFAChanged       = "MFA changed"
 	RevokeRefreshTokenUsed = "refresh token reused"
+	RevokeLifetimeOver     = "session lifetime over"
 )
 
 // Username and hint bounds, in characters; the migration checks the same.

@@ -372,7 +372,7 @@ func TestDeleteUserCascades(t *testing.T) {
 	keep := mustUser(t, s, tn.ID, postgres.RoleMember)
 	for _, id := range []uuid.UUID{u.ID, keep.ID} {
 		sess, old := mustSession(t, s, id)
-		if _, err := s.RotateRefreshToken(ctx, old, hash(t), sess.CreatedAt.Add(3600e9)); err != nil {
+		if _, err := s.RotateRefreshToken(ctx, old, hash(t), sess.CreatedAt.Add(3600e9), 0); err != nil {
 			t.Fatal(err)
 		}
 		mustSession(t, s, id)
