@@ -347,6 +347,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	keysSvc := reencrypt.New(store, router, reencrypt.Options{Logger: logger, Metrics: reencrypt.Metrics{
 		ItemsMoved: metrics.ReencryptItemsMoved, ItemsSkipped: metrics.ReencryptItemsSkipped,
 		ItemsFailed: metrics.ReencryptItemsFailed, JobFinished: metrics.ReencryptJobFinished, Retry: metrics.ReencryptRetry,
+		JobParked: metrics.ReencryptJobParked,
 	}})
 	if err := metrics.WatchReencryptJobs(keysSvc.Running); err != nil {
 		return err

@@ -59,10 +59,15 @@ type Job struct {
 	CreatedByType   string    // ActorUser, ActorAPIKey or ActorSystem
 	CreatedBy       uuid.UUID // the user or API key; uuid.Nil for the system
 	LeaseOwner      string    // the replica working the job, until LeaseUntil
-	LeaseUntil      time.Time
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
-	FinishedAt      time.Time // zero until final
+	// LeaseUntil is when LeaseOwner's lease ends; for a parked job (no LeaseOwner, see ParkJob)
+	// the time before which no replica claims it.
+	LeaseUntil time.Time
+	// UnavailableSince is when the job began waiting for an unavailable encryption service, as
+	// recorded when it was last parked; zero once it has made progress since.
+	UnavailableSince time.Time
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	FinishedAt       time.Time // zero until final
 }
 
 // Final reports whether the job has ended.
@@ -98,20 +103,20 @@ func IsLeaseLost(err error) bool {
 
 const jobColumns = `id, tenant_id, scope, owner_id, state, total, done, skipped, failed, waiting_items,
 	waiting_contexts, message, first_failure, created_by_type, created_by, lease_owner, lease_until, created_at, updated_at,
-	finished_at`
+	finished_at, unavailable_since`
 
 func scanJob(row pgx.Row) (Job, error) {
 	var (
-		j                      Job
-		owner, createdBy       *uuid.UUID
-		leaseOwner             *string
-		leaseUntil, finishedAt *time.Time
+		j                                        Job
+		owner, createdBy                         *uuid.UUID
+		leaseOwner                               *string
+		leaseUntil, finishedAt, unavailableSince *time.Time
 	)
 	err := row.Scan(&j.ID, &j.TenantID, &j.Scope, &owner, &j.State, &j.Total, &j.Done, &j.Skipped, &j.Failed,
 		&j.WaitingItems, &j.WaitingContexts, &j.Message, &j.FirstFailure, &j.CreatedByType, &createdBy, &leaseOwner, &leaseUntil,
-		&j.CreatedAt, &j.UpdatedAt, &finishedAt)
+		&j.CreatedAt, &j.UpdatedAt, &finishedAt, &unavailableSince)
 	j.OwnerID, j.CreatedBy, j.LeaseOwner = deref(owner), deref(createdBy), deref(leaseOwner)
-	j.LeaseUntil, j.FinishedAt = deref(leaseUntil), deref(finishedAt)
+	j.LeaseUntil, j.FinishedAt, j.UnavailableSince = deref(leaseUntil), deref(finishedAt), deref(unavailableSince)
 	return j, err
 }
 
@@ -260,8 +265,9 @@ func (s *Store) ListJobs(ctx context.Context, tenantID uuid.UUID, pageSize int, 
 }
 
 // ClaimJob gives worker the oldest unfinished job whose lease is free or has expired (a replica
-// that died holding it), leased for lease.For, and marks it RUNNING; ok is false when there is none.
-// Replicas claiming at once never get the same job (FOR UPDATE SKIP LOCKED).
+// that died holding it, or a job parked until then: see ParkJob), leased for lease.For, and marks
+// it RUNNING; ok is false when there is none. Replicas claiming at once never get the same job
+// (FOR UPDATE SKIP LOCKED).
 func (s *Store) ClaimJob(ctx context.Context, lease Lease) (j Job, ok bool, err error) {
 	j, err = scanJob(s.pool.QueryRow(ctx, `UPDATE reencryption_jobs
 		SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond', state = 'RUNNING', updated_at = now()
@@ -307,6 +313,27 @@ func (s *Store) ReleaseJob(ctx context.Context, id uuid.UUID, owner string) erro
 	return fail("release job", err)
 }
 
+// ParkJob gives up lease.Owner's lease on job id, which waits for an unavailable encryption
+// service, so that its replica can work other jobs meanwhile: the job stays RUNNING, with message,
+// and no replica claims it before wait has passed (ClaimJob skips it until its lease_until). since
+// is recorded as when the wait began (Job.UnavailableSince), so that whoever claims the job next
+// counts the wait from there; ApplyPage and PlanJobContext clear it.
+//
+// Errors: Aborted (IsLeaseLost) when lease.Owner no longer holds the job or it has ended.
+func (s *Store) ParkJob(ctx context.Context, id uuid.UUID, lease Lease, since time.Time, wait time.Duration, message string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE reencryption_jobs SET lease_owner = NULL,
+		lease_until = now() + $3 * interval '1 millisecond', unavailable_since = $4, message = $5, updated_at = now()
+		WHERE id = $1 AND lease_owner = $2 AND state = 'RUNNING'`,
+		id, lease.Owner, wait.Milliseconds(), since, truncate(message, maxJobMessage))
+	if err != nil {
+		return fail("park job", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return errLeaseLost
+	}
+	return nil
+}
+
 // JobContexts returns the key contexts of job id in the order a worker goes through them.
 func (s *Store) JobContexts(ctx context.Context, id uuid.UUID) ([]JobContext, error) {
 	rows, err := s.pool.Query(ctx, `SELECT encryption_id, key_mode, state, active_version_id, to_move, checkpoint
@@ -330,8 +357,8 @@ func (s *Store) JobContexts(ctx context.Context, id uuid.UUID) ([]JobContext, er
 // PlanJobContext records the active version of a PENDING context of job id, counts the context's
 // items on other versions and adds them to the job: to Total when the context will be moved
 // (state JobContextMoving), to the waiting counts for a zero-knowledge context this job cannot
-// move (JobContextWaitingForKey). Planning a context twice changes nothing. It returns the
-// context as planned.
+// move (JobContextWaitingForKey). Planning a context twice changes nothing. Either way the job has
+// made progress: its Job.UnavailableSince is cleared. It returns the context as planned.
 //
 // Errors: Aborted (IsLeaseLost) when lease.Owner no longer holds the job; Invalid for another
 // state; NotFound for a context not in the job.
@@ -372,6 +399,10 @@ func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, e
 			if err != nil {
 				return err
 			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET unavailable_since = NULL
+			WHERE id = $1 AND unavailable_since IS NOT NULL`, id); err != nil {
+			return err
 		}
 		return tx.QueryRow(ctx, `SELECT encryption_id, key_mode, state, active_version_id, to_move, checkpoint
 			FROM reencryption_job_contexts WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID).
@@ -421,7 +452,7 @@ type Page struct {
 // ApplyPage writes a page back in one transaction: each move only if its item is still at the
 // revision and version it was read at (an item edited meanwhile is already current and is never
 // overwritten: it counts as skipped, as does a deleted one), the context's checkpoint, the job's
-// counts, and a renewal of lease. Item revisions and update times are left alone: re-encryption
+// counts, and a renewal of lease. The job has made progress: its Job.UnavailableSince is cleared. Item revisions and update times are left alone: re-encryption
 // changes no content, so it must not make an owner's next update look stale.
 //
 // It returns how many moves were written and how many skipped. Errors: Aborted (IsLeaseLost) when
@@ -473,7 +504,7 @@ func (s *Store) ApplyPage(ctx context.Context, id uuid.UUID, lease Lease, encryp
 		}
 		_, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET done = done + $2, skipped = skipped + $3, failed = failed + $4,
 			message = COALESCE($5, message), updated_at = now(), lease_until = now() + $6 * interval '1 millisecond',
-			first_failure = CASE WHEN first_failure = '' THEN $7 ELSE first_failure END
+			unavailable_since = NULL, first_failure = CASE WHEN first_failure = '' THEN $7 ELSE first_failure END
 			WHERE id = $1`, id, done, skipped, p.Failed, p.Message, lease.For.Milliseconds(), truncate(p.Failure, maxJobMessage))
 		return err
 	})

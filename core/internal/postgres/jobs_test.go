@@ -170,6 +170,81 @@ func TestClaimJobLeases(t *testing.T) {
 	}
 }
 
+// TestParkJob parks a job whose encryption service is unavailable: its replica lets go of it,
+// no replica claims it before its not-before time, whoever claims it then learns since when it
+// waits, and progress (a context planned, a page written) clears that.
+func TestParkJob(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := mustStore(t)
+	f := mustVaultUser(t, s, mustTenant(t, s, ""), postgres.KeyModePlatform)
+	v1, v2 := uuid.New(), uuid.New()
+	mustItems(t, s, f, v1, 3)
+	job := mustJob(t, s, tenantJob(f), postgres.Lease{})
+	a := postgres.Lease{Owner: "replica-a/1", For: time.Minute}
+	if _, ok, err := s.ClaimJob(ctx, a); !ok || err != nil {
+		t.Fatalf("ClaimJob(a) = %v, %v; want the job", ok, err)
+	}
+
+	since := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	const msg = "waiting for the encryption service since then"
+	if err := s.ParkJob(ctx, job.ID, a, since, 300*time.Millisecond, msg); err != nil {
+		t.Fatalf("ParkJob(a) = %v", err)
+	}
+	got, err := s.GetJob(ctx, f.tenant.ID, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != postgres.JobRunning || got.LeaseOwner != "" || !got.LeaseUntil.After(time.Now()) ||
+		!got.UnavailableSince.Equal(since) || got.Message != msg {
+		t.Errorf("parked job = %s held by %q until %v, unavailable since %v, %q; want RUNNING, unheld until later, since %v, %q",
+			got.State, got.LeaseOwner, got.LeaseUntil, got.UnavailableSince, got.Message, since, msg)
+	}
+	b := postgres.Lease{Owner: "replica-b/1", For: time.Minute}
+	if _, ok, err := s.ClaimJob(ctx, b); ok || err != nil {
+		t.Errorf("ClaimJob(b) before the parked job's time = %v, %v; want nothing", ok, err)
+	}
+	if err := s.RenewLease(ctx, job.ID, a, nil); !postgres.IsLeaseLost(err) {
+		t.Errorf("RenewLease(a) after a parked the job = %v, want lease lost", err)
+	}
+	if err := s.ParkJob(ctx, job.ID, a, since, time.Minute, msg); !postgres.IsLeaseLost(err) {
+		t.Errorf("ParkJob(a) again = %v, want lease lost", err)
+	}
+
+	time.Sleep(400 * time.Millisecond)
+	got, ok, err := s.ClaimJob(ctx, b)
+	if err != nil || !ok || got.ID != job.ID || got.LeaseOwner != b.Owner || !got.UnavailableSince.Equal(since) {
+		t.Fatalf("ClaimJob(b) after the parked job's time = %+v, %v, %v; want the job, unavailable since %v", got, ok, err, since)
+	}
+	if _, err := s.PlanJobContext(ctx, job.ID, b, f.kc.EncryptionID, v2, postgres.JobContextMoving); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetJob(ctx, f.tenant.ID, job.ID); !got.UnavailableSince.IsZero() {
+		t.Errorf("after PlanJobContext the job is unavailable since %v, want zero", got.UnavailableSince)
+	}
+
+	if err := s.ParkJob(ctx, job.ID, b, since, time.Millisecond, msg); err != nil {
+		t.Fatalf("ParkJob(b) = %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	c := postgres.Lease{Owner: "replica-c/1", For: time.Minute}
+	if got, ok, err := s.ClaimJob(ctx, c); !ok || err != nil || !got.UnavailableSince.Equal(since) {
+		t.Fatalf("ClaimJob(c) = %+v, %v, %v; want the job, unavailable since %v", got, ok, err, since)
+	}
+	if _, _, err := s.ApplyPage(ctx, job.ID, c, f.kc.EncryptionID, postgres.Page{Checkpoint: uuid.Max, Last: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetJob(ctx, f.tenant.ID, job.ID); !got.UnavailableSince.IsZero() {
+		t.Errorf("after ApplyPage the job is unavailable since %v, want zero", got.UnavailableSince)
+	}
+
+	if _, err := s.FinishJob(ctx, job.ID, c, postgres.JobSucceeded, "", auditEvent("keys.reencrypt.finish")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ParkJob(ctx, job.ID, c, since, time.Minute, msg); !postgres.IsLeaseLost(err) {
+		t.Errorf("ParkJob(finished job) = %v, want lease lost", err)
+	}
+}
+
 // TestClaimJobOnce has many replicas claim at once: each job goes to exactly one.
 func TestClaimJobOnce(t *testing.T) {
 	ctx := context.Background()

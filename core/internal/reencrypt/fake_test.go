@@ -20,6 +20,8 @@ type fakeES struct {
 	mu       sync.Mutex
 	contexts map[string]*fakeContext
 	rewraps  int // RewrapBatch calls
+	// down makes GetContext and RewrapBatch fail Unavailable, as an offline service would.
+	down bool
 	// beforeRewrap, when set, runs before each RewrapBatch call (numbered from 1); an error it
 	// returns is the call's.
 	beforeRewrap func(ctx context.Context, call int, items []esclient.Ciphertext) error
@@ -39,6 +41,15 @@ func (f *fakeES) hook(fn func(ctx context.Context, call int, items []esclient.Ci
 	defer f.mu.Unlock()
 	f.beforeRewrap = fn
 }
+
+// setDown takes the service offline (true) or brings it back.
+func (f *fakeES) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+var errOffline = errs.E(errs.Unavailable, "the encryption service is unavailable; try again")
 
 var _ esclient.Client = (*fakeES)(nil)
 
@@ -132,6 +143,9 @@ func (f *fakeES) Rotate(_ context.Context, encryptionID string) (string, error) 
 func (f *fakeES) GetContext(_ context.Context, encryptionID string) (esclient.Context, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return esclient.Context{}, errOffline
+	}
 	c, ok := f.contexts[encryptionID]
 	if !ok {
 		return esclient.Context{}, errs.E(errs.NotFound, "key context not found")
@@ -152,6 +166,9 @@ func (f *fakeES) RewrapBatch(ctx context.Context, items []esclient.Ciphertext, m
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return nil, errOffline
+	}
 	out := make([]esclient.RewrapResult, len(items))
 	for i, ct := range items {
 		c, data, err := f.open(ct, masterKey)
@@ -219,3 +236,14 @@ func (f *fakeES) DestroyContext(_ context.Context, encryptionID string) error {
 type router struct{ es esclient.Client }
 
 func (r router) For(context.Context, uuid.UUID) (esclient.Client, error) { return r.es, nil }
+
+// tenantRouter gives each tenant its own client, as sovereign tenants have.
+type tenantRouter map[uuid.UUID]esclient.Client
+
+func (r tenantRouter) For(_ context.Context, tenantID uuid.UUID) (esclient.Client, error) {
+	es, ok := r[tenantID]
+	if !ok {
+		return nil, errs.E(errs.NotFound, "tenant %s has no encryption service", tenantID)
+	}
+	return es, nil
+}

@@ -6,7 +6,9 @@
 // back with optimistic concurrency (an item edited meanwhile is never overwritten) together with
 // the job's checkpoint, and renews the lease as it goes. If the replica dies, its lease expires
 // and another one resumes from the checkpoint; if the encryption service is unavailable, the job
-// backs off and retries.
+// backs off and retries, and after a short while parks: it frees its replica's slot for other
+// tenants' jobs and is claimed again (by any replica) a little later, until the service is back
+// or the job has waited Options.GiveUpAfter in all.
 //
 // Zero-knowledge (CLIENT) contexts cannot be rewrapped without their owner's master key. A job
 // started by a tenant admin or machine moves the PLATFORM contexts and reports the CLIENT ones as
@@ -53,6 +55,7 @@ type Store interface {
 	ClaimJob(ctx context.Context, lease postgres.Lease) (postgres.Job, bool, error)
 	RenewLease(ctx context.Context, id uuid.UUID, lease postgres.Lease, message *string) error
 	ReleaseJob(ctx context.Context, id uuid.UUID, owner string) error
+	ParkJob(ctx context.Context, id uuid.UUID, lease postgres.Lease, since time.Time, wait time.Duration, message string) error
 	JobContexts(ctx context.Context, id uuid.UUID) ([]postgres.JobContext, error)
 	PlanJobContext(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID, activeVersionID uuid.UUID, state string) (postgres.JobContext, error)
 	ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int) ([]postgres.Item, error)
@@ -74,6 +77,7 @@ type Metrics struct {
 	ItemsFailed  func(n int64)      // items the encryption service refused
 	JobFinished  func(state string) // a job ended SUCCEEDED, FAILED or WAITING_FOR_KEY
 	Retry        func()             // the worker backed off: the encryption service or database was unavailable
+	JobParked    func()             // a job waiting for its encryption service freed its slot until later
 }
 
 func (m Metrics) moved(n int64) {
@@ -106,6 +110,12 @@ func (m Metrics) retry() {
 	}
 }
 
+func (m Metrics) parked() {
+	if m.JobParked != nil {
+		m.JobParked()
+	}
+}
+
 // Defaults of Options.
 const (
 	DefaultPageSize     = 200
@@ -115,6 +125,8 @@ const (
 	DefaultRetryMin     = 250 * time.Millisecond
 	DefaultRetryMax     = 10 * time.Second
 	DefaultGiveUpAfter  = time.Hour
+	DefaultParkAfter    = 30 * time.Second
+	DefaultParkFor      = time.Minute
 	DefaultParallelism  = 8
 )
 
@@ -134,8 +146,14 @@ type Options struct {
 	MaxJobs int
 	// RetryMin and RetryMax bound the back-off while the encryption service or the database is
 	// unavailable (DefaultRetryMin, DefaultRetryMax); after GiveUpAfter of unavailability the
-	// job fails (DefaultGiveUpAfter).
+	// job fails (DefaultGiveUpAfter), counted across parks (see ParkAfter).
 	RetryMin, RetryMax, GiveUpAfter time.Duration
+	// ParkAfter is how long a claimed job waits in its slot for an unavailable encryption service
+	// before it parks (DefaultParkAfter): it frees the slot, so that an offline tenant does not
+	// hold up other tenants' jobs, and no replica claims it again for ParkFor (DefaultParkFor).
+	// A job claimed again while still waiting parks at its first failed attempt. Jobs an owner
+	// started here with their master key never park: no other replica could run them.
+	ParkAfter, ParkFor time.Duration
 	// Parallelism bounds concurrent calls to a tenant's encryption service when rotating or
 	// reading the status of many contexts (DefaultParallelism).
 	Parallelism int
@@ -160,6 +178,8 @@ func (o Options) withDefaults() Options {
 	def(&o.RetryMin, DefaultRetryMin)
 	def(&o.RetryMax, DefaultRetryMax)
 	def(&o.GiveUpAfter, DefaultGiveUpAfter)
+	def(&o.ParkAfter, DefaultParkAfter)
+	def(&o.ParkFor, DefaultParkFor)
 	if o.MaxJobs <= 0 {
 		o.MaxJobs = DefaultMaxJobs
 	}

@@ -31,13 +31,25 @@ type env struct {
 
 func newEnv(tb testing.TB, keyMode string) *env {
 	tb.Helper()
-	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testdb.New(tb))
+	pool, err := postgres.Open(context.Background(), testdb.New(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(pool.Close)
-	e := &env{store: postgres.NewStore(pool), es: newFakeES()}
+	return newTenant(tb, postgres.NewStore(pool), keyMode)
+}
+
+// sibling is another tenant in e's database, on an encryption service of its own.
+func (e *env) sibling(tb testing.TB, keyMode string) *env {
+	tb.Helper()
+	return newTenant(tb, e.store, keyMode)
+}
+
+// newTenant creates a tenant with an admin in store, on a new fake encryption service.
+func newTenant(tb testing.TB, store *postgres.Store, keyMode string) *env {
+	tb.Helper()
+	ctx := context.Background()
+	e := &env{store: store, es: newFakeES()}
 	e.tenant = postgres.Tenant{ID: uuid.New(), Name: "t-" + uuid.NewString()[:8], KeyMode: keyMode, PasswordHintsEnabled: true,
 		ES: postgres.ESEndpoint{Kind: postgres.ESKindPlatform, TenantID: uuid.New(), TenantSecretSealed: make([]byte, 60)}}
 	if err := e.store.CreateTenant(ctx, e.tenant, sysAudit); err != nil {

@@ -2,6 +2,7 @@ package reencrypt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -17,9 +18,15 @@ import (
 // stopTimeout bounds what a job does after its replica began shutting down: hand it over.
 const stopTimeout = 5 * time.Second
 
-// Run works re-encryption jobs until ctx is cancelled: it claims runnable jobs (new ones, and
-// those whose replica died) up to Options.MaxJobs at a time, looking every PollInterval and at
-// once when this replica creates one, and runs the jobs owners start here with their master key.
+// errParked ends a run whose job waits for its encryption service and was parked (see
+// runner.park): the job stays RUNNING, for a later claim. It never leaves the package.
+var errParked = errs.E(errs.Unavailable, "the re-encryption job was parked until its encryption service is back")
+
+// Run works re-encryption jobs until ctx is cancelled: it claims runnable jobs (new ones, those
+// whose replica died, and parked ones whose time has come) up to Options.MaxJobs at a time,
+// looking every PollInterval and at once when this replica creates one or a slot frees up, and
+// runs the jobs owners start here with their master key. A job that waits for an unavailable
+// encryption service gives its slot up after Options.ParkAfter (see runner.park).
 // On cancellation it hands its jobs over (their leases are released; jobs that held a master key
 // end WAITING_FOR_KEY), waits for them and returns nil.
 func (s *Service) Run(ctx context.Context) error {
@@ -63,7 +70,13 @@ func (s *Service) claim(ctx context.Context, slots chan struct{}) {
 			}
 			return
 		}
-		s.log.InfoContext(ctx, "re-encryption job claimed", "job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner)
+		if job.UnavailableSince.IsZero() {
+			s.log.InfoContext(ctx, "re-encryption job claimed", "job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner)
+		} else {
+			// A parked job, back for another attempt: logged when it parks again or goes on.
+			s.log.DebugContext(ctx, "re-encryption job claimed", "job_id", job.ID, "tenant_id", job.TenantID, "worker", lease.Owner,
+				"unavailable_since", job.UnavailableSince)
+		}
 		s.jobs.Add(1)
 		go func() {
 			defer func() {
@@ -134,6 +147,8 @@ func (s *Service) work(parent context.Context, job postgres.Job, lease postgres.
 	switch {
 	case err == nil:
 		s.finish(ctx, job, lease, state, msg)
+	case errors.Is(err, errParked):
+		// Given up on purpose, lease and all; the heartbeat may have noticed and cancelled ctx.
 	case postgres.IsLeaseLost(err) || postgres.IsLeaseLost(context.Cause(ctx)):
 		log.WarnContext(parent, "re-encryption job taken over by another replica; stopping here")
 	case parent.Err() != nil:
@@ -204,11 +219,13 @@ func (s *Service) heartbeat(ctx context.Context, cancel context.CancelCauseFunc,
 }
 
 // run plans every context of job, then moves the movable ones, and returns the state the job
-// ends in with its message. An error means the job stopped before the end.
+// ends in with its message. An error means the job stopped before the end; errParked that it was
+// parked.
 func (s *Service) run(ctx context.Context, job postgres.Job, lease postgres.Lease, key []byte) (string, string, error) {
-	r := &runner{s: s, job: job, lease: lease, key: key}
+	r := &runner{s: s, job: job, lease: lease, key: key, since: job.UnavailableSince,
+		wasParked: !job.UnavailableSince.IsZero(), degraded: !job.UnavailableSince.IsZero()}
 	var es esclient.Client
-	if err := r.retry(ctx, "reach the encryption service", func() error {
+	if err := r.retryES(ctx, "reach the encryption service", func() error {
 		var err error
 		es, err = s.router.For(ctx, job.TenantID)
 		return err
@@ -230,7 +247,7 @@ func (s *Service) run(ctx context.Context, job postgres.Job, lease postgres.Leas
 		}
 		planned, err := r.plan(ctx, c)
 		if err != nil {
-			if postgres.IsLeaseLost(err) || ctx.Err() != nil {
+			if postgres.IsLeaseLost(err) || errors.Is(err, errParked) || ctx.Err() != nil {
 				return "", "", err
 			}
 			return "", "", errs.Wrap(errs.KindOf(err), err, fmt.Sprintf("key context %s: %s", c.EncryptionID, message(err)))
@@ -273,13 +290,26 @@ type runner struct {
 	es    esclient.Client
 	// degraded is set while the run retries after an outage; the next page clears the message.
 	degraded bool
+	// since is when the job began waiting for something unavailable — in this run, or in an
+	// earlier one that parked it (Job.UnavailableSince) — and zero while it makes progress:
+	// GiveUpAfter counts from it. waiting is when this run began waiting, for ParkAfter.
+	since, waiting time.Time
+	// wasParked is set when the run took over a parked job that has made no progress since: it
+	// parks again at its first failed attempt rather than hold a slot for ParkAfter.
+	wasParked bool
+}
+
+// progressed records that the job advanced (a context planned, a page written, each clearing
+// Job.UnavailableSince in the database): any wait before it no longer counts.
+func (r *runner) progressed() {
+	r.since, r.waiting, r.wasParked = time.Time{}, time.Time{}, false
 }
 
 // plan reads c's active version from the encryption service and records it with the count of
 // items to move (or, for a zero-knowledge context of a TENANT job, to wait for).
 func (r *runner) plan(ctx context.Context, c postgres.JobContext) (postgres.JobContext, error) {
 	var info esclient.Context
-	if err := r.retry(ctx, "read the key context", func() error {
+	if err := r.retryES(ctx, "read the key context", func() error {
 		var err error
 		info, err = r.es.GetContext(ctx, c.EncryptionID.String())
 		return err
@@ -300,6 +330,9 @@ func (r *runner) plan(ctx context.Context, c postgres.JobContext) (postgres.JobC
 		planned, err = r.s.store.PlanJobContext(ctx, r.job.ID, r.lease, c.EncryptionID, active, state)
 		return err
 	})
+	if err == nil {
+		r.progressed()
+	}
 	return planned, err
 }
 
@@ -336,6 +369,7 @@ func (r *runner) move(ctx context.Context, c postgres.JobContext) error {
 		}); err != nil {
 			return err
 		}
+		r.progressed()
 		r.s.opts.Metrics.moved(done)
 		r.s.opts.Metrics.skipped(skipped)
 		r.s.opts.Metrics.failed(page.Failed)
@@ -357,7 +391,7 @@ func (r *runner) rewrap(ctx context.Context, items []postgres.Item, page *postgr
 		cts[i] = vault.Ciphertext(it)
 	}
 	var results []esclient.RewrapResult
-	err := r.retry(ctx, "rewrap", func() error {
+	err := r.retryES(ctx, "rewrap", func() error {
 		var err error
 		results, err = r.es.RewrapBatch(ctx, cts, r.key)
 		if err != nil {
@@ -407,11 +441,22 @@ func toItem(ct esclient.Ciphertext) (postgres.Item, error) {
 	return postgres.Item{CipherText: ct.CipherText, EncryptionID: enc, VersionID: ver, Algorithm: ct.Algorithm, Metadata: ct.Metadata}, nil
 }
 
-// retry runs fn until it succeeds or fails with something other than Unavailable, backing off
-// exponentially with jitter between attempts and saying so in the job's message. After
-// GiveUpAfter of unavailability it gives up with Unavailable.
+// retry runs fn, a step on the database, until it succeeds or fails with something other than
+// Unavailable, backing off exponentially with jitter between attempts and saying so in the job's
+// message. After GiveUpAfter of unavailability it gives up with Unavailable.
 func (r *runner) retry(ctx context.Context, what string, fn func() error) error {
-	var since time.Time
+	return r.retryStep(ctx, what, false, fn)
+}
+
+// retryES is retry for a step on the tenant's encryption service, which may also end with
+// errParked: the job was parked after waiting ParkAfter for the service (see park).
+func (r *runner) retryES(ctx context.Context, what string, fn func() error) error {
+	return r.retryStep(ctx, what, true, fn)
+}
+
+// retryStep is retry, parking the job if es says that fn calls the encryption service. A database
+// outage does not park: it holds up every tenant alike, and parking would need the database.
+func (r *runner) retryStep(ctx context.Context, what string, es bool, fn func() error) error {
 	delay := r.s.opts.RetryMin
 	for {
 		err := fn()
@@ -422,18 +467,32 @@ func (r *runner) retry(ctx context.Context, what string, fn func() error) error 
 			return context.Cause(ctx)
 		}
 		now := time.Now()
-		if since.IsZero() {
-			since = now
-			r.degraded = true
-			msg := fmt.Sprintf("%s: %s since %s; retrying", what, message(err), now.UTC().Format(time.RFC3339))
+		if r.since.IsZero() {
+			r.since = now
+		}
+		first := r.waiting.IsZero()
+		if first {
+			r.waiting, r.degraded = now, true
+		}
+		if now.Sub(r.since) > r.s.opts.GiveUpAfter {
+			return errs.Wrap(errs.Unavailable, err, fmt.Sprintf("%s: %s for over %s; start the job again", what, message(err), r.s.opts.GiveUpAfter))
+		}
+		// An owner's job cannot park: its master key is in this replica's memory only.
+		if es && r.key == nil && (r.wasParked || now.Sub(r.waiting) >= r.s.opts.ParkAfter) {
+			perr := r.park(ctx, what, err)
+			if errors.Is(perr, errParked) || postgres.IsLeaseLost(perr) {
+				return perr
+			}
+			// The database failed too: wait here, and park after the next attempt.
+			r.s.log.WarnContext(ctx, "re-encryption: park job", "job_id", r.job.ID, "error", perr)
+		}
+		if first {
+			msg := fmt.Sprintf("%s: %s since %s; retrying", what, message(err), r.since.UTC().Format(time.RFC3339))
 			// Best effort: the database may be what is unavailable.
 			if err := r.s.store.RenewLease(ctx, r.job.ID, r.lease, &msg); postgres.IsLeaseLost(err) {
 				return err
 			}
 			r.s.log.WarnContext(ctx, "re-encryption: unavailable, backing off", "job_id", r.job.ID, "step", what, "error", err)
-		}
-		if now.Sub(since) > r.s.opts.GiveUpAfter {
-			return errs.Wrap(errs.Unavailable, err, fmt.Sprintf("%s: %s for over %s; start the job again", what, message(err), r.s.opts.GiveUpAfter))
 		}
 		r.s.opts.Metrics.retry()
 		select {
@@ -443,4 +502,24 @@ func (r *runner) retry(ctx context.Context, what string, fn func() error) error 
 		}
 		delay = min(2*delay, r.s.opts.RetryMax)
 	}
+}
+
+// park frees the job's slot while its encryption service is unavailable: the job stays RUNNING,
+// says since when it waits, and no replica claims it again for ParkFor; whoever claims it then
+// counts GiveUpAfter from r.since. It returns errParked, or why the job could not be parked.
+func (r *runner) park(ctx context.Context, what string, cause error) error {
+	next := time.Now().Add(r.s.opts.ParkFor)
+	msg := fmt.Sprintf("waiting for the encryption service since %s (%s: %s); next attempt after %s",
+		r.since.UTC().Format(time.RFC3339), what, message(cause), next.UTC().Format(time.RFC3339))
+	if err := r.s.store.ParkJob(ctx, r.job.ID, r.lease, r.since, r.s.opts.ParkFor, msg); err != nil {
+		return err
+	}
+	r.s.opts.Metrics.parked()
+	log := r.s.log.InfoContext
+	if r.wasParked {
+		log = r.s.log.DebugContext // parked again after one more attempt: said before
+	}
+	log(ctx, "re-encryption: encryption service unavailable; job parked", "job_id", r.job.ID, "tenant_id", r.job.TenantID,
+		"step", what, "unavailable_since", r.since, "next_attempt", next, "error", cause)
+	return errParked
 }

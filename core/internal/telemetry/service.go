@@ -19,6 +19,7 @@ type serviceMetrics struct {
 	reencryptItems   *prometheus.CounterVec
 	reencryptJobs    *prometheus.CounterVec
 	reencryptRetries prometheus.Counter
+	reencryptParked  prometheus.Counter
 	keyErasures      *prometheus.CounterVec
 }
 
@@ -45,6 +46,10 @@ func newServiceMetrics() serviceMetrics {
 			Namespace: namespace, Name: "reencrypt_retries_total",
 			Help: "Times the re-encryption worker backed off because the encryption service or the database was unavailable.",
 		}),
+		reencryptParked: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "reencrypt_jobs_parked_total",
+			Help: "Times a re-encryption job waiting for its tenant's encryption service gave its worker slot to other jobs until a later attempt.",
+		}),
 		keyErasures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "key_erasures_total",
 			Help: "Attempts to have an encryption service destroy a key context core no longer uses (a deleted user's), by result: erased, or failed (queued for another attempt).",
@@ -60,7 +65,7 @@ func newServiceMetrics() serviceMetrics {
 }
 
 func (s serviceMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.esRequests, s.esDuration, s.reencryptItems, s.reencryptJobs, s.reencryptRetries, s.keyErasures}
+	return []prometheus.Collector{s.esRequests, s.esDuration, s.reencryptItems, s.reencryptJobs, s.reencryptRetries, s.reencryptParked, s.keyErasures}
 }
 
 // Transports of calls to an encryption service, for ObserveESCall.
@@ -93,8 +98,8 @@ func (m *Metrics) ESUnaryClientInterceptor() grpc.UnaryClientInterceptor {
 }
 
 // ReencryptItemsMoved, ReencryptItemsSkipped, ReencryptItemsFailed,
-// ReencryptJobFinished and ReencryptRetry fit the fields of
-// reencrypt.Metrics of the same names.
+// ReencryptJobFinished, ReencryptRetry and ReencryptJobParked fit the fields
+// of reencrypt.Metrics of the same names.
 func (m *Metrics) ReencryptItemsMoved(n int64) {
 	m.service.reencryptItems.WithLabelValues("moved").Add(float64(n))
 }
@@ -116,6 +121,9 @@ func (m *Metrics) ReencryptJobFinished(state string) {
 
 // ReencryptRetry counts a back-off of the worker.
 func (m *Metrics) ReencryptRetry() { m.service.reencryptRetries.Inc() }
+
+// ReencryptJobParked counts a job that gave its slot up while its encryption service is away.
+func (m *Metrics) ReencryptJobParked() { m.service.reencryptParked.Inc() }
 
 // WatchReencryptJobs registers custos_reencrypt_jobs_running, whose value is
 // what running returns at each scrape: the re-encryption jobs this replica

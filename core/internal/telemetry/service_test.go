@@ -29,6 +29,8 @@ func observeService(m *telemetry.Metrics) {
 	m.ReencryptItemsSkipped(1)
 	m.ReencryptJobFinished("SUCCEEDED")
 	m.ReencryptRetry()
+	m.ReencryptJobParked()
+	m.ReencryptJobParked()
 	if err := m.WatchReencryptJobs(func() int { return 3 }); err != nil {
 		panic(err)
 	}
@@ -51,6 +53,7 @@ var serviceSeries = []string{
 	`custos_reencrypt_items_total{result="failed"} 0`,
 	`custos_reencrypt_jobs_finished_total{state="SUCCEEDED"} 1`,
 	`custos_reencrypt_retries_total 1`,
+	`custos_reencrypt_jobs_parked_total 2`,
 	`custos_reencrypt_jobs_running 3`,
 	`custos_key_erasures_total{result="erased"} 1`,
 	`custos_key_erasures_total{result="failed"} 2`,

@@ -1,0 +1,1 @@
+ALTER TABLE core.reencryption_jobs DROP COLUMN unavailable_since;
