@@ -313,6 +313,23 @@ func (s *Store) ReleaseJob(ctx context.Context, id uuid.UUID, owner string) erro
 	return fail("release job", err)
 }
 
+// QueueJob hands job id, created held by owner (see CreateJob) while its creator prepared it, to
+// any replica's worker: it is PENDING again, without a lease, and returned. Errors: Aborted
+// (IsLeaseLost) when owner no longer holds the job or it has ended (its lease expired and another
+// replica took it: nothing to do).
+func (s *Store) QueueJob(ctx context.Context, id uuid.UUID, owner string) (Job, error) {
+	j, err := scanJob(s.pool.QueryRow(ctx, `UPDATE reencryption_jobs SET state = 'PENDING', lease_owner = NULL, lease_until = NULL,
+		updated_at = now() WHERE id = $1 AND lease_owner = $2 AND state = 'RUNNING'
+		RETURNING `+jobColumns, id, owner))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Job{}, errLeaseLost
+	}
+	if err != nil {
+		return Job{}, fail("queue job", err)
+	}
+	return j, nil
+}
+
 // ParkJob gives up lease.Owner's lease on job id, which waits for an unavailable encryption
 // service, so that its replica can work other jobs meanwhile: the job stays RUNNING, with message,
 // and no replica claims it before wait has passed (ClaimJob skips it until its lease_until). since

@@ -25,6 +25,9 @@ type fakeES struct {
 	// beforeRewrap, when set, runs before each RewrapBatch call (numbered from 1); an error it
 	// returns is the call's.
 	beforeRewrap func(ctx context.Context, call int, items []esclient.Ciphertext) error
+	// beforeRotate, when set, runs before each Rotate call, outside the lock; an error it
+	// returns is the call's.
+	beforeRotate func(encryptionID string) error
 }
 
 type fakeContext struct {
@@ -128,6 +131,14 @@ func (f *fakeES) Decrypt(_ context.Context, ct esclient.Ciphertext, masterKey []
 }
 
 func (f *fakeES) Rotate(_ context.Context, encryptionID string) (string, error) {
+	f.mu.Lock()
+	hook := f.beforeRotate
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(encryptionID); err != nil {
+			return "", err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.contexts[encryptionID]

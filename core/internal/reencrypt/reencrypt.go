@@ -55,6 +55,7 @@ type Store interface {
 	ClaimJob(ctx context.Context, lease postgres.Lease) (postgres.Job, bool, error)
 	RenewLease(ctx context.Context, id uuid.UUID, lease postgres.Lease, message *string) error
 	ReleaseJob(ctx context.Context, id uuid.UUID, owner string) error
+	QueueJob(ctx context.Context, id uuid.UUID, owner string) (postgres.Job, error)
 	ParkJob(ctx context.Context, id uuid.UUID, lease postgres.Lease, since time.Time, wait time.Duration, message string) error
 	JobContexts(ctx context.Context, id uuid.UUID) ([]postgres.JobContext, error)
 	PlanJobContext(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID, activeVersionID uuid.UUID, state string) (postgres.JobContext, error)
@@ -229,6 +230,12 @@ type Call struct {
 // encryption service (zero-knowledge ones too: that needs no master key) and creates a job that
 // moves the items to them. It returns how many contexts were rotated and the job.
 //
+// The job is created first, held by this replica while the contexts rotate: the tenant's one
+// unfinished tenant-wide job is the lock that refuses a concurrent rotation before it rotates
+// anything (two at once would give every context two new versions), and no worker starts moving
+// items before every context has its new version. A rotation that fails part-way ends the job
+// FAILED at once, so that rotating again is not refused.
+//
 // Errors: PermissionDenied for a caller outside a tenant; FailedPrecondition while another
 // tenant-wide job is unfinished (rotating again would leave it moving items to versions that are
 // no longer active); the encryption service's errors (Unavailable: contexts rotated before the
@@ -238,11 +245,6 @@ func (s *Service) RotateKeys(ctx context.Context, c Call) (int, postgres.Job, er
 	if err != nil {
 		return 0, postgres.Job{}, err
 	}
-	if j, found, err := s.store.UnfinishedJob(ctx, p.TenantID, uuid.Nil); err != nil {
-		return 0, postgres.Job{}, err
-	} else if found {
-		return 0, postgres.Job{}, postgres.ErrUnfinished(j)
-	}
 	kcs, err := s.store.KeyContexts(ctx, p.TenantID)
 	if err != nil {
 		return 0, postgres.Job{}, err
@@ -251,17 +253,42 @@ func (s *Service) RotateKeys(ctx context.Context, c Call) (int, postgres.Job, er
 	if err != nil {
 		return 0, postgres.Job{}, err
 	}
-	rotated, err := s.parallel(ctx, len(kcs), func(ctx context.Context, i int) error {
+	lease := s.newLease()
+	job, err := s.store.CreateJob(ctx, newJob(p, postgres.JobScopeTenant), lease, event(p, c, "keys.rotate"))
+	if err != nil {
+		return 0, postgres.Job{}, err
+	}
+	held, release := context.WithCancelCause(ctx)
+	beat := make(chan struct{})
+	go func() {
+		defer close(beat)
+		s.heartbeat(held, release, job.ID, lease)
+	}()
+	rotated, err := s.parallel(held, len(kcs), func(ctx context.Context, i int) error {
 		_, err := es.Rotate(ctx, kcs[i].EncryptionID.String())
 		return err
 	})
+	release(nil)
+	<-beat
+	// Past the request's end: the job must not stay held until its lease expires.
+	after, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
 	if err != nil {
-		return rotated, postgres.Job{}, errs.Wrap(errs.KindOf(err), err,
-			fmt.Sprintf("rotated %d of %d key contexts, then: %s; rotate again", rotated, len(kcs), message(err)))
+		if cause := context.Cause(held); postgres.IsLeaseLost(cause) {
+			err = cause
+		}
+		msg := fmt.Sprintf("rotated %d of %d key contexts, then: %s; rotate again", rotated, len(kcs), message(err))
+		if _, ferr := s.store.FinishJob(after, job.ID, lease, postgres.JobFailed, "keys not moved: "+msg, postgres.AuditEvent{
+			ActorType: postgres.ActorSystem, Action: "keys.reencrypt.finish", Outcome: "ABORTED"}); ferr != nil && !postgres.IsLeaseLost(ferr) {
+			s.log.WarnContext(ctx, "re-encryption: end the job of a failed rotation", "job_id", job.ID, "error", ferr)
+		}
+		return rotated, postgres.Job{}, errs.Wrap(errs.KindOf(err), err, msg)
 	}
-	job, err := s.store.CreateJob(ctx, newJob(p, postgres.JobScopeTenant), postgres.Lease{}, event(p, c, "keys.rotate"))
-	if err != nil {
-		return rotated, postgres.Job{}, err
+	if queued, err := s.store.QueueJob(after, job.ID, lease.Owner); err == nil {
+		job = queued
+	} else if !postgres.IsLeaseLost(err) {
+		// Its lease expires on its own; a worker takes the job then.
+		s.log.WarnContext(ctx, "re-encryption: hand the job of a rotation to the workers", "job_id", job.ID, "error", err)
 	}
 	s.log.InfoContext(ctx, "keys rotated; re-encryption job created", "tenant_id", p.TenantID, "contexts", rotated, "job_id", job.ID)
 	s.notify()

@@ -178,6 +178,89 @@ func waitJob(tb testing.TB, s *Service, p principal.Principal, id uuid.UUID) pos
 	}
 }
 
+// TestRotateKeysOneAtATime: the job is created before any context rotates and held until every
+// one has, so a second rotation at the same moment is refused before it rotates anything (each
+// context gets exactly one new version) and no worker moves items to versions about to be
+// replaced; a rotation that fails part-way ends its job at once, so that rotating again works.
+func TestRotateKeysOneAtATime(t *testing.T) {
+	e := newEnv(t, postgres.KeyModePlatform)
+	s := New(e.store, router{e.es}, testOptions("a"))
+	run(t, s)
+	for range 3 {
+		p, kc := e.user(t, principal.RoleMember, nil)
+		e.items(t, p, kc, nil, "x", 2)
+	}
+	kcs, err := e.store.KeyContexts(context.Background(), e.admin.TenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	inside, leave := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.es.mu.Lock()
+	e.es.beforeRotate = func(string) error {
+		once.Do(func() { close(inside) })
+		<-leave
+		return nil
+	}
+	e.es.mu.Unlock()
+	type result struct {
+		n   int
+		job postgres.Job
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		n, job, err := s.RotateKeys(as(e.admin), Call{})
+		first <- result{n, job, err}
+	}()
+	<-inside
+	if n, _, err := s.RotateKeys(as(e.admin), Call{}); !errs.Is(err, errs.FailedPrecondition) || n != 0 {
+		t.Errorf("a second RotateKeys() during the first = %d, %v; want FailedPrecondition before rotating anything", n, err)
+	}
+	if j, found, err := e.store.UnfinishedJob(context.Background(), e.admin.TenantID, uuid.Nil); err != nil || !found || j.State != postgres.JobRunning || j.Done != 0 {
+		t.Errorf("the job while its contexts rotate = %+v, %v, %v; want it held (RUNNING), nothing moved", j, found, err)
+	}
+	close(leave)
+	r := <-first
+	if r.err != nil || r.n != len(kcs) || r.job.State != postgres.JobPending {
+		t.Fatalf("RotateKeys() = %d, %+v, %v; want all %d contexts rotated and a PENDING job", r.n, r.job, r.err, len(kcs))
+	}
+	if end := waitJob(t, s, e.admin, r.job.ID); end.State != postgres.JobSucceeded || end.Done != 6 {
+		t.Errorf("job = %+v, want SUCCEEDED with 6 items moved", end)
+	}
+	for _, kc := range kcs {
+		if c, _ := e.es.GetContext(context.Background(), kc.EncryptionID.String()); len(c.Versions) != 2 {
+			t.Errorf("context %s has %d versions, want 2: rotated exactly once", kc.EncryptionID, len(c.Versions))
+		}
+	}
+
+	// The second context refuses: the job ends FAILED at once, and a retry is not refused.
+	var calls atomic.Int64
+	e.es.mu.Lock()
+	e.es.beforeRotate = func(string) error {
+		if calls.Add(1) == 2 {
+			return errs.E(errs.Unavailable, "the encryption service is unavailable; try again")
+		}
+		return nil
+	}
+	e.es.mu.Unlock()
+	if _, _, err := s.RotateKeys(as(e.admin), Call{}); !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "rotate again") {
+		t.Fatalf("RotateKeys() with a refusing service = %v, want Unavailable saying to rotate again", err)
+	}
+	if _, found, err := e.store.UnfinishedJob(context.Background(), e.admin.TenantID, uuid.Nil); err != nil || found {
+		t.Errorf("an unfinished job after the failed rotation (%v, %v): want it ended", found, err)
+	}
+	e.es.mu.Lock()
+	e.es.beforeRotate = nil
+	e.es.mu.Unlock()
+	_, job, err := s.RotateKeys(as(e.admin), Call{})
+	if err != nil {
+		t.Fatalf("RotateKeys() after a failed one = %v", err)
+	}
+	waitJob(t, s, e.admin, job.ID)
+}
+
 // TestTenantJob rotates a tenant whose people have platform-managed and zero-knowledge contexts:
 // the job moves the platform ones page by page and reports the others as waiting.
 func TestTenantJob(t *testing.T) {
