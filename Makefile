@@ -12,7 +12,13 @@ MODULES  := proto core encryption-service
 PKGS     := $(foreach m,$(MODULES),github.com/custos-platform/custos/$(m)/...)
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-GOTEST_FLAGS ?= -race -count=1 -timeout 15m
+# The race detector needs cgo and its C compiler (gcc or clang): with them the tests run with -race,
+# without them they run without it, and say so. Evaluated only when the tests run.
+RACE_FLAG = $(shell if [ "$$(GOTOOLCHAIN=$(GOTOOLCHAIN) go env CGO_ENABLED)" = 1 ] && \
+  command -v "$$(GOTOOLCHAIN=$(GOTOOLCHAIN) go env CC | cut -d' ' -f1)" >/dev/null 2>&1; then echo -race; \
+  else echo "make test: no C compiler for cgo (or CGO_ENABLED=0): testing without the race detector;" \
+    "install gcc (Debian/Ubuntu: apt-get install -y build-essential) to use it" >&2; fi)
+GOTEST_FLAGS ?= $(RACE_FLAG) -count=1 -timeout 15m
 
 .PHONY: run test test-go proto proto-check lint build clean help
 
@@ -35,8 +41,8 @@ proto: ## regenerate Go, gRPC, gateway and OpenAPI code from proto/ (pinned, off
 proto-check: ## fail when proto/ is unformatted, fails lint, breaks compatibility or generated code is stale
 	@scripts/proto.sh check
 
-lint: ## gofmt, go vet, golangci-lint (.golangci.yml) on every module, and the shared copies in sync
-	@out="$$(gofmt -l $(MODULES))"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+lint: ## gofmt (the pinned toolchain's), go vet, golangci-lint (.golangci.yml) on every module, and the shared copies in sync
+	@out="$$("$$(go env GOROOT)/bin/gofmt" -l $(MODULES))"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	@scripts/check-copies.sh
 	@go vet $(PKGS)
 	@$(MAKE) --no-print-directory golangci

@@ -6,28 +6,23 @@
 # the database: the PostgreSQL password, the platform master key, core's secret keys and its admin's
 # first password. Prints no secret.
 set -eu
+# Every file made here is private until put() hands it over: certificates' keys and the secrets
+# below are never readable by others, not even between being written and being chmod-ed.
+umask 077
 
-es=/out/encryption-service
-core=/out/core
-pg=/out/postgres
-service_user=65532:65532   # distroless "nonroot", the services' images
-postgres_user=999:999      # the postgres image's user
+# The COMPOSE_INIT_* variables exist for encryption-service/deploytest, which runs this script
+# against temporary directories as an ordinary user; compose sets none of them.
+certs="${COMPOSE_INIT_CERTS:-/certs}"
+out="${COMPOSE_INIT_OUT:-/out}"
+es="$out/encryption-service"
+core="$out/core"
+pg="$out/postgres"
+service_user="${COMPOSE_INIT_SERVICE_USER:-65532:65532}"   # distroless "nonroot", the services' images
+postgres_user="${COMPOSE_INIT_POSTGRES_USER:-999:999}"     # the postgres image's user
 
 for f in ca.crt encryption-service.crt encryption-service.key core.crt core.key core-client.crt core-client.key; do
-  if [ ! -s "/certs/$f" ]; then
-    # Core's secret keys (CORE_SECRET_KEYS_FILE: "id:base64") and its platform admin's first password.
-if [ ! -s "$core/secret-keys" ]; then
-  printf 'compose1:%s\n' "$(random 32)" >"$core/secret-keys.new"
-  put "$core/secret-keys.new" "$core/secret-keys" "$service_user"
-  rm -f "$core/secret-keys.new"
-fi
-if [ ! -s "$core/admin-password" ]; then
-  random 18 | tr '+/' '-_' >"$core/admin-password.new"
-  put "$core/admin-password.new" "$core/admin-password" "$service_user"
-  rm -f "$core/admin-password.new"
-fi
-
-echo "compose init: certs/dev/$f is missing: run scripts/gen-dev-certs.sh first" >&2
+  if [ ! -s "$certs/$f" ]; then
+    echo "compose init: certs/dev/$f is missing: run scripts/gen-dev-certs.sh first" >&2
     exit 1
   fi
 done
@@ -43,19 +38,22 @@ put() {
 # random N: N random bytes, base64.
 random() { head -c "$1" /dev/urandom | base64 | tr -d '\n'; }
 
-mkdir -p "$es/tls" "$es/master-keys" "$core/tls"
+mkdir -p "$es/tls" "$es/master-keys" "$core/tls" "$pg"
+# Files an interrupted run left behind: an earlier version of this script could leave
+# secret-keys.new readable by everyone, and ">" would keep that mode when writing into it.
+rm -f "$es"/*.new "$es"/*.tmp "$es"/tls/*.tmp "$es"/master-keys/*.tmp "$core"/*.new "$core"/*.tmp \
+  "$core"/tls/*.tmp "$pg"/*.new "$pg"/*.tmp
 chmod 0755 "$es" "$es/tls" "$es/master-keys" "$core" "$core/tls" "$pg"
 
 # Certificates: copied at every start, so that regenerated dev certificates reach the services,
 # which reload them without a restart.
 for f in ca.crt encryption-service.crt encryption-service.key core-client.crt core-client.key; do
-  put "/certs/$f" "$es/tls/$f" "$service_user"
+  put "$certs/$f" "$es/tls/$f" "$service_user"
 done
 for f in ca.crt core.crt core.key core-client.crt core-client.key; do
-  put "/certs/$f" "$core/tls/$f" "$service_user"
+  put "$certs/$f" "$core/tls/$f" "$service_user"
 done
 
-umask 077
 # The PostgreSQL password: made once (the database keeps the one it was initialised with).
 if [ ! -s "$pg/password" ]; then
   random 24 | tr '+/' '-_' | tr -d '=' >"$pg/password.new"

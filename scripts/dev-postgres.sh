@@ -2,10 +2,12 @@
 # dev-postgres.sh - find (or start) a PostgreSQL server for local development and tests.
 #
 # Usage:
-#   scripts/dev-postgres.sh [url]           print ONE line on stdout: the URL of a server that answers
-#   scripts/dev-postgres.sh createdb NAME   ensure database NAME exists on that server, print its URL
-#   scripts/dev-postgres.sh dropdb NAME     drop database NAME on that server if it exists
-#   scripts/dev-postgres.sh stop            stop the throwaway cluster (no-op if not running)
+#   scripts/dev-postgres.sh [url]                  print ONE line on stdout: the URL of a server that answers
+#   scripts/dev-postgres.sh createdb NAME [SERVER] ensure database NAME exists on that server (or on
+#                                                  SERVER, a URL `url` printed), print its URL
+#   scripts/dev-postgres.sh dropdb NAME [SERVER]   drop database NAME on that server (or SERVER) if it exists
+#   scripts/dev-postgres.sh status                 exit 0 when the throwaway cluster runs, else 1
+#   scripts/dev-postgres.sh stop                   stop the throwaway cluster (no-op if not running)
 #   scripts/dev-postgres.sh --help
 #
 # Server selection (first that works):
@@ -150,6 +152,9 @@ take_lock() {
 }
 
 start_throwaway() {
+  # pg_ctl -o passes the data directory (the socket's) through a shell: check before creating anything.
+  [[ "$PG_DIR" =~ ^[-A-Za-z0-9_./@+]+$ ]] ||
+    die "the throwaway cluster's directory '$PG_DIR' has characters (a space?) pg_ctl -o cannot pass safely; set CUSTOS_DEV_PG_DIR to a simpler path, e.g. /tmp/custos-pg"
   find_pg_bin || return 1
   log "using PostgreSQL binaries in $PG_BIN"
   if ((EUID == 0)); then
@@ -195,8 +200,6 @@ start_throwaway() {
       log "path too long for a Unix socket, TCP only"
       sock_opt="-c unix_socket_directories=''"
     fi
-    [[ "$PG_DIR" =~ ^[-A-Za-z0-9_./@+]+$ ]] ||
-      die "CUSTOS_DEV_PG_DIR='$PG_DIR' contains characters pg_ctl -o cannot pass safely; use a simpler path"
     log "starting throwaway cluster on 127.0.0.1:$PG_PORT (log: $PG_DIR/log)"
     # 9>&-: the server must not inherit (and keep holding) our lock file descriptor.
     if ! as_pg_user "$PG_BIN/pg_ctl" -D "$PG_DIR" -l "$PG_DIR/log" -w -t 60 \
@@ -237,6 +240,15 @@ pick_server() {
   exit 1
 }
 
+# use_server URL: sets SERVER_URL to URL, which must answer and let us log in (no fallback: the
+# caller recorded it and means that server).
+use_server() {
+  if ! reachable "$1" || ! can_login "$1"; then
+    die "the given server does not answer or refuses the login"
+  fi
+  SERVER_URL="$1"
+}
+
 # url_with_db URL NAME: same server, database NAME.
 url_with_db() {
   local url="$1" name="$2" enc="" c i query="" base LC_ALL=C # byte-wise: UTF-8 -> %XX%XX
@@ -256,10 +268,10 @@ url_with_db() {
 }
 
 cmd_createdb() {
-  local name="$1"
+  local name="$1" server="${2:-}"
   [[ -n "$name" && ${#name} -le 63 ]] || { log "database name must be 1..63 bytes"; exit 2; }
   have psql || die "psql not found; createdb needs the PostgreSQL client (Debian/Ubuntu: apt-get install -y postgresql-client; macOS: brew install libpq)"
-  pick_server
+  if [[ -n "$server" ]]; then use_server "$server"; else pick_server; fi
   local exists
   exists="$(printf '%s\n' "select 1 from pg_database where datname = :'name';" |
     psql -w -X -q -At -v ON_ERROR_STOP=1 -v name="$name" -d "$SERVER_URL" -f -)" ||
@@ -279,16 +291,20 @@ cmd_createdb() {
   echo
 }
 
-# cmd_dropdb NAME: drop database NAME on the server if it exists.
+# cmd_dropdb NAME [SERVER]: drop database NAME on the server (SERVER when given) if it exists.
 cmd_dropdb() {
-  local name="$1"
+  local name="$1" server="${2:-}"
   [[ -n "$name" && ${#name} -le 63 ]] || { log "database name must be 1..63 bytes"; exit 2; }
   have psql || die "psql not found; dropdb needs the PostgreSQL client"
-  pick_server
+  if [[ -n "$server" ]]; then use_server "$server"; else pick_server; fi
   printf '%s\n' 'drop database if exists :"name";' |
     psql -w -X -q -v ON_ERROR_STOP=1 -v name="$name" -d "$SERVER_URL" -f - >/dev/null ||
     die "could not drop database '$name' (are services still connected to it?)"
   log "dropped database '$name'"
+}
+
+cmd_status() {
+  [[ -f "$PG_DIR/PG_VERSION" ]] && find_pg_bin && cluster_running
 }
 
 cmd_stop() {
@@ -310,11 +326,14 @@ case "${1:-url}" in
     pick_server
     printf '%s\n' "$SERVER_URL" ;;
   createdb)
-    (($# == 2)) || { log "usage: $0 createdb NAME"; exit 2; }
-    cmd_createdb "$2" ;;
+    (($# == 2 || $# == 3)) || { log "usage: $0 createdb NAME [SERVER_URL]"; exit 2; }
+    cmd_createdb "$2" "${3:-}" ;;
   dropdb)
-    (($# == 2)) || { log "usage: $0 dropdb NAME"; exit 2; }
-    cmd_dropdb "$2" ;;
+    (($# == 2 || $# == 3)) || { log "usage: $0 dropdb NAME [SERVER_URL]"; exit 2; }
+    cmd_dropdb "$2" "${3:-}" ;;
+  status)
+    (($# == 1)) || { usage >&2; exit 2; }
+    cmd_status ;;
   stop)
     (($# == 1)) || { usage >&2; exit 2; }
     cmd_stop ;;

@@ -176,8 +176,11 @@ server_sans() {
     "DNS:${svc}.${NAMESPACE}.svc" "DNS:${svc}.${NAMESPACE}.svc.cluster.local"
 }
 
-mapfile -t ES_SANS < <(server_sans encryption-service)
-mapfile -t CORE_SANS < <(server_sans core)
+# A read loop rather than mapfile: macOS ships bash 3.2, which has no mapfile.
+ES_SANS=()
+while IFS= read -r san; do ES_SANS+=("$san"); done < <(server_sans encryption-service)
+CORE_SANS=()
+while IFS= read -r san; do CORE_SANS+=("$san"); done < <(server_sans core)
 issue encryption-service "custos-encryption-service" serverAuth "${ES_SANS[@]}"
 issue core "custos-core" serverAuth "${CORE_SANS[@]}"
 issue core-client "custos-core" clientAuth

@@ -36,9 +36,27 @@ fi
 mkdir -p "${bin_dir}"
 touch "${stamp}"
 
-# Serialise concurrent runs (e.g. `make -j`): one installer at a time.
-exec 9>"${bin_dir}/.lock"
-flock 9
+# lock FILE: hold an exclusive lock on FILE until this script exits: flock(1) on descriptor 9 where
+# flock exists (Linux); elsewhere (macOS has none) the directory FILE.d, which mkdir makes atomically.
+lock() {
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$1"
+    flock 9
+    return
+  fi
+  local waited=0
+  until mkdir "$1.d" 2>/dev/null; do
+    if ((++waited == 10)); then
+      echo "proto-tools: waiting for $1.d, held by another run (remove it if none is running)" >&2
+    fi
+    sleep 1
+  done
+  # shellcheck disable=SC2064 # the path is expanded now, on purpose
+  trap "rmdir $(printf %q "$1.d") 2>/dev/null || true" EXIT
+}
+
+# Serialise concurrent runs (e.g. `make -j`): one installer at a time (the same lock as tools.sh).
+lock "${bin_dir}/.lock"
 
 installed_version() { # name -> recorded package@version, or nothing
   awk -v n="$1" '$1 == n { print $2 }' "${stamp}"
@@ -62,7 +80,7 @@ for entry in "${tools[@]}"; do
   start=${SECONDS}
   # pkg@version mode ignores go.work and the repo's modules: the build is
   # exactly the tool's own pinned dependency graph.
-  (cd "${bin_dir}" && GOFLAGS= GOBIN="${bin_dir}" go install "${pkg}")
+  (cd "${bin_dir}" && GOFLAGS='' GOBIN="${bin_dir}" go install "${pkg}")
   record_version "${name}" "${pkg}"
   echo "proto-tools: ${name} ready in $((SECONDS - start))s" >&2
 done

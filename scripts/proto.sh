@@ -13,9 +13,12 @@
 # fresh clone, the committed one), and runs `buf breaking` against a baseline:
 #   PROTO_BREAKING_AGAINST=<git ref>  compare with that commit's proto/ (e.g. main, HEAD~3)
 #   PROTO_BREAKING_AGAINST=none       skip the breaking-change check
-#   unset: the merge-base with branch `main` when HEAD is not main; else HEAD when
-#          proto/ has uncommitted changes; else HEAD~1. Skipped, with a message, when
-#          that commit holds no .proto files under proto/custos/.
+#   unset: the merge-base with branch `main` (refs/heads/main, else refs/remotes/origin/main,
+#          as CI checkouts on a detached HEAD have it) when HEAD is not main; else HEAD when
+#          proto/ has uncommitted changes; else HEAD~1 (also, outside CI, without any main).
+#          Skipped, with a message, when that commit holds no .proto files under proto/custos/.
+#          With CI set (as CI systems do), finding no baseline at all fails the check instead
+#          of skipping it: fetch main, and enough history for the merge base.
 # An intended breaking change passes when a commit between the baseline and HEAD
 # carries the trailer line `Proto-Breaking: <reason>` in its message.
 set -euo pipefail
@@ -120,32 +123,70 @@ check_generated() {
   fi
 }
 
-# breaking_baseline -> a git ref, or nothing to skip
-breaking_baseline() {
+# in_ci: whether a CI system runs this (they set CI, to "true" or "1").
+in_ci() { [[ -n "${CI:-}" && "${CI}" != false && "${CI}" != 0 ]]; }
+
+# main_commit -> the commit of branch main: the local branch, else the remote-tracking one (CI
+# checkouts often have only origin/main, on a detached HEAD); fails when neither exists.
+main_commit() {
+  local ref
+  for ref in refs/heads/main refs/remotes/origin/main; do
+    if git -C "${repo_root}" rev-parse --verify -q "${ref}^{commit}"; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+# find_baseline: sets baseline to the commit to compare with, or leaves it empty and says why in
+# no_baseline.
+find_baseline() {
+  baseline=""
+  no_baseline=""
   if [[ -n "${PROTO_BREAKING_AGAINST:-}" ]]; then
-    [[ "${PROTO_BREAKING_AGAINST}" == "none" ]] || echo "${PROTO_BREAKING_AGAINST}"
+    if [[ "${PROTO_BREAKING_AGAINST}" == "none" ]]; then
+      no_baseline="PROTO_BREAKING_AGAINST=none"
+    else
+      baseline="${PROTO_BREAKING_AGAINST}"
+    fi
     return 0
   fi
-  git -C "${repo_root}" rev-parse --verify -q HEAD >/dev/null || return 0
-  local head main_commit
+  if ! git -C "${repo_root}" rev-parse --verify -q HEAD >/dev/null; then
+    no_baseline="no git commit to compare with"
+    return 0
+  fi
+  local head main=""
   head="$(git -C "${repo_root}" rev-parse HEAD)"
-  if main_commit="$(git -C "${repo_root}" rev-parse --verify -q refs/heads/main)" &&
-    [[ "${main_commit}" != "${head}" ]]; then
-    git -C "${repo_root}" merge-base HEAD "${main_commit}" || true
+  main="$(main_commit)" || true
+  if [[ -n "${main}" && "${main}" != "${head}" ]]; then
+    baseline="$(git -C "${repo_root}" merge-base HEAD "${main}")" ||
+      no_baseline="HEAD and main have no common commit in this clone (a shallow clone? git fetch --unshallow)"
     return 0
   fi
+  if [[ -z "${main}" ]] && in_ci; then
+    no_baseline="no branch main: neither refs/heads/main nor refs/remotes/origin/main exists (git fetch origin main)"
+    return 0
+  fi
+  # On main itself: what the work tree changes, else the last commit.
   if [[ -n "$(git -C "${repo_root}" status --porcelain -- proto/custos proto/buf.yaml)" ]]; then
-    echo HEAD
+    baseline=HEAD
     return 0
   fi
-  git -C "${repo_root}" rev-parse --verify -q 'HEAD~1' || true
+  baseline="$(git -C "${repo_root}" rev-parse --verify -q 'HEAD~1')" ||
+    no_baseline="HEAD has no parent in this clone (a shallow clone? git fetch --deepen=1)"
 }
 
 check_breaking() {
   local ref
-  ref="$(breaking_baseline)"
+  find_baseline
+  ref="${baseline}"
   if [[ -z "${ref}" ]]; then
-    breaking_result="breaking-change check skipped (no baseline commit; PROTO_BREAKING_AGAINST=${PROTO_BREAKING_AGAINST:-unset})"
+    # In CI a skipped check would pass unseen: only an explicit PROTO_BREAKING_AGAINST=none may skip.
+    if in_ci && [[ "${PROTO_BREAKING_AGAINST:-}" != "none" ]]; then
+      die "no baseline for the breaking-change check (CI=${CI}): ${no_baseline}." \
+        "Fetch main with enough history, or set PROTO_BREAKING_AGAINST=<ref> (none skips the check)"
+    fi
+    breaking_result="breaking-change check skipped: ${no_baseline}"
     return 0
   fi
   git -C "${repo_root}" rev-parse --verify -q "${ref}^{commit}" >/dev/null ||

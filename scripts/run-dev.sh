@@ -5,8 +5,9 @@
 #   2. a PostgreSQL (scripts/dev-postgres.sh) with a database `custos` shared by both services,
 #      each in its own schema (`encryption`, `core`)
 #   3. builds both binaries into bin/ and starts them; logs go to .run/logs/
-#   4. writes .run/dev.env (shell KEY=value lines) for clients, tests and the CLI
-#   5. prints how to try the API, and keeps running until Ctrl-C, then stops what it started
+#   4. writes .run/dev.env (shell KEY='value' lines, for `source`) for clients, tests and the CLI
+#   5. prints how to try the API, and keeps running until Ctrl-C, then stops what it started: both
+#      services and, when this run started it, the throwaway PostgreSQL cluster
 #
 # Environment (all optional):
 #   CUSTOS_DEV_ES_HTTP_PORT (9443)  CUSTOS_DEV_ES_GRPC_PORT (9444)
@@ -16,8 +17,9 @@
 #   DATABASE_URL         a server to use instead of the local one (see scripts/dev-postgres.sh)
 #
 # The database is bound to the local secrets in .run/ (its comment records their fingerprint):
-# what one set of keys encrypted, another cannot read. `scripts/run-dev.sh clean-db` (run by
-# `make clean`, which deletes the keys) drops the database when it is this checkout's.
+# what one set of keys encrypted, another cannot read. .run/dev-database records which database on
+# which server that is; `scripts/run-dev.sh clean-db` (run by `make clean`, which deletes the keys)
+# drops exactly that one, on that server, when its comment still names these keys.
 set -euo pipefail
 export GOTOOLCHAIN=go1.27.3
 
@@ -28,6 +30,8 @@ logs="$run_dir/logs"
 certs="$repo/certs/dev"
 mkdir -p "$logs"
 dbname="${CUSTOS_DEV_DATABASE:-custos}"
+# Lines: the server URL the database was created through, its name, its URL.
+db_record="$run_dir/dev-database"
 
 # keys_fingerprint: a digest of the local master keys, for the database's comment (not secret).
 keys_fingerprint() {
@@ -41,12 +45,23 @@ db_comment() {
 }
 
 if [[ "${1:-}" == clean-db ]]; then
-  # Drop the dev database if it holds this checkout's data (its keys are about to be deleted).
+  # Drop the dev database if it holds this checkout's data (its keys are about to be deleted): the
+  # database .run/ recorded, on the server it recorded, and only once its comment shows these keys'
+  # fingerprint; never what CUSTOS_DEV_DATABASE or the server found today would name.
   [[ -s "$run_dir/dev-master-keys" && -s "$run_dir/dev-core-secret-keys" ]] || exit 0
-  url="$(sed -n 's/^CUSTOS_DATABASE_URL=//p' "$run_dir/dev.env" 2>/dev/null)"
-  [[ -n "$url" ]] || exit 0
-  if [[ "$(db_comment "$url" 2>/dev/null)" == "custos dev $(keys_fingerprint)" ]]; then
-    scripts/dev-postgres.sh dropdb "$dbname"
+  if [[ ! -s "$db_record" ]]; then
+    if [[ -s "$run_dir/dev.env" ]]; then
+      echo "make clean: .run/ does not record which database 'make run' used (it predates the record); drop it yourself if it is this checkout's" >&2
+    fi
+    exit 0
+  fi
+  { IFS= read -r server; IFS= read -r name; IFS= read -r url; } <"$db_record"
+  if ! comment="$(db_comment "$url" 2>/dev/null)"; then
+    echo "make clean: database '$name' does not answer (its server stopped?); not dropped" >&2
+  elif [[ "$comment" == "custos dev $(keys_fingerprint)" ]]; then
+    scripts/dev-postgres.sh dropdb "$name" "$server"
+  else
+    echo "make clean: database '$name' no longer holds this checkout's data; not dropped" >&2
   fi
   exit 0
 fi
@@ -59,6 +74,10 @@ es_metrics="${CUSTOS_DEV_ES_METRICS_PORT:-9445}"
 core_metrics="${CUSTOS_DEV_CORE_METRICS_PORT:-8445}"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'make run: %s\n' "$*" >&2; exit 1; }
+# q VALUE: VALUE in single quotes, read back unchanged by `source` (sh, bash, zsh) whatever it holds.
+q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+
+[[ "$dbname" != *$'\n'* ]] || die "CUSTOS_DEV_DATABASE must be a single line"
 
 command -v curl >/dev/null || die "curl is needed to wait for the services (Debian/Ubuntu: apt-get install -y curl)"
 for port in "$es_http" "$es_grpc" "$core_http" "$core_grpc" "$es_metrics" "$core_metrics"; do
@@ -67,26 +86,46 @@ for port in "$es_http" "$es_grpc" "$core_http" "$core_grpc" "$es_metrics" "$core
   fi
 done
 
+# What this run started, stopped again on every exit: Ctrl-C, a failure, a service that died.
+pids=()
+names=()
+started_pg=""
+stop_all() {
+  local rc=$?
+  trap - EXIT
+  trap '' TERM
+  # A second Ctrl-C does not wait for the services to finish their calls in flight.
+  trap '((${#pids[@]} == 0)) || kill -KILL "${pids[@]}" 2>/dev/null || true' INT
+  if ((${#pids[@]})); then
+    say "stopping the services"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local pid
+    for pid in "${pids[@]}"; do
+      # wait returns early when a signal arrives; the service may still be draining.
+      while kill -0 "$pid" 2>/dev/null; do wait "$pid" 2>/dev/null || true; done
+    done
+  fi
+  if [[ -n "$started_pg" ]]; then
+    say "stopping the throwaway PostgreSQL this run started"
+    scripts/dev-postgres.sh stop || true
+  fi
+  exit "$rc"
+}
+trap stop_all EXIT
+trap 'exit 0' INT TERM
+
 say "dev certificates"
 scripts/gen-dev-certs.sh >&2
 
 say "PostgreSQL"
-db_url="$(scripts/dev-postgres.sh createdb "$dbname")"
+pg_was_running=""
+if scripts/dev-postgres.sh status; then pg_was_running=1; fi
+server="$(scripts/dev-postgres.sh url)"
+if [[ -z "$pg_was_running" ]] && scripts/dev-postgres.sh status; then started_pg=1; fi
+db_url="$(scripts/dev-postgres.sh createdb "$dbname" "$server")"
 
 say "building"
 make --no-print-directory build >&2
-
-pids=()
-stop_all() {
-  trap - INT TERM EXIT
-  if ((${#pids[@]})); then
-    say "stopping"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-}
-trap stop_all EXIT
-trap 'exit 0' INT TERM
 
 # Local secrets, made once and kept in .run/ (mode 0600) so that restarts can decrypt what earlier
 # runs encrypted: the platform master key and the admin-plane token.
@@ -129,8 +168,8 @@ if [[ -n "$comment" && "$comment" != "$owner" && "${CUSTOS_DEV_RESET:-}" != 1 ]]
 fi
 if [[ ( -n "$comment" && "$comment" != "$owner" ) || -n "$unmarked_data" ]] && [[ "${CUSTOS_DEV_RESET:-}" == 1 ]]; then
   say "CUSTOS_DEV_RESET=1: recreating database '$dbname'"
-  scripts/dev-postgres.sh dropdb "$dbname" >&2
-  db_url="$(scripts/dev-postgres.sh createdb "$dbname")"
+  scripts/dev-postgres.sh dropdb "$dbname" "$server" >&2
+  db_url="$(scripts/dev-postgres.sh createdb "$dbname" "$server")"
   unmarked_data=""
 fi
 if [[ -n "$unmarked_data" ]]; then
@@ -138,26 +177,43 @@ if [[ -n "$unmarked_data" ]]; then
 else
   mark_db
 fi
+# For `make clean`: which database, on which server (it drops it only while it is marked as ours).
+umask 077
+printf '%s\n' "$server" "$dbname" "$db_url" >"$db_record"
+umask 022
+
+# The services run in process groups of their own (job control is on while they start): Ctrl-C in
+# the terminal then reaches this script alone, which stops them in order, instead of killing them
+# under the watch loop below, which would report a crash.
+start_service() { # NAME COMMAND...: start COMMAND in the background, logging to .run/logs/NAME.log
+  local name="$1"
+  shift
+  set -m
+  "$@" >"$logs/$name.log" 2>&1 &
+  pids+=("$!")
+  names+=("$name")
+  set +m
+}
 
 say "starting the encryption service (logs: .run/logs/encryption-service.log)"
-ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" ES_METRICS_ADDR="127.0.0.1:$es_metrics" \
-ES_DATABASE_URL="$db_url" \
-ES_MASTER_KEYS_FILE="$run_dir/dev-master-keys" ES_ADMIN_TOKEN_HASH="$admin_token_hash" \
-ES_TLS_CERT_FILE="$certs/encryption-service.crt" ES_TLS_KEY_FILE="$certs/encryption-service.key" \
-ES_TLS_CLIENT_CA_FILE="$certs/ca.crt" \
-  bin/encryption-service >"$logs/encryption-service.log" 2>&1 &
-pids+=("$!")
+start_service encryption-service env \
+  ES_GRPC_ADDR="127.0.0.1:$es_grpc" ES_HTTP_ADDR="127.0.0.1:$es_http" ES_METRICS_ADDR="127.0.0.1:$es_metrics" \
+  ES_DATABASE_URL="$db_url" \
+  ES_MASTER_KEYS_FILE="$run_dir/dev-master-keys" ES_ADMIN_TOKEN_HASH="$admin_token_hash" \
+  ES_TLS_CERT_FILE="$certs/encryption-service.crt" ES_TLS_KEY_FILE="$certs/encryption-service.key" \
+  ES_TLS_CLIENT_CA_FILE="$certs/ca.crt" \
+  bin/encryption-service
 
 say "starting core (logs: .run/logs/core.log)"
-CORE_GRPC_ADDR="127.0.0.1:$core_grpc" CORE_HTTP_ADDR="127.0.0.1:$core_http" CORE_METRICS_ADDR="127.0.0.1:$core_metrics" \
-CORE_DATABASE_URL="$db_url" \
-CORE_TLS_CERT_FILE="$certs/core.crt" CORE_TLS_KEY_FILE="$certs/core.key" \
-CORE_ES_ADDR="localhost:$es_grpc" CORE_ES_CA_FILE="$certs/ca.crt" \
-CORE_ES_CLIENT_CERT_FILE="$certs/core-client.crt" CORE_ES_CLIENT_KEY_FILE="$certs/core-client.key" \
-CORE_ES_ADMIN_TOKEN="$admin_token" CORE_SECRET_KEYS_FILE="$run_dir/dev-core-secret-keys" \
-CORE_ADMIN_USERNAME="$platform_admin" CORE_ADMIN_PASSWORD="$platform_password" \
-  bin/core >"$logs/core.log" 2>&1 &
-pids+=("$!")
+start_service core env \
+  CORE_GRPC_ADDR="127.0.0.1:$core_grpc" CORE_HTTP_ADDR="127.0.0.1:$core_http" CORE_METRICS_ADDR="127.0.0.1:$core_metrics" \
+  CORE_DATABASE_URL="$db_url" \
+  CORE_TLS_CERT_FILE="$certs/core.crt" CORE_TLS_KEY_FILE="$certs/core.key" \
+  CORE_ES_ADDR="localhost:$es_grpc" CORE_ES_CA_FILE="$certs/ca.crt" \
+  CORE_ES_CLIENT_CERT_FILE="$certs/core-client.crt" CORE_ES_CLIENT_KEY_FILE="$certs/core-client.key" \
+  CORE_ES_ADMIN_TOKEN="$admin_token" CORE_SECRET_KEYS_FILE="$run_dir/dev-core-secret-keys" \
+  CORE_ADMIN_USERNAME="$platform_admin" CORE_ADMIN_PASSWORD="$platform_password" \
+  bin/core
 
 # wait_ready NAME URL [curl client-certificate args...]
 wait_ready() {
@@ -194,24 +250,32 @@ if [[ ! -s "$es_tenant_file" ]]; then
   umask 022
 fi
 
+# dev.env: NAME='value' lines, quoted so that `source` reads back paths with spaces (or anything).
+write_env() { # NAME VALUE...
+  echo "# Written by 'make run' ($(date -u +%Y-%m-%dT%H:%M:%SZ)). Local development only."
+  while (($#)); do
+    printf '%s=%s\n' "$1" "$(q "$2")"
+    shift 2
+  done
+}
 umask 077
-cat >"$run_dir/dev.env" <<ENV
-# Written by 'make run' ($(date -u +%Y-%m-%dT%H:%M:%SZ)). Local development only.
-CUSTOS_CORE_URL=https://localhost:$core_http
-CUSTOS_CORE_GRPC=localhost:$core_grpc
-CUSTOS_ES_URL=https://localhost:$es_http
-CUSTOS_ES_GRPC=localhost:$es_grpc
-CUSTOS_CORE_METRICS_URL=https://localhost:$core_metrics/metrics
-CUSTOS_ES_METRICS_URL=https://localhost:$es_metrics/metrics
-CUSTOS_CA_FILE=$certs/ca.crt
-CUSTOS_CLIENT_CERT_FILE=$certs/operator-client.crt
-CUSTOS_CLIENT_KEY_FILE=$certs/operator-client.key
-CUSTOS_ES_ADMIN_TOKEN=$admin_token
-CUSTOS_ADMIN_USERNAME=$platform_admin
-CUSTOS_ADMIN_PASSWORD=$platform_password
-$(cat "$es_tenant_file")
-CUSTOS_DATABASE_URL=$db_url
-ENV
+write_env \
+  CUSTOS_CORE_URL "https://localhost:$core_http" \
+  CUSTOS_CORE_GRPC "localhost:$core_grpc" \
+  CUSTOS_ES_URL "https://localhost:$es_http" \
+  CUSTOS_ES_GRPC "localhost:$es_grpc" \
+  CUSTOS_CORE_METRICS_URL "https://localhost:$core_metrics/metrics" \
+  CUSTOS_ES_METRICS_URL "https://localhost:$es_metrics/metrics" \
+  CUSTOS_CA_FILE "$certs/ca.crt" \
+  CUSTOS_CLIENT_CERT_FILE "$certs/operator-client.crt" \
+  CUSTOS_CLIENT_KEY_FILE "$certs/operator-client.key" \
+  CUSTOS_ES_ADMIN_TOKEN "$admin_token" \
+  CUSTOS_ADMIN_USERNAME "$platform_admin" \
+  CUSTOS_ADMIN_PASSWORD "$platform_password" \
+  CUSTOS_ES_TENANT_ID "$(sed -n 's/^CUSTOS_ES_TENANT_ID=//p' "$es_tenant_file")" \
+  CUSTOS_ES_TENANT_SECRET "$(sed -n 's/^CUSTOS_ES_TENANT_SECRET=//p' "$es_tenant_file")" \
+  CUSTOS_DATABASE_URL "$db_url" >"$run_dir/dev.env"
+umask 022
 
 cat >&2 <<MSG
 
@@ -247,9 +311,9 @@ MSG
 
 # Stay up until Ctrl-C or until a service dies.
 while true; do
-  for pid in "${pids[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      die "a service exited; see .run/logs/"
+  for i in "${!pids[@]}"; do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      die "${names[$i]} exited on its own; see .run/logs/${names[$i]}.log"
     fi
   done
   sleep 1

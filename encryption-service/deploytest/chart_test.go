@@ -288,6 +288,8 @@ func TestChartRenders(t *testing.T) {
 				t.Errorf("%d ServiceMonitors with serviceMonitor.enabled = %v", len(sm), enabled(vals, "serviceMonitor"))
 			}
 			checkMetricsPorts(t, r, enabled(vals, "serviceMonitor"))
+			checkMetricsReachable(t, r, vals)
+			checkNotesNameSecrets(t, r, vals)
 			checkPrometheusRules(t, r, enabled(vals, "prometheusRule"))
 		})
 	}
@@ -686,6 +688,79 @@ func checkNetworkPolicies(t *testing.T, r rendered, vals map[string]any) {
 	}
 }
 
+// checkMetricsReachable: with ServiceMonitors and NetworkPolicies on, the policy of each
+// Deployment admits someone (serviceMonitor.from) to its metrics port; Prometheus could not scrape
+// otherwise.
+func checkMetricsReachable(t *testing.T, r rendered, vals map[string]any) {
+	t.Helper()
+	if !enabled(vals, "serviceMonitor") || !enabled(vals, "networkPolicy") {
+		return
+	}
+	for _, d := range all[*appsv1.Deployment](r) {
+		admitted := false
+		for _, np := range all[*networkingv1.NetworkPolicy](r) {
+			if np.Namespace != "" || !selects(t, &np.Spec.PodSelector, d.Spec.Template.Labels) {
+				continue
+			}
+			for _, rule := range np.Spec.Ingress {
+				for _, port := range rule.Ports {
+					if port.Port != nil && port.Port.String() == "metrics" && len(rule.From) > 0 {
+						admitted = true
+					}
+				}
+			}
+		}
+		if !admitted {
+			t.Errorf("no NetworkPolicy admits Prometheus to the metrics port of %s", d.Name)
+		}
+	}
+}
+
+// checkNotesNameSecrets: every Secret the pods need and the chart does not have cert-manager issue
+// is named in NOTES.txt, which is what "helm install" prints: the pods would wait for it. Secrets of
+// <component>.extraVolumes are the values' own business.
+func checkNotesNameSecrets(t *testing.T, r rendered, vals map[string]any) {
+	t.Helper()
+	extra := map[string]bool{}
+	for _, c := range []string{"encryptionService", "core"} {
+		vs, _ := dig(vals, c+".extraVolumes")
+		list, _ := vs.([]any)
+		for _, v := range list {
+			if name, ok := dig(map[string]any{"v": v}, "v.secret.secretName"); ok {
+				extra[fmt.Sprint(name)] = true
+			}
+		}
+	}
+	notes, ok := r.files["custos/templates/NOTES.txt"]
+	if !ok {
+		t.Fatalf("no NOTES.txt rendered")
+	}
+	issued := map[string]bool{}
+	for _, c := range all[*cmv1.Certificate](r) {
+		issued[c.Spec.SecretName] = true
+	}
+	for _, d := range all[*appsv1.Deployment](r) {
+		var names []string
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Secret != nil && (v.Secret.Optional == nil || !*v.Secret.Optional) {
+				names = append(names, v.Secret.SecretName)
+			}
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					names = append(names, e.ValueFrom.SecretKeyRef.Name)
+				}
+			}
+		}
+		for _, name := range names {
+			if !issued[name] && !extra[name] && !regexp.MustCompile(`(?m)^\s+`+regexp.QuoteMeta(name)+`\s`).MatchString(notes) {
+				t.Errorf("Deployment %s needs Secret %s, which NOTES.txt does not list", d.Name, name)
+			}
+		}
+	}
+}
+
 // checkCertificates: with cert-manager, every certificate Secret a pod mounts is a Certificate's,
 // and the names the probe and core expect are in the encryption service's certificate.
 func checkCertificates(t *testing.T, r rendered) {
@@ -830,6 +905,25 @@ func TestChartRejectsBadValues(t *testing.T) {
 			"podSelector must select"},
 		{"issuer missing", map[string]any{"certManager": map[string]any{"enabled": true, "createIssuer": false}}, "issuerRef.name is required"},
 		{"alerts without scraping", map[string]any{"prometheusRule": map[string]any{"enabled": true}}, "prometheusRule.enabled needs serviceMonitor.enabled"},
+		// NetworkPolicies would admit nobody to the metrics ports.
+		{"scraping without Prometheus' address", map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+			"serviceMonitor.from is required"},
+		// Budgets that let no replica be evicted block every node drain.
+		{"minAvailable of every replica", map[string]any{"encryptionService": map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": 2}}},
+			"encryptionService.podDisruptionBudget.minAvailable (2) must be less than encryptionService.replicaCount (2)"},
+		{"minAvailable above the replicas", map[string]any{"core": map[string]any{"replicaCount": 3, "podDisruptionBudget": map[string]any{"minAvailable": 5}}},
+			"core.podDisruptionBudget.minAvailable (5) must be less than core.replicaCount (3)"},
+		{"minAvailable of every autoscaled replica", map[string]any{"core": map[string]any{
+			"autoscaling": map[string]any{"enabled": true, "minReplicas": 3}, "podDisruptionBudget": map[string]any{"minAvailable": 3}}},
+			"core.podDisruptionBudget.minAvailable (3) must be less than core.autoscaling.minReplicas (3)"},
+		{"minAvailable 100%", map[string]any{"core": map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": "100%"}}},
+			"core.podDisruptionBudget.minAvailable 100%"},
+		{"maxUnavailable 0", map[string]any{"encryptionService": map[string]any{"podDisruptionBudget": map[string]any{"maxUnavailable": 0}}},
+			"encryptionService.podDisruptionBudget.maxUnavailable 0"},
+		// Core refuses access tokens living longer than an hour (README: CORE_ACCESS_TOKEN_TTL).
+		{"access tokens of 2h", map[string]any{"core": map[string]any{"tokens": map[string]any{"accessTokenTTL": "2h"}}}, "accessTokenTTL"},
+		{"access tokens of 24h", map[string]any{"core": map[string]any{"tokens": map[string]any{"accessTokenTTL": "24h"}}}, "accessTokenTTL"},
+		{"access tokens of 30s", map[string]any{"core": map[string]any{"tokens": map[string]any{"accessTokenTTL": "30s"}}}, "accessTokenTTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -839,6 +933,98 @@ func TestChartRejectsBadValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestChartAcceptsValues: values next to those TestChartRejectsBadValues refuses still render.
+func TestChartAcceptsValues(t *testing.T) {
+	tests := []struct {
+		name string
+		set  map[string]any
+	}{
+		{"scraping without NetworkPolicies", map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "networkPolicy": map[string]any{"enabled": false}}},
+		{"minAvailable below the replicas", map[string]any{"encryptionService": map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": 1}}}},
+		{"minAvailable below the autoscaler's minimum", map[string]any{"core": map[string]any{
+			"autoscaling": map[string]any{"enabled": true, "minReplicas": 3}, "podDisruptionBudget": map[string]any{"minAvailable": 2}}}},
+		{"minAvailable as a percentage", map[string]any{"core": map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": "50%"}}}},
+		{"budget of a component not installed", map[string]any{"encryptionService": map[string]any{"enabled": false, "podDisruptionBudget": map[string]any{"minAvailable": 9}},
+			"core": map[string]any{"encryptionService": map[string]any{"addr": "es.example:9444"}}}},
+		{"access tokens of 1h", map[string]any{"core": map[string]any{"tokens": map[string]any{"accessTokenTTL": "1h"}}}},
+		{"access tokens of 90s", map[string]any{"core": map[string]any{"tokens": map[string]any{"accessTokenTTL": "90s"}}}},
+		{"access tokens of 1m", map[string]any{"core": map[string]any{"tokens": map[string]any{"accessTokenTTL": "1m"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := render(t, mustValues(t, profile{name: tt.name, set: tt.set})); err != nil {
+				t.Errorf("render(%v) = %v, want it rendered", tt.set, err)
+			}
+		})
+	}
+}
+
+// TestChartPostgresPolicyAdmitsMigrationHook: the upgrade that turns on the migration Jobs runs
+// them as pre-upgrade hooks while the previous release's NetworkPolicies still apply, so the
+// database's policy of a release without Jobs already admits the Jobs' pods.
+func TestChartPostgresPolicyAdmitsMigrationHook(t *testing.T) {
+	before := mustRender(t, profile{name: "platform", files: []string{"values-platform.yaml"}})
+	jobs := map[string]any{"migrations": map[string]any{"job": map[string]any{"enabled": true}}}
+	after := mustRender(t, profile{name: "platform with migration jobs", files: []string{"values-platform.yaml"},
+		set: map[string]any{"encryptionService": jobs, "core": jobs}})
+	if n := len(all[*batchv1.Job](before)); n != 0 {
+		t.Fatalf("platform profile renders %d Jobs, want none", n)
+	}
+	hooks := all[*batchv1.Job](after)
+	if len(hooks) != 2 {
+		t.Fatalf("%d migration Jobs, want one per component", len(hooks))
+	}
+	for _, r := range []rendered{before, after} {
+		np, ok := byName[*networkingv1.NetworkPolicy](r, releaseName+"-postgresql")
+		if !ok {
+			t.Fatalf("no NetworkPolicy %s-postgresql in the platform profile", releaseName)
+		}
+		for _, job := range hooks {
+			if !admitsPod(t, np, namespace, job.Spec.Template.Labels) {
+				t.Errorf("NetworkPolicy %s does not admit the pods of Job %s (%v)", np.Name, job.Name, job.Spec.Template.Labels)
+			}
+		}
+		// The migration pods' own policy lets them reach the database before they exist, too.
+		migrate, ok := byName[*networkingv1.NetworkPolicy](r, releaseName+"-migrate")
+		if !ok {
+			t.Fatalf("no NetworkPolicy %s-migrate", releaseName)
+		}
+		for _, job := range hooks {
+			if !selects(t, &migrate.Spec.PodSelector, job.Spec.Template.Labels) {
+				t.Errorf("NetworkPolicy %s does not select the pods of Job %s", migrate.Name, job.Name)
+			}
+		}
+	}
+}
+
+// admitsPod reports whether one of np's ingress rules admits a pod with labels podLabels in
+// namespace ns (peers by pod and namespace selector; namespaces carry kubernetes.io/metadata.name).
+func admitsPod(t *testing.T, np *networkingv1.NetworkPolicy, ns string, podLabels map[string]string) bool {
+	t.Helper()
+	nsLabels := map[string]string{"kubernetes.io/metadata.name": ns}
+	policyNS := cmp(np.Namespace, namespace)
+	for _, rule := range np.Spec.Ingress {
+		for _, peer := range rule.From {
+			if peer.PodSelector == nil && peer.NamespaceSelector == nil {
+				continue
+			}
+			nsOK := peer.NamespaceSelector == nil && ns == policyNS
+			if peer.NamespaceSelector != nil {
+				s, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+				if err != nil {
+					t.Fatalf("namespaceSelector %+v: %v", peer.NamespaceSelector, err)
+				}
+				nsOK = s.Matches(labels.Set(nsLabels))
+			}
+			podOK := peer.PodSelector == nil || selects(t, peer.PodSelector, podLabels)
+			if nsOK && podOK {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TestChartValuesDocumented: every top-level value, and every value of a component, is explained in

@@ -13,6 +13,11 @@ import (
 	"github.com/custos-platform/custos/core/internal/mtls"
 )
 
+// defaultHTTPAddr is where the REST listener serves when CORE_HTTP_ADDR is unset: config.Load's default,
+// which TestProbeDefaultAddrIsConfigs holds this copy to (the probe must not need the service's
+// whole configuration to find it).
+const defaultHTTPAddr = ":8443"
+
 // probeSettings names the environment a probe reads, so that both binaries share the code shape.
 type probeSettings struct {
 	addrVar, certVar, keyVar, caVar, serverNameVar string
@@ -21,8 +26,9 @@ type probeSettings struct {
 
 // probe checks the service's own REST listener, for container health checks and Kubernetes exec
 // probes (kubelet's HTTPS probes cannot present the client certificate this service requires).
-// --live asks /healthz, --ready (the default) /readyz. It reads only the listen address and the
-// probe's own certificate files, fresh each run, and exits non-zero unless the answer is 200.
+// --live asks /healthz, --ready (the default) /readyz. It reads only the listen address (the
+// service's default when unset) and the probe's own certificate files, fresh each run, and exits
+// non-zero unless the answer is 200.
 func probe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, s probeSettings) error {
 	fs := flagpkg.NewFlagSet("probe", flagpkg.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -39,13 +45,9 @@ func probe(ctx context.Context, args []string, getenv func(string) string, stder
 	if *live {
 		path = "/healthz"
 	}
-	addr := getenv(s.addrVar)
-	host, port, err := net.SplitHostPort(addr)
+	target, err := probeURL(getenv(s.addrVar), path)
 	if err != nil {
-		return fmt.Errorf("probe: %s %q: want host:port", s.addrVar, addr)
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
+		return fmt.Errorf("probe: %s: %w", s.addrVar, err)
 	}
 	serverName := getenv(s.serverNameVar)
 	if serverName == "" {
@@ -61,7 +63,7 @@ func probe(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+net.JoinHostPort(host, port)+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
@@ -70,7 +72,7 @@ func probe(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		var nerr net.Error
 		if errors.As(err, &nerr) && nerr.Timeout() {
-			return fmt.Errorf("probe: %s: no answer within %s", path, *timeout)
+			return fmt.Errorf("probe: %s: no answer within %s", target, *timeout)
 		}
 		return fmt.Errorf("probe: %s: %w", path, err)
 	}
@@ -79,4 +81,21 @@ func probe(ctx context.Context, args []string, getenv func(string) string, stder
 		return fmt.Errorf("probe: %s answered %s", path, resp.Status)
 	}
 	return nil
+}
+
+// probeURL is the URL of path on the listener at addr, the value of the *_HTTP_ADDR variable: the
+// service's default when empty, and loopback when the service listens on every address. It fails
+// unless addr is host:port.
+func probeURL(addr, path string) (string, error) {
+	if addr == "" {
+		addr = defaultHTTPAddr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "", fmt.Errorf("%q: want host:port", addr)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port) + path, nil
 }

@@ -264,9 +264,29 @@ topologySpreadConstraints:
 {{- if and .Values.certManager.enabled (not .Values.certManager.createIssuer) (not .Values.certManager.issuerRef.name) }}
 {{- fail "certManager.issuerRef.name is required when certManager.createIssuer is false" }}
 {{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.serviceMonitor.from) }}
+{{- fail "serviceMonitor.from is required with serviceMonitor.enabled and networkPolicy.enabled: the NetworkPolicies admit Prometheus to the metrics ports only from these peers, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]" }}
+{{- end }}
 {{- range $name, $c := dict "encryptionService" $es "core" $core }}
 {{- if and $c.enabled $c.autoscaling.enabled (gt (int $c.autoscaling.minReplicas) (int $c.autoscaling.maxReplicas)) }}
 {{- fail (printf "%s.autoscaling.minReplicas is larger than maxReplicas" $name) }}
+{{- end }}
+{{- /* A budget no eviction can satisfy blocks every node drain and cluster upgrade. */}}
+{{- $pdb := $c.podDisruptionBudget }}
+{{- if and $c.enabled $pdb.enabled }}
+{{- $replicas := int $c.replicaCount }}
+{{- $of := "replicaCount" }}
+{{- if $c.autoscaling.enabled }}{{ $replicas = int $c.autoscaling.minReplicas }}{{ $of = "autoscaling.minReplicas" }}{{ end }}
+{{- if not (kindIs "invalid" $pdb.minAvailable) }}
+{{- if and (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) $replicas) }}
+{{- fail (printf "%s.podDisruptionBudget.minAvailable (%d) must be less than %s.%s (%d): with every replica required up, no node could ever be drained" $name (int $pdb.minAvailable) $name $of $replicas) }}
+{{- end }}
+{{- if eq (toString $pdb.minAvailable) "100%" }}
+{{- fail (printf "%s.podDisruptionBudget.minAvailable 100%% lets no replica be evicted, so no node could ever be drained" $name) }}
+{{- end }}
+{{- else if or (eq (toString $pdb.maxUnavailable) "0") (eq (toString $pdb.maxUnavailable) "0%") }}
+{{- fail (printf "%s.podDisruptionBudget.maxUnavailable 0 lets no replica be evicted, so no node could ever be drained" $name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and $es.enabled $es.tls.clientCA.configMap $es.tls.clientCA.secret }}
