@@ -56,27 +56,11 @@ done
 mkdir -p "${bin_dir}"
 touch "${stamp}"
 
-# lock FILE: hold an exclusive lock on FILE until this script exits: flock(1) on descriptor 9 where
-# flock exists (Linux); elsewhere (macOS has none) the directory FILE.d, which mkdir makes atomically.
-lock() {
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$1"
-    flock 9
-    return
-  fi
-  local waited=0
-  until mkdir "$1.d" 2>/dev/null; do
-    if ((++waited == 10)); then
-      echo "tools: waiting for $1.d, held by another run (remove it if none is running)" >&2
-    fi
-    sleep 1
-  done
-  # shellcheck disable=SC2064 # the path is expanded now, on purpose
-  trap "rmdir $(printf %q "$1.d") 2>/dev/null || true" EXIT
-}
+# shellcheck source-path=SCRIPTDIR source=lib/lock.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/lock.sh"
 
 # Serialise concurrent runs (e.g. `make -j`, or proto-tools.sh at the same time).
-lock "${bin_dir}/.lock"
+lock "${bin_dir}/.lock" 9 tools
 
 installed_version() { # name -> recorded package@version, or nothing
   awk -v n="$1" '$1 == n { print $2 }' "${stamp}"

@@ -30,26 +30,10 @@ version="$(scripts/tools.sh --vulndb-version)"
 db="${repo_root}/.run/vulndb/${version}"
 
 mkdir -p "$(dirname "${db}")"
-# lock FILE: hold an exclusive lock on FILE until this script exits: flock(1) on descriptor 8 where
-# flock exists (Linux); elsewhere (macOS has none) the directory FILE.d, which mkdir makes atomically.
-lock() {
-  if command -v flock >/dev/null 2>&1; then
-    exec 8>"$1"
-    flock 8
-    return
-  fi
-  local waited=0
-  until mkdir "$1.d" 2>/dev/null; do
-    if ((++waited == 10)); then
-      echo "vuln: waiting for $1.d, held by another run (remove it if none is running)" >&2
-    fi
-    sleep 1
-  done
-  # shellcheck disable=SC2064 # the path is expanded now, on purpose
-  trap "rmdir $(printf %q "$1.d") 2>/dev/null || true" EXIT
-}
+# shellcheck source-path=SCRIPTDIR source=lib/lock.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/lock.sh"
 
-lock "$(dirname "${db}")/.lock" # one build of the database at a time
+lock "$(dirname "${db}")/.lock" 8 vuln # one build of the database at a time
 if [[ ! -f "${db}/.complete" ]]; then
   echo "vuln: building the vulnerability database from golang.org/x/vulndb@${version}" >&2
   built=${SECONDS}
