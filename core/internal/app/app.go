@@ -295,8 +295,10 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		}
 	}
 
-	// Signing keys rotated by any replica (core signing-key rotate) are picked up within a minute,
-	// or at the first token of a key this replica does not know (auth.Options.ReloadKeys).
+	// Signing keys rotated by any replica (core signing-key rotate, or the schedule below) are
+	// picked up within a minute, or at the first token of a key this replica does not know
+	// (auth.Options.ReloadKeys). Every replica checks whether the signing key is older than
+	// CORE_SIGNING_KEY_ROTATION; of those finding it due, one rotates.
 	go func() {
 		t := time.NewTicker(signing.ReloadInterval)
 		defer t.Stop()
@@ -305,6 +307,11 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				if id, err := signing.RotateIfDue(ctx, store, box, rand.Reader, cfg.Tokens.AccessTTL, cfg.Tokens.SigningKeyRotation); err != nil {
+					logger.Warn("scheduled signing key rotation", "error", err)
+				} else if id != "" {
+					logger.Info("signing key rotated on schedule", "key_id", id, "every", cfg.Tokens.SigningKeyRotation.String())
+				}
 				k, err := signing.Reload(ctx, store, box)
 				if err != nil {
 					logger.Warn("reload signing keys", "error", err)

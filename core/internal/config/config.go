@@ -70,6 +70,9 @@ type Tokens struct {
 	// SessionTTL is how long a login lasts, however often its refresh token is exchanged
 	// (CORE_SESSION_TTL, default 2160h = 90 days, 1h to 8760h); then the person logs in again.
 	SessionTTL time.Duration
+	// SigningKeyRotation is the age at which the replicas replace the access-token signing key
+	// on their own (CORE_SIGNING_KEY_ROTATION, default 720h = 30 days, 24h to 8760h).
+	SigningKeyRotation time.Duration
 }
 
 // Database is the configuration of commands that need only the database and core's secret keys.
@@ -150,10 +153,11 @@ func Load(getenv func(string) string) (Config, error) {
 		AdminUsername:     e.str("CORE_ADMIN_USERNAME", ""),
 		AdminPassword:     e.secret("CORE_ADMIN_PASSWORD", false),
 		Tokens: Tokens{
-			Issuer:     e.str("CORE_TOKEN_ISSUER", "custos"),
-			Audience:   e.str("CORE_TOKEN_AUDIENCE", "custos-api"),
-			AccessTTL:  e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
-			SessionTTL: e.duration("CORE_SESSION_TTL", 90*24*time.Hour, time.Hour, 365*24*time.Hour),
+			Issuer:             e.str("CORE_TOKEN_ISSUER", "custos"),
+			Audience:           e.str("CORE_TOKEN_AUDIENCE", "custos-api"),
+			AccessTTL:          e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
+			SessionTTL:         e.duration("CORE_SESSION_TTL", 90*24*time.Hour, time.Hour, 365*24*time.Hour),
+			SigningKeyRotation: e.duration("CORE_SIGNING_KEY_ROTATION", 30*24*time.Hour, 24*time.Hour, 365*24*time.Hour),
 		},
 		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
 		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),

@@ -78,6 +78,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad bool", map[string]string{"CORE_MIGRATE_ON_START": "perhaps"}, []string{"CORE_MIGRATE_ON_START: want true or false"}},
 		{"access tokens beyond an hour", map[string]string{"CORE_ACCESS_TOKEN_TTL": "2h"}, []string{"CORE_ACCESS_TOKEN_TTL"}},
 		{"sessions beyond a year", map[string]string{"CORE_SESSION_TTL": "9000h"}, []string{"CORE_SESSION_TTL"}},
+		{"signing keys rotated hourly", map[string]string{"CORE_SIGNING_KEY_ROTATION": "1h"}, []string{"CORE_SIGNING_KEY_ROTATION"}},
 		{"same addresses", map[string]string{"CORE_GRPC_ADDR": ":7000", "CORE_HTTP_ADDR": ":7000"}, []string{"CORE_HTTP_ADDR: must differ"}},
 		{"no secret keys", map[string]string{"CORE_SECRET_KEYS": ""}, []string{"CORE_SECRET_KEYS: required"}},
 		{"admin without password", map[string]string{"CORE_ADMIN_USERNAME": "root"}, []string{"CORE_ADMIN_USERNAME"}},

@@ -163,3 +163,62 @@ func (s *Store) EnsureSigningKey(ctx context.Context, newKey func() (SigningKey,
 	}
 	return keys, nil
 }
+
+// RotateSigningKey makes a key from newKey the signing key and retires every older key whose
+// successor has been in force for longer than keep (the tokens it signed have expired by then), in
+// one transaction under the signing keys' advisory lock, and returns the new key's id. With due
+// > 0 it rotates only when the newest key is older than due, and otherwise returns "" and changes
+// nothing: replicas that find a scheduled rotation due at the same moment make one key, not one
+// each. Ages are measured by the database's clock. newKey runs inside the transaction and may be
+// called more than once if it is retried; it should only generate and seal a key.
+//
+// Errors: Invalid for a negative keep or due; those of newKey (an *errs.Error passes through,
+// any other error becomes Internal "create signing key") and InsertSigningKey's for its key.
+func (s *Store) RotateSigningKey(ctx context.Context, newKey func() (SigningKey, error), keep, due time.Duration) (string, error) {
+	if keep < 0 || due < 0 {
+		return "", errs.E(errs.Invalid, "signing key rotation: keep and due must not be negative")
+	}
+	var id string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		id = ""
+		if err := lockAdvisory(ctx, tx, signingKeysLockKey); err != nil {
+			return err
+		}
+		keys, err := listSigningKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
+		var now time.Time
+		if err := tx.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+			return fmt.Errorf("read the time: %w", err)
+		}
+		if due > 0 && len(keys) > 0 && keys[0].CreatedAt.After(now.Add(-due)) {
+			return nil
+		}
+		k, err := newKey()
+		if err != nil {
+			var e *errs.Error
+			if errors.As(err, &e) {
+				return err
+			}
+			return errs.Wrap(errs.Internal, err, "create signing key")
+		}
+		if err := insertSigningKey(ctx, tx, k); err != nil {
+			return err
+		}
+		// keys are newest first: keys[i-1] replaced keys[i].
+		for i := 1; i < len(keys); i++ {
+			if keys[i-1].CreatedAt.Before(now.Add(-keep)) {
+				if _, err := tx.Exec(ctx, "UPDATE signing_keys SET retired_at = now() WHERE id = $1", keys[i].ID); err != nil {
+					return fmt.Errorf("retire signing key: %w", err)
+				}
+			}
+		}
+		id = k.ID
+		return nil
+	})
+	if err != nil {
+		return "", fail("rotate signing key", err)
+	}
+	return id, nil
+}

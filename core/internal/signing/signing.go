@@ -18,9 +18,8 @@ import (
 // Store is what signing needs from the database.
 type Store interface {
 	ListSigningKeys(ctx context.Context) ([]postgres.SigningKey, error)
-	InsertSigningKey(ctx context.Context, k postgres.SigningKey) error
-	RetireSigningKey(ctx context.Context, id string) error
 	EnsureSigningKey(ctx context.Context, make func() (postgres.SigningKey, error)) ([]postgres.SigningKey, error)
+	RotateSigningKey(ctx context.Context, make func() (postgres.SigningKey, error), keep, due time.Duration) (string, error)
 }
 
 var _ Store = (*postgres.Store)(nil)
@@ -46,29 +45,22 @@ const ReloadInterval = time.Minute
 // replicas' reload interval and the clock leeway are added here). So rotating twice within an
 // access token's lifetime cuts no valid token short.
 func Rotate(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader, keep time.Duration) (string, error) {
-	rows, err := store.ListSigningKeys(ctx)
-	if err != nil {
-		return "", err
-	}
-	row, err := newRow(box, rand)
-	if err != nil {
-		return "", err
-	}
-	if err := store.InsertSigningKey(ctx, row); err != nil {
-		return "", err
-	}
-	// rows are newest first: rows[i-1] replaced rows[i], whose tokens were signed until
-	// rows[i-1] was in force on every replica.
-	cutoff := time.Now().Add(-(keep + ReloadInterval + token.Leeway))
-	for i := 1; i < len(rows); i++ {
-		if rows[i-1].CreatedAt.Before(cutoff) {
-			if err := store.RetireSigningKey(ctx, rows[i].ID); err != nil {
-				return "", err
-			}
-		}
-	}
-	return row.ID, nil
+	return store.RotateSigningKey(ctx, func() (postgres.SigningKey, error) { return newRow(box, rand) }, retention(keep), 0)
 }
+
+// RotateIfDue is Rotate when the signing key is older than every, for replicas that rotate on a
+// schedule: of those finding it due at once, one rotates. It returns the new key's id, or "" when
+// none was due.
+func RotateIfDue(ctx context.Context, store Store, box *secretbox.Box, rand io.Reader, keep, every time.Duration) (string, error) {
+	if every <= 0 {
+		return "", errs.E(errs.Invalid, "signing key rotation: the interval must be positive")
+	}
+	return store.RotateSigningKey(ctx, func() (postgres.SigningKey, error) { return newRow(box, rand) }, retention(keep), every)
+}
+
+// retention is how long a replaced key must keep verifying: the tokens it signed until every
+// replica signs with its successor live for keep more, within the clock leeway.
+func retention(keep time.Duration) time.Duration { return keep + ReloadInterval + token.Leeway }
 
 func newRow(box *secretbox.Box, rand io.Reader) (postgres.SigningKey, error) {
 	k, err := token.GenerateSigningKey(rand, time.Now())

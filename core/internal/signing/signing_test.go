@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,5 +89,57 @@ func TestRotateKeepsKeysWhileTheirTokensLive(t *testing.T) {
 	}
 	if got, want := inForce(), []string{d, c, b}; !slices.Equal(got, want) {
 		t.Errorf("keys after a rotation long after b = %v, want %v (a retired)", got, want)
+	}
+}
+
+// TestRotateIfDue: a scheduled rotation happens only once the signing key is older than the
+// interval, and replicas finding it due at the same moment make one new key between them.
+func TestRotateIfDue(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	store, pool, box := setup(t)
+	const every = 30 * 24 * time.Hour
+	first, err := signing.Keys(ctx, store, box, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := signing.RotateIfDue(ctx, store, box, rand.Reader, 15*time.Minute, every); id != "" || err != nil {
+		t.Errorf("RotateIfDue(a new key) = %q, %v; want nothing done", id, err)
+	}
+	if _, err := signing.RotateIfDue(ctx, store, box, rand.Reader, 15*time.Minute, 0); err == nil {
+		t.Error("RotateIfDue(interval 0) = nil error, want it refused")
+	}
+
+	if _, err := pool.Exec(ctx, "UPDATE core.signing_keys SET created_at = now() - interval '31 days'"); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		ids []string
+	)
+	for range 5 {
+		wg.Go(func() {
+			id, err := signing.RotateIfDue(ctx, store, box, rand.Reader, 15*time.Minute, every)
+			if err != nil {
+				t.Errorf("RotateIfDue() = %v", err)
+			}
+			if id != "" {
+				mu.Lock()
+				ids = append(ids, id)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(ids) != 1 {
+		t.Fatalf("5 replicas finding the rotation due made %d keys (%v), want 1", len(ids), ids)
+	}
+	k, err := signing.Reload(ctx, store, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := k.IDs(), []string{ids[0], first.CurrentID()}; !slices.Equal(got, want) {
+		t.Errorf("keys after the scheduled rotation = %v, want %v (the old one still verifies)", got, want)
 	}
 }
