@@ -50,7 +50,8 @@ type Config struct {
 	// (CORE_METRICS_ADDR).
 	MetricsAddr string
 	// PasswordMemoryKiB and PasswordIterations are the Argon2id cost of stored password hashes
-	// (CORE_PASSWORD_MEMORY_KIB default 65536, at least 8192; CORE_PASSWORD_ITERATIONS default 3).
+	// (CORE_PASSWORD_MEMORY_KIB default 65536, from 8192 to 262144; CORE_PASSWORD_ITERATIONS
+	// default 3, from 1 to 10; their product at most 1048576, password.MaxCostKiB).
 	PasswordMemoryKiB, PasswordIterations int
 }
 
@@ -101,10 +102,11 @@ func LoadDatabase(getenv func(string) string) (Database, error) {
 		AdminUsername:      e.str("CORE_ADMIN_USERNAME", ""),
 		AdminPassword:      e.secret("CORE_ADMIN_PASSWORD", false),
 		LogLevel:           logLevel(e, "CORE_LOG_LEVEL"),
-		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
-		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),
+		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 256*1024),
+		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 10),
 		AccessTTL:          e.duration("CORE_ACCESS_TOKEN_TTL", 15*time.Minute, time.Minute, time.Hour),
 	}
+	passwordCost(e, d.PasswordMemoryKiB, d.PasswordIterations)
 	return d, e.err()
 }
 
@@ -159,8 +161,8 @@ func Load(getenv func(string) string) (Config, error) {
 			SessionTTL:         e.duration("CORE_SESSION_TTL", 90*24*time.Hour, time.Hour, 365*24*time.Hour),
 			SigningKeyRotation: e.duration("CORE_SIGNING_KEY_ROTATION", 30*24*time.Hour, 24*time.Hour, 365*24*time.Hour),
 		},
-		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 1024*1024),
-		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 100),
+		PasswordMemoryKiB:  e.integer("CORE_PASSWORD_MEMORY_KIB", 64*1024, 8*1024, 256*1024),
+		PasswordIterations: e.integer("CORE_PASSWORD_ITERATIONS", 3, 1, 10),
 		Throttle: Throttle{
 			MaxFailures: e.integer("CORE_LOGIN_MAX_FAILURES", 5, 1, 1000),
 			Window:      e.duration("CORE_LOGIN_WINDOW", 15*time.Minute, time.Second, 24*time.Hour),
@@ -170,6 +172,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxRequestBytes: e.integer("CORE_MAX_REQUEST_BYTES", 4<<20, 1<<10, 64<<20),
 	}
 	c.LogLevel = logLevel(e, "CORE_LOG_LEVEL")
+	passwordCost(e, c.PasswordMemoryKiB, c.PasswordIterations)
 	if e.str("CORE_METRICS_ADDR", "") != "" {
 		c.MetricsAddr = e.address("CORE_METRICS_ADDR", "")
 	}
@@ -180,6 +183,16 @@ func Load(getenv func(string) string) (Config, error) {
 		e.fail("CORE_HTTP_ADDR", "must differ from CORE_GRPC_ADDR (%s)", c.GRPCAddr)
 	}
 	return c, e.err()
+}
+
+// passwordCost refuses an Argon2id cost over the work budget of one password hash (memory ×
+// iterations at most 1048576 KiB·passes, password.MaxCostKiB), which the password package would
+// refuse to hash with and to verify: each variable in its own range is not enough.
+func passwordCost(e *env, memoryKiB, iterations int) {
+	if memoryKiB*iterations > 1<<20 {
+		e.fail("CORE_PASSWORD_ITERATIONS", "CORE_PASSWORD_MEMORY_KIB × CORE_PASSWORD_ITERATIONS must be at most 1048576, got %d × %d",
+			memoryKiB, iterations)
+	}
 }
 
 func logLevel(e *env, name string) slog.Level {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/custos-platform/custos/core/internal/password"
 )
 
 func mustFile(tb testing.TB, dir, name, content string) string {
@@ -103,5 +105,56 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("Load error %q leaks the database password", err)
 			}
 		})
+	}
+}
+
+// TestPasswordCostBounds pins CORE_PASSWORD_*'s bounds to the password package's: a cost the
+// configuration accepts is one password.Hash accepts, and one over the per-variable caps or over
+// the memory × iterations budget is refused by name before anything starts.
+func TestPasswordCostBounds(t *testing.T) {
+	tests := []struct {
+		name, memory, iterations string
+		wantErr                  string // "" for accepted
+	}{
+		{"defaults", "", "", ""},
+		{"floor", "8192", "1", ""},
+		{"memory cap", "262144", "4", ""},
+		{"iterations cap", "104857", "10", ""},
+		{"memory over cap", "262145", "1", "CORE_PASSWORD_MEMORY_KIB"},
+		{"memory 1 GiB", "1048576", "1", "CORE_PASSWORD_MEMORY_KIB"},
+		{"iterations over cap", "65536", "11", "CORE_PASSWORD_ITERATIONS"},
+		{"iterations 100", "65536", "100", "CORE_PASSWORD_ITERATIONS"},
+		{"over budget", "262144", "5", "CORE_PASSWORD_ITERATIONS"},
+		{"both caps", "262144", "10", "CORE_PASSWORD_ITERATIONS"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := validEnv(t)
+			m["CORE_PASSWORD_MEMORY_KIB"], m["CORE_PASSWORD_ITERATIONS"] = tc.memory, tc.iterations
+			c, err := Load(getenvFrom(m))
+			d, derr := LoadDatabase(getenvFrom(m))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || derr == nil || !strings.Contains(derr.Error(), tc.wantErr) {
+					t.Fatalf("Load, LoadDatabase(m=%q, t=%q) = %v, %v; want errors naming %s", tc.memory, tc.iterations, err, derr, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || derr != nil {
+				t.Fatalf("Load, LoadDatabase(m=%q, t=%q) = %v, %v; want nil", tc.memory, tc.iterations, err, derr)
+			}
+			if c.PasswordMemoryKiB != d.PasswordMemoryKiB || c.PasswordIterations != d.PasswordIterations {
+				t.Errorf("Load and LoadDatabase disagree: %d×%d vs %d×%d", c.PasswordMemoryKiB, c.PasswordIterations, d.PasswordMemoryKiB, d.PasswordIterations)
+			}
+			p := password.DefaultParams()
+			p.MemoryKiB, p.Iterations = uint32(c.PasswordMemoryKiB), uint32(c.PasswordIterations) //nolint:gosec // bounded by Load
+			if err := p.Validate(); err != nil {
+				t.Errorf("configuration accepted %d×%d, which password refuses: %v", c.PasswordMemoryKiB, c.PasswordIterations, err)
+			}
+		})
+	}
+	// The hard-coded bounds above are the password package's.
+	if password.MaxMemoryKiB != 262144 || password.MaxIterations != 10 || password.MaxCostKiB != 1<<20 {
+		t.Errorf("password bounds are %d KiB, %d passes, %d KiB·passes; update CORE_PASSWORD_* bounds in config.go and this test",
+			password.MaxMemoryKiB, password.MaxIterations, password.MaxCostKiB)
 	}
 }

@@ -202,6 +202,10 @@ func (s *Service) verify(n int, r Record) (postgres.Item, error) {
 	switch {
 	case err1 != nil || err2 != nil || err3 != nil || err4 != nil:
 		return postgres.Item{}, errs.E(errs.Invalid, "%s: id, ownerId, encryptionId and encryptionVersionId: must be UUIDs; nothing was imported", label)
+	case id.String() != r.ID || owner.String() != r.OwnerID || enc.String() != r.EncryptionID || ver.String() != r.VersionID:
+		// Export writes the one canonical spelling; accepting others would give one item
+		// several tagged encodings.
+		return postgres.Item{}, errs.E(errs.Invalid, "%s: id, ownerId, encryptionId and encryptionVersionId: must be lowercase hyphenated UUIDs; nothing was imported", label)
 	case r.Revision < 1:
 		return postgres.Item{}, errs.E(errs.Invalid, "%s: revision: must be 1 or more; nothing was imported", label)
 	case r.CipherText == "" || r.Algorithm == "":

@@ -91,10 +91,12 @@ func (k ClientKDF) AboveFloor() bool {
 }
 
 // Validate checks parameters that a client proposes (for instance when it
-// registers a user with its own salt): at or above the floor, and within the
-// same upper bounds as server hashes ([MaxMemoryKiB], [MaxIterations],
-// [MaxParallelism], [MaxSaltLen]), so that a stored record cannot make
-// other clients do unbounded work. Errors wrap [ErrInvalidKDF] and name the
+// registers a user with its own salt, and every client before it derives
+// from a prelogin answer): at or above the floor, and within the same upper
+// bounds as server hashes ([MaxMemoryKiB], [MaxIterations], the
+// [MaxCostKiB] budget on memory × iterations, [MaxParallelism],
+// [MaxSaltLen]), so that neither a stored record nor a hostile server can
+// make a client do unbounded work. Errors wrap [ErrInvalidKDF] and name the
 // field.
 func (k ClientKDF) Validate() error {
 	switch {
@@ -108,6 +110,8 @@ func (k ClientKDF) Validate() error {
 		return fmt.Errorf("%w: parallelism %d not in [%d, %d]", ErrInvalidKDF, k.Parallelism, FloorParallelism, MaxParallelism)
 	case k.MemoryKiB < 8*k.Parallelism:
 		return fmt.Errorf("%w: memory %d KiB below 8 KiB per lane", ErrInvalidKDF, k.MemoryKiB)
+	case overBudget(k.MemoryKiB, k.Iterations):
+		return fmt.Errorf("%w: memory %d KiB × %d iterations over the budget of %d KiB·passes", ErrInvalidKDF, k.MemoryKiB, k.Iterations, MaxCostKiB)
 	}
 	return nil
 }

@@ -10,8 +10,8 @@
 //
 // Hashes are PHC strings, $argon2id$v=19$m=…,t=…,p=…$salt$hash, with the
 // salt and hash in unpadded standard base64. Parsing is strict and bounded,
-// so a stored hash cannot make a verification cost more than
-// [MaxMemoryKiB] × [MaxIterations].
+// so a stored hash cannot make a verification cost more than [MaxCostKiB]
+// (memory × passes) and [MaxMemoryKiB] of memory.
 package password
 
 import (
@@ -27,13 +27,18 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-// Bounds on Argon2id parameters, for new hashes and for parsed ones alike.
-// They reject settings that would let one stored hash (or one misconfigured
-// deployment) tie up a server: verifying at MaxMemoryKiB and MaxIterations
-// takes many seconds.
+// Bounds on Argon2id parameters, for new hashes and for parsed ones alike,
+// and (with the client floor) for client KDF parameters. They reject
+// settings that would let one stored hash, one misconfigured deployment or
+// one hostile prelogin answer tie up a server or a client: a verification
+// cannot be cancelled once started, and a server has only a few hashing
+// slots. MaxCostKiB bounds memory × passes, the work of one derivation, at
+// 1 GiB·pass: 256 MiB × 4, 128 MiB × 8 or 64 MiB × 10 at most, about 5× the
+// default cost (64 MiB × 3).
 const (
-	MaxMemoryKiB   = 1 << 20 // 1 GiB
-	MaxIterations  = 100
+	MaxMemoryKiB   = 256 * 1024 // 256 MiB
+	MaxIterations  = 10
+	MaxCostKiB     = 1 << 20 // MemoryKiB × Iterations; 1 GiB·pass
 	MaxParallelism = 16
 	MinSaltLen     = 16
 	MaxSaltLen     = 64
@@ -90,8 +95,9 @@ func TestParams() Params {
 	return Params{MemoryKiB: 8 * 1024, Iterations: 1, Parallelism: 1, SaltLen: 16, KeyLen: 32}
 }
 
-// Validate reports whether p lies within the package's bounds. It returns an
-// error wrapping [ErrInvalidParams] that names the offending field.
+// Validate reports whether p lies within the package's bounds, including
+// the [MaxCostKiB] budget on memory × iterations. It returns an error
+// wrapping [ErrInvalidParams] that names the offending field.
 func (p Params) Validate() error {
 	switch {
 	case p.Parallelism < 1 || p.Parallelism > MaxParallelism:
@@ -102,6 +108,8 @@ func (p Params) Validate() error {
 		// Argon2 needs 8 KiB per lane; x/crypto would silently raise it,
 		// the reference implementation refuses: refuse too.
 		return fmt.Errorf("%w: memory %d KiB not in [%d, %d]", ErrInvalidParams, p.MemoryKiB, 8*p.Parallelism, MaxMemoryKiB)
+	case overBudget(p.MemoryKiB, p.Iterations):
+		return fmt.Errorf("%w: memory %d KiB × %d iterations over the budget of %d KiB·passes", ErrInvalidParams, p.MemoryKiB, p.Iterations, MaxCostKiB)
 	case p.SaltLen < MinSaltLen || p.SaltLen > MaxSaltLen:
 		return fmt.Errorf("%w: salt length %d not in [%d, %d]", ErrInvalidParams, p.SaltLen, MinSaltLen, MaxSaltLen)
 	case p.KeyLen < MinKeyLen || p.KeyLen > MaxKeyLen:
@@ -209,8 +217,14 @@ func encode(p Params, salt, key []byte) string {
 		b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
+// overBudget reports whether memoryKiB × iterations exceeds [MaxCostKiB];
+// the product is taken in 64 bits so that it cannot wrap.
+func overBudget(memoryKiB, iterations uint32) bool {
+	return uint64(memoryKiB)*uint64(iterations) > MaxCostKiB
+}
+
 // maxPHCLen bounds the input before any parsing: the longest well-formed
-// string (7-digit m, 3-digit t, 2-digit p, 64-byte salt and key) is ~210.
+// string (6-digit m, 2-digit t, 2-digit p, 64-byte salt and key) is ~210.
 const maxPHCLen = 256
 
 // decode parses a PHC string strictly: exactly the fields and order encode

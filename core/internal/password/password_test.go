@@ -3,6 +3,7 @@ package password_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -124,9 +125,14 @@ func TestVerifyMalformed(t *testing.T) {
 		{"negative", with("argon2id", "v=19", "m=8192,t=-1,p=1", salt, hash)},
 		{"space", with("argon2id", "v=19", "m=8192, t=1,p=1", salt, hash)},
 		{"overflow", with("argon2id", "v=19", "m=99999999999,t=1,p=1", salt, hash)},
-		{"m over 1 GiB", with("argon2id", "v=19", "m=1048577,t=1,p=1", salt, hash)},
+		{"m over 256 MiB", with("argon2id", "v=19", "m=262145,t=1,p=1", salt, hash)},
+		{"m 1 GiB", with("argon2id", "v=19", "m=1048576,t=1,p=1", salt, hash)},
 		{"m 4 GiB", with("argon2id", "v=19", "m=4294967295,t=1,p=1", salt, hash)},
-		{"t over 100", with("argon2id", "v=19", "m=8192,t=101,p=1", salt, hash)},
+		{"t over 10", with("argon2id", "v=19", "m=8192,t=11,p=1", salt, hash)},
+		{"t 100", with("argon2id", "v=19", "m=8192,t=100,p=1", salt, hash)},
+		{"over budget, m at cap", with("argon2id", "v=19", "m=262144,t=5,p=1", salt, hash)},
+		{"over budget, t at cap", with("argon2id", "v=19", "m=104858,t=10,p=1", salt, hash)},
+		{"review DoS hash", with("argon2id", "v=19", "m=1048576,t=100,p=16", salt, hash)},
 		{"t zero", with("argon2id", "v=19", "m=8192,t=0,p=1", salt, hash)},
 		{"p zero", with("argon2id", "v=19", "m=8192,t=1,p=0", salt, hash)},
 		{"p over 16", with("argon2id", "v=19", "m=8192,t=1,p=17", salt, hash)},
@@ -168,6 +174,8 @@ func TestHashRejectsBadParams(t *testing.T) {
 		{"m below 8p", mod(func(p *password.Params) { p.Parallelism = 4; p.MemoryKiB = 31 })},
 		{"t zero", mod(func(p *password.Params) { p.Iterations = 0 })},
 		{"t too big", mod(func(p *password.Params) { p.Iterations = password.MaxIterations + 1 })},
+		{"over budget", mod(func(p *password.Params) { p.MemoryKiB, p.Iterations = password.MaxMemoryKiB, 5 })},
+		{"m and t at their caps", mod(func(p *password.Params) { p.MemoryKiB, p.Iterations = password.MaxMemoryKiB, password.MaxIterations })},
 		{"p zero", mod(func(p *password.Params) { p.Parallelism = 0 })},
 		{"p 256", mod(func(p *password.Params) { p.Parallelism = 256 })},
 		{"salt short", mod(func(p *password.Params) { p.SaltLen = 8 })},
@@ -272,5 +280,60 @@ func TestNoSecretsInFormatting(t *testing.T) {
 		if strings.Contains(out, "SECRET") || strings.Contains(out, fmt.Sprintf("%x", "SECRET")) {
 			t.Errorf("Sprintf(%s, secrets) = %q leaks", verb, out)
 		}
+	}
+}
+
+// TestCostBudget pins the work bound on stored hashes: a PHC string whose
+// memory × passes exceeds MaxCostKiB (each within its own cap or not) is a
+// malformed hash, refused by Inspect and Verify before any hashing, with an
+// error that says why; one exactly at the budget parses.
+func TestCostBudget(t *testing.T) {
+	salt, key := make([]byte, 16), make([]byte, 32)
+	phc := func(m, it, p uint32) string {
+		return "$argon2id$v=19$m=" + itoa(m) + ",t=" + itoa(it) + ",p=" + itoa(p) + "$" +
+			base64.RawStdEncoding.EncodeToString(salt) + "$" + base64.RawStdEncoding.EncodeToString(key)
+	}
+	tests := []struct {
+		name    string
+		m, t, p uint32
+		ok      bool
+		why     string
+	}{
+		{"default", 64 * 1024, 3, 2, true, ""},
+		{"floor", 16 * 1024, 2, 1, true, ""},
+		{"memory cap at budget", password.MaxMemoryKiB, password.MaxCostKiB / password.MaxMemoryKiB, 1, true, ""},
+		{"passes cap within budget", password.MaxCostKiB / password.MaxIterations, password.MaxIterations, 16, true, ""},
+		{"one KiB·pass over", password.MaxCostKiB/password.MaxIterations + 1, password.MaxIterations, 1, false, "budget"},
+		{"memory cap, one pass over", password.MaxMemoryKiB, password.MaxCostKiB/password.MaxMemoryKiB + 1, 1, false, "budget"},
+		{"both caps", password.MaxMemoryKiB, password.MaxIterations, 1, false, "budget"},
+		{"memory over cap", password.MaxMemoryKiB + 1, 1, 1, false, "memory"},
+		{"passes over cap", 8 * 1024, password.MaxIterations + 1, 1, false, "iterations"},
+		{"1 GiB, 100 passes, 16 lanes", 1 << 20, 100, 16, false, "iterations"},
+		{"product over 32 bits", 1 << 17, 1 << 15, 1, false, "iterations"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := phc(tc.m, tc.t, tc.p)
+			got, err := password.Inspect(s)
+			if tc.ok {
+				if err != nil || got.MemoryKiB != tc.m || got.Iterations != tc.t {
+					t.Fatalf("Inspect(m=%d,t=%d) = %+v, %v, want accepted", tc.m, tc.t, got, err)
+				}
+				return
+			}
+			if !errors.Is(err, password.ErrMalformedHash) || !errors.Is(err, password.ErrInvalidParams) || !strings.Contains(err.Error(), tc.why) {
+				t.Fatalf("Inspect(m=%d,t=%d,p=%d) error = %v, want ErrMalformedHash wrapping ErrInvalidParams, naming %q", tc.m, tc.t, tc.p, err, tc.why)
+			}
+			// Refused by parsing, before any Argon2id work: this returns at once.
+			if ok, rehash, err := password.Verify(pw, s, password.DefaultParams()); ok || rehash || !errors.Is(err, password.ErrMalformedHash) {
+				t.Fatalf("Verify(m=%d,t=%d,p=%d) = %v, %v, %v, want false, false, ErrMalformedHash", tc.m, tc.t, tc.p, ok, rehash, err)
+			}
+		})
+	}
+	if got := uint64(password.DefaultParams().MemoryKiB) * uint64(password.DefaultParams().Iterations); got > password.MaxCostKiB {
+		t.Errorf("DefaultParams cost %d over MaxCostKiB %d", got, password.MaxCostKiB)
+	}
+	if got := uint64(password.ClientMemoryKiB) * password.ClientIterations; got > password.MaxCostKiB {
+		t.Errorf("client default cost %d over MaxCostKiB %d", got, password.MaxCostKiB)
 	}
 }

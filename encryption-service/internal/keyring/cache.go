@@ -47,6 +47,9 @@ type entry struct {
 	// delays the next attempt after a failed one.
 	rotating atomic.Bool
 	retryAt  atomic.Int64
+	// bound is set (CLIENT only) once bindLegacy found no legacy RSA version in enc, so that the
+	// next requests skip the check.
+	bound atomic.Bool
 
 	mu      sync.Mutex
 	ciphers map[uuid.UUID]versionCipher // PLATFORM only, by version id

@@ -22,8 +22,11 @@
 // versionWrapAD). A public key altered in the database therefore fails before it is used to seal a
 // new version or served by GetEncryption, even to someone who can write the database but holds no
 // platform master key. Blobs written before that binding (legacy: they authenticate under the
-// unbound associated data only) are still read, and bound when a platform master-key rotation or a
-// client master-key change rewrites them.
+// unbound associated data only) are still read. A PLATFORM RSA version's is bound when a platform
+// master-key rotation rewrites it, once its public key matches its private key; a CLIENT context's
+// keep the unbound associated data through master-key rotations and are bound only when the client
+// master key is presented and the public keys have been checked against the private halves
+// (bindLegacy, on first use, or a client master-key change).
 //
 // Ciphertexts are bound to tenant, context, version and algorithm through the AEAD's associated
 // data (aead.AssociatedData), so a ciphertext moved anywhere else fails to decrypt.
@@ -535,7 +538,8 @@ func (s *Service) unwrapBound(w postgres.WrappedKey, ad, legacyAD []byte) (out [
 // wrapped private half was stored with: the platform wrapping of the private half binds the public
 // half's hash (sealingWrapAD), so a public key replaced in the database fails here, before a new
 // version is sealed to it. A legacy blob (written before the binding) binds nothing and passes;
-// the private half is checked against it whenever the client master key unwraps it.
+// the private half is checked against it whenever the client master key unwraps it, which then
+// binds it (bindLegacy).
 func (s *Service) checkSealingPublicKey(enc postgres.Encryption) error {
 	if enc.SealingPrivateKey == nil {
 		return errs.E(errs.Internal, "key context %s has no sealing key", enc.ID)
@@ -552,7 +556,8 @@ func (s *Service) checkSealingPublicKey(enc postgres.Encryption) error {
 // its key material must authenticate under the platform master key with the public key bound
 // (versionWrapAD); a legacy blob of a PLATFORM context, which binds nothing, must hold the private
 // key the public key derives from. A legacy blob of a CLIENT context cannot be checked without the
-// client master key and passes. A DESTROYED version's public key, which nothing can check any more
+// client master key and passes (the client master key checks and binds it at its next use,
+// bindLegacy; a platform master-key rotation leaves it legacy). A DESTROYED version's public key, which nothing can check any more
 // (and to which nothing should encrypt), is left out. versions is changed in place.
 func (s *Service) checkPublicKeys(enc postgres.Encryption, versions []postgres.KeyVersion) ([]postgres.KeyVersion, error) {
 	for i := range versions {
@@ -616,33 +621,155 @@ func (s *Service) wrapSealingKey(enc postgres.Encryption, masterKey, priv []byte
 	return s.wrapPlatform(inner, sealingWrapAD(enc))
 }
 
-// unwrapSealingKey recovers a CLIENT context's private sealing key. A wrong client master key fails
-// the inner unwrap's authentication: PermissionDenied. A private half whose public half is not
+// unwrapSealingKey recovers a CLIENT context's private sealing key; legacy reports that its
+// platform wrapping is a legacy blob (no public key bound). A wrong client master key fails the
+// inner unwrap's authentication: PermissionDenied. A private half whose public half is not
 // enc.SealingPublicKey (the stored row was altered) is Internal.
-func (s *Service) unwrapSealingKey(enc postgres.Encryption, masterKey []byte) ([]byte, error) {
+func (s *Service) unwrapSealingKey(enc postgres.Encryption, masterKey []byte) (priv []byte, legacy bool, err error) {
 	if enc.SealingPrivateKey == nil {
-		return nil, errs.E(errs.Internal, "key context %s has no sealing key", enc.ID)
+		return nil, false, errs.E(errs.Internal, "key context %s has no sealing key", enc.ID)
 	}
-	inner, _, err := s.unwrapBound(*enc.SealingPrivateKey, sealingWrapAD(enc), sealingAD(enc))
+	inner, legacy, err := s.unwrapBound(*enc.SealingPrivateKey, sealingWrapAD(enc), sealingAD(enc))
 	if err != nil {
-		return nil, errAltered(err, "the sealing public key of key context "+enc.ID.String())
+		return nil, false, errAltered(err, "the sealing public key of key context "+enc.ID.String())
 	}
+	defer clear(inner)
 	kek, err := keywrap.DeriveClientKEK(masterKey, enc.TenantID.String(), enc.ID.String())
 	if err != nil {
-		return nil, errs.Wrap(errs.Invalid, err, "X-Master-Key: want base64 of 32 bytes")
+		return nil, false, errs.Wrap(errs.Invalid, err, "X-Master-Key: want base64 of 32 bytes")
 	}
 	defer clear(kek)
-	priv, err := keywrap.Unwrap(kek, inner, sealingAD(enc))
+	priv, err = keywrap.Unwrap(kek, inner, sealingAD(enc))
 	if err != nil {
-		return nil, errs.E(errs.PermissionDenied, "wrong client master key for key context %s", enc.ID)
+		return nil, false, errs.E(errs.PermissionDenied, "wrong client master key for key context %s", enc.ID)
 	}
 	// A legacy blob binds no public key: check the stored one against the private half here.
 	if pub, err := keywrap.SealingPublicKey(priv); err != nil || !bytes.Equal(pub, enc.SealingPublicKey) {
 		clear(priv)
-		return nil, errs.E(errs.Internal,
+		return nil, false, errs.E(errs.Internal,
 			"the sealing public key of key context %s does not match its private key: the stored row was altered", enc.ID)
 	}
-	return priv, nil
+	return priv, legacy, nil
+}
+
+// checkClientVersion opens the sealed key of RSA version v of CLIENT context enc with priv, the
+// context's private sealing key, and checks that v's stored public key is the one its private key
+// derives. It returns the version's platform-unwrapped (still sealed) material and whether that
+// was a legacy blob. A mismatch is Internal: the stored key version was altered.
+func (s *Service) checkClientVersion(enc postgres.Encryption, v postgres.KeyVersion, priv []byte) (sealed []byte, legacy bool, err error) {
+	sealed, legacy, err = s.unwrapVersion(enc, v)
+	if err != nil {
+		return nil, false, errAltered(err, fmt.Sprintf("the public key of version %d of key context %s", v.Version, enc.ID))
+	}
+	key, err := keywrap.Open(priv, sealed, versionAD(enc, v.ID))
+	if err != nil {
+		clear(sealed)
+		return nil, false, errs.Wrap(errs.Internal, err, fmt.Sprintf("open version %d of key context %s", v.Version, enc.ID))
+	}
+	defer clear(key)
+	derived, err := aead.PublicKeyPEM(enc.Algorithm, key)
+	if err != nil || derived != string(v.PublicKey) {
+		clear(sealed)
+		return nil, false, errs.E(errs.Internal,
+			"the public key of version %d of key context %s does not match its private key: the stored key version was altered", v.Version, enc.ID)
+	}
+	return sealed, legacy, nil
+}
+
+// bindLegacy is called once the client master key has opened priv, the private sealing key of
+// CLIENT context e.enc (whose platform wrapping is legacy when sealingLegacy is set). Legacy blobs
+// bind no public key, and a platform master-key rotation keeps them so (RotateMasterKey), since
+// only the private halves can tell a genuine public key from one swapped in the database. Here
+// they can: every legacy RSA version's public key is checked against its private key (a mismatch
+// fails with Internal, refusing the request), then the legacy blobs are rewritten bound to the
+// public keys they were checked against, in one transaction that checks the row again as it is
+// then. Failing to store the upgrade (database unavailable, a concurrent change) does not fail
+// the request, whose keys were checked: it is logged, and retried at the next use.
+func (s *Service) bindLegacy(ctx context.Context, c Caller, e *entry, priv []byte, sealingLegacy bool) error {
+	enc := e.enc
+	if !sealingLegacy && e.bound.Load() {
+		return nil
+	}
+	legacyVersions := false
+	for _, v := range enc.Versions {
+		if v.Material == nil || enc.Algorithm != aead.RSAOAEP3072SHA256 {
+			continue
+		}
+		sealed, legacy, err := s.unwrapVersion(enc, v)
+		clear(sealed)
+		if err != nil || !legacy {
+			continue // a blob that does not unwrap fails where it is used
+		}
+		legacyVersions = true
+		// Only the private key can tell whether this public key is genuine.
+		if sealed, _, err = s.checkClientVersion(enc, v, priv); err != nil {
+			return err
+		}
+		clear(sealed)
+	}
+	if !sealingLegacy && !legacyVersions {
+		e.bound.Store(true)
+		return nil
+	}
+	audit := s.audit(c, "encryption.legacy-binding", &enc.ID, nil)
+	_, err := s.store.ChangeSealingKey(ctx, c.TenantID, enc.ID, func(cur postgres.Encryption) (postgres.SealingKeyChange, error) {
+		return s.rebindContext(cur, c.MasterKey)
+	}, audit)
+	if err != nil {
+		s.log.Warn("keyring: binding the public keys of a legacy key context failed; retried at its next use",
+			"encryption_id", enc.ID, "error", err)
+		return nil
+	}
+	s.cache.invalidate(enc.ID)
+	s.log.Info("keyring: legacy key context bound to its checked public keys", "encryption_id", enc.ID)
+	return nil
+}
+
+// rebindContext returns the change that binds CLIENT context enc's legacy blobs to their public
+// keys, keeping its key pair and every version's key: the private sealing key and each RSA
+// version are checked with the private halves that masterKey opens (Internal on a mismatch), and
+// only legacy blobs are rewrapped, under the active platform master key; the others are given back
+// as they are.
+func (s *Service) rebindContext(enc postgres.Encryption, masterKey []byte) (postgres.SealingKeyChange, error) {
+	priv, sealingLegacy, err := s.unwrapSealingKey(enc, masterKey)
+	if err != nil {
+		return postgres.SealingKeyChange{}, err
+	}
+	defer clear(priv)
+	ch := postgres.SealingKeyChange{PublicKey: enc.SealingPublicKey, PrivateKey: *enc.SealingPrivateKey,
+		Versions: make(map[uuid.UUID]postgres.WrappedKey, len(enc.Versions))}
+	if sealingLegacy {
+		inner, err := s.unwrapPlatform(*enc.SealingPrivateKey, sealingAD(enc))
+		if err != nil {
+			return postgres.SealingKeyChange{}, err
+		}
+		ch.PrivateKey, err = s.wrapPlatform(inner, sealingWrapAD(enc))
+		clear(inner)
+		if err != nil {
+			return postgres.SealingKeyChange{}, err
+		}
+	}
+	for _, v := range enc.Versions {
+		if v.State == StateDestroyed || v.Material == nil {
+			continue
+		}
+		w := *v.Material
+		if enc.Algorithm == aead.RSAOAEP3072SHA256 {
+			sealed, legacy, err := s.checkClientVersion(enc, v, priv)
+			if err != nil {
+				return postgres.SealingKeyChange{}, err
+			}
+			if legacy {
+				w, err = s.wrapPlatform(sealed, versionWrapAD(enc, v))
+			}
+			clear(sealed)
+			if err != nil {
+				return postgres.SealingKeyChange{}, err
+			}
+		}
+		ch.Versions[v.ID] = w
+	}
+	return ch, nil
 }
 
 func (s *Service) wrapPlatform(material, ad []byte) (postgres.WrappedKey, error) {

@@ -147,7 +147,7 @@ func (s *Service) ChangeMasterKey(ctx context.Context, c Caller, encryptionID uu
 // stored public key is checked against the private key it opens to before the new wrapping binds
 // it.
 func (s *Service) resealContext(enc postgres.Encryption, oldKey, newKey []byte) (postgres.SealingKeyChange, error) {
-	oldPriv, err := s.unwrapSealingKey(enc, oldKey)
+	oldPriv, _, err := s.unwrapSealingKey(enc, oldKey)
 	if err != nil {
 		return postgres.SealingKeyChange{}, err
 	}

@@ -75,7 +75,8 @@ type MasterKeyRotation struct {
 // private keys, in batches of opts.BatchSize per transaction. Only the outer wrapping changes; it
 // stays bound to the blob's row, and nothing under it (data keys, client master key wrapping) is
 // touched. A legacy blob, written before public keys were bound, comes out bound to its row's
-// public key (see rewrapStoredKey).
+// public key only for a PLATFORM RSA version, once that public key matches the private key; a
+// CLIENT context's legacy blobs keep their unbound associated data (see rewrapStoredKey).
 //
 // It runs while the service serves traffic and may run on several processes at once: each batch
 // takes rows no other transaction holds, and replicas keep unwrapping with whichever key a row
@@ -184,10 +185,12 @@ func leftOn(ctx context.Context, store StoredKeys, keys *masterkey.Keyring) (int
 
 // rewrapStoredKey unwraps k's blob with the master key it names and wraps the same material under
 // active, bound to the same row and public key. A legacy blob (written before public keys were
-// bound, under the unbound associated data) is rewrapped with the binding: for a PLATFORM RSA
-// version once its stored public key has been checked against the private key; for a CLIENT
-// context's sealing key or RSA version the stored public key is bound as it is, since checking it
-// needs the client master key (which does check it whenever it unwraps the sealing key).
+// bound, under the unbound associated data) of a PLATFORM RSA version is rewrapped with the
+// binding once its stored public key has been checked against the private key. A legacy blob of a
+// CLIENT context (its sealing key, or an RSA version's sealed key) is rewrapped under the same
+// unbound associated data: its public key cannot be checked without the client master key, and
+// binding whatever public key the row holds now would make one swapped in the database
+// authenticate. It is bound when the client master key is next presented (Service.bindLegacy).
 func rewrapStoredKey(keys *masterkey.Keyring, active masterkey.Key, k postgres.StoredKey) (postgres.WrappedKey, error) {
 	enc := postgres.Encryption{ID: k.EncryptionID, TenantID: k.TenantID, Algorithm: k.Algorithm, KeyMode: k.KeyMode}
 	var ad, legacyAD []byte
@@ -228,6 +231,9 @@ func rewrapStoredKey(keys *masterkey.Keyring, active masterkey.Key, k postgres.S
 			return postgres.WrappedKey{}, errs.E(errs.Internal,
 				"the public key of %s does not match its private key: the stored key version was altered", what)
 		}
+	}
+	if legacy && enc.KeyMode != ModePlatform {
+		ad = legacyAD // the outer key changes, the (absent) binding does not
 	}
 	blob, err := keywrap.Wrap(active.Bytes, material, ad)
 	if err != nil {

@@ -225,7 +225,7 @@ func TestChangeMasterKeyLeavesNothingForTheOldKey(t *testing.T) {
 
 			// Offline, with the platform master key and the old client key: the old private half
 			// opens none of the versions as they are stored now.
-			oldPriv, err := svc.unwrapSealingKey(backup, oldKey)
+			oldPriv, _, err := svc.unwrapSealingKey(backup, oldKey)
 			if err != nil {
 				t.Fatalf("unwrap of the backed-up sealing key with the old key = %v", err)
 			}

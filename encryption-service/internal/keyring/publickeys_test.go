@@ -230,7 +230,8 @@ func TestPublicKeysAuthenticate(t *testing.T) {
 		mustExec(t, conn, `UPDATE encryption.encryptions SET sealing_public_key = $2 WHERE id = $1`, id, good)
 		svc.ResetCache()
 
-		// A platform master-key rotation binds it.
+		// The use above with the client master key bound it (see also
+		// TestMasterKeyRotationKeepsClientLegacyUnbound); a platform master-key rotation keeps it so.
 		both := mustKeyring(t, "k2", "k1", "k2")
 		if _, err := RotateMasterKey(ctx, store, both, MasterKeyRotation{}); err != nil {
 			t.Fatal(err)

@@ -152,7 +152,7 @@ func (ss *session) version(ctx context.Context, id uuid.UUID) (postgres.KeyVersi
 // prepare returns version v's associated data and cipher: the cached cipher for a PLATFORM
 // context, or for a CLIENT context one opened with the caller's client master key for this session
 // only.
-func (ss *session) prepare(v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
+func (ss *session) prepare(ctx context.Context, v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
 	enc := ss.e.enc
 	if v.Material == nil {
 		return nil, nil, errDestroyed(v, enc.ID)
@@ -175,7 +175,15 @@ func (ss *session) prepare(v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
 			"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", enc.ID)
 	default:
 		if ss.priv == nil && ss.privErr == nil {
-			ss.priv, ss.privErr = ss.s.unwrapSealingKey(enc, ss.c.MasterKey)
+			var legacy bool
+			ss.priv, legacy, ss.privErr = ss.s.unwrapSealingKey(enc, ss.c.MasterKey)
+			if ss.privErr == nil {
+				// The client master key can check what legacy rows left unbound: do, and bind it.
+				if ss.privErr = ss.s.bindLegacy(ctx, ss.c, ss.e, ss.priv, legacy); ss.privErr != nil {
+					clear(ss.priv)
+					ss.priv = nil
+				}
+			}
 		}
 		if ss.privErr != nil {
 			return nil, nil, ss.privErr
@@ -211,7 +219,7 @@ func (ss *session) decrypt(ctx context.Context, versionID uuid.UUID, ciphertext 
 	if err := meta.Check(ss.e.enc.Algorithm); err != nil {
 		return nil, errs.Wrap(errs.Invalid, err, "metadata."+metadataProblem(err))
 	}
-	ad, ciph, err := ss.prepare(v)
+	ad, ciph, err := ss.prepare(ctx, v)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +242,7 @@ func (ss *session) encrypt(ctx context.Context, versionID uuid.UUID, data []byte
 	if err != nil {
 		return Encrypted{}, err
 	}
-	ad, ciph, err := ss.prepare(v)
+	ad, ciph, err := ss.prepare(ctx, v)
 	if err != nil {
 		return Encrypted{}, err
 	}
