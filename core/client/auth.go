@@ -33,18 +33,20 @@ var (
 	logoutCall   = call{method: corev1.AuthService_Logout_FullMethodName, verb: "POST", path: "/v1/auth/logout", body: true}
 	meCall       = call{method: corev1.AuthService_GetCurrentUser_FullMethodName, verb: "GET", path: "/v1/me", auth: true}
 	hintCall     = call{method: corev1.AuthService_GetPasswordHint_FullMethodName, verb: "POST", path: "/v1/auth/hint", body: true}
-	enrollCall   = call{method: corev1.AuthService_EnrollTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/enroll", body: true, auth: true}
-	confirmCall  = call{method: corev1.AuthService_ConfirmTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/confirm", body: true, auth: true}
-	disableTOTP  = call{method: corev1.AuthService_DisableTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/disable", body: true, auth: true}
-	passwordCall = call{method: corev1.AuthService_ChangePassword_FullMethodName, verb: "POST", path: "/v1/auth/password", body: true, auth: true}
+	// These four re-authenticate (the password, a code, or both): reauth, never sent twice.
+	enrollCall   = call{method: corev1.AuthService_EnrollTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/enroll", body: true, auth: true, reauth: true}
+	confirmCall  = call{method: corev1.AuthService_ConfirmTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/confirm", body: true, auth: true, reauth: true}
+	disableTOTP  = call{method: corev1.AuthService_DisableTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/disable", body: true, auth: true, reauth: true}
+	passwordCall = call{method: corev1.AuthService_ChangePassword_FullMethodName, verb: "POST", path: "/v1/auth/password", body: true, auth: true, reauth: true}
 )
 
 // Login logs a person in: Prelogin, DeriveSecrets (refusing downgraded parameters with
 // ErrKDFDowngrade), the login itself with the derived password, and, when the account has TOTP on,
 // a code from totp (ErrMFARequired if totp is nil). It then learns the tenant's key mode and, in a
 // zero-knowledge tenant, keeps the master key in this Client's memory (never in the token store).
-// The session is saved in the token store. Wrong credentials get an *Error with Code
-// UNAUTHENTICATED, the same whether or not the user exists; a lockout RESOURCE_EXHAUSTED.
+// The session is saved in the token store, naming this Client's core (Session.URL), and replaces
+// whatever session the store held. Wrong credentials get an *Error with Code UNAUTHENTICATED,
+// the same whether or not the user exists; a lockout RESOURCE_EXHAUSTED.
 func (c *Client) Login(ctx context.Context, username, pw string, totp TOTPFunc) (Me, error) {
 	s, err := c.Derive(ctx, username, pw)
 	if err != nil {
@@ -81,7 +83,8 @@ func (c *Client) login(ctx context.Context, username, sent, masterKey string, pl
 		}
 		access, refresh, expires = v.GetAccessToken(), v.GetRefreshToken(), v.GetExpiresIn()
 	}
-	s := Session{AccessToken: access, RefreshToken: refresh, Expiry: c.expiry(expires), Username: username, PlainPassword: plain}
+	s := Session{AccessToken: access, RefreshToken: refresh, Expiry: c.expiry(expires), Username: username, PlainPassword: plain,
+		URL: c.base.String(), GRPC: c.grpc}
 	c.mu.Lock()
 	c.session, c.loaded, c.masterKey = s, true, ""
 	c.mu.Unlock()
@@ -144,20 +147,24 @@ func (c *Client) Unlock(ctx context.Context, pw string) error {
 }
 
 // Locked reports whether vault calls need Unlock first: the tenant is zero-knowledge and this
-// Client holds no master key.
+// Client holds no master key (a machine's never does). It fails as Session does.
 func (c *Client) Locked(ctx context.Context) (bool, error) {
+	if c.apiKey != "" {
+		return false, nil
+	}
 	s, err := c.Session(ctx)
 	if err != nil {
 		return false, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return s.ZeroKnowledge && c.apiKey == "" && c.masterKey == "", nil
+	return s.ZeroKnowledge && c.masterKey == "", nil
 }
 
 // Logout ends the session on core (with allSessions, every session of the person) and forgets
 // it, and the master key, locally. Without a session it does nothing. If core cannot be reached
-// the session is forgotten locally all the same and the error returned.
+// the session is forgotten locally all the same and the error returned. A session of another core
+// (ErrOtherServer) is neither sent nor forgotten.
 func (c *Client) Logout(ctx context.Context, allSessions bool) error {
 	s, err := c.Session(ctx)
 	if err != nil {
@@ -223,7 +230,9 @@ func (c *Client) sent(ctx context.Context, pw string) (Session, Secrets, error) 
 // new one, X-Master-Key and X-New-Master-Key; no item is re-encrypted), and keeps the new session
 // and master key: every other session ends. newPassword must meet the policy (ErrWeakPassword):
 // core cannot check it, it never sees it. A wrong current password gets UNAUTHENTICATED. There
-// is no recovery: a forgotten password loses the data of a zero-knowledge tenant.
+// is no recovery: a forgotten password loses the data of a zero-knowledge tenant. Like every call
+// that re-authenticates (EnrollTOTP, ConfirmTOTP, DisableTOTP), it is sent once: a 401 is the
+// answer, not a reason to refresh the session and try again.
 func (c *Client) ChangePassword(ctx context.Context, current, newPassword, newHint string) error {
 	if err := password.Validate(newPassword); err != nil {
 		return fmt.Errorf("%w: %w", ErrWeakPassword, err)
@@ -269,7 +278,7 @@ type TOTPEnrollment struct {
 }
 
 // EnrollTOTP starts TOTP enrolment, re-authenticating with the password (UNAUTHENTICATED if
-// wrong). Confirm it with ConfirmTOTP.
+// wrong, sent once: see ChangePassword). Confirm it with ConfirmTOTP.
 func (c *Client) EnrollTOTP(ctx context.Context, pw string) (TOTPEnrollment, error) {
 	_, secrets, err := c.sent(ctx, pw)
 	if err != nil {
@@ -284,7 +293,7 @@ func (c *Client) EnrollTOTP(ctx context.Context, pw string) (TOTPEnrollment, err
 
 // ConfirmTOTP turns TOTP on with a first code and returns the ten single-use recovery codes
 // (shown only now). Core then ends every session of the person, this one too: the local session
-// is forgotten, log in again (with a code).
+// is forgotten, log in again (with a code). A wrong code gets UNAUTHENTICATED (sent once).
 func (c *Client) ConfirmTOTP(ctx context.Context, code string) ([]string, error) {
 	r := &corev1.ConfirmTotpResponse{}
 	if err := c.invoke(ctx, confirmCall, &corev1.ConfirmTotpRequest{Code: code}, r); err != nil {
@@ -294,7 +303,8 @@ func (c *Client) ConfirmTOTP(ctx context.Context, code string) ([]string, error)
 }
 
 // DisableTOTP turns TOTP off, with the password and a current code (or a recovery code). Core
-// ends every session of the person: log in again.
+// ends every session of the person: log in again. A wrong password or code gets UNAUTHENTICATED
+// (sent once).
 func (c *Client) DisableTOTP(ctx context.Context, pw, code string) error {
 	_, secrets, err := c.sent(ctx, pw)
 	if err != nil {

@@ -11,6 +11,10 @@
 // other failures (network, a malformed answer, a refused derivation) are plain errors wrapping
 // their cause and, where one applies, one of this package's sentinel errors.
 //
+// Credentials go only where they belong: the Client never follows an HTTP redirect
+// ([ErrRedirect]), and never sends a stored session to another core than the one it was opened
+// at ([ErrOtherServer]).
+//
 // A Client is safe for concurrent use.
 package client
 
@@ -41,6 +45,7 @@ type Client struct {
 	now     func() time.Time
 	timeout time.Duration
 	agent   string // User-Agent
+	grpc    string // the gRPC address of WithGRPC, if any
 
 	mu        sync.Mutex
 	loaded    bool    // session has been read from store
@@ -89,9 +94,10 @@ func WithTLSConfig(cfg *tls.Config) Option {
 	}
 }
 
-// WithHTTPClient sends REST calls through hc. If its Transport is an *http.Transport, a clone of
-// it is used with TLS 1.3 as the minimum (and WithCAFile's or WithTLSConfig's settings, if
-// given); any other RoundTripper is used as it is.
+// WithHTTPClient sends REST calls through a copy of hc (hc itself is not changed). If its
+// Transport is an *http.Transport, a clone of it is used with TLS 1.3 as the minimum (and
+// WithCAFile's or WithTLSConfig's settings, if given); any other RoundTripper is used as it is.
+// The copy never follows redirects, whatever hc.CheckRedirect says: see [ErrRedirect].
 func WithHTTPClient(hc *http.Client) Option {
 	return func(o *options) error {
 		if hc == nil {
@@ -128,7 +134,11 @@ func WithAPIKey(key, secret string) Option {
 
 // WithTokenStore keeps the session (access and refresh tokens, never the master key) in s, so
 // that another Client (another process) can carry on without logging in again. The default is
-// an in-memory store.
+// an in-memory store of this Client's own.
+//
+// A store shared by several Clients or processes must implement [TokenLocker] (as
+// [MemoryTokenStore] does): refresh tokens are single-use, and two Clients refreshing at once with
+// the same one make core revoke the whole session as a suspected theft.
 func WithTokenStore(s TokenStore) Option {
 	return func(o *options) error {
 		if s == nil {
@@ -156,7 +166,8 @@ func WithUserAgent(ua string) Option {
 }
 
 // WithGRPC sends every call over core's gRPC API at addr (host:port) instead of REST, with the
-// same TLS settings. baseURL is then used only to name the server in errors.
+// same TLS settings. baseURL then names the server in errors and in the sessions of Login (see
+// Session.URL).
 func WithGRPC(addr string) Option {
 	return func(o *options) error {
 		if addr == "" {
@@ -190,7 +201,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{base: u, store: o.store, apiKey: o.apiKey, apiSec: o.apiSecret, now: time.Now, timeout: o.timeout, agent: o.agent}
+	c := &Client{base: u, store: o.store, apiKey: o.apiKey, apiSec: o.apiSecret, now: time.Now, timeout: o.timeout, agent: o.agent, grpc: o.grpcAddr}
 	if c.store == nil {
 		c.store = &MemoryTokenStore{}
 	}
@@ -227,9 +238,12 @@ func (o *options) tls() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// buildHTTP returns the REST client: a copy of WithHTTPClient's (never the caller's own) or a new
+// one, that never follows a redirect.
 func (o *options) buildHTTP(tlsCfg *tls.Config) *http.Client {
 	if o.httpClient != nil {
 		hc := *o.httpClient
+		hc.CheckRedirect = noRedirects
 		if t, ok := hc.Transport.(*http.Transport); ok {
 			t = t.Clone()
 			if t.TLSClientConfig == nil || o.tlsConfig != nil || o.caFile != "" {
@@ -244,8 +258,13 @@ func (o *options) buildHTTP(tlsCfg *tls.Config) *http.Client {
 		}
 		return &hc
 	}
-	return &http.Client{Transport: newTransport(tlsCfg)}
+	return &http.Client{Transport: newTransport(tlsCfg), CheckRedirect: noRedirects}
 }
+
+// noRedirects makes the http.Client hand back a redirect instead of following it: Go would send
+// Authorization, X-Api-Secret and X-Master-Key along (even to plain http), and the login's body
+// again on a 307 or 308. do turns the answer into ErrRedirect.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func newTransport(cfg *tls.Config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()

@@ -14,7 +14,9 @@ import (
 // Error is an error answered by core: over REST the HTTP status and the body's gRPC code and
 // message, over gRPC the status (and the HTTP status the REST mapping would have answered). A
 // transport failure (core unreachable, TLS refused) is an Error with Code "UNAVAILABLE" and
-// HTTPStatus 0, wrapping the cause.
+// HTTPStatus 0, wrapping the cause. An import file the client refuses before core sees it (over
+// gRPC, where the client reads the records) is the Error core would have answered: 400
+// INVALID_ARGUMENT.
 type Error struct {
 	HTTPStatus int    // e.g. 404; 0 when core could not be reached
 	Code       string // the gRPC code's canonical name, e.g. "NOT_FOUND", "ABORTED"
@@ -79,6 +81,14 @@ var (
 	// ErrWeakPassword: a new password does not meet the policy (12 to 1024 bytes of UTF-8
 	// without NUL). Core cannot check it: it only ever sees the derived value.
 	ErrWeakPassword = errors.New("the new password does not meet the policy")
+	// ErrRedirect: the server answered a REST call with a redirect (3xx). The client never
+	// follows one, since the credentials (and the master key) would go along to wherever it
+	// points: give New core's own address. The error names the Location.
+	ErrRedirect = errors.New("the server answered with a redirect, which the client does not follow")
+	// ErrOtherServer: the token store holds a session opened at another core (another base URL,
+	// or another gRPC address) than this Client's, so its tokens are not sent. Log in to this
+	// core with another token store (for the CLI, another profile).
+	ErrOtherServer = errors.New("the stored session belongs to another server")
 )
 
 // codeInfo is the one table from gRPC codes to their canonical names and the HTTP status the REST
@@ -179,6 +189,11 @@ func grpcError(err error) error {
 		info.name, info.http = "UNKNOWN", http.StatusInternalServerError
 	}
 	return &Error{HTTPStatus: info.http, Code: info.name, Message: st.Message()}
+}
+
+// invalidInput is an INVALID_ARGUMENT found by the client, as core would have answered it.
+func invalidInput(format string, args ...any) *Error {
+	return &Error{HTTPStatus: http.StatusBadRequest, Code: "INVALID_ARGUMENT", Message: fmt.Sprintf(format, args...)}
 }
 
 // unreachable wraps a transport failure.

@@ -42,20 +42,35 @@ type ExportResult struct {
 // Export writes the encrypted records the caller may export (a member their own items, a tenant
 // admin or a machine with scope export the tenant's) to w as NDJSON, one ExportRecord per line,
 // oldest first. No plaintext is ever in it; Import takes the file back unchanged. If the export
-// breaks off, what was written is complete records and the result's LastCursor resumes it. A core
-// that does not offer export yet answers UNIMPLEMENTED.
+// breaks off, what was written is complete records and the result's LastCursor resumes it. An
+// access token refused (401) before the first record is refreshed once and the export started
+// again, as unary calls are. A core that does not offer export yet answers UNIMPLEMENTED.
 func (c *Client) Export(ctx context.Context, w io.Writer, opts ...ExportOption) (ExportResult, error) {
 	var o exportOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if c.conn != nil {
-		return c.exportGRPC(ctx, w, o)
+	for retried := false; ; retried = true {
+		hdr, used, err := c.credentials(ctx, call{auth: true})
+		if err != nil {
+			return ExportResult{}, err
+		}
+		var res ExportResult
+		if c.conn != nil {
+			res, err = c.exportGRPC(ctx, w, o, hdr)
+		} else {
+			res, err = c.exportREST(ctx, w, o, hdr)
+		}
+		if retried || res.Records > 0 {
+			return res, err
+		}
+		if retry, rerr := c.refreshAfter(ctx, used, err); !retry {
+			return res, rerr
+		}
 	}
-	hdr, _, err := c.credentials(ctx, call{auth: true})
-	if err != nil {
-		return ExportResult{}, err
-	}
+}
+
+func (c *Client) exportREST(ctx context.Context, w io.Writer, o exportOptions, hdr map[string]string) (ExportResult, error) {
 	q := url.Values{}
 	if o.cursor != "" {
 		q.Set("cursor", o.cursor)
@@ -121,13 +136,9 @@ func (r *ExportResult) write(w io.Writer, record []byte, progress func(int)) err
 	return nil
 }
 
-func (c *Client) exportGRPC(ctx context.Context, w io.Writer, o exportOptions) (ExportResult, error) {
+func (c *Client) exportGRPC(ctx context.Context, w io.Writer, o exportOptions, hdr map[string]string) (ExportResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hdr, _, err := c.credentials(ctx, call{auth: true})
-	if err != nil {
-		return ExportResult{}, err
-	}
 	stream, err := corev1.NewExportServiceClient(c.conn).Export(outgoing(ctx, hdr), &corev1.ExportRequest{Cursor: o.cursor})
 	if err != nil {
 		return ExportResult{}, grpcError(err)
@@ -174,21 +185,75 @@ type ImportResult struct {
 // nothing and gets ABORTED (ErrAborted): send the whole file again. Importing the same file twice
 // is harmless: records already there count as Unchanged, also after a re-encryption job moved
 // them to a new key version. A core that does not offer import yet answers UNIMPLEMENTED.
+//
+// An access token refused (401) is refreshed and the import sent again when r can be read again
+// (an io.Seeker, such as a regular file: it is rewound to where it was); otherwise the session is
+// refreshed and the 401 returned, saying to run the import again (nothing was imported).
 func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOption) (ImportResult, error) {
 	var o importOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.progress != nil {
-		r = &countingReader{r: r, f: o.progress}
+	seeker, start := rewindable(r)
+	for retried := false; ; retried = true {
+		hdr, used, err := c.credentials(ctx, call{auth: true})
+		if err != nil {
+			return ImportResult{}, err
+		}
+		in := r
+		if o.progress != nil {
+			in = &countingReader{r: r, f: o.progress}
+		}
+		var res ImportResult
+		if c.conn != nil {
+			res, err = c.importGRPC(ctx, in, hdr)
+		} else {
+			res, err = c.importREST(ctx, in, hdr)
+		}
+		if retried || used == "" || !errors.Is(err, ErrUnauthenticated) {
+			return res, err
+		}
+		if seeker == nil {
+			if rerr := c.refresh(ctx, used); rerr != nil {
+				return res, rerr
+			}
+			return res, notAgain(err)
+		}
+		if retry, rerr := c.refreshAfter(ctx, used, err); !retry {
+			return res, rerr
+		}
+		if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+			return res, fmt.Errorf("import: rewind the input to send it again: %w; nothing was imported", err)
+		}
 	}
-	if c.conn != nil {
-		return c.importGRPC(ctx, r)
+}
+
+// rewindable returns r as an io.Seeker with its current offset, or nil if it cannot seek (a pipe,
+// a terminal, a network stream).
+func rewindable(r io.Reader) (io.Seeker, int64) {
+	s, ok := r.(io.Seeker)
+	if !ok {
+		return nil, 0
 	}
-	hdr, _, err := c.credentials(ctx, call{auth: true})
+	off, err := s.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return ImportResult{}, err
+		return nil, 0
 	}
+	return s, off
+}
+
+// notAgain adds to a 401 of an import whose input cannot be read twice what to do.
+func notAgain(err error) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	again := *e
+	again.Message += "; the session has been refreshed, but the input cannot be read a second time: nothing was imported, run the import again"
+	return &again
+}
+
+func (c *Client) importREST(ctx context.Context, r io.Reader, hdr map[string]string) (ImportResult, error) {
 	resp, err := c.do(ctx, http.MethodPost, "/v1/import", nil, hdr, r)
 	if err != nil {
 		return ImportResult{}, err
@@ -208,13 +273,11 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOption) 
 	return ImportResult{Imported: int(out.GetImported()), Unchanged: int(out.GetUnchanged())}, nil
 }
 
-func (c *Client) importGRPC(ctx context.Context, r io.Reader) (ImportResult, error) {
+// importGRPC streams the records of r. A record the client cannot read is refused as core would
+// refuse it over REST (400 INVALID_ARGUMENT), and the call cancelled: core stores nothing of it.
+func (c *Client) importGRPC(ctx context.Context, r io.Reader, hdr map[string]string) (ImportResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hdr, _, err := c.credentials(ctx, call{auth: true})
-	if err != nil {
-		return ImportResult{}, err
-	}
 	stream, err := corev1.NewExportServiceClient(c.conn).Import(outgoing(ctx, hdr))
 	if err != nil {
 		return ImportResult{}, grpcError(err)
@@ -226,12 +289,12 @@ func (c *Client) importGRPC(ctx context.Context, r io.Reader) (ImportResult, err
 			break
 		} else if err != nil {
 			cancel() // core stores nothing of a cancelled import
-			return ImportResult{}, fmt.Errorf("import: record %d: not JSON: %w; nothing was imported", n, err)
+			return ImportResult{}, invalidInput("import: record %d: not JSON: %v; nothing was imported", n, err)
 		}
 		rec, err := importRecord(value)
 		if err != nil {
 			cancel()
-			return ImportResult{}, fmt.Errorf("import: record %d: %w; nothing was imported", n, err)
+			return ImportResult{}, invalidInput("import: record %d: %v; nothing was imported", n, err)
 		}
 		if err := stream.Send(&corev1.ImportRequest{Record: rec}); err != nil {
 			if errors.Is(err, io.EOF) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -104,6 +105,15 @@ func startFake() *fakeCore {
 		for i := range f.items {
 			fmt.Fprintf(w, `{"result":{"record":{"id":"%s","cipherText":"Y2lwaGVy","cursor":"c%d"}}}`+"\n", f.items[i]["id"], i+1)
 		}
+	}))
+	mux.HandleFunc("POST /v1/import", f.authed(func(w http.ResponseWriter, r *http.Request) {
+		// Counts the records (lines) received; stores nothing.
+		raw, err := io.ReadAll(r.Body)
+		if err != nil {
+			answer(w, 400, map[string]any{"code": 3, "message": "unreadable body"})
+			return
+		}
+		answer(w, 200, map[string]any{"imported": strings.Count(string(raw), "\n")})
 	}))
 	mux.HandleFunc("GET /v1/keys/jobs/{id}", f.authed(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +27,12 @@ type Session struct {
 	// configuration without the client derivation (see LoginPlatformAdmin): re-authentication
 	// (TOTP, password change) sends it as it is.
 	PlainPassword bool `json:"plainPassword,omitempty"`
+	// URL is the base URL of the core that issued the tokens, and GRPC its gRPC address when the
+	// login went over gRPC (WithGRPC). A Client never sends the tokens to another core: Session
+	// fails with ErrOtherServer. Both are empty in sessions saved by older clients, which are
+	// sent wherever the Client points.
+	URL  string `json:"url,omitempty"`
+	GRPC string `json:"grpc,omitempty"`
 }
 
 // LoggedIn reports whether s holds tokens.
@@ -31,8 +40,16 @@ func (s Session) LoggedIn() bool { return s.AccessToken != "" }
 
 // String returns a description without the tokens.
 func (s Session) String() string {
-	return fmt.Sprintf("client.Session{Username: %q, TenantID: %q, ZeroKnowledge: %v, Expiry: %s, tokens: [redacted]}",
-		s.Username, s.TenantID, s.ZeroKnowledge, s.Expiry.Format(time.RFC3339))
+	return fmt.Sprintf("client.Session{Username: %q, TenantID: %q, ZeroKnowledge: %v, Expiry: %s, URL: %q, GRPC: %q, tokens: [redacted]}",
+		s.Username, s.TenantID, s.ZeroKnowledge, s.Expiry.Format(time.RFC3339), s.URL, s.GRPC)
+}
+
+// server names the core of s, for errors.
+func (s Session) server() string {
+	if s.GRPC != "" {
+		return s.URL + " (gRPC " + s.GRPC + ")"
+	}
+	return s.URL
 }
 
 // TokenStore keeps a Session between Clients (between processes, for a CLI). Load returns the
@@ -43,20 +60,45 @@ type TokenStore interface {
 	Save(ctx context.Context, s Session) error
 }
 
-// TokenLocker is implemented by TokenStores shared between processes: a token refresh holds the
-// lock from reading the session to saving the new one, so that two processes never present the
-// same refresh token (which would revoke the whole session as a suspected theft).
+// TokenLocker is implemented by TokenStores shared between Clients or processes: a token refresh
+// holds the lock from reading the session to saving the new one, so that two Clients never
+// present the same refresh token (which would revoke the whole session as a suspected theft).
+// LockTokens waits for the lock until ctx ends (then it fails with ctx's error).
 type TokenLocker interface {
 	LockTokens(ctx context.Context) (unlock func(), err error)
 }
 
-// MemoryTokenStore keeps the session in memory: the default.
+// MemoryTokenStore keeps the session in memory: the default. One MemoryTokenStore may be shared
+// by several Clients of one process (WithTokenStore): it is a TokenLocker. The zero value is
+// ready to use.
 type MemoryTokenStore struct {
-	mu sync.Mutex
-	s  Session
+	mu   sync.Mutex
+	s    Session
+	lock chan struct{} // holds a value while a refresh is under way; made on first use
 }
 
-var _ TokenStore = (*MemoryTokenStore)(nil)
+var (
+	_ TokenStore  = (*MemoryTokenStore)(nil)
+	_ TokenLocker = (*MemoryTokenStore)(nil)
+)
+
+// LockTokens waits until no other Client sharing m refreshes, or until ctx ends (ctx's error).
+// unlock may be called more than once.
+func (m *MemoryTokenStore) LockTokens(ctx context.Context) (unlock func(), err error) {
+	m.mu.Lock()
+	if m.lock == nil {
+		m.lock = make(chan struct{}, 1)
+	}
+	lock := m.lock
+	m.mu.Unlock()
+	select {
+	case lock <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-lock }) }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 // Load returns the stored session. It never fails.
 func (m *MemoryTokenStore) Load(context.Context) (Session, error) {
@@ -76,8 +118,13 @@ func (m *MemoryTokenStore) Save(_ context.Context, s Session) error {
 // refreshMargin: an access token this close to its expiry is refreshed before use.
 const refreshMargin = 30 * time.Second
 
-// Session returns the current session, read from the token store on first use. It fails only if
-// the store does.
+// refreshTimeout bounds a refresh, which runs on even when the caller's context ends (see
+// refresh).
+const refreshTimeout = 20 * time.Second
+
+// Session returns the current session, read from the token store on first use. It fails if the
+// store does, or with ErrOtherServer when the session was opened at another core than this
+// Client's (see Session.URL).
 func (c *Client) Session(ctx context.Context) (Session, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -88,7 +135,51 @@ func (c *Client) Session(ctx context.Context) (Session, error) {
 		}
 		c.session, c.loaded = s, true
 	}
+	if err := c.owns(c.session); err != nil {
+		return Session{}, err
+	}
 	return c.session, nil
+}
+
+// owns returns nil if s may be sent to this Client's core: it was opened there (the same base URL
+// and, over gRPC, the same gRPC address), or over REST at a base URL on the host of this Client's
+// gRPC address. A session without a URL (saved by an older client) is taken as it is.
+func (c *Client) owns(s Session) error {
+	if !s.LoggedIn() || s.URL == "" {
+		return nil
+	}
+	if sameBaseURL(s.URL, c.base) && (c.grpc == "" || c.grpc == s.GRPC || (s.GRPC == "" && sameHost(c.grpc, c.base))) {
+		return nil
+	}
+	here := c.base.String()
+	if c.grpc != "" {
+		here += " (gRPC " + c.grpc + ")"
+	}
+	return fmt.Errorf("%w: it was opened at %s, and this client talks to %s", ErrOtherServer, s.server(), here)
+}
+
+// sameBaseURL reports whether raw names the core at u: the same scheme, host and port (443 when
+// absent) and path, ignoring case in the host and a trailing slash.
+func sameBaseURL(raw string, u *url.URL) bool {
+	v, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(v.Scheme, u.Scheme) && strings.EqualFold(hostPort(v), hostPort(u)) &&
+		strings.TrimSuffix(v.EscapedPath(), "/") == strings.TrimSuffix(u.EscapedPath(), "/")
+}
+
+func hostPort(u *url.URL) string {
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return u.Host
+}
+
+// sameHost reports whether the gRPC address addr (host:port) is on the host of u.
+func sameHost(addr string, u *url.URL) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && strings.EqualFold(host, u.Hostname())
 }
 
 // liveSession returns a session whose access token is not about to expire, refreshing it if
@@ -126,6 +217,11 @@ var refreshCall = call{method: corev1.AuthService_Refresh_FullMethodName, verb: 
 // refresh exchanges the refresh token for new tokens, unless the access token is no longer stale
 // (another goroutine or process refreshed already). Refresh tokens are single-use: the new one
 // replaces the old in the store at once.
+//
+// Once the refresh token is sent, the exchange is not cut short by ctx (Ctrl-C, a deadline):
+// core may already have rotated the token, and an answer dropped on the way would leave the spent
+// token in the store, whose next use revokes the whole session. It runs to its end, bounded by
+// refreshTimeout, the answer is stored, and then the caller's cancellation is returned.
 func (c *Client) refresh(ctx context.Context, stale string) error {
 	c.refreshMu.Lock()
 	defer c.refreshMu.Unlock()
@@ -141,6 +237,9 @@ func (c *Client) refresh(ctx context.Context, stale string) error {
 		return fmt.Errorf("load the session: %w", err)
 	}
 	if stored.LoggedIn() && stored.AccessToken != stale {
+		if err := c.owns(stored); err != nil {
+			return err
+		}
 		c.mu.Lock()
 		c.session, c.loaded = stored, true
 		c.mu.Unlock()
@@ -155,18 +254,30 @@ func (c *Client) refresh(ctx context.Context, stale string) error {
 	if s.RefreshToken == "" {
 		return ErrSessionExpired
 	}
+	if err := ctxErr(ctx); err != nil {
+		return err // nothing sent yet
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(c.timeout, refreshTimeout))
+	defer cancel()
 	resp := &corev1.RefreshResponse{}
-	if err := c.send(ctx, refreshCall, nil, &corev1.RefreshRequest{RefreshToken: s.RefreshToken}, resp); err != nil {
-		if errors.Is(err, ErrUnauthenticated) {
-			s.AccessToken, s.RefreshToken, s.Expiry = "", "", time.Time{}
-			_ = c.setSession(ctx, s)
-			return fmt.Errorf("%w (%w)", ErrSessionExpired, err)
+	err = c.send(sctx, refreshCall, nil, &corev1.RefreshRequest{RefreshToken: s.RefreshToken}, resp)
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		s.AccessToken, s.RefreshToken, s.Expiry = "", "", time.Time{}
+		_ = c.setSession(sctx, s)
+		return fmt.Errorf("%w (%w)", ErrSessionExpired, err)
+	case err != nil:
+		if perr := ctxErr(ctx); perr != nil {
+			return perr
 		}
 		return err
 	}
 	s.AccessToken, s.RefreshToken = resp.GetAccessToken(), resp.GetRefreshToken()
 	s.Expiry = c.expiry(resp.GetExpiresIn())
-	return c.setSession(ctx, s)
+	if err := c.setSession(sctx, s); err != nil {
+		return err
+	}
+	return ctxErr(ctx)
 }
 
 func (c *Client) expiry(expiresIn int32) time.Time {

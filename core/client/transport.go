@@ -26,7 +26,12 @@ type call struct {
 	respField string     // REST: the answer is this field of the response (response_body)
 	auth      bool       // needs a credential (a session or an API key)
 	masterKey bool       // carries X-Master-Key in zero-knowledge tenants
-	header    map[string]string
+	// reauth: the request carries the caller's password or a TOTP or recovery code, so a 401 means
+	// that is wrong. Such a call is never refreshed and sent again: the server would count the
+	// wrong secret twice, and a refresh token would be spent for nothing. (liveSession refreshes
+	// an access token about to expire before any call.)
+	reauth bool
+	header map[string]string
 }
 
 // maxAnswerBytes bounds one unary answer; items are at most a few MiB.
@@ -39,27 +44,41 @@ var (
 	unmarshalStrict = protojson.UnmarshalOptions{}
 )
 
-// invoke runs cl with req, filling resp. An authenticated call refused with 401 is retried once
-// after refreshing the session.
+// invoke runs cl with req, filling resp. An authenticated call refused with 401 is sent once more
+// after refreshing the session, unless it re-authenticates (cl.reauth).
 func (c *Client) invoke(ctx context.Context, cl call, req, resp proto.Message) error {
 	hdr, used, err := c.credentials(ctx, cl)
 	if err != nil {
 		return err
 	}
 	err = c.send(ctx, cl, hdr, req, resp)
-	if used == "" || !errors.Is(err, ErrUnauthenticated) {
+	if cl.reauth {
 		return err
 	}
-	if rerr := c.refresh(ctx, used); rerr != nil {
-		if errors.Is(rerr, ErrSessionExpired) {
-			return rerr
-		}
-		return err
+	if retry, rerr := c.refreshAfter(ctx, used, err); !retry {
+		return rerr
 	}
 	if hdr, _, err = c.credentials(ctx, cl); err != nil {
 		return err
 	}
 	return c.send(ctx, cl, hdr, req, resp)
+}
+
+// refreshAfter decides what to do after a call that sent the access token used ended with err:
+// on a 401 it refreshes the session and reports retry, so that the caller sends the call again.
+// Otherwise it returns err, or the refresh's error (ErrSessionExpired when the refresh token was
+// refused, the caller's cancellation when ctx ended meanwhile).
+func (c *Client) refreshAfter(ctx context.Context, used string, err error) (retry bool, _ error) {
+	if used == "" || !errors.Is(err, ErrUnauthenticated) {
+		return false, err
+	}
+	if rerr := c.refresh(ctx, used); rerr != nil {
+		return false, rerr
+	}
+	if perr := ctxErr(ctx); perr != nil {
+		return false, perr
+	}
+	return true, nil
 }
 
 // credentials returns the headers of cl: its own, the caller's credential and, where the call
@@ -186,6 +205,18 @@ func (c *Client) do(ctx context.Context, verb, path string, query url.Values, hd
 			return nil, perr
 		}
 		return nil, unreachable(c.base.Host, err)
+	}
+	if resp.StatusCode/100 == 3 {
+		resp.Body.Close()
+		where := resp.Header.Get("Location")
+		if l, err := url.Parse(where); err == nil && l.User != nil {
+			where = l.Redacted()
+		}
+		if where == "" {
+			where = "(no Location)"
+		}
+		return nil, fmt.Errorf("%w: %s %s answered %d %s to %s; give the client core's own address", ErrRedirect,
+			verb, u.Redacted(), resp.StatusCode, http.StatusText(resp.StatusCode), where)
 	}
 	return resp, nil
 }

@@ -155,6 +155,12 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertProfileSafe(t, config, "alice", alicePass, aliceSecrets.MasterKey, aliceSecrets.AuthPassword)
+	// The session names the core it was opened at: the profile's tokens go nowhere else.
+	var saved client.Session
+	if raw, err := os.ReadFile(filepath.Join(config, "custos", "tokens", "alice.json")); err != nil || json.Unmarshal(raw, &saved) != nil ||
+		saved.URL != base.env["CUSTOS_URL"] {
+		t.Errorf("alice's session names core %q (%v), want %q", saved.URL, err, base.env["CUSTOS_URL"])
+	}
 
 	// TOTP: enrol, confirm (which ends the session), log in again with a code.
 	var enrolled struct {
@@ -327,6 +333,11 @@ func TestCLI(t *testing.T) {
 		restored := base.with("CUSTOS_PROFILE", "restored", "CUSTOS_URL", "https://"+inst.httpAddr, "CUSTOS_PASSWORD", alicePass,
 			"CUSTOS_USERNAME", "alice", "CUSTOS_TOTP_CODE", confirmed.RecoveryCodes[1])
 		restored.json(&me, "", "login")
+		// Alice's profile belongs to the first core: pointed at the second, it refuses to send
+		// her tokens there (log in with another profile, as restored did).
+		if e := al.with("CUSTOS_URL", "https://"+inst.httpAddr).fails(cli.ExitUsage, "", "whoami"); !strings.Contains(e["hint"].(string), "--profile") {
+			t.Errorf("alice's profile used with the second core: %v, want a refusal naming --profile", e)
+		}
 		var res client.ImportResult
 		restored.json(&res, string(raw), "import")
 		if res.Imported != 2 {
@@ -343,6 +354,13 @@ func TestCLI(t *testing.T) {
 		altered := strings.Replace(string(raw), `"revision":3`, `"revision":4`, 1)
 		if e := al.fails(cli.ExitInvalid, altered, "import"); !strings.Contains(e["message"].(string), "integrity") {
 			t.Errorf("import of an altered export: %v, want a refusal naming the integrity", e)
+		}
+		// A file that is not an export is invalid input (exit 7) over both APIs: over gRPC the
+		// client reads the records and refuses it as core does over REST.
+		for name, r := range map[string]cliRunner{"REST": al, "gRPC": ag} {
+			if e := r.fails(cli.ExitInvalid, "not an export\n", "import"); e["code"] != "INVALID_ARGUMENT" {
+				t.Errorf("import of a file that is not an export over %s: %v, want INVALID_ARGUMENT", name, e)
+			}
 		}
 	})
 

@@ -127,7 +127,7 @@ func (e *env) usersCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pw, err := e.newPassword()
+			pw, err := e.newPassword(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -30,6 +30,13 @@ from its configuration without the derivation.`,
 		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if pwStdin && e.stdinIsTerminal() {
+				// It would read the password with echo on: the prompt reads it without.
+				return usageErr("--password-stdin reads a password piped in, and standard input is a terminal: leave it out to be asked without echo")
+			}
+			if totpCode != "" && recoveryCode(totpCode) {
+				e.warn("a recovery code in --totp-code shows in ps and your shell history, and stays good until used; prefer the prompt or CUSTOS_TOTP_CODE")
+			}
 			c, t, err := e.connect()
 			if err != nil {
 				return err
@@ -52,11 +59,11 @@ from its configuration without the derivation.`,
 					return fmt.Errorf("read the password from standard input: %w", err)
 				}
 				pw = strings.TrimRight(line, "\r\n")
-			} else if pw, err = e.secret("CUSTOS_PASSWORD", "Password: ", "a password"); err != nil {
+			} else if pw, err = e.secret(ctx, "CUSTOS_PASSWORD", "Password: ", "a password"); err != nil {
 				return err
 			}
-			totp := func(context.Context) (string, error) {
-				return e.secret("CUSTOS_TOTP_CODE", "TOTP code (or a recovery code): ", "a TOTP code (--totp-code or CUSTOS_TOTP_CODE)")
+			totp := func(ctx context.Context) (string, error) {
+				return e.secret(ctx, "CUSTOS_TOTP_CODE", "TOTP code (or a recovery code): ", "a TOTP code (--totp-code or CUSTOS_TOTP_CODE)")
 			}
 			if totpCode != "" {
 				totp = func(context.Context) (string, error) { return totpCode, nil }
@@ -89,9 +96,9 @@ from its configuration without the derivation.`,
 		}),
 	}
 	cmd.Flags().StringVarP(&username, "username", "u", "", "username (default $CUSTOS_USERNAME, else the profile's)")
-	cmd.Flags().StringVar(&totpCode, "totp-code", "", "TOTP code for accounts with MFA (default $CUSTOS_TOTP_CODE, else asked)")
+	cmd.Flags().StringVar(&totpCode, "totp-code", "", "TOTP code for accounts with MFA (default $CUSTOS_TOTP_CODE, else asked); not a recovery code, which stays good until used")
 	cmd.Flags().BoolVar(&platformAdmin, "platform-admin", false, "log in as the platform admin (password not derived)")
-	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from the first line of standard input")
+	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from the first line of standard input (a pipe, not a terminal)")
 	return cmd
 }
 
@@ -158,11 +165,11 @@ lost (the hint, --hint, is the only help, and is stored in plain text).`,
 				return err
 			}
 			defer c.Close()
-			cur, err := e.secret("CUSTOS_PASSWORD", "Current password: ", "the current password")
+			cur, err := e.secret(cmd.Context(), "CUSTOS_PASSWORD", "Current password: ", "the current password")
 			if err != nil {
 				return err
 			}
-			next, err := e.newPassword()
+			next, err := e.newPassword(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -179,15 +186,15 @@ lost (the hint, --hint, is the only help, and is stored in plain text).`,
 }
 
 // newPassword reads a new password: CUSTOS_NEW_PASSWORD, or asked twice.
-func (e *env) newPassword() (string, error) {
+func (e *env) newPassword(ctx context.Context) (string, error) {
 	if v := e.getenv("CUSTOS_NEW_PASSWORD"); v != "" {
 		return v, nil
 	}
-	a, err := e.secret("CUSTOS_NEW_PASSWORD", "New password (at least 12 characters): ", "a new password")
+	a, err := e.secret(ctx, "CUSTOS_NEW_PASSWORD", "New password (at least 12 characters): ", "a new password")
 	if err != nil {
 		return "", err
 	}
-	b, err := e.secret("CUSTOS_NEW_PASSWORD", "Again: ", "a new password")
+	b, err := e.secret(ctx, "CUSTOS_NEW_PASSWORD", "Again: ", "a new password")
 	if err != nil {
 		return "", err
 	}
@@ -211,7 +218,7 @@ func (e *env) totpCommand() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			pw, err := e.secret("CUSTOS_PASSWORD", "Password: ", "your password (to re-authenticate)")
+			pw, err := e.secret(ctx, "CUSTOS_PASSWORD", "Password: ", "your password (to re-authenticate)")
 			if err != nil {
 				return err
 			}
@@ -228,7 +235,7 @@ func (e *env) totpCommand() *cobra.Command {
 				fmt.Fprintf(e.stdout, "Scan this with your authenticator app:\n\n%s\nOr enter the secret: %s\n\n", qr, en.Secret)
 			}
 			if code == "" && e.stdinIsTerminal() {
-				if code, err = e.secret("CUSTOS_TOTP_CODE", "First code from the app: ", "a TOTP code"); err != nil {
+				if code, err = e.secret(ctx, "CUSTOS_TOTP_CODE", "First code from the app: ", "a TOTP code"); err != nil {
 					return err
 				}
 			}
@@ -247,18 +254,24 @@ func (e *env) totpCommand() *cobra.Command {
 			return e.print(out, func(w io.Writer) { printRecovery(w, codes) })
 		}),
 	}
-	enroll.Flags().StringVar(&code, "code", "", "confirm at once with this code")
+	enroll.Flags().StringVar(&code, "code", "", "confirm at once with this code (a TOTP code: good for seconds, once)")
 	confirm := &cobra.Command{
-		Use:   "confirm CODE",
-		Short: "Turn TOTP on with a first code; prints the recovery codes (once). Log in again afterwards",
-		Args:  cobra.ExactArgs(1),
+		Use:   "confirm [CODE]",
+		Short: "Turn TOTP on with a first code (CODE, CUSTOS_TOTP_CODE, or asked); prints the recovery codes (once). Log in again afterwards",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
 			c, _, err := e.connect()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			codes, err := c.ConfirmTOTP(cmd.Context(), args[0])
+			var code string
+			if len(args) == 1 {
+				code = args[0]
+			} else if code, err = e.secret(cmd.Context(), "CUSTOS_TOTP_CODE", "Code from the app: ", "a TOTP code (CODE, or CUSTOS_TOTP_CODE)"); err != nil {
+				return err
+			}
+			codes, err := c.ConfirmTOTP(cmd.Context(), code)
 			if err != nil {
 				return err
 			}
@@ -276,13 +289,16 @@ func (e *env) totpCommand() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			pw, err := e.secret("CUSTOS_PASSWORD", "Password: ", "your password")
+			if recoveryCode(disableCode) {
+				e.warn("a recovery code in --code shows in ps and your shell history, and stays good until used; prefer the prompt or CUSTOS_TOTP_CODE")
+			}
+			pw, err := e.secret(cmd.Context(), "CUSTOS_PASSWORD", "Password: ", "your password")
 			if err != nil {
 				return err
 			}
 			code := disableCode
 			if code == "" {
-				if code, err = e.secret("CUSTOS_TOTP_CODE", "Current code: ", "a TOTP code (--code or CUSTOS_TOTP_CODE)"); err != nil {
+				if code, err = e.secret(cmd.Context(), "CUSTOS_TOTP_CODE", "Current code (or a recovery code): ", "a TOTP code (--code or CUSTOS_TOTP_CODE)"); err != nil {
 					return err
 				}
 			}
@@ -294,7 +310,7 @@ func (e *env) totpCommand() *cobra.Command {
 			})
 		}),
 	}
-	disable.Flags().StringVar(&disableCode, "code", "", "a current TOTP code or a recovery code")
+	disable.Flags().StringVar(&disableCode, "code", "", "a current TOTP code (default $CUSTOS_TOTP_CODE, else asked); a recovery code rather there, it stays good until used")
 	cmd.AddCommand(enroll, confirm, disable)
 	return cmd
 }
@@ -305,6 +321,19 @@ func printRecovery(w io.Writer, codes []string) {
 		fmt.Fprintln(w, "  "+c)
 	}
 	fmt.Fprintln(w, "Every session has ended: log in again (custos login).")
+}
+
+// recoveryCode reports whether code is not a TOTP code (6 to 8 digits), so presumably a recovery
+// code: those stay valid until used, which makes them worth keeping out of ps and shell history.
+func recoveryCode(code string) bool {
+	code = strings.TrimSpace(code)
+	if code == "" {
+		return false
+	}
+	if len(code) < 6 || len(code) > 8 {
+		return true
+	}
+	return strings.Trim(code, "0123456789") != ""
 }
 
 func orDash(s string) string {

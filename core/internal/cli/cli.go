@@ -155,7 +155,7 @@ func exitCode(ctx context.Context, err error) int {
 		re *ranError
 	)
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, client.ErrOtherServer):
 		return ExitUsage
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		return ExitInterrupted
@@ -191,11 +191,16 @@ func exitCode(ctx context.Context, err error) int {
 	return ExitUsage
 }
 
-// reportError writes err to stderr: a line of text, or {"error":{…}} with --output json.
+// reportError writes err to stderr: a line of text, or {"error":{…}} with --output json. An
+// export that broke off adds how to resume it: a line of text before the error, or the fields
+// records, lastCursor, resume (and partialFile) of the error object.
 func (e *env) reportError(err error, code int) {
 	msg := err.Error()
 	hint := ""
+	var broke *brokeOffError
 	switch {
+	case errors.Is(err, client.ErrOtherServer):
+		hint = "a profile keeps the session of one core: log in to this one with another profile (custos --profile NAME login)"
 	case errors.Is(err, client.ErrNotLoggedIn), errors.Is(err, client.ErrSessionExpired):
 		hint = "run: custos login"
 	case errors.Is(err, client.ErrUnimplemented):
@@ -212,9 +217,19 @@ func (e *env) reportError(err error, code int) {
 		if hint != "" {
 			out["hint"] = hint
 		}
-		raw, _ := json.Marshal(map[string]any{"error": out})
-		fmt.Fprintln(e.stderr, string(raw))
+		if errors.As(err, &broke) {
+			out["records"], out["lastCursor"], out["resume"] = broke.records, broke.lastCursor, broke.resume
+			if broke.partialFile != "" {
+				out["partialFile"] = broke.partialFile
+			}
+		}
+		enc := json.NewEncoder(e.stderr)
+		enc.SetEscapeHTML(false) // a resume command's && as it is
+		_ = enc.Encode(map[string]any{"error": out})
 		return
+	}
+	if errors.As(err, &broke) {
+		fmt.Fprintln(e.stderr, broke.text())
 	}
 	fmt.Fprintf(e.stderr, "custos: %s\n", msg)
 	if hint != "" {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/custos-platform/custos/core/client"
@@ -18,6 +20,7 @@ import (
 // target is where and how to reach core, resolved from flags, environment and profile.
 type target struct {
 	settings
+	saved             settings // the profile's own, as login saved them
 	apiKey, apiSecret string
 }
 
@@ -31,7 +34,7 @@ func (e *env) target() (target, error) {
 		CAFile:   firstNonEmpty(e.caFile, e.getenv("CUSTOS_CA_FILE"), saved.CAFile),
 		GRPC:     firstNonEmpty(e.grpcAddr, e.getenv("CUSTOS_GRPC"), saved.GRPC),
 		Username: saved.Username,
-	}}
+	}, saved: saved}
 	if t.URL == "" {
 		return target{}, usageErr("which core? give --url, set CUSTOS_URL, or log in once with --url to save it in the profile")
 	}
@@ -63,7 +66,9 @@ func (e *env) userAgent() string {
 }
 
 // connect returns a client for the profile in force: an API key from the environment if set,
-// else the profile's session.
+// else the profile's session. The session is only ever sent to the core it was opened at (the SDK
+// refuses it elsewhere with client.ErrOtherServer); one saved before sessions named their core
+// belongs to the core the profile was saved with.
 func (e *env) connect() (*client.Client, target, error) {
 	t, err := e.target()
 	if err != nil {
@@ -73,7 +78,8 @@ func (e *env) connect() (*client.Client, target, error) {
 	if err != nil {
 		return nil, t, err
 	}
-	opts := []client.Option{client.WithTokenStore(fileStore{path: tokens}), client.WithUserAgent(e.userAgent())}
+	store := fileStore{path: tokens, url: t.saved.URL, grpc: t.saved.GRPC}
+	opts := []client.Option{client.WithTokenStore(store), client.WithUserAgent(e.userAgent())}
 	if t.CAFile != "" {
 		opts = append(opts, client.WithCAFile(t.CAFile))
 	}
@@ -91,8 +97,9 @@ func (e *env) connect() (*client.Client, target, error) {
 }
 
 // secret reads a secret: the environment variable envName if set, else a prompt without echo
-// when stdin is a terminal. what names it in the error.
-func (e *env) secret(envName, prompt, what string) (string, error) {
+// when stdin is a terminal. what names it in the error. Ctrl-C (ctx ending) at the prompt gives
+// up at once, with the terminal's echo back on.
+func (e *env) secret(ctx context.Context, envName, prompt, what string) (string, error) {
 	if v := e.getenv(envName); v != "" {
 		return v, nil
 	}
@@ -101,12 +108,45 @@ func (e *env) secret(envName, prompt, what string) (string, error) {
 		return "", &authError{msg: fmt.Sprintf("%s needed: set %s, or run in a terminal to be asked", what, envName)}
 	}
 	fmt.Fprint(e.stderr, prompt)
-	b, err := term.ReadPassword(fd)
+	b, err := readSecret(ctx, fd)
 	fmt.Fprintln(e.stderr)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", what, err)
 	}
 	return string(b), nil
+}
+
+// readSecret reads a line without echo from the terminal fd, or gives up when ctx ends: the read
+// goes on in the background (the process is about to exit), the terminal's state is restored now.
+func readSecret(ctx context.Context, fd int) ([]byte, error) {
+	state, err := term.GetState(fd)
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := term.ReadPassword(fd)
+		done <- result{b, err}
+	}()
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-ctx.Done():
+		_ = term.Restore(fd, state) // best effort: the echo comes back
+		return nil, ctx.Err()
+	}
+}
+
+// warn writes a warning line to stderr, except with --output json, whose standard error holds
+// only the JSON error, if any.
+func (e *env) warn(format string, args ...any) {
+	if !e.json() {
+		fmt.Fprintf(e.stderr, "custos: warning: "+format+"\n", args...)
+	}
 }
 
 // line reads a line with echo from a terminal stdin (a username).
@@ -133,7 +173,7 @@ func (e *env) unlock(ctx context.Context, c *client.Client) error {
 	if err != nil {
 		return err
 	}
-	pw, err := e.secret("CUSTOS_PASSWORD", fmt.Sprintf("Password of %s (zero-knowledge tenant: it derives your master key): ", s.Username),
+	pw, err := e.secret(ctx, "CUSTOS_PASSWORD", fmt.Sprintf("Password of %s (zero-knowledge tenant: it derives your master key): ", s.Username),
 		"your password (this tenant is zero-knowledge: the master key is derived from it and never stored)")
 	if err != nil {
 		return err
@@ -141,26 +181,61 @@ func (e *env) unlock(ctx context.Context, c *client.Client) error {
 	return c.Unlock(ctx, pw)
 }
 
-// maxInput bounds data read from stdin (an item is at most a few MiB).
+// maxInput bounds data read from stdin or a file (an item is at most a few MiB).
 const maxInput = 16 << 20
 
-// readData returns flag if set, else all of stdin (refusing a terminal with nothing piped in).
-func (e *env) readData(flag string, set bool) (string, error) {
-	if set {
-		return flag, nil
+// dataFlags are the flags of an item's data: --data STRING or --data-file PATH ("-": standard
+// input), else standard input.
+type dataFlags struct {
+	data, file string
+}
+
+func (d *dataFlags) register(cmd *cobra.Command, what string) {
+	cmd.Flags().StringVar(&d.data, "data", "", what+" as an argument: it shows in ps and shell history, prefer --data-file or standard input")
+	cmd.Flags().StringVar(&d.file, "data-file", "", what+" from the file PATH (- for standard input, the default)")
+	cmd.MarkFlagsMutuallyExclusive("data", "data-file")
+}
+
+// given reports whether the command line gives the data (else it comes from standard input only
+// when the command needs it).
+func (d *dataFlags) given(cmd *cobra.Command) bool {
+	return cmd.Flags().Changed("data") || cmd.Flags().Changed("data-file")
+}
+
+// readData returns the data: --data (with a warning on a terminal, where it was typed into the
+// shell's history), --data-file, else all of stdin (telling a terminal how to end it).
+func (e *env) readData(cmd *cobra.Command, d dataFlags) (string, error) {
+	if cmd.Flags().Changed("data") {
+		if e.stdinIsTerminal() {
+			e.warn("--data shows the item's data in the process list (ps) and your shell history; use --data-file PATH or standard input")
+		}
+		return d.data, nil
+	}
+	if d.file != "" && d.file != "-" {
+		f, err := os.Open(d.file)
+		if err != nil {
+			return "", fmt.Errorf("--data-file: %w", err)
+		}
+		defer f.Close()
+		return readText(f, d.file)
 	}
 	if e.stdinIsTerminal() {
 		fmt.Fprintln(e.stderr, "Reading the data from standard input; end with Ctrl-D.")
 	}
-	b, err := io.ReadAll(io.LimitReader(e.stdin, maxInput+1))
+	return readText(e.stdin, "standard input")
+}
+
+// readText reads all of r, which must be UTF-8 text of at most maxInput bytes.
+func readText(r io.Reader, name string) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxInput+1))
 	if err != nil {
-		return "", fmt.Errorf("read standard input: %w", err)
+		return "", fmt.Errorf("read %s: %w", name, err)
 	}
 	if len(b) > maxInput {
-		return "", usageErr("standard input is over %d MiB", maxInput>>20)
+		return "", usageErr("%s is over %d MiB", name, maxInput>>20)
 	}
 	if !utf8.Valid(b) {
-		return "", usageErr("the data is not UTF-8 text: encode binary data first (e.g. base64)")
+		return "", usageErr("the data in %s is not UTF-8 text: encode binary data first (e.g. base64)", name)
 	}
 	return string(b), nil
 }

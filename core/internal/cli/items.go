@@ -39,16 +39,20 @@ func (e *env) vault(cmd *cobra.Command) (*client.Client, error) {
 }
 
 func (e *env) itemsPut() *cobra.Command {
-	var name, data string
+	var name string
+	var data dataFlags
 	cmd := &cobra.Command{
-		Use:   "put --name NAME [--data STRING]",
-		Short: "Store a new item; the data comes from --data or standard input. Prints its id",
-		Args:  cobra.NoArgs,
+		Use:   "put --name NAME [--data-file PATH | --data STRING] < DATA",
+		Short: "Store a new item; the data comes from standard input (or --data-file). Prints its id",
+		Long: `Store a new item. Its data comes from standard input, or from the file of --data-file PATH.
+--data STRING also works (for scripts that build the data themselves), but the data then shows in
+the process list (ps) and in the shell's history: on a terminal custos warns about it.`,
+		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
 				return usageErr("--name is required")
 			}
-			body, err := e.readData(data, cmd.Flags().Changed("data"))
+			body, err := e.readData(cmd, data)
 			if err != nil {
 				return err
 			}
@@ -65,7 +69,7 @@ func (e *env) itemsPut() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the item's name (required)")
-	cmd.Flags().StringVar(&data, "data", "", "the item's data (default: standard input)")
+	data.register(cmd, "the item's data")
 	return cmd
 }
 
@@ -127,13 +131,15 @@ func (e *env) itemsList() *cobra.Command {
 }
 
 func (e *env) itemsEdit() *cobra.Command {
-	var name, data string
+	var name string
+	var data dataFlags
 	cmd := &cobra.Command{
-		Use:   "edit ID [--name NAME] [--data STRING]",
-		Short: "Replace an item's data (from --data or standard input) and/or name, at the revision just read",
-		Long: `Replace an item's data (from --data, else standard input) and, with --name, its name. The
-change is made only if nobody changed the item since it was read here: otherwise exit code 5
-(conflict) and nothing changes. With only --name, the data is kept.`,
+		Use:   "edit ID [--name NAME] [--data-file PATH | --data STRING] [< DATA]",
+		Short: "Replace an item's data (from standard input or --data-file) and/or name, at the revision just read",
+		Long: `Replace an item's data (from standard input, or --data-file PATH) and, with --name, its name.
+The change is made only if nobody changed the item since it was read here: otherwise exit code 5
+(conflict) and nothing changes. With only --name, the data is kept. --data STRING works too, but
+shows the data in ps and the shell's history (custos warns on a terminal).`,
 		Args: cobra.ExactArgs(1),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -147,8 +153,8 @@ change is made only if nobody changed the item since it was read here: otherwise
 				return err
 			}
 			newData := it.Data
-			if cmd.Flags().Changed("data") || !cmd.Flags().Changed("name") {
-				if newData, err = e.readData(data, cmd.Flags().Changed("data")); err != nil {
+			if data.given(cmd) || !cmd.Flags().Changed("name") {
+				if newData, err = e.readData(cmd, data); err != nil {
 					return err
 				}
 			}
@@ -166,7 +172,7 @@ change is made only if nobody changed the item since it was read here: otherwise
 		}),
 	}
 	cmd.Flags().StringVar(&name, "name", "", "a new name")
-	cmd.Flags().StringVar(&data, "data", "", "the new data (default: standard input)")
+	data.register(cmd, "the new data")
 	return cmd
 }
 

@@ -98,8 +98,8 @@ func (e *env) saveSettings(s settings) error {
 // its owner can enter.
 func writeFile0600(path string, data []byte) error {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+	if err := privateDir(dir); err != nil {
+		return err
 	}
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
@@ -123,9 +123,42 @@ func writeFile0600(path string, data []byte) error {
 	return nil
 }
 
+// privateDir makes dir, a directory of custos's configuration (profiles/ or tokens/), if needed,
+// and makes sure that only its owner can enter it or the custos directory above it: one left
+// open to others (by an older custos, or by hand) is narrowed to 0700, one owned by another user
+// refused.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", d)
+		}
+		if ownedByOther(fi) {
+			return fmt.Errorf("%s belongs to another user: custos keeps profiles and tokens only in a directory of yours (check XDG_CONFIG_HOME and HOME)", d)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(d, 0o700); err != nil { //nolint:gosec // a directory: 0700 is owner-only
+				return fmt.Errorf("restrict %s to its owner (0700): %w", d, err)
+			}
+		}
+	}
+	return nil
+}
+
 // fileStore keeps a profile's session in a 0600 file; refreshes lock a file beside it, so that
 // custos processes running at once never spend the same refresh token twice.
-type fileStore struct{ path string }
+type fileStore struct {
+	path string
+	// url and grpc are the core the profile was saved with: a session written before sessions
+	// named their core (client.Session.URL) belongs to it.
+	url, grpc string
+}
 
 var (
 	_ client.TokenStore  = fileStore{}
@@ -144,6 +177,9 @@ func (f fileStore) Load(context.Context) (client.Session, error) {
 	}
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return client.Session{}, fmt.Errorf("%s is not a session: %w", f.path, err)
+	}
+	if s.LoggedIn() && s.URL == "" {
+		s.URL, s.GRPC = f.url, f.grpc
 	}
 	return s, nil
 }
@@ -165,7 +201,7 @@ func (f fileStore) Save(_ context.Context, s client.Session) error {
 
 // LockTokens takes an exclusive lock on the profile's lock file.
 func (f fileStore) LockTokens(ctx context.Context) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+	if err := privateDir(filepath.Dir(f.path)); err != nil {
 		return nil, err
 	}
 	lf, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)

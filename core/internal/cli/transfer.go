@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,26 +28,16 @@ func (e *env) exportCommand() *cobra.Command {
 the tenant's. No plaintext and no key is in it; custos import restores it unchanged. The summary
 goes to standard error (to standard output with --file).
 
+--file FILE is written as a new file beside it (0600) that replaces FILE only once the export is
+complete: a failed export leaves an earlier backup in FILE as it was.
+
 If an export breaks off, what was written is complete records, and the error says how to go on:
---after CURSOR resumes after the last of them, appending to --file (or, on standard output, to
-what you append it to: >> FILE) rather than replacing it.`,
+--after CURSOR resumes after the last of them, appending to --file rather than replacing it (or, on
+standard output, to what you append it to: >> FILE). With --file, the records of the broken-off
+export are kept in FILE.partial: resume into it, then rename it to FILE.`,
 		Args: cobra.NoArgs,
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
-			w := e.stdout
-			summary := e.stderr
-			if file != "" {
-				// Resuming adds to the records already in the file.
-				mode := os.O_TRUNC
-				if after != "" {
-					mode = os.O_APPEND
-				}
-				f, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|mode, 0o600)
-				if err != nil {
-					return fmt.Errorf("export: %w", err)
-				}
-				defer f.Close()
-				w, summary = f, e.stdout
-			} else if e.stdoutIsTerminal() {
+			if file == "" && e.stdoutIsTerminal() {
 				return usageErr("the export is meant for a file: redirect it (custos export > backup.ndjson) or give --file")
 			}
 			c, _, err := e.connect()
@@ -54,6 +45,16 @@ what you append it to: >> FILE) rather than replacing it.`,
 				return err
 			}
 			defer c.Close()
+			w := e.stdout
+			summary := e.stderr
+			var out *exportFile
+			if file != "" {
+				if out, err = openExportFile(file, after != ""); err != nil {
+					return fmt.Errorf("export: %w", err)
+				}
+				defer out.discard()
+				w, summary = out.f, e.stdout
+			}
 			bar := e.progress("exporting")
 			opts := []client.ExportOption{client.ExportProgress(func(n int) { bar.count(int64(n), "records") })}
 			if after != "" {
@@ -62,10 +63,12 @@ what you append it to: >> FILE) rather than replacing it.`,
 			res, err := c.Export(cmd.Context(), w, opts...)
 			bar.done()
 			if err != nil {
-				if res.Records > 0 {
-					fmt.Fprintf(e.stderr, "custos: the export broke off after %d complete records; resume with: %s\n", res.Records, resumeCommand(file, res.LastCursor))
+				return brokeOff(err, res, file, out)
+			}
+			if out != nil {
+				if err := out.commit(); err != nil {
+					return fmt.Errorf("export: %w", err)
 				}
-				return err
 			}
 			if e.json() {
 				raw := fmt.Sprintf(`{"records":%d,"lastCursor":%q}`, res.Records, res.LastCursor)
@@ -76,9 +79,120 @@ what you append it to: >> FILE) rather than replacing it.`,
 			return nil
 		}),
 	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "write to FILE (created 0600) instead of standard output")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "write to FILE (0600, replaced once the export is complete) instead of standard output")
 	cmd.Flags().StringVar(&after, "after", "", "resume after the record with this cursor, appending to --file")
 	return cmd
+}
+
+// exportFile is where export --file writes: a new file beside FILE that replaces it once the
+// export is complete, or, to resume (--after), FILE itself, appended to.
+type exportFile struct {
+	f    *os.File
+	path string // FILE
+	temp string // the new file; "" when appending, or once renamed
+}
+
+// openExportFile opens the file of export --file path: appending to path, or a new file beside
+// it. Both are 0600.
+func openExportFile(path string, appending bool) (*exportFile, error) {
+	if appending {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := f.Chmod(0o600); err != nil { // an existing file may have been readable by others
+			f.Close()
+			return nil, err
+		}
+		return &exportFile{f: f, path: path}, nil
+	}
+	// CreateTemp creates a new file (O_EXCL, 0600): never through a symlink planted in its place.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, err
+	}
+	return &exportFile{f: f, path: path, temp: f.Name()}, nil
+}
+
+// commit completes the export: the new file replaces FILE.
+func (x *exportFile) commit() error { return x.finish(x.path) }
+
+// keepPartial keeps the records of an export that broke off and returns the file holding them:
+// FILE when appending to it, else FILE.partial (leaving FILE as it was).
+func (x *exportFile) keepPartial() (string, error) {
+	if x.temp == "" {
+		return x.path, x.finish(x.path)
+	}
+	return x.path + ".partial", x.finish(x.path + ".partial")
+}
+
+// finish writes the file out and, for a new file, renames it to name.
+func (x *exportFile) finish(name string) error {
+	if err := x.f.Sync(); err != nil {
+		return err
+	}
+	if err := x.f.Close(); err != nil {
+		return err
+	}
+	if x.temp == "" {
+		return nil
+	}
+	if err := os.Rename(x.temp, name); err != nil {
+		return err
+	}
+	x.temp = ""
+	return nil
+}
+
+// discard closes the file and removes the new file unless it was kept.
+func (x *exportFile) discard() {
+	_ = x.f.Close() // already closed once finished
+	if x.temp != "" {
+		_ = os.Remove(x.temp)
+	}
+}
+
+// brokeOffError is an export that broke off after writing complete records, with how to resume it.
+type brokeOffError struct {
+	err         error
+	records     int
+	lastCursor  string
+	partialFile string // where the records are kept when that is not FILE itself
+	resume      string // the command that carries on
+}
+
+func (b *brokeOffError) Error() string { return b.err.Error() }
+func (b *brokeOffError) Unwrap() error { return b.err }
+
+// text says, for people, what was kept and how to resume.
+func (b *brokeOffError) text() string {
+	kept := ""
+	if b.partialFile != "" {
+		kept = ", kept in " + b.partialFile
+	}
+	return fmt.Sprintf("custos: the export broke off after %d complete records%s; resume with: %s", b.records, kept, b.resume)
+}
+
+// brokeOff turns the failure err of an export to file ("" for standard output, out its file)
+// that wrote res into the command's error: with records written, a brokeOffError saying how to
+// resume; without, err (and a new file is dropped, so FILE stays as it was).
+func brokeOff(err error, res client.ExportResult, file string, out *exportFile) error {
+	if res.Records == 0 {
+		return err
+	}
+	b := &brokeOffError{err: err, records: res.Records, lastCursor: res.LastCursor, resume: resumeCommand(file, res.LastCursor)}
+	if out == nil {
+		return b
+	}
+	kept, kerr := out.keepPartial()
+	if kerr != nil {
+		return fmt.Errorf("%w; and the %d records written could not be kept: %w", err, res.Records, kerr)
+	}
+	if kept != file {
+		b.partialFile = kept
+		b.resume = resumeCommand(kept, res.LastCursor) + " && mv " + shellQuote(kept) + " " + shellQuote(file)
+	}
+	return b
 }
 
 // resumeCommand is the command that continues an export to file ("" for standard output) after
