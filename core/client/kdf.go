@@ -50,7 +50,8 @@ func (s Secrets) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String())
 //
 // It refuses, with an error wrapping ErrKDFDowngrade, parameters below the floor (16 MiB, 2
 // passes, 1 lane, a 16-byte salt), and with ErrKDFParams a KDF other than "argon2id" or costs above
-// the platform's bounds (1 GiB, 100 passes, 16 lanes, a 64-byte salt).
+// the platform's bounds (256 MiB, 10 passes, memory × passes at most 1 GiB·pass, 16 lanes, a
+// 64-byte salt), so that a hostile server cannot stall the client.
 func DeriveSecrets(p KDFParams, pw string) (Secrets, error) {
 	if p.KDF != "argon2id" {
 		return Secrets{}, fmt.Errorf("%w: kdf %q, want \"argon2id\"", ErrKDFParams, p.KDF)
