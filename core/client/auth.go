@@ -28,11 +28,11 @@ type Me struct {
 }
 
 var (
-	loginCall    = call{method: corev1.AuthService_Login_FullMethodName, verb: "POST", path: "/v1/auth/login", body: true}
-	verifyCall   = call{method: corev1.AuthService_VerifyMfa_FullMethodName, verb: "POST", path: "/v1/auth/mfa/verify", body: true}
-	logoutCall   = call{method: corev1.AuthService_Logout_FullMethodName, verb: "POST", path: "/v1/auth/logout", body: true}
-	meCall       = call{method: corev1.AuthService_GetCurrentUser_FullMethodName, verb: "GET", path: "/v1/me", auth: true}
-	hintCall     = call{method: corev1.AuthService_GetPasswordHint_FullMethodName, verb: "POST", path: "/v1/auth/hint", body: true}
+	loginCall  = call{method: corev1.AuthService_Login_FullMethodName, verb: "POST", path: "/v1/auth/login", body: true}
+	verifyCall = call{method: corev1.AuthService_VerifyMfa_FullMethodName, verb: "POST", path: "/v1/auth/mfa/verify", body: true}
+	logoutCall = call{method: corev1.AuthService_Logout_FullMethodName, verb: "POST", path: "/v1/auth/logout", body: true}
+	meCall     = call{method: corev1.AuthService_GetCurrentUser_FullMethodName, verb: "GET", path: "/v1/me", auth: true}
+	hintCall   = call{method: corev1.AuthService_GetPasswordHint_FullMethodName, verb: "POST", path: "/v1/auth/hint", body: true}
 	// These four re-authenticate (the password, a code, or both): reauth, never sent twice.
 	enrollCall   = call{method: corev1.AuthService_EnrollTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/enroll", body: true, auth: true, reauth: true}
 	confirmCall  = call{method: corev1.AuthService_ConfirmTotp_FullMethodName, verb: "POST", path: "/v1/auth/totp/confirm", body: true, auth: true, reauth: true}
