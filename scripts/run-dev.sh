@@ -209,6 +209,7 @@ start_service core env \
   CORE_GRPC_ADDR="127.0.0.1:$core_grpc" CORE_HTTP_ADDR="127.0.0.1:$core_http" CORE_METRICS_ADDR="127.0.0.1:$core_metrics" \
   CORE_DATABASE_URL="$db_url" \
   CORE_TLS_CERT_FILE="$certs/core.crt" CORE_TLS_KEY_FILE="$certs/core.key" \
+  CORE_METRICS_CLIENT_CA_FILE="$certs/ca.crt" \
   CORE_ES_ADDR="localhost:$es_grpc" CORE_ES_CA_FILE="$certs/ca.crt" \
   CORE_ES_CLIENT_CERT_FILE="$certs/core-client.crt" CORE_ES_CLIENT_KEY_FILE="$certs/core-client.key" \
   CORE_ES_ADMIN_TOKEN="$admin_token" CORE_SECRET_KEYS_FILE="$run_dir/dev-core-secret-keys" \

@@ -1165,6 +1165,23 @@ func checkMetricsPorts(t *testing.T, r rendered, on bool) {
 			t.Errorf("ConfigMap %s sets a metrics address: %v, want %v", cm.Name, es || core, on)
 		}
 	}
+	// Core's metrics listener requires a client certificate, verified against the CA of Prometheus'
+	// (ca.crt of its Secret, and nothing else of it).
+	for _, cm := range all[*corev1.ConfigMap](r) {
+		if _, ok := cm.Data["CORE_METRICS_ADDR"]; ok && cm.Data["CORE_METRICS_CLIENT_CA_FILE"] != "/var/run/custos/metrics-client-ca/ca.crt" {
+			t.Errorf("ConfigMap %s: CORE_METRICS_CLIENT_CA_FILE = %q, want the mounted CA of Prometheus' certificate", cm.Name, cm.Data["CORE_METRICS_CLIENT_CA_FILE"])
+		}
+	}
+	for _, d := range all[*appsv1.Deployment](r) {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name != "metrics-client-ca" {
+				continue
+			}
+			if !on || v.Secret == nil || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "ca.crt" {
+				t.Errorf("Deployment %s: volume metrics-client-ca = %+v, want only ca.crt of Prometheus' Secret, with ServiceMonitors on", d.Name, v.VolumeSource)
+			}
+		}
+	}
 	for _, sm := range all[*monv1.ServiceMonitor](r) {
 		for _, ep := range sm.Spec.Endpoints {
 			if ep.Port != "metrics" {

@@ -8,6 +8,7 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,10 @@ commands:
   admin bootstrap      create the platform admin from CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD
                        (or _FILE) unless one exists
   signing-key rotate   add a new access-token signing key; the previous one keeps verifying
+  secret-keys status   how many stored secrets each CORE_SECRET_KEYS key seals
+  secret-keys rewrap [--dry-run]
+                       re-seal every stored secret under the active key, so that the others can
+                       be retired (resumable; --dry-run is status)
   erasures list        the key contexts and tenants core still has to have destroyed on encryption
                        services (deleted users and tenants), with the last error of each
   erasures forget ID --yes
@@ -63,7 +68,7 @@ commands:
 
 serve reads CORE_DATABASE_URL, CORE_SECRET_KEYS, CORE_TLS_CERT_FILE, CORE_TLS_KEY_FILE,
 CORE_ES_CA_FILE, CORE_ES_CLIENT_CERT_FILE, CORE_ES_CLIENT_KEY_FILE and the optional variables
-listed in the README; migrate, admin and signing-key need only CORE_DATABASE_URL and
+listed in the README; migrate, admin, signing-key and secret-keys need only CORE_DATABASE_URL and
 CORE_SECRET_KEYS, erasures only CORE_DATABASE_URL.
 `
 
@@ -102,6 +107,8 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 		return rotateSigningKey(ctx, getenv, stdout)
 	case "erasures":
 		return erasures(ctx, args, getenv, stdout)
+	case "secret-keys":
+		return secretKeys(ctx, args, getenv, stdout)
 	case "serve", "migrate":
 	default:
 		return fmt.Errorf("%w: unknown command %q\n\n%s", ErrUsage, cmd, usage)
@@ -132,8 +139,57 @@ func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
 		With("service", "core", "version", version)
 }
 
+// rootSecrets loads the prelogin seed (behind unknown users' fake prelogin parameters) and the
+// export integrity key, which live in the database sealed under core's secret keys, so that
+// rotating those keys changes neither. The first start stores them (once, whichever replica gets
+// there first), initialised as core derived them before it stored them — from the secret key with
+// the smallest id (preloginSeed, exportKey) — so that earlier exports still import and prelogin
+// answers stay the same.
+func rootSecrets(ctx context.Context, store *postgres.Store, box *secretbox.Box, keys string) (seed, integrity []byte, err error) {
+	derive := map[string]func(string) ([]byte, error){
+		postgres.PlatformPreloginSeed: preloginSeed,
+		postgres.PlatformExportKey:    exportKey,
+	}
+	sealed, err := store.EnsurePlatformSecrets(ctx, func(name string) ([]byte, error) {
+		v, err := derive[name](keys)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(v)
+		return box.Seal(v, postgres.PlatformSecretAD(name))
+	}, postgres.PlatformPreloginSeed, postgres.PlatformExportKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load the platform secrets: %w", err)
+	}
+	open := func(name string) ([]byte, error) {
+		v, err := box.Open(sealed[name], postgres.PlatformSecretAD(name))
+		if err != nil {
+			return nil, fmt.Errorf("open the platform secret %s (is its secret key still in CORE_SECRET_KEYS?): %w", name, err)
+		}
+		if len(v) != 32 {
+			return nil, fmt.Errorf("the platform secret %s has %d bytes, want 32", name, len(v))
+		}
+		return v, nil
+	}
+	if seed, err = open(postgres.PlatformPreloginSeed); err != nil {
+		return nil, nil, err
+	}
+	if integrity, err = open(postgres.PlatformExportKey); err != nil {
+		return nil, nil, err
+	}
+	return seed, integrity, nil
+}
+
+// checkSecretKeys refuses to start when the database holds values sealed under a secret key that
+// CORE_SECRET_KEYS lacks: they would fail one by one later (TOTP logins, tenants' encryption
+// services), so the error names the keys and what to do.
+func checkSecretKeys(ctx context.Context, store *postgres.Store, box *secretbox.Box) error {
+	return store.CheckSealedKeys(ctx, box.IDs())
+}
+
 // preloginSeed derives the secret behind unknown users' fake prelogin parameters from the secret
-// key with the smallest id: stable across replicas and across a change of the active key.
+// key with the smallest id, as core did before it stored the seed: rootSecrets stores this at the
+// first start.
 func preloginSeed(keys string) ([]byte, error) {
 	parsed, err := secretbox.ParseKeys(keys)
 	if err != nil {
@@ -149,7 +205,8 @@ func preloginSeed(keys string) ([]byte, error) {
 }
 
 // exportKey derives the key of export integrity tags from the secret key with the smallest id, as
-// preloginSeed does: stable across replicas and across a change of the active key.
+// preloginSeed does, as core did before it stored the key: rootSecrets stores this at the first
+// start.
 func exportKey(keys string) ([]byte, error) {
 	parsed, err := secretbox.ParseKeys(keys)
 	if err != nil {
@@ -211,6 +268,19 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	if err != nil {
 		return err
 	}
+	// Metrics show every tenant's activity: only a scraper with a client certificate gets them.
+	var metricsTLS *tls.Config
+	if cfg.MetricsAddr != "" {
+		if metricsTLS, err = mtls.NewServerConfig(mtls.ServerOptions{
+			CertFile:     cfg.TLSCertFile,
+			KeyFile:      cfg.TLSKeyFile,
+			ClientCAFile: cfg.MetricsClientCAFile,
+			ClientAuth:   mtls.RequireClientCert,
+			Logger:       logger,
+		}); err != nil {
+			return err
+		}
+	}
 	if cfg.MigrateOnStart {
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		err := postgres.Migrate(mctx, cfg.DatabaseURL, logger)
@@ -230,16 +300,19 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		return err
 	}
 	store := postgres.NewStore(pool)
+	if err := checkSecretKeys(ctx, store, box); err != nil {
+		return err
+	}
+	preloginSeed, integrityKey, err := rootSecrets(ctx, store, box, cfg.SecretKeys)
+	if err != nil {
+		return err
+	}
 	keys, err := signing.Keys(ctx, store, box, rand.Reader)
 	if err != nil {
 		return err
 	}
-	preloginSeed, err := preloginSeed(cfg.SecretKeys)
-	if err != nil {
-		return err
-	}
 	pwParams := password.DefaultParams()
-	pwParams.MemoryKiB, pwParams.Iterations = uint32(cfg.PasswordMemoryKiB), uint32(cfg.PasswordIterations) //nolint:gosec // bounded above: config allows at most 1 GiB and 100 iterations
+	pwParams.MemoryKiB, pwParams.Iterations = uint32(cfg.PasswordMemoryKiB), uint32(cfg.PasswordIterations) //nolint:gosec // bounded above: config allows at most 256 MiB and 10 iterations
 	authSvc, err := auth.New(store, auth.Options{
 		Password: pwParams,
 		Issuer:   cfg.Tokens.Issuer, Audience: cfg.Tokens.Audience, AccessTTL: cfg.Tokens.AccessTTL, SessionTTL: cfg.Tokens.SessionTTL,
@@ -347,10 +420,6 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		return err
 	}
 
-	integrityKey, err := exportKey(cfg.SecretKeys)
-	if err != nil {
-		return err
-	}
 	keysSvc := reencrypt.New(store, router, reencrypt.Options{Logger: logger, Metrics: reencrypt.Metrics{
 		ItemsMoved: metrics.ReencryptItemsMoved, ItemsSkipped: metrics.ReencryptItemsSkipped,
 		ItemsFailed: metrics.ReencryptItemsFailed, JobFinished: metrics.ReencryptJobFinished, Retry: metrics.ReencryptRetry,
@@ -378,7 +447,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	}()
 
 	services := grpcapi.Services{
-		Export:  &grpcapi.ExportServer{Exports: export.New(store, integrityKey)},
+		Export:  grpcapi.NewExportServer(export.New(store, integrityKey), grpcapi.ImportLimits{MaxBytes: cfg.MaxRequestBytes}),
 		Keys:    &grpcapi.KeyServer{Keys: keysSvc},
 		Vault:   &grpcapi.VaultServer{Vault: vaultSvc},
 		Auth:    &grpcapi.AuthServer{Auth: authSvc},
@@ -397,6 +466,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		TLS:                tlsConfig,
 		Metrics:            metrics,
 		MetricsAddr:        cfg.MetricsAddr,
+		MetricsTLS:         metricsTLS,
 		MetricsHandler:     metrics.Handler(),
 		StatsHandler:       tracing.PublicServerHandler(),
 		Logger:             logger,

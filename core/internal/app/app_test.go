@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -246,14 +247,21 @@ func TestReadinessFollowsTheEncryptionService(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	// /readyz answers from the readiness check core runs every 5 seconds.
 	es.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	if code, body := readyz(); code != http.StatusServiceUnavailable {
-		t.Errorf("GET /readyz with the encryption service NOT_SERVING = %d %s, want 503", code, body)
-	}
+	eventually(t, "GET /readyz 503 with the encryption service NOT_SERVING", func() error {
+		if code, body := readyz(); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("GET /readyz = %d %s, want 503", code, body)
+		}
+		return nil
+	})
 	es.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	if code, body := readyz(); code != http.StatusOK {
-		t.Errorf("GET /readyz with the encryption service back = %d %s, want 200", code, body)
-	}
+	eventually(t, "GET /readyz 200 with the encryption service back", func() error {
+		if code, body := readyz(); code != http.StatusOK {
+			return fmt.Errorf("GET /readyz = %d %s, want 200", code, body)
+		}
+		return nil
+	})
 }
 
 func TestServeRefusesTLS12(t *testing.T) {

@@ -5,11 +5,14 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"slices"
+	"text/tabwriter"
 
 	"github.com/custos-platform/custos/core/internal/config"
 	"github.com/custos-platform/custos/core/internal/directory"
 	"github.com/custos-platform/custos/core/internal/password"
 	"github.com/custos-platform/custos/core/internal/postgres"
+	"github.com/custos-platform/custos/core/internal/secretbox"
 	"github.com/custos-platform/custos/core/internal/signing"
 )
 
@@ -58,12 +61,12 @@ func adminBootstrap(ctx context.Context, getenv func(string) string, stdout, std
 		return err
 	}
 	defer done()
-	seed, err := preloginSeed(db.SecretKeys)
+	seed, _, err := rootSecrets(ctx, store, box, db.SecretKeys)
 	if err != nil {
 		return err
 	}
 	pw := password.DefaultParams()
-	pw.MemoryKiB, pw.Iterations = uint32(db.PasswordMemoryKiB), uint32(db.PasswordIterations) //nolint:gosec // bounded above: config allows at most 1 GiB and 100 iterations
+	pw.MemoryKiB, pw.Iterations = uint32(db.PasswordMemoryKiB), uint32(db.PasswordIterations) //nolint:gosec // bounded above: config allows at most 256 MiB and 10 iterations
 	created, err := directory.New(store, box, nil, pw, seed).BootstrapPlatformAdmin(ctx, db.AdminUsername, db.AdminPassword)
 	if err != nil {
 		return err
@@ -100,4 +103,113 @@ func rotateSigningKey(ctx context.Context, getenv func(string) string, stdout io
 	}
 	fmt.Fprintf(stdout, "new signing key %s; replicas sign with it within a minute, and older keys keep verifying the tokens they signed until those expire\n", id)
 	return nil
+}
+
+// secretKeys runs "core secret-keys status" and "core secret-keys rewrap [--dry-run]": how many
+// stored secrets each of core's secret keys seals, and re-sealing them all under the active key so
+// that the others can be retired.
+func secretKeys(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var rewrap bool
+	switch {
+	case len(args) == 1 && args[0] == "status",
+		len(args) == 2 && args[0] == "rewrap" && args[1] == "--dry-run":
+	case len(args) == 1 && args[0] == "rewrap":
+		rewrap = true
+	default:
+		return fmt.Errorf("%w: secret-keys status | secret-keys rewrap [--dry-run]\n\n%s", ErrUsage, usage)
+	}
+	db, err := config.LoadDatabase(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	if err := needSecretKeys(db); err != nil {
+		return err
+	}
+	box, err := secretBox(db.SecretKeys, db.ActiveSecretKeyID)
+	if err != nil {
+		return err
+	}
+	store, done, err := openStore(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if !rewrap {
+		return printSealedCounts(ctx, store, box, stdout)
+	}
+	// The platform secrets are stored now if no core has started since they were: they would be
+	// derived from the key with the smallest id, which may be the one about to be retired.
+	if _, _, err := rootSecrets(ctx, store, box, db.SecretKeys); err != nil {
+		return err
+	}
+	res, err := store.RewrapSealed(ctx, box, 100, nil)
+	var total int64
+	for _, n := range res.Rewrapped {
+		total += n
+	}
+	fmt.Fprintf(stdout, "re-sealed %d secrets under key %s\n", total, box.ActiveID())
+	if err != nil {
+		return fmt.Errorf("rewrap (the secrets re-sealed so far stay so; run it again): %w", err)
+	}
+	for _, f := range res.Failed {
+		fmt.Fprintf(stdout, "cannot re-seal the %s of %s (key %q): %v\n", f.Kind, f.Row, f.KeyID, f.Err)
+	}
+	if err := printSealedCounts(ctx, store, box, stdout); err != nil {
+		return err
+	}
+	if res.Failures > 0 {
+		return fmt.Errorf("%d secrets could not be re-sealed (listed above): they stay sealed under their key", res.Failures)
+	}
+	return nil
+}
+
+// printSealedCounts prints, for each key id that seals stored secrets or is in CORE_SECRET_KEYS,
+// whether it is active, configured or missing, and how many secrets of each kind it seals: a key
+// may be retired once it seals none.
+func printSealedCounts(ctx context.Context, store *postgres.Store, box *secretbox.Box, stdout io.Writer) error {
+	counts, err := store.CountSealed(ctx)
+	if err != nil {
+		return err
+	}
+	byKey := map[string]map[string]int64{}
+	for _, id := range box.IDs() {
+		byKey[id] = map[string]int64{}
+	}
+	for _, c := range counts {
+		if byKey[c.KeyID] == nil {
+			byKey[c.KeyID] = map[string]int64{}
+		}
+		byKey[c.KeyID][c.Kind] += c.Count
+	}
+	ids := make([]string, 0, len(byKey))
+	for id := range byKey {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	kinds := []string{postgres.SealedKindTOTP, postgres.SealedKindSigningKey, postgres.SealedKindTenantSecret,
+		postgres.SealedKindClientKey, postgres.SealedKindPlatformSecret}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY ID\tSTATE\tSEALED\tTOTP SECRETS\tSIGNING KEYS\tTENANT SECRETS\tCLIENT KEYS\tPLATFORM SECRETS")
+	for _, id := range ids {
+		state, name := "can be retired", id
+		switch {
+		case id == "":
+			state, name = "malformed values", "-"
+		case id == box.ActiveID():
+			state = "active"
+		case !slices.Contains(box.IDs(), id):
+			state = "MISSING from CORE_SECRET_KEYS"
+		}
+		var total int64
+		row := ""
+		for _, k := range kinds {
+			total += byKey[id][k]
+			row += fmt.Sprintf("\t%d", byKey[id][k])
+		}
+		if total > 0 && state == "can be retired" {
+			state = "seals secrets: run core secret-keys rewrap"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d%s\n", name, state, total, row)
+	}
+	return tw.Flush()
 }

@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/custos-platform/custos/core/internal/testdb"
 	corev1 "github.com/custos-platform/custos/proto/gen/custos/core/v1"
@@ -321,5 +325,122 @@ func TestExportImport(t *testing.T) {
 	}
 	if _, err := imp.CloseAndRecv(); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("gRPC import of an empty request = %v, want InvalidArgument", err)
+	}
+}
+
+// TestStalledImportsHoldNoConnection checks that gRPC imports whose client stops sending hold no
+// database connection (nor the locks of a transaction): core receives an import in full before
+// storing it. A tenant runs at most two imports at once.
+func TestStalledImportsHoldNoConnection(t *testing.T) {
+	p := startPlatform(t, map[string]string{"CORE_DB_MAX_CONNS": "2"})
+	f := p.newTenant("acme", "PLATFORM")
+	p.must(200, "POST", "/v1/items", f.member, map[string]string{"name": "n", "data": "d"})
+	_, records := p.exportLines(f.admin, "")
+	rec := &corev1.ExportRecord{}
+	raw, err := json.Marshal(records[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal(raw, rec); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	md, _ := metadata.FromOutgoingContext(grpcCtx(f.admin))
+	stalled := func() corev1.ExportService_ImportClient {
+		imp, err := corev1.NewExportServiceClient(p.conn).Import(metadata.NewOutgoingContext(ctx, md))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := imp.Send(&corev1.ImportRequest{Record: rec}); err != nil {
+			t.Fatal(err)
+		}
+		return imp // never closed: the import waits for more
+	}
+	// As many as the pool has connections (before, each held one in its transaction), and one
+	// more, which is refused: whichever the server sees last.
+	ended := make(chan error, 3)
+	for range 3 {
+		imp := stalled()
+		go func() { ended <- imp.RecvMsg(&corev1.ImportResponse{}) }()
+	}
+	select {
+	case err := <-ended:
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("one of three concurrent imports of a tenant = %v, want ResourceExhausted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("three concurrent imports of a tenant all run, want one refused")
+	}
+	c := &http.Client{Transport: p.client.Transport, Timeout: 10 * time.Second}
+	q := *p
+	q.client = c
+	if code, body := q.raw("GET", "/v1/items", f.member, ""); code != 200 {
+		t.Errorf("GET /v1/items while two imports stall = %d %s, want 200", code, body)
+	}
+	if code, body := q.raw("GET", "/readyz", nil, ""); code != 200 {
+		t.Errorf("GET /readyz while two imports stall = %d %s, want 200", code, body)
+	}
+	// Once their clients leave, the tenant imports again.
+	cancel()
+	eventually(t, "an import after the stalled ones left", func() error {
+		imp, err := corev1.NewExportServiceClient(p.conn).Import(grpcCtx(f.admin))
+		if err != nil {
+			return err
+		}
+		if err := imp.Send(&corev1.ImportRequest{Record: rec}); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		res, err := imp.CloseAndRecv()
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		if res.GetUnchanged() != 1 {
+			return fmt.Errorf("import = %v, want 1 unchanged", res)
+		}
+		return nil
+	})
+}
+
+// eventually retries check until it returns nil or 10 seconds pass.
+func eventually(tb testing.TB, what string, check func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestImportErrorsQuoteNothing checks that a refused import names the record and the field but
+// never quotes what was sent: an import file carries ciphertext, and a malformed one anything.
+func TestImportErrorsQuoteNothing(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("acme", "PLATFORM")
+	tests := []struct{ name, body, want string }{
+		{"not JSON", `{"record":{"id":SECRET-1}}`, "record 1: not JSON (at byte "},
+		{"bad escape", "{}\n" + `{"id":"SECRET-2\u00"}`, "record 2: not JSON"},
+		{"wrong type", `{"id":"x","revision":"SECRET-3"}`, "record 1: not an export record: revision: invalid value"},
+		{"unknown field", `{"result":{"record":{"SECRET-4":1}}}`, `record 1: not an export record: unknown field "SECRET-4"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, got := p.raw("POST", "/v1/import", f.admin, tt.body)
+			var answer struct{ Message string }
+			_ = json.Unmarshal(got, &answer)
+			if code != 400 || !strings.Contains(answer.Message, tt.want) {
+				t.Errorf("import of %s = %d %s; want 400 %q", tt.body, code, got, tt.want)
+			}
+			if tt.name != "unknown field" && strings.Contains(string(got), "SECRET") {
+				t.Errorf("import of %s quotes it: %s", tt.body, got)
+			}
+		})
 	}
 }

@@ -47,8 +47,9 @@ type Config struct {
 	// Throttle bounds failed logins and TOTP codes per account.
 	Throttle Throttle
 	// MetricsAddr, when set, serves Prometheus metrics at GET /metrics on a TLS listener
-	// (CORE_METRICS_ADDR).
-	MetricsAddr string
+	// (CORE_METRICS_ADDR) that requires a client certificate verified against
+	// MetricsClientCAFile (CORE_METRICS_CLIENT_CA_FILE, required with CORE_METRICS_ADDR).
+	MetricsAddr, MetricsClientCAFile string
 	// PasswordMemoryKiB and PasswordIterations are the Argon2id cost of stored password hashes
 	// (CORE_PASSWORD_MEMORY_KIB default 65536, from 8192 to 262144; CORE_PASSWORD_ITERATIONS
 	// default 3, from 1 to 10; their product at most 1048576, password.MaxCostKiB).
@@ -175,6 +176,7 @@ func Load(getenv func(string) string) (Config, error) {
 	passwordCost(e, c.PasswordMemoryKiB, c.PasswordIterations)
 	if e.str("CORE_METRICS_ADDR", "") != "" {
 		c.MetricsAddr = e.address("CORE_METRICS_ADDR", "")
+		c.MetricsClientCAFile = e.file("CORE_METRICS_CLIENT_CA_FILE", true)
 	}
 	if (c.AdminUsername == "") != (c.AdminPassword == "") {
 		e.fail("CORE_ADMIN_USERNAME", "set CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD (or _FILE) together")

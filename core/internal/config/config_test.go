@@ -83,6 +83,7 @@ func TestLoadErrors(t *testing.T) {
 		{"signing keys rotated hourly", map[string]string{"CORE_SIGNING_KEY_ROTATION": "1h"}, []string{"CORE_SIGNING_KEY_ROTATION"}},
 		{"same addresses", map[string]string{"CORE_GRPC_ADDR": ":7000", "CORE_HTTP_ADDR": ":7000"}, []string{"CORE_HTTP_ADDR: must differ"}},
 		{"no secret keys", map[string]string{"CORE_SECRET_KEYS": ""}, []string{"CORE_SECRET_KEYS: required"}},
+		{"metrics without a client CA", map[string]string{"CORE_METRICS_ADDR": ":8445"}, []string{"CORE_METRICS_CLIENT_CA_FILE: required"}},
 		{"admin without password", map[string]string{"CORE_ADMIN_USERNAME": "root"}, []string{"CORE_ADMIN_USERNAME"}},
 		{"several at once", map[string]string{"CORE_DATABASE_URL": "", "CORE_DB_MAX_CONNS": "0"}, []string{"CORE_DATABASE_URL", "CORE_DB_MAX_CONNS"}},
 	}
@@ -156,5 +157,15 @@ func TestPasswordCostBounds(t *testing.T) {
 	if password.MaxMemoryKiB != 262144 || password.MaxIterations != 10 || password.MaxCostKiB != 1<<20 {
 		t.Errorf("password bounds are %d KiB, %d passes, %d KiB·passes; update CORE_PASSWORD_* bounds in config.go and this test",
 			password.MaxMemoryKiB, password.MaxIterations, password.MaxCostKiB)
+	}
+}
+
+func TestLoadMetricsClientCA(t *testing.T) {
+	m := validEnv(t)
+	m["CORE_METRICS_ADDR"] = ":8445"
+	m["CORE_METRICS_CLIENT_CA_FILE"] = m["CORE_ES_CA_FILE"]
+	c, err := Load(getenvFrom(m))
+	if err != nil || c.MetricsAddr != ":8445" || c.MetricsClientCAFile != m["CORE_ES_CA_FILE"] {
+		t.Fatalf("Load(metrics with a client CA) = %+v, %v; want both set", c, err)
 	}
 }

@@ -57,8 +57,10 @@ type ImportResult struct {
 
 // ImportItems stores the items of records into tenantID exactly as they are (id, owner, revision,
 // ciphertext, key references, timestamps), all in one transaction with audit: if any record fails,
-// nothing is stored. records is consumed inside the transaction; an error it yields aborts the
-// import and is returned unchanged. Records are numbered from 1 in messages.
+// nothing is stored. records is consumed inside the transaction, so it must not wait on anyone
+// (a client's next message, say): the transaction, its locks and its connection would be held as
+// long; grpcapi receives a whole import before calling this. An error it yields aborts the import
+// and is returned unchanged. Records are numbered from 1 in messages.
 //
 // Each item's owner must be a user of tenantID and its key context that owner's personal one
 // (FailedPrecondition otherwise, naming the record). An item whose id exists at the same revision,

@@ -1,17 +1,21 @@
 // Package secretbox is core's encryption at rest for small secrets: TOTP
 // secrets, token signing keys, tenant secrets for the encryption service,
-// client keys of tenant-hosted endpoints.
+// client keys of tenant-hosted endpoints, the prelogin seed and the export
+// integrity key.
 //
 // Keys come from configuration (CORE_SECRET_KEYS = "id:base64,…", each a
 // 32-byte AES-256 key), several at once by id with one active, like the
 // encryption service's master keys: the active key seals, every key opens
-// what it sealed, and [Box.NeedsRewrap] finds what to move after a rotation.
+// what it sealed, and [Box.Rewrap] moves a value to the active key after a rotation (core
+// secret-keys rewrap does so for everything core stores).
 //
 // A sealed blob is self-describing:
 //
 //	version (1 byte, 1) || len(keyID) (1 byte) || keyID || nonce (12 bytes) || AES-256-GCM ciphertext and tag
 //
-// and the GCM associated data is the header (version, length and key id)
+// (the database reads the key id from this header to count values by key and find what to rewrap,
+// in core/internal/postgres/rewrap.go: a new format version must be taught there too), and the GCM
+// associated data is the header (version, length and key id)
 // followed by the caller's associated data, so neither the key id nor the
 // context can be changed without Open failing. Callers should pass
 // associated data naming what the secret is and whose (for instance

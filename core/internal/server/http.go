@@ -17,26 +17,145 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// newGatewayMux returns the REST mux: camelCase JSON, unknown fields
-// refused (400), only allow-listed headers forwarded, and the caller's
-// identity passed in reserved metadata.
+// newGatewayMux returns the REST mux: camelCase JSON, unknown fields and
+// anything after the JSON value refused (400), only allow-listed headers
+// forwarded, and the caller's identity passed in reserved metadata.
 func (s *Server) newGatewayMux() *runtime.ServeMux {
 	return runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(s.matchHeader),
-		runtime.WithMetadata(gatewayMetadata),
+		runtime.WithMetadata(s.gatewayMetadata),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
-			Marshaler: &runtime.JSONPb{
+			Marshaler: strictJSON{&runtime.JSONPb{
 				// Default values, but no null for unset message fields: a failed batch item is then
 				// exactly {"error": {...}} (EmitUnpopulated would add "metadata": null to it).
 				MarshalOptions:   protojson.MarshalOptions{EmitDefaultValues: true},
 				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-			},
+			}},
 		}),
 		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, bodyError(err))
+			// An error of a call that reached the services carries their own message; any other is
+			// the gateway's, which may quote what the caller sent.
+			if c := callFrom(r.Context()); c == nil || !c.reached.Load() {
+				err = gatewayError(err)
+			}
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 		}),
 	)
+}
+
+// strictJSON is the gateway's JSON marshaler with a decoder that refuses a
+// request body holding more than one JSON value (`{…} {…}` or `{…} garbage`):
+// only whitespace may follow the value, which a client sending two would
+// otherwise see half ignored. A body of several values (a client stream) is
+// not for it: such a route decodes its body itself, as core's import does.
+type strictJSON struct{ *runtime.JSONPb }
+
+// Errors of strictJSON's decoder, which quote nothing the caller sent.
+var (
+	errTrailingData = errors.New("request body: only whitespace may follow the JSON value")
+	errNotJSON      = errors.New("request body: not valid JSON")
+)
+
+// NewDecoder returns a decoder of one JSON value from r, which must hold
+// nothing else but whitespace; an empty r gives io.EOF, which the gateway
+// takes as an empty request.
+func (j strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
+	d := json.NewDecoder(r)
+	return runtime.DecoderFunc(func(v any) error {
+		var raw json.RawMessage
+		if err := d.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return err
+			}
+			// encoding/json quotes the characters it stopped at.
+			if syn := (*json.SyntaxError)(nil); errors.As(err, &syn) {
+				return fmt.Errorf("%w (at byte %d)", errNotJSON, syn.Offset)
+			}
+			return errNotJSON
+		}
+		if _, err := d.Token(); !errors.Is(err, io.EOF) {
+			return errTrailingData
+		}
+		return j.JSONPb.NewDecoder(bytes.NewReader(raw)).Decode(v)
+	})
+}
+
+// gatewayQueryError matches the gateway's errors about a query parameter, which quote its value
+// after its name.
+var gatewayQueryError = regexp.MustCompile(`^(parsing field|parsing list|parsing map key|parsing map value|too many values for field|duplicate field|field already set for oneof) "([^"]{1,100})"`)
+
+// gatewayPathError matches the gateway's error about a path parameter, which quotes its value.
+var gatewayPathError = regexp.MustCompile(`^type mismatch, parameter: ([A-Za-z0-9_.]{1,100}),`)
+
+// SafeError marks err, an error a hand-written gateway route (see
+// ServeMux.HandlePath) found itself, as written without quoting the caller's
+// input: the gateway's error handler passes it unchanged, where it rewrites
+// other errors of calls that did not reach the gRPC services (see
+// gatewayError). It keeps err's gRPC status.
+func SafeError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return safeError{err}
+}
+
+type safeError struct{ error }
+
+func (e safeError) GRPCStatus() *status.Status { return status.Convert(e.error) }
+func (e safeError) Unwrap() error              { return e.error }
+
+// gatewayError rewrites the gateway's own InvalidArgument errors (about the body, the query, the
+// path or a header, found before the call reached the services) so that they name the field,
+// parameter or header without quoting what was sent; a message it does not know becomes a generic
+// one. Every other error passes unchanged.
+func gatewayError(err error) error {
+	if safe := (safeError{}); errors.As(err, &safe) {
+		return safe.error
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return err
+	}
+	msg := st.Message()
+	switch {
+	case strings.HasPrefix(msg, "proto:"):
+		return bodyError(err)
+	case strings.HasPrefix(msg, errNotJSON.Error()) || msg == errTrailingData.Error():
+		return err
+	case strings.HasPrefix(msg, "invalid grpc-timeout"):
+		return status.Error(codes.InvalidArgument, "Grpc-Timeout header: invalid value (want digits and a unit, such as 10S)")
+	}
+	if m := gatewayQueryError.FindStringSubmatch(msg); m != nil {
+		what := "invalid value"
+		if m[1] == "too many values for field" || m[1] == "duplicate field" {
+			what = "given more than once"
+		}
+		return status.Errorf(codes.InvalidArgument, "query parameter %s: %s", lowerCamel(m[2]), what)
+	}
+	if m := gatewayPathError.FindStringSubmatch(msg); m != nil {
+		return status.Errorf(codes.InvalidArgument, "path parameter %s: invalid value", lowerCamel(m[1]))
+	}
+	return status.Error(codes.InvalidArgument, "malformed request")
+}
+
+// lowerCamel returns a proto field name (page_size) as its JSON name (pageSize), the form the
+// API documents; other names pass as they are.
+func lowerCamel(name string) string {
+	var b strings.Builder
+	up := false
+	for _, r := range name {
+		switch {
+		case r == '_':
+			up = true
+		case up:
+			b.WriteString(strings.ToUpper(string(r)))
+			up = false
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // protoValueError matches protojson's message for a JSON value of the wrong
@@ -98,19 +217,15 @@ func (s *Server) matchHeader(key string) (string, bool) {
 }
 
 // httpHandler serves /healthz and /readyz and passes everything else to the
-// gateway. Every response carries X-Request-Id and Cache-Control: no-store,
+// gateway; it runs inside observeHTTP. Every response carries X-Request-Id and Cache-Control: no-store,
 // since API responses hold secrets and plaintext.
 func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = newRequestID()
-		}
+		c := callFrom(r.Context()) // stored by observeHTTP
 		h := w.Header()
-		h.Set("X-Request-Id", id)
+		h.Set("X-Request-Id", c.requestID)
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
-		r = r.WithContext(context.WithValue(r.Context(), callKey{}, &callInfo{requestID: id, via: "http"}))
 
 		switch r.URL.Path {
 		case "/healthz":
@@ -122,6 +237,10 @@ func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 				s.serveReadyz(w, r)
 			}
 		default:
+			// Known to the gRPC side while in flight, which marks it as reached (see begin).
+			c.seq = s.callSeq.Add(1)
+			s.calls.Store(c.seq, c)
+			defer s.calls.Delete(c.seq)
 			s.serveAPI(w, r, gateway)
 		}
 	})
@@ -136,19 +255,24 @@ func allowGet(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// serveReadyz answers 200 when Ready passes and 503 otherwise. The reason
-// is generic; the error itself is logged.
-func (s *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "shutting down"})
-		return
+// serveReadyz answers 200 when the last Ready check passed and 503 otherwise,
+// as the gRPC health service does: it runs no check of its own (followReadiness
+// checks every ReadyInterval and logs the changes), so that callers cannot
+// make the service query its dependencies. The reason is generic.
+func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	rd := s.readiness.Load()
+	reason := ""
+	switch {
+	case s.draining.Load():
+		reason = "shutting down"
+	case rd == nil:
+		reason = "starting"
+	case errors.Is(rd.err, context.DeadlineExceeded):
+		reason = "readiness check timed out"
+	case rd.err != nil:
+		reason = "dependencies not ready"
 	}
-	if err := s.checkReady(r.Context()); err != nil {
-		reason := "dependencies not ready"
-		if errors.Is(err, context.DeadlineExceeded) {
-			reason = "readiness check timed out"
-		}
-		s.log.Warn("server: readiness check failed", "error", err, "request_id", RequestID(r.Context()))
+	if reason != "" {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
 		return
 	}

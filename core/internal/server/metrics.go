@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -39,25 +42,91 @@ func handlerName(path string) string {
 	return HandlerAPI
 }
 
-// observeHTTP wraps h so that every response is recorded in s.cfg.Metrics.
+// observeHTTP wraps h, the REST listener's handler: it chooses the request's
+// id (the caller's X-Request-Id if valid) and stores its callInfo in the
+// request's context, records every response in s.cfg.Metrics, and a REST request answered without reaching the gRPC interceptors (413,
+// 404, 405, a malformed body or query, a failure of the gRPC transport) gets
+// its access log line here, as "rpc" with via "http": the interceptors log
+// every other. /healthz and /readyz are not logged (probes would flood the
+// log); their responses are counted.
 func (s *Server) observeHTTP(h http.Handler) http.Handler {
-	if s.cfg.Metrics == nil {
-		return h
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		c := &callInfo{requestID: id, via: "http", addr: r.RemoteAddr}
+		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		s.cfg.Metrics.ObserveHTTP(handlerName(r.URL.Path), rec.statusCode(), time.Since(start))
+		elapsed := time.Since(start)
+		handler := handlerName(r.URL.Path)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.ObserveHTTP(handler, rec.statusCode(), elapsed)
+		}
+		if handler == HandlerAPI && !c.reached.Load() {
+			s.recordHTTP(r, c, rec, elapsed)
+		}
 	})
 }
 
-// statusRecorder remembers the status a handler wrote. Unwrap lets
-// http.ResponseController reach the underlying writer (Flush, deadlines).
+// recordHTTP writes the access log line of a REST request that never reached the gRPC
+// interceptors, in their format: method is the HTTP method (no path, which may hold anything the
+// client sent), code the gRPC code the answer carries, and message its message, which the
+// server wrote without quoting the caller's input.
+func (s *Server) recordHTTP(r *http.Request, c *callInfo, rec *statusRecorder, elapsed time.Duration) {
+	ctx := r.Context()
+	var answer struct {
+		Code    codes.Code `json:"code"`
+		Message string     `json:"message"`
+	}
+	_ = json.Unmarshal(rec.head, &answer) // a body that is not an error answer logs as OK
+	level := slog.LevelInfo
+	switch answer.Code {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		level = slog.LevelError
+	}
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	line := slog.NewRecord(time.Now(), level, "rpc", 0)
+	line.AddAttrs(
+		slog.String("method", r.Method),
+		slog.String("code", knownCode(answer.Code).String()),
+		slog.Int("status", rec.statusCode()),
+		slog.Int64("duration_us", elapsed.Microseconds()),
+		slog.String("request_id", c.requestID),
+		slog.String("peer", c.addr),
+		slog.String("via", c.via),
+	)
+	if answer.Message != "" {
+		line.AddAttrs(slog.String("message", answer.Message))
+	}
+	_ = h.Handle(ctx, line) // a log line that cannot be written is not the caller's failure
+}
+
+// knownCode returns code if gRPC defines it, else codes.Unknown.
+func knownCode(code codes.Code) codes.Code {
+	if code > codes.Unauthenticated {
+		return codes.Unknown
+	}
+	return code
+}
+
+// statusRecorder remembers the status a handler wrote and, of an error
+// answer, its first bytes. Unwrap lets http.ResponseController reach the
+// underlying writer (Flush, deadlines).
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	head   []byte // up to maxErrorHead bytes of the body, when status is 400 or more
 }
+
+// maxErrorHead bounds what statusRecorder keeps of an error answer: the
+// server's error answers are short.
+const maxErrorHead = 1 << 10
 
 func (r *statusRecorder) WriteHeader(code int) {
 	if r.status == 0 {
@@ -69,6 +138,9 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (r *statusRecorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
+	}
+	if r.status >= http.StatusBadRequest && len(r.head) < maxErrorHead {
+		r.head = append(r.head, b[:min(len(b), maxErrorHead-len(r.head))]...)
 	}
 	return r.ResponseWriter.Write(b)
 }

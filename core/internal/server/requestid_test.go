@@ -30,7 +30,8 @@ func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, c := begin(tappedCtx)
+	s := &Server{}
+	ctx, c, _ := s.begin(tappedCtx)
 	md, _ := metadata.FromIncomingContext(ctx)
 	for k := range md {
 		if len(k) >= len(reservedPrefix) && k[:len(reservedPrefix)] == reservedPrefix {
@@ -55,7 +56,7 @@ func TestBeginDropsReservedKeysFromNetworkCalls(t *testing.T) {
 	}
 
 	// Without a tap (a context the transport did not make) the context's metadata is read.
-	ctx, c = begin(metadata.NewIncomingContext(context.Background(), in))
+	ctx, c, _ = s.begin(metadata.NewIncomingContext(context.Background(), in))
 	if got := Incoming(ctx, reservedPrefix+"other"); got != nil || c.requestID != "abc-1" {
 		t.Errorf("untapped: Incoming(reserved) = %q, request id %q; want nothing and abc-1", got, c.requestID)
 	}

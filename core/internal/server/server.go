@@ -18,6 +18,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,11 +26,13 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 )
 
 // Defaults for the zero values of Config.
@@ -49,8 +52,29 @@ const (
 	maxHeaderBytes    = 64 << 10
 )
 
+// gRPC listener limits, for network connections (the in-process gateway
+// connection carries REST calls, which the HTTP server bounds already).
+const (
+	// MaxConcurrentStreams bounds the calls in flight on one gRPC connection;
+	// a client opening more waits until one ends. It stays well above the 64
+	// calls at once that the benchmark drives over one connection.
+	MaxConcurrentStreams = 200
+	// handshakeTimeout bounds a new connection's TLS handshake, like
+	// readHeaderTimeout does for REST.
+	handshakeTimeout = 10 * time.Second
+	// pingMinTime is the shortest interval between a client's keepalive pings
+	// that is tolerated (also on a connection without calls); a client pinging
+	// more often is disconnected (GOAWAY "too_many_pings").
+	pingMinTime = 10 * time.Second
+)
+
 // Config describes one binary's transport. GRPCAddr, HTTPAddr and TLS are
 // required; every other zero value has a documented default.
+//
+// gRPC network connections also have fixed limits: MaxConcurrentStreams calls
+// at once, request metadata of at most 64 KiB (as REST headers), 10 s for the
+// TLS handshake, closed after two minutes without a call (as idle REST
+// connections), keepalive pings tolerated down to one every 10 s.
 type Config struct {
 	GRPCAddr string // host:port of the gRPC listener; ":0" picks a free port
 	HTTPAddr string // host:port of the REST listener; ":0" picks a free port
@@ -94,10 +118,12 @@ type Config struct {
 	// Metrics records every RPC and REST response; nil records nothing.
 	Metrics Metrics
 	// MetricsAddr, when set, is the host:port of a third listener that serves
-	// MetricsHandler at GET /metrics, over TLS with the same configuration as
-	// the others (so with the same client-certificate policy). ":0" picks a
+	// MetricsHandler at GET /metrics over TLS, with MetricsTLS. ":0" picks a
 	// free port.
 	MetricsAddr string
+	// MetricsTLS is the metrics listener's TLS configuration; nil means TLS,
+	// the same as the other listeners'. Its MinVersion must be TLS 1.3.
+	MetricsTLS *tls.Config
 	// MetricsHandler answers scrapes on MetricsAddr, e.g. the Prometheus
 	// handler of *telemetry.Metrics; required when MetricsAddr is set.
 	MetricsHandler http.Handler
@@ -113,12 +139,27 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	forward map[string]bool // lower-case header names from Config.ForwardHeaders
-	grpc    *grpc.Server
-	health  *health.Server
+	// grpc serves the network listener; gw, with the same services, interceptors and message
+	// limit, the in-process gateway connection, without the per-connection limits meant for
+	// network clients (REST calls are bounded by the HTTP server).
+	grpc   *grpc.Server
+	gw     *grpc.Server
+	health *health.Server
 
 	running  atomic.Bool
 	draining atomic.Bool
+	drained  chan struct{} // closed when the drain starts: ends health Watch streams
 	started  chan struct{}
+	// readiness is the outcome of the last Ready check (a *readiness), which /readyz answers
+	// from; nil until the first check ends.
+	readiness atomic.Pointer[readiness]
+
+	// calls holds the REST requests in flight (callInfo.seq → *callInfo), so that the gRPC side
+	// can tell the REST side that a request reached the interceptors.
+	calls   sync.Map
+	callSeq atomic.Uint64
+	// queries caches the query parameters each gateway route accepts (queryRoute → *queryRule).
+	queries sync.Map
 
 	mu          sync.Mutex
 	grpcAddr    string
@@ -144,6 +185,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS.MinVersion < tls.VersionTLS13 {
 		return nil, errors.New("server: TLS.MinVersion must be TLS 1.3")
 	}
+	if cfg.MetricsTLS != nil && cfg.MetricsTLS.MinVersion < tls.VersionTLS13 {
+		return nil, errors.New("server: MetricsTLS.MinVersion must be TLS 1.3")
+	}
+	if cfg.MetricsTLS == nil {
+		cfg.MetricsTLS = cfg.TLS
+	}
 	if cfg.MaxRequestBytes < 0 || cfg.MaxConnectionAge < 0 || cfg.ShutdownTimeout < 0 || cfg.ReadyInterval < 0 || cfg.ReadyTimeout < 0 {
 		return nil, errors.New("server: limits and durations must not be negative")
 	}
@@ -167,6 +214,7 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		forward: forward,
 		health:  health.NewServer(),
+		drained: make(chan struct{}),
 		started: make(chan struct{}),
 	}
 	opts := []grpc.ServerOption{
@@ -179,18 +227,65 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StatsHandler != nil {
 		opts = append(opts, grpc.StatsHandler(cfg.StatsHandler))
 	}
-	if cfg.MaxConnectionAge > 0 {
-		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: cfg.MaxConnectionAge}))
-	}
-	s.grpc = grpc.NewServer(opts...)
+	s.gw = grpc.NewServer(opts...)
+	// A network client cannot hold more than a bounded amount of the server with one connection:
+	// calls, metadata, a handshake, or a connection left idle.
+	s.grpc = grpc.NewServer(append(slices.Clip(opts),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idleTimeout, MaxConnectionAge: cfg.MaxConnectionAge}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: pingMinTime, PermitWithoutStream: true}),
+	)...)
 	// Not serving until Ready has passed once.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
-	if cfg.Register != nil {
-		cfg.Register(s.grpc)
+	for _, g := range []*grpc.Server{s.grpc, s.gw} {
+		healthpb.RegisterHealthServer(g, drainingHealth{Server: s.health, drained: s.drained})
+		if cfg.Register != nil {
+			cfg.Register(g)
+		}
 	}
 	return s, nil
 }
+
+// drainingHealth is the health service, whose Watch streams end when the drain starts: the gRPC
+// server's graceful stop waits for every call to end, and a Watch stream would not end by itself.
+type drainingHealth struct {
+	*health.Server
+	drained <-chan struct{}
+}
+
+// Watch streams the serving status like health.Server's until the client leaves or the drain
+// starts, which sets NOT_SERVING first; then it ends with Unavailable, so that a watcher learns
+// of the drain even if the stream ended before it could send the new status.
+func (h drainingHealth) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-h.drained:
+			cancel()
+		case <-done:
+		}
+	}()
+	err := h.Server.Watch(req, watchStream{Health_WatchServer: stream, ctx: ctx})
+	select {
+	case <-h.drained:
+		return status.Error(codes.Unavailable, "server: shutting down")
+	default:
+		return err
+	}
+}
+
+// watchStream is a Watch stream with a context the drain cancels.
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }
 
 func orDefault[T comparable](v, def T) T {
 	var zero T
@@ -254,7 +349,8 @@ func (s *Server) MetricsAddr() string {
 }
 
 // Run listens on its addresses and serves until ctx is cancelled, then
-// drains: health turns NOT_SERVING, the HTTP server shuts down (finishing
+// drains: health turns NOT_SERVING (/readyz answers 503, health Watch streams
+// end with Unavailable), the HTTP server shuts down (finishing
 // in-flight REST calls), then the gRPC server stops gracefully, then the
 // metrics listener closes; whatever is still running when ShutdownTimeout has
 // passed is cut off.
@@ -351,7 +447,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, pending)
 	go func() { errc <- wrapServe("gRPC", s.grpc.Serve(grpcLn)) }()
-	go func() { errc <- wrapServe("gateway", s.grpc.Serve(gwLn)) }()
+	go func() { errc <- wrapServe("gateway", s.gw.Serve(gwLn)) }()
 	go func() {
 		err := httpSrv.Serve(tls.NewListener(httpLn, s.cfg.TLS))
 		if errors.Is(err, http.ErrServerClosed) {
@@ -361,7 +457,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	if metricsSrv != nil {
 		go func() {
-			err := metricsSrv.Serve(tls.NewListener(metricsLn, s.cfg.TLS))
+			err := metricsSrv.Serve(tls.NewListener(metricsLn, s.cfg.MetricsTLS))
 			if errors.Is(err, http.ErrServerClosed) {
 				err = nil
 			}
@@ -405,7 +501,8 @@ func wrapServe(what string, err error) error {
 // still see the drain. metricsSrv may be nil.
 func (s *Server) drain(httpSrv, metricsSrv *http.Server, gwConn *grpc.ClientConn) {
 	s.draining.Store(true)
-	s.health.Shutdown()
+	s.health.Shutdown() // watchers are told NOT_SERVING...
+	close(s.drained)    // ...and their streams end
 	s.log.Info("server: draining", "timeout", s.cfg.ShutdownTimeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
@@ -418,6 +515,7 @@ func (s *Server) drain(httpSrv, metricsSrv *http.Server, gwConn *grpc.ClientConn
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
+		s.gw.GracefulStop()
 		close(stopped)
 	}()
 	select {
@@ -425,6 +523,7 @@ func (s *Server) drain(httpSrv, metricsSrv *http.Server, gwConn *grpc.ClientConn
 	case <-ctx.Done():
 		s.log.Warn("server: gRPC drain cut short")
 		s.grpc.Stop()
+		s.gw.Stop()
 		<-stopped
 	}
 	if metricsSrv != nil {
@@ -435,8 +534,12 @@ func (s *Server) drain(httpSrv, metricsSrv *http.Server, gwConn *grpc.ClientConn
 	}
 }
 
+// readiness is the outcome of one Ready check.
+type readiness struct{ err error }
+
 // followReadiness evaluates Ready now and every ReadyInterval, and sets the
-// overall gRPC health status from it, until ctx is done.
+// overall gRPC health status and what /readyz answers from it, until ctx is
+// done. Only a change is logged.
 func (s *Server) followReadiness(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.ReadyInterval)
 	defer ticker.Stop()
@@ -452,6 +555,7 @@ func (s *Server) followReadiness(ctx context.Context) {
 			st = healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		s.health.SetServingStatus("", st)
+		s.readiness.Store(&readiness{err: err})
 		if first || (err == nil) != (last == nil) {
 			if err != nil {
 				s.log.Warn("server: not ready", "error", err)

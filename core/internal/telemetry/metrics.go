@@ -121,8 +121,10 @@ type rpcSeries struct {
 }
 
 // ObserveRPC implements server.Metrics. The label sets are bounded: methods are the registered
-// ones (gRPC answers unknown methods before any interceptor), codes and ways in are few.
+// ones (gRPC answers unknown methods before any interceptor), ways in are few, and codes are the
+// 17 gRPC defines (see knownCode).
 func (m *Metrics) ObserveRPC(method string, code codes.Code, via string, elapsed time.Duration) {
+	code = knownCode(code)
 	k := rpcKey{method: method, via: via, code: code}
 	v, ok := m.rpcSeries.Load(k)
 	if !ok {
@@ -134,6 +136,16 @@ func (m *Metrics) ObserveRPC(method string, code codes.Code, via string, elapsed
 	s := v.(*rpcSeries)
 	s.requests.Inc()
 	s.duration.Observe(elapsed.Seconds())
+}
+
+// knownCode returns code if gRPC defines it, else codes.Unknown. A status code is a 32-bit number
+// that whoever answered chose (another service's status can be passed on): labelling series with
+// any value would let that party create series without bound.
+func knownCode(code codes.Code) codes.Code {
+	if code > codes.Unauthenticated {
+		return codes.Unknown
+	}
+	return code
 }
 
 // ObserveHTTP implements server.Metrics.

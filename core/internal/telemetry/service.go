@@ -78,9 +78,11 @@ const (
 // contract's method name ("Encrypt", "RewrapBatch"...), the status code it
 // ended with (Unavailable when the service could not be reached), the
 // transport and how long it took. The HTTPS client calls it; gRPC
-// connections get it from ESUnaryClientInterceptor.
+// connections get it from ESUnaryClientInterceptor. A code gRPC does not
+// define is recorded as Unknown: a tenant's own encryption service answers
+// whatever number it likes, and each would be a new series.
 func (m *Metrics) ObserveESCall(method string, code codes.Code, transport string, elapsed time.Duration) {
-	m.service.esRequests.WithLabelValues(method, code.String(), transport).Inc()
+	m.service.esRequests.WithLabelValues(method, knownCode(code).String(), transport).Inc()
 	m.service.esDuration.WithLabelValues(method, transport).Observe(elapsed.Seconds())
 }
 

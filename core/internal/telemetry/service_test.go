@@ -23,6 +23,13 @@ func observeService(m *telemetry.Metrics) {
 		panic(errors.New("the interceptor changed the error"))
 	}
 	_ = intercept(context.Background(), "/custos.encryption.v1.EncryptionService/Encrypt", nil, nil, nil, ok)
+	// A tenant's own encryption service may answer any number as a status code: one series for all.
+	for c := range 3 {
+		hostile := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
+			return status.Error(codes.Code(1000+c), "made up")
+		}
+		_ = intercept(context.Background(), "/custos.encryption.v1.EncryptionService/Decrypt", nil, nil, nil, hostile)
+	}
 	m.ObserveESCall("Decrypt", codes.OK, telemetry.TransportHTTPS, 2*time.Millisecond)
 
 	m.ReencryptItemsMoved(5)
@@ -47,6 +54,7 @@ var serviceSeries = []string{
 	`custos_es_client_requests_total{code="Unavailable",method="Encrypt",transport="grpc"} 1`,
 	`custos_es_client_requests_total{code="OK",method="Encrypt",transport="grpc"} 1`,
 	`custos_es_client_requests_total{code="OK",method="Decrypt",transport="https"} 1`,
+	`custos_es_client_requests_total{code="Unknown",method="Decrypt",transport="grpc"} 3`,
 	`custos_es_client_request_duration_seconds_count{method="Encrypt",transport="grpc"} 2`,
 	`custos_reencrypt_items_total{result="moved"} 5`,
 	`custos_reencrypt_items_total{result="skipped"} 1`,

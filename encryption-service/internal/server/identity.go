@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/credentials"
@@ -24,6 +25,7 @@ const (
 	keyClientSHA256    = reservedPrefix + "client-sha256"
 	keyRemoteAddr      = reservedPrefix + "remote-addr"
 	keyRequestID       = reservedPrefix + "request-id"
+	keyCall            = reservedPrefix + "call" // the REST request's callInfo.seq
 	keyUserAgent       = reservedPrefix + "user-agent"
 	requestIDHeaderKey = "x-request-id"
 )
@@ -183,13 +185,19 @@ func dropReserved(md metadata.MD) {
 }
 
 // gatewayMetadata is the gateway's annotator: it passes the HTTP client's
-// address, verified certificate and the request id chosen by httpHandler.
-// The gateway lets annotator keys replace any header-derived ones.
-func gatewayMetadata(_ context.Context, r *http.Request) metadata.MD {
+// address, verified certificate, the request id chosen by httpHandler and the
+// request's place in s.calls. The gateway lets annotator keys replace any
+// header-derived ones. It also checks the query parameters against the
+// route's (see checkQuery): the gRPC side refuses the call if one is unknown.
+func (s *Server) gatewayMetadata(ctx context.Context, r *http.Request) metadata.MD {
 	md := metadata.MD{}
 	md.Set(keyRemoteAddr, r.RemoteAddr)
-	if id := RequestID(r.Context()); id != "" {
-		md.Set(keyRequestID, id)
+	if c := callFrom(r.Context()); c != nil {
+		md.Set(keyRequestID, c.requestID)
+		if c.seq != 0 {
+			md.Set(keyCall, strconv.FormatUint(c.seq, 10))
+			c.unknownQuery = s.checkQuery(ctx, r)
+		}
 	}
 	if ua := printableASCII(r.UserAgent(), maxUserAgent); ua != "" {
 		md.Set(keyUserAgent, ua)

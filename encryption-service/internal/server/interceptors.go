@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -21,11 +22,18 @@ import (
 // One is stored in each RPC's (and each REST request's) context.
 type callInfo struct {
 	requestID string
-	via       string // "grpc" or "gateway"
+	via       string // "grpc" or "gateway"; "http" for a REST request
 	addr      string // the client's address; for REST calls, the HTTP client's
 	// md is the call's incoming metadata, shared with the transport and never changed; without
 	// the reserved keys when a network client sent them.
 	md metadata.MD
+
+	// Of a REST request to the gateway (via "http"): its key in Server.calls (0 for /healthz
+	// and /readyz), whether it reached the gRPC interceptors (so has its access log line and
+	// a status the services chose), and the first query parameter its route does not take.
+	seq          uint64
+	reached      atomic.Bool
+	unknownQuery string
 }
 
 type callKey struct{}
@@ -103,15 +111,27 @@ func newRequestID() string {
 // and stored, with the metadata Incoming reads. It reads the metadata map the
 // transport received (see tapMetadata) and copies it only when a network
 // client sent reserved keys.
-func begin(ctx context.Context) (context.Context, *callInfo) {
+//
+// For a gateway call it also marks the REST request it carries as reached and returns that
+// request's callInfo (nil otherwise).
+func (s *Server) begin(ctx context.Context) (context.Context, *callInfo, *callInfo) {
 	md := tapped(ctx)
 	c := &callInfo{via: "grpc", md: md}
+	var rest *callInfo
 	p, _ := peer.FromContext(ctx)
 	if p != nil && isGateway(p) {
 		c.via = "gateway"
 		c.addr, _ = single(md, keyRemoteAddr)
 		if id, ok := single(md, keyRequestID); ok && validRequestID(id) {
 			c.requestID = id
+		}
+		if seq, ok := single(md, keyCall); ok {
+			if n, err := strconv.ParseUint(seq, 10, 64); err == nil {
+				if v, ok := s.calls.Load(n); ok {
+					rest = v.(*callInfo)
+					rest.reached.Store(true)
+				}
+			}
 		}
 	} else {
 		if p != nil && p.Addr != nil {
@@ -131,14 +151,23 @@ func begin(ctx context.Context) (context.Context, *callInfo) {
 			c.requestID = newRequestID()
 		}
 	}
-	return context.WithValue(ctx, callKey{}, c), c
+	return context.WithValue(ctx, callKey{}, c), c, rest
+}
+
+// refuse returns the error that ends a call before its handler runs, or nil: a REST request
+// whose query names a parameter its route does not take.
+func refuse(rest *callInfo) error {
+	if rest == nil || rest.unknownQuery == "" {
+		return nil
+	}
+	return status.Errorf(codes.InvalidArgument, "query parameter %q: not a parameter of this request", rest.unknownQuery)
 }
 
 // observeUnary is the outermost interceptor: request id, access log and metrics, and the
 // recovery of a panic below it into codes.Internal, which the access log then records.
 func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	ctx, c := begin(ctx)
+	ctx, c, rest := s.begin(ctx)
 	// Fails only if headers were already sent, which cannot be the case yet.
 	_ = grpc.SetHeader(ctx, metadata.MD{requestIDHeaderKey: {c.requestID}})
 	defer func() {
@@ -147,13 +176,16 @@ func (s *Server) observeUnary(ctx context.Context, req any, info *grpc.UnaryServ
 		}
 		s.record(ctx, info.FullMethod, c, start, err)
 	}()
+	if err := refuse(rest); err != nil {
+		return nil, err
+	}
 	return handler(ctx, req)
 }
 
 // observeStream is observeUnary for streams.
 func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	start := time.Now()
-	ctx, c := begin(ss.Context())
+	ctx, c, rest := s.begin(ss.Context())
 	_ = ss.SetHeader(metadata.MD{requestIDHeaderKey: {c.requestID}})
 	defer func() {
 		if p := recover(); p != nil {
@@ -161,6 +193,9 @@ func (s *Server) observeStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 		}
 		s.record(ctx, info.FullMethod, c, start, err)
 	}()
+	if err := refuse(rest); err != nil {
+		return err
+	}
 	return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/sourcecontextpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -180,11 +182,47 @@ func TestReadiness(t *testing.T) {
 	eventually(t, "gRPC health NOT_SERVING", healthIs(healthpb.HealthCheckResponse_NOT_SERVING))
 
 	failing.Store(false)
-	resp, body = mustDo(t, client, http.MethodGet, e.url("/readyz"), "", nil)
-	if resp.StatusCode != http.StatusOK || mustJSON(t, body)["status"] != "ready" {
-		t.Errorf("GET /readyz while passing = %d %s, want 200 ready", resp.StatusCode, body)
-	}
+	// /readyz answers from the last check, like gRPC health: it follows within ReadyInterval.
+	eventually(t, "GET /readyz 200 ready", func() error {
+		resp, body := mustDo(t, client, http.MethodGet, e.url("/readyz"), "", nil)
+		if resp.StatusCode != http.StatusOK || mustJSON(t, body)["status"] != "ready" {
+			return fmt.Errorf("GET /readyz while passing = %d %s, want 200 ready", resp.StatusCode, body)
+		}
+		return nil
+	})
 	eventually(t, "gRPC health SERVING", healthIs(healthpb.HealthCheckResponse_SERVING))
+}
+
+// TestReadyzAnswersFromTheLastCheck checks that GET /readyz, unauthenticated on a public port,
+// does not run Ready: a flood of probes cannot make the service query its dependencies, nor fill
+// the log with a line per failed probe.
+func TestReadyzAnswersFromTheLastCheck(t *testing.T) {
+	var calls atomic.Int64
+	e := mustStart(t, func(c *server.Config, _ *testcerts.Set) {
+		c.ReadyInterval = time.Hour // one check, at start
+		c.Ready = func(context.Context) error {
+			calls.Add(1)
+			return errors.New("database unreachable")
+		}
+	})
+	client := e.httpClient(t, e.certs.ClientConfig())
+	eventually(t, "the first readiness check", func() error {
+		resp, body := mustDo(t, client, http.MethodGet, e.url("/readyz"), "", nil)
+		if got := mustJSON(t, body)["reason"]; resp.StatusCode != http.StatusServiceUnavailable || got != "dependencies not ready" {
+			return fmt.Errorf("GET /readyz = %d %s, want 503 dependencies not ready", resp.StatusCode, body)
+		}
+		return nil
+	})
+	before := calls.Load()
+	for range 50 {
+		mustDo(t, client, http.MethodGet, e.url("/readyz"), "", nil)
+	}
+	if got := calls.Load() - before; got != 0 {
+		t.Errorf("50 GET /readyz ran Ready %d times, want 0 (the answer comes from the last check)", got)
+	}
+	if n := strings.Count(e.logs.String(), "database unreachable"); n != 1 {
+		t.Errorf("the readiness error is logged %d times, want once (when it started)", n)
+	}
 }
 
 func TestReadinessTimeout(t *testing.T) {
@@ -195,10 +233,14 @@ func TestReadinessTimeout(t *testing.T) {
 			return ctx.Err()
 		}
 	})
-	resp, body := mustDo(t, e.httpClient(t, e.certs.ClientConfig()), http.MethodGet, e.url("/readyz"), "", nil)
-	if resp.StatusCode != http.StatusServiceUnavailable || mustJSON(t, body)["reason"] != "readiness check timed out" {
-		t.Errorf("GET /readyz = %d %s, want 503 timed out", resp.StatusCode, body)
-	}
+	client := e.httpClient(t, e.certs.ClientConfig())
+	eventually(t, "GET /readyz 503 timed out", func() error {
+		resp, body := mustDo(t, client, http.MethodGet, e.url("/readyz"), "", nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || mustJSON(t, body)["reason"] != "readiness check timed out" {
+			return fmt.Errorf("GET /readyz = %d %s, want 503 timed out", resp.StatusCode, body)
+		}
+		return nil
+	})
 }
 
 func TestPeerIdentity(t *testing.T) {
@@ -669,5 +711,197 @@ func TestShutdownTimeoutCutsOff(t *testing.T) {
 	}
 	if err := <-errc; err == nil {
 		t.Error("call still running at ShutdownTimeout succeeded, want it cut off")
+	}
+}
+
+// holdService registers /test.Hold/Hold, whose handler counts itself in flight until release is
+// closed or its caller leaves.
+func holdService(inflight *atomic.Int64, release <-chan struct{}) func(*grpc.Server) {
+	return func(s *grpc.Server) {
+		s.RegisterService(&grpc.ServiceDesc{
+			ServiceName: "test.Hold",
+			HandlerType: (*any)(nil),
+			Methods: []grpc.MethodDesc{{MethodName: "Hold", Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+				in := &emptypb.Empty{}
+				if err := dec(in); err != nil {
+					return nil, err
+				}
+				return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Hold/Hold"}, func(ctx context.Context, _ any) (any, error) {
+					inflight.Add(1)
+					defer inflight.Add(-1)
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+					return &emptypb.Empty{}, nil
+				})
+			}}},
+		}, struct{}{})
+	}
+}
+
+// TestMaxConcurrentStreams checks that one gRPC connection runs at most MaxConcurrentStreams calls
+// at once; the others wait for a slot and then succeed.
+func TestMaxConcurrentStreams(t *testing.T) {
+	var inflight atomic.Int64
+	release := make(chan struct{})
+	e := mustStart(t, func(c *server.Config, _ *testcerts.Set) { c.Register = holdService(&inflight, release) })
+	conn := e.mustGRPC(t, e.certs.ClientConfig())
+	const calls = server.MaxConcurrentStreams + 50
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	for range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- conn.Invoke(context.Background(), "/test.Hold/Hold", &emptypb.Empty{}, &emptypb.Empty{})
+		}()
+	}
+	eventually(t, "the connection's streams in use", func() error {
+		if n := inflight.Load(); n < server.MaxConcurrentStreams {
+			return fmt.Errorf("%d calls in flight", n)
+		}
+		return nil
+	})
+	// Give the waiting calls every chance to get in.
+	for range 20 {
+		if n := inflight.Load(); n > server.MaxConcurrentStreams {
+			t.Fatalf("%d calls in flight on one connection, want at most %d", n, server.MaxConcurrentStreams)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a call over the limit = %v, want it to wait for a slot and succeed", err)
+		}
+	}
+}
+
+// TestGRPCMetadataLimit checks that gRPC request metadata is bounded like REST headers (64 KiB).
+func TestGRPCMetadataLimit(t *testing.T) {
+	e := mustStart(t, nil)
+	conn := e.mustGRPC(t, e.certs.ClientConfig())
+	if _, err := whoami(context.Background(), conn); err != nil {
+		t.Fatalf("Whoami = %v", err)
+	}
+	big := metadata.AppendToOutgoingContext(context.Background(), "x-junk", strings.Repeat("a", 100<<10))
+	if _, err := whoami(big, conn); err == nil {
+		t.Error("Whoami with 100 KiB of metadata succeeded, want it refused")
+	}
+	small := metadata.AppendToOutgoingContext(context.Background(), "x-junk", strings.Repeat("a", 8<<10))
+	if _, err := whoami(small, conn); err != nil {
+		t.Errorf("Whoami with 8 KiB of metadata = %v, want it served", err)
+	}
+}
+
+// TestDrainEndsHealthWatch checks that an open health Watch stream does not hold the drain up to
+// ShutdownTimeout: it is told NOT_SERVING or ends with Unavailable, and the drain finishes
+// without cutting anything off.
+func TestDrainEndsHealthWatch(t *testing.T) {
+	e := mustStart(t, func(c *server.Config, _ *testcerts.Set) { c.ShutdownTimeout = time.Minute })
+	conn := e.mustGRPC(t, e.certs.ClientConfig())
+	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatalf("Watch: first Recv = %v", err)
+	}
+	e.stop()
+	for {
+		resp, err := w.Recv()
+		if err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("Watch during the drain ended with %v, want Unavailable", err)
+			}
+			break
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING && resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("Watch sent %v", resp.GetStatus())
+		}
+	}
+	select {
+	case err := <-e.done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+		e.done <- err // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return with a health Watch open (the drain waits for it)")
+	}
+	if strings.Contains(e.logs.String(), "drain cut short") {
+		t.Errorf("the drain was cut short:\n%s", e.logs.String())
+	}
+}
+
+// TestGatewayRejections checks what the REST listener answers before a request reaches gRPC: no
+// quoting of what was sent, only whitespace after the JSON body, and an access log line for each.
+func TestGatewayRejections(t *testing.T) {
+	e := mustStart(t, func(c *server.Config, _ *testcerts.Set) { c.MaxRequestBytes = 1000 })
+	client := e.httpClient(t, e.certs.ClientConfig())
+	tests := []struct {
+		name, method, path, body string
+		header                   http.Header
+		wantStatus               int
+		wantMessage              string // substring
+	}{
+		{"second JSON value", http.MethodPost, "/v1/echo", `{"fileName":"a"} {"SECRET-1":1}`, nil, 400, "only whitespace may follow"},
+		{"garbage after the value", http.MethodPost, "/v1/echo", `{"fileName":"a"} SECRET-2`, nil, 400, "only whitespace may follow"},
+		{"malformed escape", http.MethodPost, "/v1/echo", `{"fileName":"SECRET-3\u00"}`, nil, 400, "request body: not valid JSON"},
+		{"bad token", http.MethodPost, "/v1/echo", `SECRET-4`, nil, 400, "request body: not valid JSON"},
+		{"bad grpc-timeout", http.MethodPost, "/v1/echo", `{}`, http.Header{"Grpc-Timeout": {"SECRET-5"}}, 400, "Grpc-Timeout header: invalid value"},
+		{"too large", http.MethodPost, "/v1/echo", `{"fileName":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, "the limit is 1000 bytes"},
+		{"unknown route", http.MethodPost, "/v1/nosuch-SECRET-6", `{}`, nil, 404, ""},
+		{"wrong method", http.MethodGet, "/v1/echo", ``, nil, 501, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := strings.ReplaceAll(tt.name, " ", "-")
+			h := http.Header{"X-Request-Id": {id}}
+			for k, v := range tt.header {
+				h[k] = v
+			}
+			resp, body := mustDo(t, client, tt.method, e.url(tt.path), tt.body, h)
+			msg, _ := mustJSON(t, body)["message"].(string)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(msg, tt.wantMessage) {
+				t.Errorf("%s %s = %d %s, want %d %q", tt.method, tt.path, resp.StatusCode, body, tt.wantStatus, tt.wantMessage)
+			}
+			if strings.Contains(string(body), "SECRET") {
+				t.Errorf("%s %s quotes the request: %s", tt.method, tt.path, body)
+			}
+			var line map[string]any
+			eventually(t, "the access log line", func() error {
+				for _, rec := range e.logs.records(t, "rpc") {
+					if rec["request_id"] == id {
+						line = rec
+						return nil
+					}
+				}
+				return fmt.Errorf("no access log line with request_id %s", id)
+			})
+			if line["via"] != "http" || line["method"] != tt.method || line["status"] != float64(tt.wantStatus) || line["code"] == "OK" {
+				t.Errorf("access log line %v, want via http, method %s, status %d and the error's code", line, tt.method, tt.wantStatus)
+			}
+		})
+	}
+	if strings.Contains(e.logs.String(), "SECRET") {
+		t.Errorf("the log quotes a request:\n%s", e.logs.String())
+	}
+	// A call that reached gRPC has one access line, the interceptor's.
+	mustDo(t, client, http.MethodPost, e.url("/v1/echo"), `{"fileName":"a"}`+"\n", http.Header{"X-Request-Id": {"reached"}})
+	n := 0
+	for _, rec := range e.logs.records(t, "rpc") {
+		if rec["request_id"] == "reached" {
+			n++
+			if rec["via"] != "gateway" {
+				t.Errorf("access log line %v, want via gateway", rec)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("a REST call that reached gRPC has %d access log lines, want 1", n)
 	}
 }

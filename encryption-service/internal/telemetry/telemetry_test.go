@@ -104,14 +104,21 @@ func TestMetrics(t *testing.T) {
 		t.Error("NewMetrics twice on one registry succeeded")
 	}
 	m.ObserveRPC("/svc/M", codes.PermissionDenied, "grpc", 3*time.Millisecond)
+	// Codes gRPC does not define (a status passed on from another service) share one series.
+	m.ObserveRPC("/svc/N", codes.Code(17), "grpc", time.Millisecond)
+	m.ObserveRPC("/svc/N", codes.Code(1<<31), "grpc", time.Millisecond)
 	m.ObserveHTTP("api", http.StatusForbidden, 4*time.Millisecond)
 	observeService(m)
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body := rec.Body.String()
+	if strings.Contains(body, "Code(") {
+		t.Errorf("scrape labels a series with a code gRPC does not define:\n%s", body)
+	}
 	for _, want := range append([]string{
 		`custos_rpc_requests_total{code="PermissionDenied",method="/svc/M",via="grpc"} 1`,
+		`custos_rpc_requests_total{code="Unknown",method="/svc/N",via="grpc"} 2`,
 		`custos_rpc_duration_seconds_bucket{method="/svc/M",via="grpc",le="0.005"} 1`,
 		`custos_http_requests_total{code="403",handler="api"} 1`,
 		`custos_build_info{version="v9"} 1`,
