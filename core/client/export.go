@@ -165,7 +165,10 @@ func (c *Client) exportGRPC(ctx context.Context, w io.Writer, o exportOptions, h
 // ImportOption adjusts an Import.
 type ImportOption func(*importOptions)
 
-type importOptions struct{ progress func(bytes int64) }
+type importOptions struct {
+	progress  func(bytes int64)
+	partBytes int
+}
 
 // ImportProgress calls f as the file is read, with the bytes read so far.
 func ImportProgress(f func(bytes int64)) ImportOption {
@@ -178,79 +181,192 @@ type ImportResult struct {
 	Unchanged int `json:"unchanged"` // already there, identical
 }
 
-// Import restores the records of an export read from r (tenant admins only): every record is
-// stored, or none. A record altered since the export is refused (INVALID_ARGUMENT naming the
-// record and its integrity); one whose item has changed since the export, ALREADY_EXISTS
-// (ErrAlreadyExists) naming the record. An import that collided with a concurrent change stored
-// nothing and gets ABORTED (ErrAborted): send the whole file again. Importing the same file twice
-// is harmless: records already there count as Unchanged, also after a re-encryption job moved
-// them to a new key version. A core that does not offer import yet answers UNIMPLEMENTED.
+// Import restores the records of an export read from r (tenant admins only). A record altered
+// since the export is refused (INVALID_ARGUMENT naming the record and its integrity); one whose
+// item has changed since the export, ALREADY_EXISTS (ErrAlreadyExists) naming the record. An import
+// that collided with a concurrent change gets ABORTED (ErrAborted): send it again. Importing the
+// same file twice is harmless: records already there count as Unchanged, also after a re-encryption
+// job moved them to a new key version. A core that does not offer import yet answers UNIMPLEMENTED.
 //
-// An access token refused (401) is refreshed and the import sent again when r can be read again
-// (an io.Seeker, such as a regular file: it is rewound to where it was); otherwise the session is
-// refreshed and the 401 returned, saying to run the import again (nothing was imported).
+// Core takes at most CORE_MAX_REQUEST_BYTES (4 MiB by default) per import, so Import sends the
+// file in parts of whole records of at most ImportPartBytes each (WithImportPartBytes), one request
+// per part: each part is stored whole or not at all. When a part fails, the parts before it are
+// stored (the result counts them) and the error names the part and its first line: run the
+// import again — the stored parts then count as Unchanged.
+//
+// An access token refused (401) is refreshed and the part sent again (parts are held in memory).
 func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOption) (ImportResult, error) {
-	var o importOptions
+	o := importOptions{partBytes: ImportPartBytes}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	seeker, start := rewindable(r)
+	in := r
+	if o.progress != nil {
+		in = &countingReader{r: r, f: o.progress}
+	}
+	parts := newPartReader(in, o.partBytes)
+	var total ImportResult
+	for n := 1; ; n++ {
+		part, first, err := parts.next()
+		if err != nil {
+			return total, importPartError(err, n, first, total)
+		}
+		if part == nil && n > 1 {
+			return total, nil
+		}
+		res, err := c.importPart(ctx, bytes.NewReader(part))
+		total.Imported += res.Imported
+		total.Unchanged += res.Unchanged
+		if err != nil {
+			if n == 1 && parts.done() {
+				return total, err // the whole file was one part: the error says it all
+			}
+			return total, importPartError(err, n, first, total)
+		}
+		if parts.done() {
+			return total, nil
+		}
+	}
+}
+
+// ImportPartBytes is the default size of the parts Import sends: whole records, at most this many
+// bytes (a record larger than that goes alone), well within core's default limit of 4 MiB.
+const ImportPartBytes = 2 << 20
+
+// WithImportPartBytes sets the size of the parts Import sends (at most core's
+// CORE_MAX_REQUEST_BYTES); n < 1 keeps ImportPartBytes.
+func WithImportPartBytes(n int) ImportOption {
+	return func(o *importOptions) {
+		if n > 0 {
+			o.partBytes = n
+		}
+	}
+}
+
+// maxImportLine bounds one line of an import file: a record holds an item of at most 1 MiB,
+// base64-encoded, with its key references.
+const maxImportLine = 8 << 20
+
+// importPartError says which part of an import failed and what was stored before it.
+func importPartError(err error, part, firstRecord int, stored ImportResult) error {
+	where := fmt.Sprintf("import part %d (from line %d of the file; record numbers in the message count from there)", part, firstRecord)
+	done := fmt.Sprintf("parts before it are stored (%d records, %d unchanged); run the import again: they then count as unchanged", stored.Imported, stored.Unchanged)
+	if part == 1 {
+		done = "nothing was stored"
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		again := *e
+		again.Message = where + ": " + e.Message + "; " + done
+		return &again
+	}
+	return fmt.Errorf("%s: %w; %s", where, err, done)
+}
+
+// partReader cuts an export file into parts of whole lines.
+type partReader struct {
+	r       *bufio.Reader
+	max     int
+	pending []byte // the line read past the last part
+	line    int    // lines read so far
+	eof     bool
+}
+
+func newPartReader(r io.Reader, max int) *partReader {
+	return &partReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// done reports whether the input is used up.
+func (p *partReader) done() bool { return p.eof && p.pending == nil }
+
+// next returns the next part and the number of its first line (from 1); nil at the end (a file
+// without records gives one empty part, so that core answers for it).
+func (p *partReader) next() ([]byte, int, error) {
+	first := p.line + 1
+	if p.pending != nil {
+		first = p.line
+	}
+	var part []byte
+	for {
+		line := p.pending
+		p.pending = nil
+		if line == nil {
+			if p.eof {
+				break
+			}
+			var err error
+			line, err = p.readLine()
+			if errors.Is(err, io.EOF) {
+				p.eof = true
+			} else if err != nil {
+				return nil, first, err
+			}
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue // blank lines carry no record
+			}
+		}
+		if len(part) > 0 && len(part)+len(line) > p.max {
+			p.pending = line
+			break
+		}
+		part = append(part, line...)
+	}
+	if part == nil && first == 1 {
+		return []byte{}, 1, nil
+	}
+	return part, first, nil
+}
+
+// readLine reads one line with its newline (added if the last line lacks one); io.EOF with the
+// last line, or alone at the end.
+func (p *partReader) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := p.r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxImportLine {
+			return nil, fmt.Errorf("line %d is over %d bytes: not an export record", p.line+1, maxImportLine)
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(line) == 0 {
+				return nil, io.EOF
+			}
+			p.line++
+			return append(line, '\n'), io.EOF
+		case err != nil:
+			return nil, err
+		}
+		p.line++
+		return line, nil
+	}
+}
+
+// importPart sends one part, refreshing the session and sending it again after a 401.
+func (c *Client) importPart(ctx context.Context, part *bytes.Reader) (ImportResult, error) {
 	for retried := false; ; retried = true {
 		hdr, used, err := c.credentials(ctx, call{auth: true})
 		if err != nil {
 			return ImportResult{}, err
 		}
-		in := r
-		if o.progress != nil {
-			in = &countingReader{r: r, f: o.progress}
-		}
 		var res ImportResult
 		if c.conn != nil {
-			res, err = c.importGRPC(ctx, in, hdr)
+			res, err = c.importGRPC(ctx, part, hdr)
 		} else {
-			res, err = c.importREST(ctx, in, hdr)
+			res, err = c.importREST(ctx, part, hdr)
 		}
 		if retried || used == "" || !errors.Is(err, ErrUnauthenticated) {
 			return res, err
 		}
-		if seeker == nil {
-			if rerr := c.refresh(ctx, used); rerr != nil {
-				return res, rerr
-			}
-			return res, notAgain(err)
-		}
 		if retry, rerr := c.refreshAfter(ctx, used, err); !retry {
 			return res, rerr
 		}
-		if _, err := seeker.Seek(start, io.SeekStart); err != nil {
-			return res, fmt.Errorf("import: rewind the input to send it again: %w; nothing was imported", err)
+		if _, err := part.Seek(0, io.SeekStart); err != nil {
+			return res, err
 		}
 	}
-}
-
-// rewindable returns r as an io.Seeker with its current offset, or nil if it cannot seek (a pipe,
-// a terminal, a network stream).
-func rewindable(r io.Reader) (io.Seeker, int64) {
-	s, ok := r.(io.Seeker)
-	if !ok {
-		return nil, 0
-	}
-	off, err := s.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return nil, 0
-	}
-	return s, off
-}
-
-// notAgain adds to a 401 of an import whose input cannot be read twice what to do.
-func notAgain(err error) error {
-	var e *Error
-	if !errors.As(err, &e) {
-		return err
-	}
-	again := *e
-	again.Message += "; the session has been refreshed, but the input cannot be read a second time: nothing was imported, run the import again"
-	return &again
 }
 
 func (c *Client) importREST(ctx context.Context, r io.Reader, hdr map[string]string) (ImportResult, error) {

@@ -24,20 +24,21 @@ import (
 type fakeCore struct {
 	srv *httptest.Server
 
-	mu         sync.Mutex
-	params     client.KDFParams // prelogin's answer
-	password   string           // the user's password; the fake accepts only its derived value
-	mfa        bool             // TOTP on: login answers a challenge, verify wants code "123456"
-	keyMode    string           // PLATFORM or CLIENT
-	access     map[string]bool  // valid access tokens
-	refresh    map[string]bool  // unused refresh tokens
-	next       int
-	logins     int
-	refreshes  int
-	masterKeys []string // X-Master-Key of each vault call ("" when absent)
-	items      []map[string]any
-	expireNext bool // the next access token issued is refused (as if expired)
-	polls      int
+	mu           sync.Mutex
+	importBodies []string         // the bodies of POST /v1/import, in order
+	params       client.KDFParams // prelogin's answer
+	password     string           // the user's password; the fake accepts only its derived value
+	mfa          bool             // TOTP on: login answers a challenge, verify wants code "123456"
+	keyMode      string           // PLATFORM or CLIENT
+	access       map[string]bool  // valid access tokens
+	refresh      map[string]bool  // unused refresh tokens
+	next         int
+	logins       int
+	refreshes    int
+	masterKeys   []string // X-Master-Key of each vault call ("" when absent)
+	items        []map[string]any
+	expireNext   bool // the next access token issued is refused (as if expired)
+	polls        int
 }
 
 func newFakeCore(tb testing.TB) *fakeCore {
@@ -111,6 +112,13 @@ func startFake() *fakeCore {
 		raw, err := io.ReadAll(r.Body)
 		if err != nil {
 			answer(w, 400, map[string]any{"code": 3, "message": "unreadable body"})
+			return
+		}
+		f.mu.Lock()
+		f.importBodies = append(f.importBodies, string(raw))
+		f.mu.Unlock()
+		if strings.Contains(string(raw), `"bad"`) {
+			answer(w, 400, map[string]any{"code": 3, "message": "record 1 (item bad): integrity: the tag does not match; nothing was imported", "details": []any{}})
 			return
 		}
 		answer(w, 200, map[string]any{"imported": strings.Count(string(raw), "\n")})
