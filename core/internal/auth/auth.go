@@ -938,6 +938,4 @@ func nilIfZero(id uuid.UUID) *uuid.UUID {
 
 func newStamp() string { return uuid.NewString() }
 
-func totpAD(userID uuid.UUID) []byte {
-	return []byte("custos/core/totp-secret/v1\x00" + userID.String())
-}
+func totpAD(userID uuid.UUID) []byte { return postgres.TOTPSecretAD(userID) }

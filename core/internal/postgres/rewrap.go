@@ -34,19 +34,31 @@ type sealedColumn struct {
 	describe string // what a row is, in messages: "user", "tenant" …
 }
 
-// sealedColumns are every sealed value core stores. The associated data must stay what the
-// packages that seal them use: auth (TOTP secrets, "custos/core/totp-secret/v1\0<userID>"),
-// signing ("custos/core/signing-key/v1\0<kid>"), directory and esclient (EndpointSecretAD) and
-// app (PlatformSecretAD). A mismatch cannot re-seal anything wrongly: the value then does not
-// open, and RewrapSealed reports it as a failure.
+// TOTPSecretAD is the associated data that binds a user's sealed TOTP secret to the user.
+func TOTPSecretAD(userID uuid.UUID) []byte {
+	return []byte("custos/core/totp-secret/v1\x00" + userID.String())
+}
+
+// SigningKeyAD is the associated data that binds a sealed access-token signing key to its id.
+func SigningKeyAD(id string) []byte { return []byte("custos/core/signing-key/v1\x00" + id) }
+
+// sealedColumns are every sealed value core stores, with the associated data the packages that
+// seal them use — one definition each, in this package: TOTPSecretAD (auth), SigningKeyAD
+// (signing), EndpointSecretAD (directory, esclient) and PlatformSecretAD (app).
 //
 // Retired signing keys are left out: nothing opens them again, so their secret key may go.
 var sealedColumns = []sealedColumn{
 	{kind: SealedKindTOTP, table: "users", key: "id", keyType: "uuid", column: "totp_secret_sealed", describe: "user",
-		ad: func(k string) ([]byte, error) { return []byte("custos/core/totp-secret/v1\x00" + k), nil }},
+		ad: func(k string) ([]byte, error) {
+			id, err := uuid.Parse(k)
+			if err != nil {
+				return nil, fmt.Errorf("user id %q: %w", k, err)
+			}
+			return TOTPSecretAD(id), nil
+		}},
 	{kind: SealedKindSigningKey, table: "signing_keys", key: "id", keyType: "text", column: "private_key_sealed",
 		where: "retired_at IS NULL", describe: "signing key",
-		ad: func(k string) ([]byte, error) { return []byte("custos/core/signing-key/v1\x00" + k), nil }},
+		ad: func(k string) ([]byte, error) { return SigningKeyAD(k), nil }},
 	{kind: SealedKindTenantSecret, table: "tenants", key: "id", keyType: "uuid", column: "es_tenant_secret_sealed", describe: "tenant",
 		ad: endpointAD(SealedTenantSecret)},
 	{kind: SealedKindClientKey, table: "tenants", key: "id", keyType: "uuid", column: "es_client_key_sealed", describe: "tenant",

@@ -101,4 +101,4 @@ func Reload(ctx context.Context, store Store, box *secretbox.Box) (*token.Keys, 
 	return fromRows(rows, box)
 }
 
-func ad(id string) []byte { return []byte("custos/core/signing-key/v1\x00" + id) }
+func ad(id string) []byte { return postgres.SigningKeyAD(id) }
