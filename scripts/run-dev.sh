@@ -303,7 +303,7 @@ Try the custos CLI (bin/custos; every command and exit code: docs/cli.md):
   tid=\$(custos --profile admin tenants create "demo-\$RANDOM" --key-mode CLIENT -o json | grep -o '"tenantId": "[^"]*"' | cut -d'"' -f4)
   u="alice-\$RANDOM"; custos --profile admin users create "\$u" --tenant "\$tid" --role owner   # asks for her password
   custos login -u "\$u"                            # the password is derived locally (Argon2id); only the result is sent
-  custos items put --name note --data "my secret"  # zero-knowledge: asks again, the master key is never stored
+  echo "my secret" > note.txt && custos items put --name note --data-file note.txt  # zero-knowledge: asks for the password again; the master key is never stored
   custos items list && custos totp enroll          # the QR code shows in the terminal
   custos export > backup.ndjson && custos keys rotate --wait && custos keys reencrypt --wait
 
