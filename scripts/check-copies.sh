@@ -12,7 +12,7 @@ cd "$repo"
 
 # Whole packages, and single files of packages that otherwise differ on purpose.
 packages=(mtls server testcerts)
-files=(postgres/tx.go postgres/migrate.go postgres/migrate_test.go postgres/pool.go config/env.go testdb/testdb.go telemetry/metrics.go telemetry/tracing.go)
+files=(config/env_test.go postgres/tx.go postgres/migrate.go postgres/migrate_test.go postgres/pool.go config/env.go testdb/testdb.go telemetry/metrics.go telemetry/tracing.go)
 
 normalize() { sed -e 's#custos/encryption-service/internal#custos/X/internal#g' -e 's#custos/core/internal#custos/X/internal#g' "$1"; }
 

@@ -1190,3 +1190,36 @@ func checkMetricsPorts(t *testing.T, r rendered, on bool) {
 		}
 	}
 }
+
+// TestChartProxyProtocol: the balancers named in <component>.service.proxyProtocolFrom reach the
+// services' configuration, and nothing is set without them.
+func TestChartProxyProtocol(t *testing.T) {
+	base := mustRender(t, profile{name: "default"})
+	for _, name := range []string{releaseName + "-core", releaseName + "-encryption-service"} {
+		cm, _ := byName[*corev1.ConfigMap](base, name)
+		if cm == nil {
+			t.Fatalf("no ConfigMap %s", name)
+		}
+		for k := range cm.Data {
+			if strings.HasSuffix(k, "_PROXY_PROTOCOL_FROM") {
+				t.Errorf("default %s sets %s; want no PROXY protocol unless asked", name, k)
+			}
+		}
+	}
+	r := mustRender(t, profile{name: "proxied", set: map[string]any{
+		"core":              map[string]any{"service": map[string]any{"proxyProtocolFrom": []any{"10.0.0.0/8", "192.0.2.7"}}},
+		"encryptionService": map[string]any{"service": map[string]any{"proxyProtocolFrom": []any{"198.51.100.0/24"}}},
+	}})
+	core, _ := byName[*corev1.ConfigMap](r, releaseName+"-core")
+	es, _ := byName[*corev1.ConfigMap](r, releaseName+"-encryption-service")
+	if got := core.Data["CORE_PROXY_PROTOCOL_FROM"]; got != "10.0.0.0/8,192.0.2.7" {
+		t.Errorf("CORE_PROXY_PROTOCOL_FROM = %q, want 10.0.0.0/8,192.0.2.7", got)
+	}
+	if got := es.Data["ES_PROXY_PROTOCOL_FROM"]; got != "198.51.100.0/24" {
+		t.Errorf("ES_PROXY_PROTOCOL_FROM = %q, want 198.51.100.0/24", got)
+	}
+	if _, err := render(t, mustValues(t, profile{name: "bad", set: map[string]any{
+		"core": map[string]any{"service": map[string]any{"proxyProtocolFrom": "10.0.0.0/8"}}}})); err == nil || !strings.Contains(err.Error(), "proxyProtocolFrom") {
+		t.Errorf("render with proxyProtocolFrom a string = %v, want an error naming it", err)
+	}
+}

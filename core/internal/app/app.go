@@ -466,6 +466,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		TLS:                tlsConfig,
 		Metrics:            metrics,
 		MetricsAddr:        cfg.MetricsAddr,
+		ProxyProtocolFrom:  cfg.ProxyProtocolFrom,
 		MetricsTLS:         metricsTLS,
 		MetricsHandler:     metrics.Handler(),
 		StatsHandler:       tracing.PublicServerHandler(),

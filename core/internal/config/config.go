@@ -6,6 +6,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 )
 
@@ -50,6 +51,10 @@ type Config struct {
 	// (CORE_METRICS_ADDR) that requires a client certificate verified against
 	// MetricsClientCAFile (CORE_METRICS_CLIENT_CA_FILE, required with CORE_METRICS_ADDR).
 	MetricsAddr, MetricsClientCAFile string
+	// ProxyProtocolFrom lists the load balancers (IP addresses and CIDR ranges) that open every
+	// connection with a PROXY protocol header carrying the client's address
+	// (CORE_PROXY_PROTOCOL_FROM, comma-separated; empty: none). Loopback may not be listed.
+	ProxyProtocolFrom []netip.Prefix
 	// PasswordMemoryKiB and PasswordIterations are the Argon2id cost of stored password hashes
 	// (CORE_PASSWORD_MEMORY_KIB default 65536, from 8192 to 262144; CORE_PASSWORD_ITERATIONS
 	// default 3, from 1 to 10; their product at most 1048576, password.MaxCostKiB).
@@ -173,6 +178,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxRequestBytes: e.integer("CORE_MAX_REQUEST_BYTES", 4<<20, 1<<10, 64<<20),
 	}
 	c.LogLevel = logLevel(e, "CORE_LOG_LEVEL")
+	c.ProxyProtocolFrom = e.prefixes("CORE_PROXY_PROTOCOL_FROM")
 	passwordCost(e, c.PasswordMemoryKiB, c.PasswordIterations)
 	if e.str("CORE_METRICS_ADDR", "") != "" {
 		c.MetricsAddr = e.address("CORE_METRICS_ADDR", "")

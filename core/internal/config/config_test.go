@@ -169,3 +169,19 @@ func TestLoadMetricsClientCA(t *testing.T) {
 		t.Fatalf("Load(metrics with a client CA) = %+v, %v; want both set", c, err)
 	}
 }
+
+func TestLoadProxyProtocolFrom(t *testing.T) {
+	m := validEnv(t)
+	if c, err := Load(getenvFrom(m)); err != nil || c.ProxyProtocolFrom != nil {
+		t.Fatalf("Load without CORE_PROXY_PROTOCOL_FROM = %v, %v; want no PROXY protocol", c.ProxyProtocolFrom, err)
+	}
+	m["CORE_PROXY_PROTOCOL_FROM"] = "10.0.0.0/8, 192.0.2.7"
+	c, err := Load(getenvFrom(m))
+	if err != nil || len(c.ProxyProtocolFrom) != 2 || c.ProxyProtocolFrom[1].String() != "192.0.2.7/32" {
+		t.Fatalf("Load(CORE_PROXY_PROTOCOL_FROM=10.0.0.0/8, 192.0.2.7) = %v, %v", c.ProxyProtocolFrom, err)
+	}
+	m["CORE_PROXY_PROTOCOL_FROM"] = "0.0.0.0/0"
+	if _, err := Load(getenvFrom(m)); err == nil || !strings.Contains(err.Error(), "CORE_PROXY_PROTOCOL_FROM") {
+		t.Errorf("Load(CORE_PROXY_PROTOCOL_FROM=0.0.0.0/0) = %v, want an error naming the variable", err)
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -135,4 +136,45 @@ func (e *env) address(name, def string) string {
 		return def
 	}
 	return s
+}
+
+// prefixes returns a comma-separated list of IP addresses and CIDR ranges ("10.0.0.0/8",
+// "192.0.2.7", "2001:db8::/32") as prefixes; a bare address is a prefix of one address. Ranges
+// with host bits set ("10.0.0.1/8") are refused as likely typos, as are loopback ranges, which
+// the service keeps for its own probes.
+func (e *env) prefixes(name string) []netip.Prefix {
+	s := e.str(name, "")
+	if s == "" {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		var p netip.Prefix
+		var err error
+		if strings.Contains(f, "/") {
+			p, err = netip.ParsePrefix(f)
+			if err == nil && p != p.Masked() {
+				e.fail(name, "%q has bits set beyond its prefix length; did you mean %s?", f, p.Masked())
+				continue
+			}
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(f); err == nil && a.Zone() != "" {
+				err = errors.New("zoned address")
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if err != nil {
+			e.fail(name, "want comma-separated IP addresses or CIDR ranges such as 10.0.0.0/8, got %q", f)
+			continue
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-(p.Addr().BitLen()-p.Addr().Unmap().BitLen())))
+		if p.Contains(netip.AddrFrom4([4]byte{127, 0, 0, 1})) || p.Contains(netip.IPv6Loopback()) {
+			e.fail(name, "%q includes loopback, where the service's own probes connect without a PROXY header", f)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }

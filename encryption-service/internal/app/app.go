@@ -246,6 +246,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		TLS:                tlsConfig,
 		Metrics:            metrics,
 		MetricsAddr:        cfg.MetricsAddr,
+		ProxyProtocolFrom:  cfg.ProxyProtocolFrom,
 		MetricsHandler:     metrics.Handler(),
 		StatsHandler:       tracing.ServerHandler(),
 		Logger:             logger,

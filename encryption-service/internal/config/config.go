@@ -7,6 +7,7 @@ package config
 import (
 	"encoding/hex"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -59,6 +60,10 @@ type Config struct {
 	// MetricsAddr, when set, serves Prometheus metrics at GET /metrics on a TLS listener that, like
 	// every listener of the service, requires a client certificate (ES_METRICS_ADDR).
 	MetricsAddr string
+	// ProxyProtocolFrom lists the load balancers (IP addresses and CIDR ranges) that open every
+	// connection with a PROXY protocol header carrying the client's address
+	// (ES_PROXY_PROTOCOL_FROM, comma-separated; empty: none). Loopback may not be listed.
+	ProxyProtocolFrom []netip.Prefix
 	// AdminCNs restricts the admin plane to client certificates with these common names
 	// (ES_ADMIN_CLIENT_CNS, comma-separated; empty allows any certificate the CA verifies).
 	AdminCNs []string
@@ -126,6 +131,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.GRPCMaxConnectionAge = e.duration("ES_GRPC_MAX_CONNECTION_AGE", 5*time.Minute, 0, 24*time.Hour)
 	c.LogLevel = logLevel(e, "ES_LOG_LEVEL")
+	c.ProxyProtocolFrom = e.prefixes("ES_PROXY_PROTOCOL_FROM")
 	c.MaxDataBytes = e.integer("ES_MAX_DATA_BYTES", 1<<20, 1, c.MaxRequestBytes)
 	c.MaxBatchItems = e.integer("ES_MAX_BATCH_ITEMS", 1000, 1, 100_000)
 	c.MaxEncryptionsPerVersion = int64(e.integer("ES_MAX_ENCRYPTIONS_PER_VERSION", maxEncryptionsPerVersion, 1, maxEncryptionsPerVersion))

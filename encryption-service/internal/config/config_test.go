@@ -183,3 +183,19 @@ func TestLoadConnectionAgeZeroDisables(t *testing.T) {
 		t.Errorf("Load(ES_GRPC_MAX_CONNECTION_AGE=0) = %v, %v; want 0", c.GRPCMaxConnectionAge, err)
 	}
 }
+
+func TestLoadProxyProtocolFrom(t *testing.T) {
+	m := validEnv(t)
+	if c, err := Load(getenvFrom(m)); err != nil || c.ProxyProtocolFrom != nil {
+		t.Fatalf("Load without ES_PROXY_PROTOCOL_FROM = %v, %v; want no PROXY protocol", c.ProxyProtocolFrom, err)
+	}
+	m["ES_PROXY_PROTOCOL_FROM"] = "10.0.0.0/8, 192.0.2.7"
+	c, err := Load(getenvFrom(m))
+	if err != nil || len(c.ProxyProtocolFrom) != 2 || c.ProxyProtocolFrom[1].String() != "192.0.2.7/32" {
+		t.Fatalf("Load(ES_PROXY_PROTOCOL_FROM=10.0.0.0/8, 192.0.2.7) = %v, %v", c.ProxyProtocolFrom, err)
+	}
+	m["ES_PROXY_PROTOCOL_FROM"] = "0.0.0.0/0"
+	if _, err := Load(getenvFrom(m)); err == nil || !strings.Contains(err.Error(), "ES_PROXY_PROTOCOL_FROM") {
+		t.Errorf("Load(ES_PROXY_PROTOCOL_FROM=0.0.0.0/0) = %v, want an error naming the variable", err)
+	}
+}

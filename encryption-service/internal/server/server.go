@@ -18,6 +18,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -127,6 +128,13 @@ type Config struct {
 	// MetricsHandler answers scrapes on MetricsAddr, e.g. the Prometheus
 	// handler of *telemetry.Metrics; required when MetricsAddr is set.
 	MetricsHandler http.Handler
+
+	// ProxyProtocolFrom lists the load balancers (addresses and ranges) that open every
+	// connection to the gRPC and REST listeners with a PROXY protocol header, v1 or v2, whose
+	// client address the service then uses. Connections from elsewhere are served directly and
+	// cannot claim an address; loopback, where probes connect, should not be listed. Empty: no
+	// PROXY protocol. The metrics listener never reads one.
+	ProxyProtocolFrom []netip.Prefix
 
 	// StatsHandler, when not nil, sees every RPC of the gRPC server (network
 	// and gateway connections alike), e.g. OpenTelemetry's server handler that
@@ -446,10 +454,10 @@ func (s *Server) Run(ctx context.Context) error {
 		pending++
 	}
 	errc := make(chan error, pending)
-	go func() { errc <- wrapServe("gRPC", s.grpc.Serve(grpcLn)) }()
+	go func() { errc <- wrapServe("gRPC", s.grpc.Serve(proxyListener(grpcLn, s.cfg.ProxyProtocolFrom))) }()
 	go func() { errc <- wrapServe("gateway", s.gw.Serve(gwLn)) }()
 	go func() {
-		err := httpSrv.Serve(tls.NewListener(httpLn, s.cfg.TLS))
+		err := httpSrv.Serve(tls.NewListener(proxyListener(httpLn, s.cfg.ProxyProtocolFrom), s.cfg.TLS))
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
