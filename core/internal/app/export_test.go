@@ -444,3 +444,35 @@ func TestImportErrorsQuoteNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestExportIsInTheTenantsAuditTrail: whoever takes a copy of the tenant's ciphertext — a
+// machine with the export scope, or a member taking their own items — shows in the tenant's own
+// audit trail, naming what was exported.
+func TestExportIsInTheTenantsAuditTrail(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("acme", "PLATFORM")
+	p.newTenant("globex", "PLATFORM")
+	p.must(200, "POST", "/v1/items", f.member, map[string]string{"name": "n", "data": "d"})
+	for _, c := range []cred{f.export, f.member} {
+		if code, _ := p.raw("GET", "/v1/export", c, ""); code != 200 {
+			t.Fatalf("export = %d", code)
+		}
+	}
+	own := p.must(200, "GET", "/v1/audit?action=vault.export", f.owner, nil)["events"].([]any)
+	targets := map[string]bool{}
+	for _, e := range own {
+		ev := e.(map[string]any)
+		if ev["tenantId"] != f.id {
+			t.Errorf("vault.export event %v names tenant %v, want %s", ev, ev["tenantId"], f.id)
+		}
+		targets[ev["target"].(string)] = true
+	}
+	if len(own) != 2 || !targets["tenant:"+f.id] || !targets["user:"+f.memberID] {
+		t.Errorf("acme's owner sees vault.export events %v, want the machine's of tenant:%s and the member's of user:%s", own, f.id, f.memberID)
+	}
+	root, _ := p.login(rootName, rootPass)
+	other := p.must(200, "GET", "/v1/audit?action=vault.export&tenantId="+f.id, bearer(root), nil)["events"].([]any)
+	if len(other) != 2 {
+		t.Errorf("the platform admin sees %d of acme's exports, want 2", len(other))
+	}
+}

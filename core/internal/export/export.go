@@ -106,7 +106,14 @@ func (s *Service) Export(ctx context.Context, c Call, cursor string, send func(R
 	if p.Kind == principal.User && !p.TenantAdmin() {
 		owner = p.ID
 	}
-	if err := s.store.InsertAudit(ctx, event(p, c, "vault.export")); err != nil {
+	// The tenant's own audit trail shows who took a copy of what: the whole tenant, or one
+	// member's items.
+	ev := event(p, c, "vault.export")
+	ev.TenantID, ev.Target = &p.TenantID, "tenant:"+p.TenantID.String()
+	if owner != uuid.Nil {
+		ev.Target = "user:" + owner.String()
+	}
+	if err := s.store.InsertAudit(ctx, ev); err != nil {
 		return err
 	}
 	for {
