@@ -83,7 +83,8 @@ type TenantUpdate struct {
 }
 
 // UpdateTenant changes a tenant's name or password hints setting and returns the tenant after
-// the change (the platform admin, or an owner of that tenant). An update that changes nothing is
+// the change: the platform admin renames and switches hints, an owner of the tenant switches its
+// hints only (PERMISSION_DENIED for a rename). An update that changes nothing is
 // refused here, without calling core. Core answers NOT_FOUND for unknown tenants and other
 // tenants alike, PERMISSION_DENIED when the caller may not change it, ALREADY_EXISTS for a taken
 // name and INVALID_ARGUMENT for a name that is not 1 to 200 characters without control characters.

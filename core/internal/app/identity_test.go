@@ -793,3 +793,31 @@ func TestAPIKeys(t *testing.T) {
 		t.Errorf("mistyped secret = %d, want 401", code)
 	}
 }
+
+// TestOwnersSwitchHintsButDoNotRename: tenant names are unique across the platform, so an owner
+// allowed to rename could try names and learn which other tenants exist; owners switch their
+// tenant's password hints, and only the platform admin renames.
+func TestOwnersSwitchHintsButDoNotRename(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("acme", "PLATFORM")
+	p.newTenant("globex", "PLATFORM")
+	for _, name := range []string{"GLOBEX", "initech"} {
+		code, got := p.call("PATCH", "/v1/tenants/"+f.id, f.owner, map[string]any{"name": name, "passwordHintsEnabled": false})
+		if code != 403 || !strings.Contains(fmt.Sprint(got["message"]), "only the platform admin renames") {
+			t.Errorf("acme's owner renaming to %s = %d %v, want 403 whether or not the name is taken", name, code, got)
+		}
+	}
+	if got := p.must(200, "GET", "/v1/tenants/"+f.id, f.owner, nil); got["name"] != "acme" || got["passwordHintsEnabled"] != true {
+		t.Errorf("acme after refused renames = %v, want unchanged (hints too)", got)
+	}
+	if got := p.must(200, "PATCH", "/v1/tenants/"+f.id, f.owner, map[string]any{"passwordHintsEnabled": false}); got["passwordHintsEnabled"] != false {
+		t.Errorf("owner switching hints off = %v", got)
+	}
+	root, _ := p.login(rootName, rootPass)
+	if got := p.must(200, "PATCH", "/v1/tenants/"+f.id, bearer(root), map[string]any{"name": "initech"}); got["name"] != "initech" {
+		t.Errorf("platform admin renaming = %v", got)
+	}
+	if code, _ := p.call("PATCH", "/v1/tenants/"+f.id, f.admin, map[string]any{"passwordHintsEnabled": true}); code != 403 {
+		t.Errorf("a tenant admin switching hints = %d, want 403 (owners only)", code)
+	}
+}

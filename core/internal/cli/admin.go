@@ -492,7 +492,7 @@ func (e *env) tenantsUpdate() *cobra.Command {
 	var name, hints string
 	cmd := &cobra.Command{
 		Use:   "update ID [--name NAME] [--password-hints on|off]",
-		Short: "Rename a tenant or switch its password hints (platform admin, the tenant's owners)",
+		Short: "Rename a tenant (platform admin) or switch its password hints (platform admin, the tenant's owners)",
 		Args:  cobra.ExactArgs(1),
 		RunE: run(func(cmd *cobra.Command, args []string) error {
 			var u client.TenantUpdate

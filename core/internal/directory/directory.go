@@ -258,10 +258,15 @@ func (s *Service) DeleteTenant(ctx context.Context, c Call, id uuid.UUID, confir
 	return KeyErasurePending, nil
 }
 
-// UpdateTenant renames a tenant or switches its password hints.
+// UpdateTenant renames a tenant or switches its password hints. Only the platform admin
+// renames (PermissionDenied for others): names are unique across the platform, so an owner trying
+// names would learn which other tenants exist.
 func (s *Service) UpdateTenant(ctx context.Context, c Call, id uuid.UUID, name *string, hints *bool) (postgres.Tenant, error) {
 	if err := canSeeTenant(ctx, id); err != nil {
 		return postgres.Tenant{}, err
+	}
+	if name != nil && !principal.FromContext(ctx).PlatformAdmin {
+		return postgres.Tenant{}, errs.E(errs.PermissionDenied, "name: only the platform admin renames tenants (names are unique across the platform); owners may switch password hints")
 	}
 	if name != nil {
 		n := strings.TrimSpace(*name)

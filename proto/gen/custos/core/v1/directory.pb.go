@@ -558,7 +558,7 @@ type UpdateTenantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UUID of the tenant.
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	// New name, if set.
+	// New name, if set (platform admin only: names are unique across the platform).
 	Name *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
 	// Hints on or off, if set.
 	PasswordHintsEnabled *bool `protobuf:"varint,3,opt,name=password_hints_enabled,json=passwordHintsEnabled,proto3,oneof" json:"password_hints_enabled,omitempty"`

@@ -46,7 +46,8 @@ type TenantServiceClient interface {
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
 	// GetTenant describes a tenant (platform admin, or a member of that tenant).
 	GetTenant(ctx context.Context, in *GetTenantRequest, opts ...grpc.CallOption) (*GetTenantResponse, error)
-	// UpdateTenant changes a tenant's settings (platform admin, or the tenant's owner).
+	// UpdateTenant changes a tenant's settings: the platform admin renames tenants and switches
+	// their password hints; the tenant's owners switch its password hints.
 	UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error)
 	// DeleteTenant deletes a tenant with its users, their items, its API keys and its jobs (platform
 	// admin only), and has the platform's encryption service destroy the tenant there
@@ -126,7 +127,8 @@ type TenantServiceServer interface {
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
 	// GetTenant describes a tenant (platform admin, or a member of that tenant).
 	GetTenant(context.Context, *GetTenantRequest) (*GetTenantResponse, error)
-	// UpdateTenant changes a tenant's settings (platform admin, or the tenant's owner).
+	// UpdateTenant changes a tenant's settings: the platform admin renames tenants and switches
+	// their password hints; the tenant's owners switch its password hints.
 	UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error)
 	// DeleteTenant deletes a tenant with its users, their items, its API keys and its jobs (platform
 	// admin only), and has the platform's encryption service destroy the tenant there
