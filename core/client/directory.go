@@ -292,12 +292,16 @@ type APIKey struct {
 	LastUsedAt time.Time `json:"lastUsedAt,omitzero"`
 	RevokedAt  time.Time `json:"revokedAt,omitzero"`
 	CreatedAt  time.Time `json:"createdAt"`
+	// CreatedBy is the user id of the person who created the key, CreatedByUsername their name
+	// ("" once they were deleted): keys belong to the tenant and outlive their creators.
+	CreatedBy         string `json:"createdBy,omitempty"`
+	CreatedByUsername string `json:"createdByUsername,omitempty"`
 }
 
 func apiKeyFrom(pb *corev1.ApiKey) APIKey {
 	return APIKey{ID: pb.GetApiKeyId(), Key: pb.GetApiKey(), Name: pb.GetName(), Scopes: pb.GetScopes(),
 		ExpiresAt: tsTime(pb.GetExpiresAt()), LastUsedAt: tsTime(pb.GetLastUsedAt()), RevokedAt: tsTime(pb.GetRevokedAt()),
-		CreatedAt: tsTime(pb.GetCreatedAt())}
+		CreatedAt: tsTime(pb.GetCreatedAt()), CreatedBy: pb.GetCreatedBy(), CreatedByUsername: pb.GetCreatedByUsername()}
 }
 
 // APIKeyCredential is a new key and its secret, shown only once.

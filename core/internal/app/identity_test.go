@@ -821,3 +821,35 @@ func TestOwnersSwitchHintsButDoNotRename(t *testing.T) {
 		t.Errorf("a tenant admin switching hints = %d, want 403 (owners only)", code)
 	}
 }
+
+// TestAPIKeysNameTheirCreator: machine keys belong to the tenant and keep working after the person
+// who created them leaves, so the list names who created each key — an owner offboarding someone
+// finds the keys to revoke — and keeps the creator's id once they are deleted.
+func TestAPIKeysNameTheirCreator(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("acme", "PLATFORM")
+	adminID := p.must(200, "POST", "/v1/tenants/"+f.id+"/users", f.owner, map[string]any{
+		"username": "acme-admin-2", "password": "admin-2-password", "role": "admin"})["userId"].(string)
+	tok, _ := p.login("acme-admin-2", "admin-2-password")
+	k := p.must(200, "POST", "/v1/apikeys", bearer(tok), map[string]any{"name": "nightly", "scopes": []string{"export"}})
+	key := cred{"X-Api-Key": k["apiKey"].(string), "X-Api-Secret": k["apiSecret"].(string)}
+	keyID := k["key"].(map[string]any)["apiKeyId"].(string)
+	creator := func() (id, name any) {
+		t.Helper()
+		for _, x := range p.must(200, "GET", "/v1/apikeys", f.owner, nil)["keys"].([]any) {
+			if m := x.(map[string]any); m["apiKeyId"] == keyID {
+				return m["createdBy"], m["createdByUsername"]
+			}
+		}
+		t.Fatalf("key %s not listed", keyID)
+		return nil, nil
+	}
+	if id, name := creator(); id != adminID || name != "acme-admin-2" {
+		t.Errorf("listed creator = %v %v, want %s acme-admin-2", id, name, adminID)
+	}
+	p.must(200, "DELETE", "/v1/users/"+adminID, f.owner, nil)
+	p.must(200, "GET", "/v1/me", key, nil) // the tenant's key outlives its creator
+	if id, name := creator(); id != adminID || (name != nil && name != "") {
+		t.Errorf("listed creator after their deletion = %v %v, want the id %s and no name", id, name, adminID)
+	}
+}

@@ -71,7 +71,7 @@ func (e *env) apikeysCommand() *cobra.Command {
 			}
 			return e.print(keys, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tLAST USED\tSTATE")
+				fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tCREATED BY\tLAST USED\tSTATE")
 				for _, k := range keys {
 					state := "active"
 					switch {
@@ -80,7 +80,11 @@ func (e *env) apikeysCommand() *cobra.Command {
 					case !k.ExpiresAt.IsZero() && k.ExpiresAt.Before(time.Now()):
 						state = "expired"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, oneLine(k.Name), strings.Join(k.Scopes, ","), when(k.LastUsedAt), state)
+					by := k.CreatedByUsername
+					if by == "" {
+						by = "-" // deleted since, or unknown
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, oneLine(k.Name), strings.Join(k.Scopes, ","), by, when(k.LastUsedAt), state)
 				}
 				tw.Flush()
 			})

@@ -525,10 +525,15 @@ func apiKeyToProto(k postgres.APIKey) *corev1.ApiKey {
 		}
 		return timestamppb.New(*t)
 	}
-	return &corev1.ApiKey{
+	out := &corev1.ApiKey{
 		ApiKeyId: k.ID.String(), ApiKey: k.KeyID, Name: k.Name, Scopes: k.Scopes,
 		ExpiresAt: ts(k.ExpiresAt), LastUsedAt: ts(k.LastUsedAt), RevokedAt: ts(k.RevokedAt), CreatedAt: timestamppb.New(k.CreatedAt),
+		CreatedByUsername: k.CreatedByUsername,
 	}
+	if k.CreatedBy != uuid.Nil {
+		out.CreatedBy = k.CreatedBy.String()
+	}
+	return out
 }
 
 // AuditServer serves custos.core.v1.AuditService.

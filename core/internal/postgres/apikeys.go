@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,20 +37,23 @@ type APIKey struct {
 	LastUsedAt         *time.Time // updated at most once a minute (see TouchAPIKey)
 	RevokedAt          *time.Time
 	CreatedBy          uuid.UUID // the user who created it; uuid.Nil when unknown
-	CreatedAt          time.Time
+	// CreatedByUsername is that user's name, set by ListAPIKeys only; "" once they were deleted.
+	CreatedByUsername string
+	CreatedAt         time.Time
 }
 
 //nolint:gosec // G101: column names, not a credential
 const apiKeyColumns = `id, tenant_id, key_id, name, scopes, secret_hash, previous_secret_hash, previous_expires_at,
 	expires_at, last_used_at, revoked_at, created_by, created_at`
 
-func scanAPIKey(row pgx.Row) (APIKey, error) {
+// scanAPIKey reads apiKeyColumns, then into extra the columns selected after them.
+func scanAPIKey(row pgx.Row, extra ...any) (APIKey, error) {
 	var (
 		k         APIKey
 		createdBy *uuid.UUID
 	)
-	err := row.Scan(&k.ID, &k.TenantID, &k.KeyID, &k.Name, &k.Scopes, &k.SecretHash, &k.PreviousSecretHash,
-		&k.PreviousExpiresAt, &k.ExpiresAt, &k.LastUsedAt, &k.RevokedAt, &createdBy, &k.CreatedAt)
+	err := row.Scan(append([]any{&k.ID, &k.TenantID, &k.KeyID, &k.Name, &k.Scopes, &k.SecretHash, &k.PreviousSecretHash,
+		&k.PreviousExpiresAt, &k.ExpiresAt, &k.LastUsedAt, &k.RevokedAt, &createdBy, &k.CreatedAt}, extra...)...)
 	k.CreatedBy = deref(createdBy)
 	return k, err
 }
@@ -136,12 +140,20 @@ func (s *Store) GetAPIKeyByKeyID(ctx context.Context, keyID string) (APIKey, err
 // the last id returned; a short page is the last. It returns no error of its
 // own.
 func (s *Store) ListAPIKeys(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]APIKey, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+apiKeyColumns+" FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+	cols := "k." + strings.Join(strings.Fields(strings.ReplaceAll(apiKeyColumns, ",", " ")), ", k.")
+	rows, err := s.pool.Query(ctx, "SELECT "+cols+`, COALESCE(u.username, '')
+		FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
+		WHERE k.tenant_id = $1 AND k.id > $2 ORDER BY k.id LIMIT $3`,
 		tenantID, after, clampPageSize(pageSize))
 	if err != nil {
 		return nil, fail("list API keys", err)
 	}
-	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (APIKey, error) { return scanAPIKey(row) })
+	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (APIKey, error) {
+		var username string
+		k, err := scanAPIKey(row, &username)
+		k.CreatedByUsername = username
+		return k, err
+	})
 	if err != nil {
 		return nil, fail("list API keys", err)
 	}

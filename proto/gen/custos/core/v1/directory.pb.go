@@ -1611,9 +1611,14 @@ type ApiKey struct {
 	// When it was revoked, if it was.
 	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
 	// When it was created.
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// UUID of the person who created it; the key belongs to the tenant and outlives them, so revoke
+	// the keys of someone leaving. Empty for keys of unknown origin.
+	CreatedBy string `protobuf:"bytes,9,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// Username of that person; empty once they were deleted.
+	CreatedByUsername string `protobuf:"bytes,10,opt,name=created_by_username,json=createdByUsername,proto3" json:"created_by_username,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ApiKey) Reset() {
@@ -1700,6 +1705,20 @@ func (x *ApiKey) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *ApiKey) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *ApiKey) GetCreatedByUsername() string {
+	if x != nil {
+		return x.CreatedByUsername
+	}
+	return ""
 }
 
 // CreateApiKeyRequest describes the new key.
@@ -2245,7 +2264,7 @@ const file_custos_core_v1_directory_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"5\n" +
 	"\x12DeleteUserResponse\x12\x1f\n" +
 	"\vkey_erasure\x18\x01 \x01(\tR\n" +
-	"keyErasure\"\xda\x02\n" +
+	"keyErasure\"\xa9\x03\n" +
 	"\x06ApiKey\x12\x1c\n" +
 	"\n" +
 	"api_key_id\x18\x01 \x01(\tR\bapiKeyId\x12\x17\n" +
@@ -2259,7 +2278,11 @@ const file_custos_core_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"revoked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
 	"\n" +
-	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"|\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\t \x01(\tR\tcreatedBy\x12.\n" +
+	"\x13created_by_username\x18\n" +
+	" \x01(\tR\x11createdByUsername\"|\n" +
 	"\x13CreateApiKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x129\n" +
