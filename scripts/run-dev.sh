@@ -12,6 +12,7 @@
 # Environment (all optional):
 #   CUSTOS_DEV_ES_HTTP_PORT (9443)  CUSTOS_DEV_ES_GRPC_PORT (9444)
 #   CUSTOS_DEV_CORE_HTTP_PORT (8443) CUSTOS_DEV_CORE_GRPC_PORT (8444)
+#   CUSTOS_DEV_ES_METRICS_PORT (9445) CUSTOS_DEV_CORE_METRICS_PORT (8445)
 #   CUSTOS_DEV_DATABASE  database name (custos)
 #   CUSTOS_DEV_RESET=1   drop and recreate that database when it holds another checkout's data
 #   DATABASE_URL         a server to use instead of the local one (see scripts/dev-postgres.sh)

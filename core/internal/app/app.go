@@ -62,14 +62,20 @@ commands:
                        services (deleted users and tenants), with the last error of each
   erasures forget ID --yes
                        stop trying to destroy ID, once an operator destroyed it by other means
-  probe [--live|--ready]  check this service's own REST listener (exit 0 when healthy)
+  probe [--live|--ready] [--timeout D]
+                       check this service's own REST listener (exit 0 when healthy within D,
+                       default 3s)
   version              print the version and exit
   help                 print this help
 
 serve reads CORE_DATABASE_URL, CORE_SECRET_KEYS, CORE_TLS_CERT_FILE, CORE_TLS_KEY_FILE,
 CORE_ES_CA_FILE, CORE_ES_CLIENT_CERT_FILE, CORE_ES_CLIENT_KEY_FILE and the optional variables
-listed in the README; migrate, admin, signing-key and secret-keys need only CORE_DATABASE_URL and
-CORE_SECRET_KEYS, erasures only CORE_DATABASE_URL.
+listed in the README. migrate and erasures need only CORE_DATABASE_URL; admin, signing-key and
+secret-keys need CORE_DATABASE_URL and CORE_SECRET_KEYS (and CORE_ACTIVE_SECRET_KEY_ID with
+several keys). admin bootstrap also needs CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD and reads
+CORE_PASSWORD_MEMORY_KIB and CORE_PASSWORD_ITERATIONS; signing-key rotate reads
+CORE_ACCESS_TOKEN_TTL (how long the previous key must keep verifying). probe reads CORE_HTTP_ADDR
+and CORE_PROBE_*.
 `
 
 // ErrUsage is returned (wrapped) for an unknown command or stray arguments.

@@ -57,8 +57,10 @@ commands:
                                          key (ES_ACTIVE_MASTER_KEY_ID), online and resumable;
                                          --dry-run only counts what each master key wraps
   admin-token generate                   print a new admin token and the ES_ADMIN_TOKEN_HASH for it
-  probe [--live | --ready]               check this service's own REST listener (exit 0 when healthy),
-                                         for container health checks and Kubernetes exec probes
+  probe [--live | --ready] [--timeout D]
+                                         check this service's own REST listener (exit 0 when
+                                         healthy within D, default 3s), for container health
+                                         checks and Kubernetes exec probes
   version                                print the version and exit
   help                                   print this help
 
