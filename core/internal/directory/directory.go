@@ -38,9 +38,9 @@ type Store interface {
 	CreateUser(ctx context.Context, u postgres.User, audit postgres.AuditEvent) error
 	GetUser(ctx context.Context, id uuid.UUID) (postgres.User, error)
 	ListUsers(ctx context.Context, tenantID uuid.UUID, pageSize int, after uuid.UUID) ([]postgres.User, error)
-	SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit postgres.AuditEvent) (postgres.User, error)
-	SetUserRole(ctx context.Context, id uuid.UUID, role string, audit postgres.AuditEvent) (postgres.User, error)
-	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent) (*postgres.Erasure, error)
+	SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit postgres.AuditEvent, mayChange ...func(postgres.User) error) (postgres.User, error)
+	SetUserRole(ctx context.Context, id uuid.UUID, role string, audit postgres.AuditEvent, mayChange ...func(postgres.User) error) (postgres.User, error)
+	DeleteUser(ctx context.Context, id uuid.UUID, audit postgres.AuditEvent, mayChange ...func(postgres.User) error) (*postgres.Erasure, error)
 	DeleteTenant(ctx context.Context, id uuid.UUID, confirmName string, audit postgres.AuditEvent) (*postgres.TenantErasure, error)
 	CountPlatformAdmins(ctx context.Context) (int, error)
 	CreateAPIKey(ctx context.Context, k postgres.APIKey, audit postgres.AuditEvent) error
@@ -426,7 +426,7 @@ func (s *Service) SetDisabled(ctx context.Context, c Call, id uuid.UUID, disable
 	if disabled {
 		action = "user.disable"
 	}
-	return s.store.SetUserDisabled(ctx, id, disabled, uuid.NewString(), s.event(ctx, c, &u.TenantID, action, "user:"+id.String()))
+	return s.store.SetUserDisabled(ctx, id, disabled, uuid.NewString(), s.event(ctx, c, &u.TenantID, action, "user:"+id.String()), s.stillManaged(ctx, u))
 }
 
 // SetRole changes a user's role; a tenant keeps at least one owner.
@@ -444,7 +444,7 @@ func (s *Service) SetRole(ctx context.Context, c Call, id uuid.UUID, role string
 	if err := mayGrant(ctx, role); err != nil {
 		return postgres.User{}, err
 	}
-	return s.store.SetUserRole(ctx, id, role, s.event(ctx, c, &u.TenantID, "user.role", "user:"+id.String()+" role:"+role))
+	return s.store.SetUserRole(ctx, id, role, s.event(ctx, c, &u.TenantID, "user.role", "user:"+id.String()+" role:"+role), s.stillManaged(ctx, u))
 }
 
 // DeleteUser deletes a user with their sessions and items, and has the encryption service destroy
@@ -463,7 +463,7 @@ func (s *Service) DeleteUser(ctx context.Context, c Call, id uuid.UUID) (string,
 	if err := mayTouch(ctx, u); err != nil {
 		return "", err
 	}
-	e, err := s.store.DeleteUser(ctx, id, s.event(ctx, c, &u.TenantID, "user.delete", "user:"+id.String()))
+	e, err := s.store.DeleteUser(ctx, id, s.event(ctx, c, &u.TenantID, "user.delete", "user:"+id.String()), s.stillManaged(ctx, u))
 	switch {
 	case err != nil:
 		return "", err
@@ -486,6 +486,18 @@ func (s *Service) managedUser(ctx context.Context, id uuid.UUID) (postgres.User,
 		return postgres.User{}, errs.E(errs.NotFound, "user %s not found", id)
 	}
 	return u, nil
+}
+
+// stillManaged checks again, on the user as it is once locked for the change, what managedUser
+// and mayTouch checked before: a role given to the user meanwhile (an owner promoting them while
+// an admin disables them) is not overridden by a check made on what the user was.
+func (s *Service) stillManaged(ctx context.Context, seen postgres.User) func(postgres.User) error {
+	return func(u postgres.User) error {
+		if u.PlatformAdmin || u.TenantID != seen.TenantID {
+			return errs.E(errs.NotFound, "user %s not found", u.ID)
+		}
+		return mayTouch(ctx, u)
+	}
 }
 
 // canManage reports whether the caller may manage users of tenant id.

@@ -268,7 +268,7 @@ func (s *Store) CountPlatformAdmins(ctx context.Context) (int, error) {
 //
 // The tenant row is locked FOR NO KEY UPDATE, which does not block the
 // KEY SHARE locks of foreign-key checks: users can still be added meanwhile.
-func lockUserForChange(ctx context.Context, tx pgx.Tx, id uuid.UUID) (User, error) {
+func lockUserForChange(ctx context.Context, tx pgx.Tx, id uuid.UUID, mayChange ...func(User) error) (User, error) {
 	var tenantID *uuid.UUID
 	err := tx.QueryRow(ctx, "SELECT tenant_id FROM users WHERE id = $1", id).Scan(&tenantID)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -284,8 +284,18 @@ func lockUserForChange(ctx context.Context, tx pgx.Tx, id uuid.UUID) (User, erro
 	} else if _, err := tx.Exec(ctx, "SELECT FROM tenants WHERE id = $1 FOR NO KEY UPDATE", *tenantID); err != nil {
 		return User{}, fmt.Errorf("lock tenant: %w", err)
 	}
-	// The user may have gone while we waited: read it again, locked.
-	return getUser(ctx, tx, id, "FOR UPDATE")
+	// The user may have gone or changed while we waited: read it again, locked, and let the
+	// caller's checks decide on what it is now.
+	u, err := getUser(ctx, tx, id, "FOR UPDATE")
+	if err != nil {
+		return User{}, err
+	}
+	for _, check := range mayChange {
+		if err := check(u); err != nil {
+			return User{}, err
+		}
+	}
+	return u, nil
 }
 
 // ensureSuccessor refuses, with errLastOwner or errLastPlatformAdmin, to let
@@ -327,8 +337,9 @@ func ensureSuccessor(ctx context.Context, tx pgx.Tx, u User) error {
 // Errors: Invalid for a newStamp over 200 characters; NotFound ("user <id>
 // not found"); FailedPrecondition ("a tenant must keep at least one owner")
 // when disabling the tenant's last enabled owner, or ("the platform must keep
-// at least one platform admin") the last enabled platform admin.
-func (s *Store) SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit AuditEvent) (User, error) {
+// at least one platform admin") the last enabled platform admin; and whatever
+// error a mayChange check returns for the user as it is under the lock.
+func (s *Store) SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool, newStamp string, audit AuditEvent, mayChange ...func(User) error) (User, error) {
 	if newStamp != "" {
 		if err := validateStamp(newStamp); err != nil {
 			return User{}, err
@@ -336,7 +347,7 @@ func (s *Store) SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool
 	}
 	var u User
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		cur, err := lockUserForChange(ctx, tx, id)
+		cur, err := lockUserForChange(ctx, tx, id, mayChange...)
 		if err != nil {
 			return err
 		}
@@ -374,14 +385,15 @@ func (s *Store) SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool
 // Errors: Invalid for an unknown role; NotFound ("user <id> not found");
 // FailedPrecondition ("a tenant must keep at least one owner") when demoting
 // the tenant's last enabled owner, or ("the platform admin has no tenant
-// role") for the platform admin.
-func (s *Store) SetUserRole(ctx context.Context, id uuid.UUID, role string, audit AuditEvent) (User, error) {
+// role") for the platform admin; and whatever error a mayChange check returns
+// for the user as it is under the lock.
+func (s *Store) SetUserRole(ctx context.Context, id uuid.UUID, role string, audit AuditEvent, mayChange ...func(User) error) (User, error) {
 	if !validRole(role) {
 		return User{}, errs.E(errs.Invalid, "role must be %s, %s or %s", RoleOwner, RoleAdmin, RoleMember)
 	}
 	var u User
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		cur, err := lockUserForChange(ctx, tx, id)
+		cur, err := lockUserForChange(ctx, tx, id, mayChange...)
 		if err != nil {
 			return err
 		}
@@ -415,12 +427,13 @@ func (s *Store) SetUserRole(ctx context.Context, id uuid.UUID, role string, audi
 // Errors: NotFound ("user <id> not found"); FailedPrecondition ("a tenant
 // must keep at least one owner") for the tenant's last enabled owner, or
 // ("the platform must keep at least one platform admin") for the last
-// enabled platform admin.
-func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, audit AuditEvent) (*Erasure, error) {
+// enabled platform admin; and whatever error a mayChange check returns for the
+// user as it is under the lock.
+func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID, audit AuditEvent, mayChange ...func(User) error) (*Erasure, error) {
 	var erasure *Erasure
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		erasure = nil // a retried transaction starts over
-		cur, err := lockUserForChange(ctx, tx, id)
+		cur, err := lockUserForChange(ctx, tx, id, mayChange...)
 		if err != nil {
 			return err
 		}

@@ -541,3 +541,41 @@ func TestRehashPassword(t *testing.T) {
 	_, err := s.RehashPassword(ctx, u.ID, "", newer)
 	wantKind(t, "RehashPassword(no old hash)", err, errs.Invalid, "password hash")
 }
+
+// TestUserChangesCheckTheLockedUser: the checks a change is given run on the user as it is once
+// locked, not as the caller read it earlier: a user promoted to owner meanwhile is refused to a
+// check that only lets members be changed, and nothing is changed or audited.
+func TestUserChangesCheckTheLockedUser(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	tn := mustTenant(t, s, "")
+	mustUser(t, s, tn.ID, postgres.RoleOwner)
+	u := mustUser(t, s, tn.ID, postgres.RoleMember) // what the caller read
+	sess, _ := mustSession(t, s, u.ID)
+	if _, err := s.SetUserRole(ctx, u.ID, postgres.RoleOwner, auditEvent("user.role")); err != nil { // meanwhile
+		t.Fatal(err)
+	}
+	membersOnly := func(cur postgres.User) error {
+		if cur.Role != postgres.RoleMember {
+			return errs.E(errs.PermissionDenied, "only members: %s is %s", cur.ID, cur.Role)
+		}
+		return nil
+	}
+	before := auditActions(t, s, &tn.ID)
+	_, err := s.SetUserDisabled(ctx, u.ID, true, "stamp-x", auditEvent("user.disable"), membersOnly)
+	wantKind(t, "SetUserDisabled(now an owner)", err, errs.PermissionDenied, "is owner")
+	_, err = s.SetUserRole(ctx, u.ID, postgres.RoleAdmin, auditEvent("user.role"), membersOnly)
+	wantKind(t, "SetUserRole(now an owner)", err, errs.PermissionDenied, "is owner")
+	_, err = s.DeleteUser(ctx, u.ID, auditEvent("user.delete"), membersOnly)
+	wantKind(t, "DeleteUser(now an owner)", err, errs.PermissionDenied, "is owner")
+
+	got, err := s.GetUser(ctx, u.ID)
+	if err != nil || got.DisabledAt != nil || got.Role != postgres.RoleOwner || got.SecurityStamp == "stamp-x" {
+		t.Errorf("user after refused changes = %+v, %v, want the enabled owner as it was", got, err)
+	}
+	wantRevoked(t, pool, sess.ID, "")
+	if after := auditActions(t, s, &tn.ID); len(after) != len(before) {
+		t.Errorf("audit after refused changes = %v, want unchanged %v", after, before)
+	}
+}
