@@ -28,7 +28,7 @@ type Services struct {
 }
 
 // Register registers the services on s.
-func (sv Services) Register(s *grpc.Server) {
+func (sv Services) Register(s grpc.ServiceRegistrar) {
 	corev1.RegisterAuthServiceServer(s, or[corev1.AuthServiceServer](sv.Auth, corev1.UnimplementedAuthServiceServer{}))
 	corev1.RegisterTenantServiceServer(s, or[corev1.TenantServiceServer](sv.Tenants, corev1.UnimplementedTenantServiceServer{}))
 	corev1.RegisterUserServiceServer(s, or[corev1.UserServiceServer](sv.Users, corev1.UnimplementedUserServiceServer{}))

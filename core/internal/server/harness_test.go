@@ -43,7 +43,7 @@ func newProbe() *probe {
 	return &probe{entered: make(chan string, 10), release: make(chan struct{})}
 }
 
-func (p *probe) register(s *grpc.Server) {
+func (p *probe) register(s grpc.ServiceRegistrar) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: probeService,
 		HandlerType: (*any)(nil),

@@ -26,7 +26,7 @@ type Services struct {
 }
 
 // Register registers the services on s.
-func (sv Services) Register(s *grpc.Server) {
+func (sv Services) Register(s grpc.ServiceRegistrar) {
 	encryptionv1.RegisterEncryptionServiceServer(s, sv.Encryption)
 	encryptionv1.RegisterAdminServiceServer(s, sv.Admin)
 }

@@ -143,7 +143,7 @@ func parseExposition(tb testing.TB, text string) map[string]float64 {
 // server inside a span of its own, the way core calls the encryption service.
 const relayService = "custos.test.v1.Relay"
 
-func registerRelay(s *grpc.Server, tracer trace.Tracer, downstream *grpc.ClientConn) {
+func registerRelay(s grpc.ServiceRegistrar, tracer trace.Tracer, downstream *grpc.ClientConn) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: relayService,
 		HandlerType: (*any)(nil),
@@ -224,7 +224,7 @@ func TestTraceCrossesServices(t *testing.T) {
 	t.Cleanup(func() { downstream.Close() })
 	core := mustStart(t, func(c *server.Config, _ *testcerts.Set) {
 		c.StatsHandler = coreTracing.PublicServerHandler()
-		c.Register = func(s *grpc.Server) { registerRelay(s, coreTracing.Tracer("relay"), downstream) }
+		c.Register = func(s grpc.ServiceRegistrar) { registerRelay(s, coreTracing.Tracer("relay"), downstream) }
 	})
 
 	// An outside caller's trace context is linked, not joined: core is public.

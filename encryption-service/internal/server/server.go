@@ -86,8 +86,9 @@ type Config struct {
 
 	Logger *slog.Logger // access log and server events; nil discards them
 
-	// Register adds the services to the gRPC server; it may be nil.
-	Register func(*grpc.Server)
+	// Register adds the services to the gRPC server; it may be nil. A request that is not a
+	// valid message of its method passes the interceptors and is answered InvalidArgument.
+	Register func(grpc.ServiceRegistrar)
 	// RegisterGateway adds REST routes that call conn, an in-process
 	// connection to the same gRPC server; it may be nil.
 	RegisterGateway func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
@@ -228,6 +229,7 @@ func New(cfg Config) (*Server, error) {
 	opts := []grpc.ServerOption{
 		grpc.Creds(serverCreds{tls: credentials.NewTLS(cfg.TLS)}),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes),
+		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.InTapHandle(tapMetadata),
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{s.observeUnary}, cfg.UnaryInterceptors...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{s.observeStream}, cfg.StreamInterceptors...)...),
@@ -248,9 +250,11 @@ func New(cfg Config) (*Server, error) {
 	// Not serving until Ready has passed once.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	for _, g := range []*grpc.Server{s.grpc, s.gw} {
-		healthpb.RegisterHealthServer(g, drainingHealth{Server: s.health, drained: s.drained})
+		// Every service goes through the registrar: requestCodec's notes must all be taken.
+		r := decodeCheckingRegistrar{g}
+		healthpb.RegisterHealthServer(r, drainingHealth{Server: s.health, drained: s.drained})
 		if cfg.Register != nil {
-			cfg.Register(g)
+			cfg.Register(r)
 		}
 	}
 	return s, nil

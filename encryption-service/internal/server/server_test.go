@@ -716,8 +716,8 @@ func TestShutdownTimeoutCutsOff(t *testing.T) {
 
 // holdService registers /test.Hold/Hold, whose handler counts itself in flight until release is
 // closed or its caller leaves.
-func holdService(inflight *atomic.Int64, release <-chan struct{}) func(*grpc.Server) {
-	return func(s *grpc.Server) {
+func holdService(inflight *atomic.Int64, release <-chan struct{}) func(grpc.ServiceRegistrar) {
+	return func(s grpc.ServiceRegistrar) {
 		s.RegisterService(&grpc.ServiceDesc{
 			ServiceName: "test.Hold",
 			HandlerType: (*any)(nil),
