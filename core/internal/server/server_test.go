@@ -609,11 +609,21 @@ func TestRequestSizeLimit(t *testing.T) {
 	})
 	t.Run("gRPC", func(t *testing.T) {
 		conn := e.mustGRPC(t, e.certs.ClientConfig())
-		err := conn.Invoke(context.Background(), "/"+probeService+"/Echo",
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "oversize-grpc")
+		err := conn.Invoke(ctx, "/"+probeService+"/Echo",
 			&sourcecontextpb.SourceContext{FileName: strings.Repeat("x", 2*limit)}, &sourcecontextpb.SourceContext{})
 		if status.Code(err) != codes.ResourceExhausted {
 			t.Errorf("Echo(oversize) = %v, want ResourceExhausted", err)
 		}
+		// Refused while being read, yet logged like any call.
+		eventually(t, "the access-log line of the oversized call", func() error {
+			for _, rec := range e.logs.records(t, "rpc") {
+				if rec["request_id"] == "oversize-grpc" && rec["code"] == "ResourceExhausted" {
+					return nil
+				}
+			}
+			return errors.New("none")
+		})
 	})
 }
 

@@ -59,8 +59,8 @@ func takeDecodeFailure(v any) error {
 }
 
 // decodeCheckingRegistrar registers services on s with handlers that take the decoding notes of
-// their requests: unary handlers before their interceptors' handler runs, streaming ones at each
-// RecvMsg.
+// their requests: unary handlers before their interceptors' handler runs (which also sees a
+// request refused while being read, over the size limit), streaming ones at each RecvMsg.
 type decodeCheckingRegistrar struct{ s *grpc.Server }
 
 func (r decodeCheckingRegistrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
@@ -81,10 +81,11 @@ func checkUnaryDecode(h grpc.MethodHandler) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 		var decodeErr error
 		decode := func(v any) error {
-			if err := dec(v); err != nil {
-				return err
+			// A request refused while being read (over the size limit) has had its status
+			// sent already; it too passes the interceptors, to be logged and counted.
+			if decodeErr = dec(v); decodeErr == nil {
+				decodeErr = takeDecodeFailure(v)
 			}
-			decodeErr = takeDecodeFailure(v)
 			return nil // the refusal is made inside the interceptors, below
 		}
 		return h(srv, ctx, decode, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
