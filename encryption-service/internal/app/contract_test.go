@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/custos-platform/custos/encryption-service/internal/testcerts"
@@ -211,6 +213,9 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad uuid", "/v1/encrypt", `{"encryptionId":"not-a-uuid","data":"x"}`, 400, "encryptionId"},
 		{"missing id", "/v1/rotate", `{}`, 400, "encryptionId"},
 		{"bad version uuid", "/v1/encrypt", `{"encryptionId":"` + id + `","data":"x","encryptionVersionId":"v2"}`, 400, "encryptionVersionId"},
+		// Only an absent (or empty) encryptionVersionId means the active version; the nil UUID names
+		// a version that does not exist.
+		{"nil version uuid", "/v1/encrypt", `{"encryptionId":"` + id + `","data":"x","encryptionVersionId":"00000000-0000-0000-0000-000000000000"}`, 404, "version 00000000-0000-0000-0000-000000000000 of key context " + id + " not found"},
 		{"bad base64", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"@@@","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText: invalid value (want standard base64)"},
 		{"empty cipherText", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{}}`, 400, "cipherText: required"},
 		{"missing nonce", "/v1/decrypt", `{"encryptionId":"` + id + `","cipherText":"` + enc["cipherText"].(string) + `","encryptionVersionId":"` + enc["encryptionVersionId"].(string) + `","metadata":{"formatVersion":1}}`, 400, "nonce"},
@@ -379,7 +384,18 @@ func TestMasterKeyHeader(t *testing.T) {
 	if got := r.must(200, "POST", "/v1/decrypt", withKey, string(decBody)); got["data"] != "zero knowledge" {
 		t.Errorf("decrypt with the right key = %v", got)
 	}
+	// A refused creation names no key context: none was created.
+	code, got := r.call("POST", "/v1/encryptions", withKey, `{"keyMode":"PLATFORM"}`)
+	msg, _ := got["message"].(string)
+	if code != 400 || !strings.Contains(msg, "X-Master-Key must not be sent to create a PLATFORM key context") {
+		t.Errorf("POST /v1/encryptions PLATFORM with a key = %d %v, want 400 saying the header must not be sent", code, got)
+	}
+	if named := uuidText.FindString(msg); named != "" {
+		t.Errorf("refusal %q names key context %s, which was never created", msg, named)
+	}
 }
+
+var uuidText = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
 
 func TestTenantCredentials(t *testing.T) {
 	certs := testcerts.New(t)
@@ -466,6 +482,37 @@ func TestAdminPlaneNeedsTheToken(t *testing.T) {
 	audit := r.must(200, "GET", "/v1/admin/audit?tenantId="+ten["X-Tenant-Id"], r.admin(), nil)
 	if events, _ := audit["events"].([]any); len(events) == 0 || events[0].(map[string]any)["action"] != "tenant.create" {
 		t.Errorf("GET /v1/admin/audit = %v, want the tenant's creation", audit)
+	}
+}
+
+// TestUnknownFieldsJSONRefusedProtobufIgnored pins the documented difference: a JSON body with a
+// key the contract does not have is refused with 400 naming it, metadata included, while over
+// gRPC unknown protobuf fields are ignored as protobuf does, for forward compatibility.
+func TestUnknownFieldsJSONRefusedProtobufIgnored(t *testing.T) {
+	certs := testcerts.New(t)
+	inst := startInstance(t, testdb.New(t), certs)
+	r := newREST(t, inst)
+	ten := r.newTenant("acme")
+	id := r.must(200, "POST", "/v1/encryptions", ten, `{}`)["encryptionId"].(string)
+	enc := r.must(200, "POST", "/v1/encrypt", ten, map[string]any{"encryptionId": id, "data": "x"})
+	body := decryptBody(id, enc)
+	body["metadata"].(map[string]any)["keyId"] = 1
+	code, got := r.call("POST", "/v1/decrypt", ten, mustJSON(t, body))
+	wantError(t, "REST decrypt with metadata.keyId", code, got, 400, codes.InvalidArgument, "keyId")
+
+	es := encryptionv1.NewEncryptionServiceClient(inst.grpcConn(t, certs.ClientConfig()))
+	ctx := grpcTenant(ten, "")
+	req := &encryptionv1.EncryptRequest{EncryptionId: id, Data: "forward compatible"}
+	req.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
+	res, err := es.Encrypt(ctx, req)
+	if err != nil {
+		t.Fatalf("gRPC Encrypt with an unknown field = %v, want it ignored", err)
+	}
+	res.Metadata.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 15, protowire.VarintType), 1))
+	dec, err := es.Decrypt(ctx, &encryptionv1.DecryptRequest{EncryptionId: id, EncryptionVersionId: res.EncryptionVersionId,
+		CipherText: res.CipherText, Metadata: res.Metadata})
+	if err != nil || dec.GetData() != "forward compatible" {
+		t.Errorf("gRPC Decrypt with an unknown CipherMetadata field = %v, %v; want the data, the field ignored", dec, err)
 	}
 }
 

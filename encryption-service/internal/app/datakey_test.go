@@ -89,3 +89,22 @@ func TestGenerateDataKey(t *testing.T) {
 		})
 	}
 }
+
+// TestDataKeyIgnoresTheDataLimit: ES_MAX_DATA_BYTES bounds what callers encrypt, not the data keys
+// the service makes: with a limit below a key's 44 bytes of base64, /v1/datakey still answers,
+// while /v1/encrypt refuses data over the limit, naming it.
+func TestDataKeyIgnoresTheDataLimit(t *testing.T) {
+	certs := testcerts.New(t)
+	r := newREST(t, startInstanceWith(t, testdb.New(t), certs, map[string]string{"ES_MAX_DATA_BYTES": "16"}))
+	ten := r.newTenant("acme")
+	id := r.must(200, "POST", "/v1/encryptions", ten, `{}`)["encryptionId"].(string)
+	got := r.must(200, "POST", "/v1/datakey", ten, map[string]any{"encryptionId": id})
+	dec := r.must(200, "POST", "/v1/decrypt", ten, decryptBody(id, got))
+	if dec["data"] != got["dataKey"] {
+		t.Errorf("decrypt of the data key's copy = %q, want the key", dec["data"])
+	}
+	code, refused := r.call("POST", "/v1/encrypt", ten, `{"encryptionId":"`+id+`","data":"`+strings.Repeat("x", 17)+`"}`)
+	if msg, _ := refused["message"].(string); code != 400 || msg != "data: 17 bytes is over the limit of 16 bytes" {
+		t.Errorf("POST /v1/encrypt of 17 bytes = %d %v, want 400 naming data and the limit", code, refused)
+	}
+}

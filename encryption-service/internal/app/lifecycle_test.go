@@ -497,6 +497,82 @@ func TestAutoRotation(t *testing.T) {
 	})
 }
 
+// TestRefusedEncryptionRotatesNothing: a context whose active version is due by age (maxAge) is
+// rotated by the next encryption, but a request refused for what the caller sent — the client
+// master key, the version named — changes nothing, through /v1/encrypt, /v1/datakey and
+// /v1/encrypt:batch alike.
+func TestRefusedEncryptionRotatesNothing(t *testing.T) {
+	certs := testcerts.New(t)
+	url := testdb.New(t)
+	r := newREST(t, startInstance(t, url, certs))
+	pool := mustPool(t, url)
+	ten := r.newTenant("acme")
+	withKey, wrongKey := ten.with("X-Master-Key", clientKey), ten.with("X-Master-Key", otherClientKey)
+	dueContext := func(t *testing.T, mode string) string {
+		t.Helper()
+		h := map[string]string(ten)
+		if mode == "CLIENT" {
+			h = withKey
+		}
+		id := r.must(200, "POST", "/v1/encryptions", h, `{"keyMode":"`+mode+`","rotationPolicy":{"maxAge":"3600s"}}`)["encryptionId"].(string)
+		if _, err := pool.Exec(context.Background(),
+			`UPDATE encryption.encryption_key_versions SET created_at = now() - interval '2 hours' WHERE encryption_id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	versions := func(t *testing.T, id string) int {
+		t.Helper()
+		return len(r.must(200, "GET", "/v1/encryptions/"+id, ten, nil)["versions"].([]any))
+	}
+
+	for _, tt := range []struct {
+		name, mode string
+		headers    map[string]string
+		version    string // encryptionVersionId sent, "" for none
+		status     int
+		code       codes.Code
+		mention    string
+	}{
+		{"PLATFORM with X-Master-Key", "PLATFORM", withKey, "", 400, codes.InvalidArgument, "X-Master-Key must not be sent"},
+		{"PLATFORM unknown encryptionVersionId", "PLATFORM", ten, "123e4567-e89b-12d3-a456-426614174000", 404, codes.NotFound, "not found"},
+		{"PLATFORM nil encryptionVersionId", "PLATFORM", ten, "00000000-0000-0000-0000-000000000000", 404, codes.NotFound, "not found"},
+		{"CLIENT without X-Master-Key", "CLIENT", ten, "", 401, codes.Unauthenticated, "X-Master-Key"},
+		{"CLIENT wrong X-Master-Key", "CLIENT", wrongKey, "", 403, codes.PermissionDenied, "wrong client master key"},
+		{"CLIENT unknown encryptionVersionId", "CLIENT", withKey, "123e4567-e89b-12d3-a456-426614174000", 404, codes.NotFound, "not found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := dueContext(t, tt.mode)
+			item := map[string]any{"encryptionId": id, "data": "x"}
+			if tt.version != "" {
+				item["encryptionVersionId"] = tt.version
+			}
+			code, got := r.call("POST", "/v1/encrypt", tt.headers, mustJSON(t, item))
+			wantError(t, "POST /v1/encrypt", code, got, tt.status, tt.code, tt.mention)
+
+			batch := r.must(200, "POST", "/v1/encrypt:batch", tt.headers, map[string]any{"items": []any{item}})
+			res := batch["results"].([]any)[0].(map[string]any)
+			if e, _ := res["error"].(map[string]any); e == nil || e["code"] != float64(tt.code) || !strings.Contains(e["message"].(string), tt.mention) {
+				t.Errorf("POST /v1/encrypt:batch item = %v, want error code %d mentioning %q", res, tt.code, tt.mention)
+			}
+			if tt.version == "" {
+				code, got := r.call("POST", "/v1/datakey", tt.headers, `{"encryptionId":"`+id+`"}`)
+				wantError(t, "POST /v1/datakey", code, got, tt.status, tt.code, tt.mention)
+			}
+			if n := versions(t, id); n != 1 {
+				t.Errorf("refused with %d, yet the context now has %d versions: the refused calls rotated it", tt.status, n)
+			}
+		})
+	}
+	t.Run("accepted encryption rotates", func(t *testing.T) {
+		id := dueContext(t, "PLATFORM")
+		r.must(200, "POST", "/v1/encrypt", ten, map[string]any{"encryptionId": id, "data": "x"})
+		if n := versions(t, id); n != 2 {
+			t.Errorf("versions after an encryption of a context due by age = %d, want 2", n)
+		}
+	})
+}
+
 func TestChangeMasterKey(t *testing.T) {
 	certs := testcerts.New(t)
 	r := newREST(t, startInstance(t, testdb.New(t), certs))

@@ -60,7 +60,8 @@ func (s *AdminServer) ListTenants(ctx context.Context, req *encryptionv1.ListTen
 	if err != nil {
 		return nil, err
 	}
-	list, err := s.Tenants.List(ctx, size+1, after)
+	// The page token is the last tenant id of the previous page: every id sorts after the nil UUID.
+	list, err := s.Tenants.List(ctx, size+1, after.UUID)
 	if err != nil {
 		return nil, err
 	}

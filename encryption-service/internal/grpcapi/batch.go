@@ -56,7 +56,7 @@ func (s *EncryptionServer) EncryptBatch(ctx context.Context, req *encryptionv1.E
 	index := make([]int, 0, len(reqItems))
 	for i, it := range reqItems {
 		encID, err := parseID("encryptionId", it.GetEncryptionId())
-		var verID uuid.UUID
+		var verID uuid.NullUUID
 		if err == nil {
 			verID, err = parseOptionalID("encryptionVersionId", it.GetEncryptionVersionId())
 		}

@@ -2,9 +2,8 @@ package grpcapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"log/slog"
+	"math"
 	"unicode/utf8"
 	"unsafe"
 
@@ -59,13 +58,10 @@ func (s *EncryptionServer) Encrypt(ctx context.Context, req *encryptionv1.Encryp
 	}, nil
 }
 
-// Data key lengths GenerateDataKey makes: AES-128, AES-192 and AES-256 (or XChaCha20-Poly1305) keys.
-var dataKeyBytes = map[uint32]bool{16: true, 24: true, 32: true}
-
 // GenerateDataKey implements POST /v1/datakey: a fresh random key of keyBytes bytes (default 32),
 // encrypted under the context's active version exactly as Encrypt would encrypt its base64 text,
-// so that Decrypt of the copy returns that text. The key is returned unless wrappedOnly; it is
-// never logged, and the service keeps no copy of it.
+// so that Decrypt of the copy returns that text (keyring.Service.GenerateDataKey). The key is
+// returned unless wrappedOnly; it is never logged, and the service keeps no copy of it.
 func (s *EncryptionServer) GenerateDataKey(ctx context.Context, req *encryptionv1.GenerateDataKeyRequest) (*encryptionv1.GenerateDataKeyResponse, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
@@ -75,22 +71,15 @@ func (s *EncryptionServer) GenerateDataKey(ctx context.Context, req *encryptionv
 	if err != nil {
 		return nil, err
 	}
-	n := req.GetKeyBytes()
+	n := int64(req.GetKeyBytes())
 	if n == 0 {
 		n = 32
 	}
-	if !dataKeyBytes[n] {
-		return nil, errs.E(errs.Invalid, "keyBytes: want 16, 24 or 32, got %d", n)
-	}
-	raw := make([]byte, n)
-	rand.Read(raw) // never fails
-	text := []byte(base64.StdEncoding.EncodeToString(raw))
-	clear(raw)
-	defer clear(text)
-	res, err := s.Keys.Encrypt(ctx, c, encID, uuid.Nil, text)
+	text, res, err := s.Keys.GenerateDataKey(ctx, c, encID, int(min(n, math.MaxInt32)))
 	if err != nil {
 		return nil, err
 	}
+	defer clear(text)
 	out := &encryptionv1.GenerateDataKeyResponse{
 		CipherText:          res.CipherText,
 		EncryptionId:        idText(encID, req.GetEncryptionId()),
@@ -255,12 +244,18 @@ func idText(id uuid.UUID, given string) string {
 	return given
 }
 
-// parseOptionalID is parseID where empty means uuid.Nil.
-func parseOptionalID(field, s string) (uuid.UUID, error) {
+// parseOptionalID is parseID where only empty means absent (not Valid). Any UUID given is Valid,
+// the nil UUID too: it names no version, and the keyring answers NotFound for it as for any
+// unknown one rather than taking it for "absent".
+func parseOptionalID(field, s string) (uuid.NullUUID, error) {
 	if s == "" {
-		return uuid.Nil, nil
+		return uuid.NullUUID{}, nil
 	}
-	return parseID(field, s)
+	id, err := parseID(field, s)
+	if err != nil {
+		return uuid.NullUUID{}, err
+	}
+	return uuid.NullUUID{UUID: id, Valid: true}, nil
 }
 
 // metadataProto is m in the contract's form. It shares m's byte slices.

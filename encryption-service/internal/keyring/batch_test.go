@@ -62,7 +62,7 @@ func TestBatches(t *testing.T) {
 		EncryptItem{EncryptionID: uuid.New(), Data: []byte("unknown context")},
 		EncryptItem{EncryptionID: foreign, Data: []byte("another tenant's context")},
 		EncryptItem{EncryptionID: platform, Data: bytes.Repeat([]byte("x"), 65)},
-		EncryptItem{EncryptionID: platform, VersionID: uuid.New(), Data: []byte("unknown version")},
+		EncryptItem{EncryptionID: platform, VersionID: uuid.NullUUID{UUID: uuid.New(), Valid: true}, Data: []byte("unknown version")},
 		EncryptItem{EncryptionID: client, Data: []byte("needs the client key")},
 	)
 	res, failures := svc.EncryptBatch(ctx, c, items)

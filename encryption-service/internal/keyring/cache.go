@@ -38,14 +38,17 @@ type entry struct {
 	enc      postgres.Encryption
 	loadedAt time.Time
 
-	// encrypted counts the encryptions this replica made with the context's active version since
-	// the entry was loaded: with the version's stored count it tells when the version is due for
-	// rotation without a database round trip.
-	encrypted atomic.Int64
-	// rotating is set while a request of this replica rotates the context automatically, so that
-	// concurrent requests do not queue up behind the same rotation; retryAt (Unix nanoseconds)
+	// count is this replica's count of the context's active version as read (nil without one),
+	// and base the stored count less what of this replica's count it held: base + count.made is
+	// never below what the version made (see tally), so that the hot path tells when the version
+	// is due without a database round trip.
+	count *versionTally
+	base  int64
+	// rotation is this replica's automatic rotation of the context, set by the request that
+	// rotates while it does, so that concurrent requests wait for it rather than rotate again;
+	// once it succeeded it stays, marking this copy as outdated. retryAt (Unix nanoseconds)
 	// delays the next attempt after a failed one.
-	rotating atomic.Bool
+	rotation atomic.Pointer[rotation]
 	retryAt  atomic.Int64
 	// bound is set (CLIENT only) once bindLegacy found no legacy RSA version in enc, so that the
 	// next requests skip the check.
@@ -85,10 +88,21 @@ func (c *cache) get(id uuid.UUID) (*entry, bool) {
 	return e, true
 }
 
-// put stores enc unless an invalidation happened after gen was taken. It returns the entry to use
-// either way.
+// put stores a new entry for enc unless an invalidation happened after gen was taken. It returns
+// the entry to use either way.
 func (c *cache) put(gen uint64, enc postgres.Encryption) *entry {
-	e := &entry{enc: enc, loadedAt: c.now(), ciphers: make(map[uuid.UUID]versionCipher)}
+	return c.putEntry(gen, newEntry(enc))
+}
+
+// newEntry returns an entry for enc, not yet stored.
+func newEntry(enc postgres.Encryption) *entry {
+	return &entry{enc: enc, ciphers: make(map[uuid.UUID]versionCipher)}
+}
+
+// putEntry stores e, loaded now, unless an invalidation happened after gen was taken. It returns e
+// either way.
+func (c *cache) putEntry(gen uint64, e *entry) *entry {
+	e.loadedAt = c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
@@ -98,8 +112,25 @@ func (c *cache) put(gen uint64, enc postgres.Encryption) *entry {
 		// Crude but bounded: a full cache starts over rather than tracking recency on the hot path.
 		clear(c.entries)
 	}
-	c.entries[enc.ID] = e
+	c.entries[e.enc.ID] = e
 	return e
+}
+
+// take takes one of the encryptions the active version may still make below limit; it reports
+// false, taking nothing, when none is left.
+func (e *entry) take(limit int64) bool {
+	if e.count == nil {
+		return false
+	}
+	for {
+		n := e.count.made.Load()
+		if e.base+n >= limit {
+			return false
+		}
+		if e.count.made.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // invalidate drops one context.

@@ -47,6 +47,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -152,7 +153,7 @@ type Service struct {
 	maxDataBytes  int
 	maxPerVersion int64
 	cache         *cache
-	counts        counter
+	counts        tally
 	log           *slog.Logger
 	hits, misses  Counter
 }
@@ -253,7 +254,8 @@ func (s *Service) CreateEncryption(ctx context.Context, c Caller, algorithm, mod
 	switch mode {
 	case ModePlatform:
 		if c.MasterKey != nil {
-			return Created{}, errPlatformWithMasterKey(enc.ID)
+			return Created{}, errs.E(errs.Invalid,
+				"X-Master-Key must not be sent to create a PLATFORM key context, whose keys are platform-managed: send it only with keyMode CLIENT")
 		}
 	case ModeClient:
 		if c.MasterKey == nil {
@@ -359,19 +361,54 @@ type Encrypted struct {
 	Metadata   aead.Metadata
 }
 
-// Encrypt encrypts data under the context's active version, or under versionID when it is not
-// uuid.Nil — which must then be the active version (a DECRYPT_ONLY, DISABLED or DESTROYED version
-// gets FailedPrecondition). When the active version is due for rotation (its context's policy or
-// the service's bound), it is rotated first and the new version encrypts. Data over the size limit
-// is Invalid. Encrypt only reads data: it never changes or keeps it, so callers may pass the bytes
-// of a string.
-func (s *Service) Encrypt(ctx context.Context, c Caller, encryptionID, versionID uuid.UUID, data []byte) (Encrypted, error) {
+// Encrypt encrypts data under the context's active version. A valid versionID must name that
+// version: an unknown one (the nil UUID among them) is NotFound, a DECRYPT_ONLY, DISABLED or
+// DESTROYED one FailedPrecondition. When the active version is due for rotation (its context's
+// policy or the service's bound), it is rotated first and the new version encrypts; concurrent
+// encryptions of this replica wait for that rotation rather than pass the bound (see reserve).
+// Data over the size limit is Invalid; a client master key that does not fit the context's key
+// mode is Invalid (PLATFORM), Unauthenticated (CLIENT, missing) or PermissionDenied (CLIENT,
+// wrong). Every check of the caller comes first: a refused request changes nothing, not even the
+// rotation of a due version. Encrypt only reads data: it never changes or keeps it, so callers may
+// pass the bytes of a string.
+func (s *Service) Encrypt(ctx context.Context, c Caller, encryptionID uuid.UUID, versionID uuid.NullUUID, data []byte) (Encrypted, error) {
 	if err := s.checkDataSize(data); err != nil {
 		return Encrypted{}, err
 	}
 	ss := s.session(ctx, c, encryptionID)
 	defer ss.close()
 	return ss.encrypt(ctx, versionID, data)
+}
+
+// Lengths of the data keys GenerateDataKey makes: AES-128, AES-192 and AES-256 (or
+// XChaCha20-Poly1305) keys.
+var dataKeyBytes = map[int]bool{16: true, 24: true, 32: true}
+
+// GenerateDataKey makes a random key of n bytes (16, 24 or 32) and encrypts its standard base64
+// text under the context's active version exactly as Encrypt would, so that Decrypt of the copy
+// returns that text. It returns the text, which the caller clears once it has answered, and the
+// copy. The data size limit does not apply: the key is the service's, at most 44 bytes of text,
+// whatever the limit on callers' data. Errors: Invalid for another n (naming keyBytes); otherwise
+// Encrypt's, checked in the same order.
+func (s *Service) GenerateDataKey(ctx context.Context, c Caller, encryptionID uuid.UUID, n int) ([]byte, Encrypted, error) {
+	if !dataKeyBytes[n] {
+		return nil, Encrypted{}, errs.E(errs.Invalid, "keyBytes: want 16, 24 or 32, got %d", n)
+	}
+	raw := make([]byte, n)
+	defer clear(raw)
+	if _, err := io.ReadFull(s.rand, raw); err != nil {
+		return nil, Encrypted{}, errs.Wrap(errs.Internal, err, "generate data key")
+	}
+	text := make([]byte, base64.StdEncoding.EncodedLen(n))
+	base64.StdEncoding.Encode(text, raw)
+	ss := s.session(ctx, c, encryptionID)
+	defer ss.close()
+	enc, err := ss.encrypt(ctx, uuid.NullUUID{}, text)
+	if err != nil {
+		clear(text)
+		return nil, Encrypted{}, err
+	}
+	return text, enc, nil
 }
 
 // Decrypt returns the data that Encrypt was given. Metadata malformed for the context's algorithm (Metadata.Check) gets Invalid naming the field; a ciphertext that does not authenticate —
@@ -424,11 +461,23 @@ func (s *Service) load(ctx context.Context, tenantID, encryptionID uuid.UUID, fr
 		s.misses.Inc()
 	}
 	gen := s.cache.generation()
+	noted := s.counts.noteFlushed(encryptionID, s.now())
 	enc, err := s.store.GetEncryption(ctx, tenantID, encryptionID)
 	if err != nil {
 		return nil, err
 	}
-	return s.cache.put(gen, enc), nil
+	return s.cache.putEntry(gen, s.entryOf(enc, noted)), nil
+}
+
+// entryOf returns a cache entry for enc, bound to this replica's count of its active version;
+// noted is what tally.noteFlushed returned before enc was read from the database.
+func (s *Service) entryOf(enc postgres.Encryption, noted map[uuid.UUID]int64) *entry {
+	e := newEntry(enc)
+	if v, ok := e.active(); ok {
+		e.count = s.counts.version(enc.ID, v.ID, s.now())
+		e.base = v.Encryptions - noted[v.ID]
+	}
+	return e
 }
 
 // platformCipher returns the cached cipher of version v of a PLATFORM context, building it on

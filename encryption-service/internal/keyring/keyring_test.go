@@ -78,7 +78,7 @@ func mustCreate(tb testing.TB, svc *Service, c Caller, alg, mode string, p Rotat
 
 func mustEncrypt(tb testing.TB, svc *Service, c Caller, id uuid.UUID, data string) Encrypted {
 	tb.Helper()
-	enc, err := svc.Encrypt(context.Background(), c, id, uuid.Nil, []byte(data))
+	enc, err := svc.Encrypt(context.Background(), c, id, uuid.NullUUID{}, []byte(data))
 	if err != nil {
 		tb.Fatalf("Encrypt(%s) = %v", id, err)
 	}
@@ -137,7 +137,7 @@ func TestCountsReachTheDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := svc.Encrypt(ctx, caller, created.EncryptionID, uuid.Nil, []byte("x")); err != nil {
+		if _, err := svc.Encrypt(ctx, caller, created.EncryptionID, uuid.NullUUID{}, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -166,7 +166,7 @@ func FuzzDecrypt(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		enc, err := svc.Encrypt(ctx, caller, created.EncryptionID, uuid.Nil, []byte("fuzz"))
+		enc, err := svc.Encrypt(ctx, caller, created.EncryptionID, uuid.NullUUID{}, []byte("fuzz"))
 		if err != nil {
 			f.Fatal(err)
 		}

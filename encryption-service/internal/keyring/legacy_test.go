@@ -105,7 +105,7 @@ func TestMasterKeyRotationKeepsClientLegacyUnbound(t *testing.T) {
 		wantBinding(t, store, c, swappedRSA, false)
 		_, err := rotated.Decrypt(ctx, cc, swappedRSA, rsaCT.VersionID, rsaCT.CipherText, metaOf(t, rsaCT))
 		wantKind(t, "Decrypt(legacy, RSA public key swapped before the rotation)", err, errs.Internal, "altered")
-		_, err = rotated.Encrypt(ctx, cc, swappedRSA, uuid.Nil, []byte("to whom?"))
+		_, err = rotated.Encrypt(ctx, cc, swappedRSA, uuid.NullUUID{}, []byte("to whom?"))
 		wantKind(t, "Encrypt(legacy, RSA public key swapped before the rotation)", err, errs.Internal, "altered")
 		wantBinding(t, store, c, swappedRSA, false)
 		if n := countAudit(t, conn, swappedRSA, "encryption.legacy-binding"); n != 0 {

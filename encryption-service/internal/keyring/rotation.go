@@ -24,6 +24,10 @@ const autoRotationActor = "service:auto-rotation"
 // automatic rotation failed.
 const rotationRetry = time.Second
 
+// rotationTimeout bounds an automatic rotation, which outlives the request that makes it when that
+// request ends first: other requests wait for it.
+const rotationTimeout = 10 * time.Second
+
 // RotationPolicy makes a key context rotate by itself: when its active version is older than
 // MaxAge (zero: never by age) or has made MaxEncryptions encryptions (zero: only the service's
 // bound, Options.MaxEncryptionsPerVersion, which applies to every context).
@@ -82,53 +86,129 @@ func (s *Service) limit(enc postgres.Encryption) int64 {
 	return s.maxPerVersion
 }
 
-// made estimates how many encryptions v, the active version of e, has made: its count as read
-// with e, plus what this replica made since — counted with e, or, when e was read again meanwhile
-// (another replica's change drops cached entries), still waiting for the flush, which holds the
-// encryptions made before the reload too.
-func (s *Service) made(e *entry, v postgres.KeyVersion) int64 {
-	return v.Encryptions + max(e.encrypted.Load(), s.counts.of(v.ID))
-}
-
-// due reports whether v, the active version of e, is due for rotation.
-func (s *Service) due(e *entry, v postgres.KeyVersion) bool {
-	if s.made(e, v) >= s.limit(e.enc) {
-		return true
-	}
+// dueByAge reports whether v, the active version of e, is older than its context's MaxAge.
+func (s *Service) dueByAge(e *entry, v postgres.KeyVersion) bool {
 	return e.enc.RotationMaxAge > 0 && s.now().Sub(v.CreatedAt) >= e.enc.RotationMaxAge
 }
 
-// rotateDue rotates the context because v, its active version, is due, and continues with the
-// context as read afterwards. When another request of this replica is rotating it already, or a
-// rotation failed less than a second ago, it continues with v. It fails only when the rotation
-// fails and v has reached the service's bound, which no version may pass knowingly.
-func (ss *session) rotateDue(ctx context.Context, v postgres.KeyVersion) error {
-	s, e := ss.s, ss.e
-	atBound := s.made(e, v) >= s.maxPerVersion
-	now := s.now()
-	if now.UnixNano() < e.retryAt.Load() {
-		if atBound {
-			return errAtBound(v, ss.id, nil)
+// rotation is an automatic rotation of one context by a request of this replica.
+type rotation struct {
+	done chan struct{} // closed once it has finished
+	err  error         // why it failed; written before done is closed
+}
+
+// reserve takes a slot to encrypt with the context's active version — versionID's, when valid —
+// and returns that version and the count the slot was taken from (give the slot back if the
+// encryption fails). A version that is due is rotated first, once: the request that finds it due
+// rotates it while the others that need a slot wait for that rotation (as long as ctx allows), then
+// take theirs from the new version; a version due by age only goes on encrypting while another
+// request rotates it. So within this replica a version never makes more encryptions than its
+// bound. A request rotates by age at most once. When the rotation fails (or failed less than
+// rotationRetry ago) the version goes on up to the service's bound, which no version passes
+// knowingly.
+//
+// Errors: Unavailable when the version has reached the service's bound and cannot be rotated now;
+// FailedPrecondition when versionID was rotated away meanwhile; ctx's error when it ends while
+// waiting; the error of reading the context again.
+func (ss *session) reserve(ctx context.Context, versionID uuid.NullUUID) (postgres.KeyVersion, *versionTally, error) {
+	s := ss.s
+	// A version that a rotation made during this request is not rotated again by age: its age is
+	// the database's clock, which may be behind this replica's.
+	rotated := false
+	for {
+		e := ss.e
+		v, ok := e.active()
+		if !ok {
+			return v, nil, errNoActive(ss.id)
 		}
-		return nil
+		if versionID.Valid && versionID.UUID != v.ID {
+			named, _ := e.version(versionID.UUID)
+			return v, nil, errNoLongerEncrypts(named, ss.id)
+		}
+		byAge := !rotated && s.dueByAge(e, v)
+		if !byAge && e.take(s.limit(e.enc)) {
+			return v, e.count, nil
+		}
+		r, rotator := ss.startRotation(e)
+		switch {
+		case r == nil: // a rotation failed a moment ago: go on up to the service's bound
+			if e.take(s.maxPerVersion) {
+				return v, e.count, nil
+			}
+			return v, nil, errAtBound(v, ss.id, nil)
+		case rotator:
+			ss.rotate(ctx, e, v, r)
+		default:
+			select {
+			case <-r.done:
+			default:
+				if byAge && e.take(s.limit(e.enc)) {
+					return v, e.count, nil // due by age only: no need to wait for the new version
+				}
+				select {
+				case <-r.done:
+				case <-ctx.Done():
+					return v, nil, ctx.Err()
+				}
+			}
+		}
+		if r != nil && r.err != nil {
+			if e.take(s.maxPerVersion) {
+				return v, e.count, nil
+			}
+			return v, nil, errAtBound(v, ss.id, r.err)
+		}
+		if err := ss.refresh(ctx); err != nil {
+			return v, nil, err
+		}
+		rotated = true
 	}
-	if !e.rotating.CompareAndSwap(false, true) {
-		return nil // the rotation is under way: the next request uses the new version
+}
+
+// startRotation returns the rotation of e's context: the one under way or done, or else a new one
+// that this request is to make (rotator). It returns nil when a rotation failed less than
+// rotationRetry ago.
+func (ss *session) startRotation(e *entry) (r *rotation, rotator bool) {
+	if r := e.rotation.Load(); r != nil {
+		return r, false
 	}
-	defer e.rotating.Store(false)
+	if ss.s.now().UnixNano() < e.retryAt.Load() {
+		return nil, false
+	}
+	r = &rotation{done: make(chan struct{})}
+	if !e.rotation.CompareAndSwap(nil, r) {
+		return e.rotation.Load(), false // another request started one meanwhile
+	}
+	return r, true
+}
+
+// rotate rotates e's context because v, its active version, is due, unless another replica did
+// already, and finishes r. On success the cache holds the context as read afterwards and r stays
+// on e, whose copy is outdated; on failure the next attempt waits rotationRetry. The requests
+// waiting for r share it, so it does not end with the request that makes it, only after
+// rotationTimeout.
+func (ss *session) rotate(ctx context.Context, e *entry, v postgres.KeyVersion, r *rotation) {
+	s := ss.s
+	defer close(r.done)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rotationTimeout)
+	defer cancel()
 	audit := s.audit(ss.c, "encryption.rotate.auto", &ss.id, nil)
 	audit.Actor = autoRotationActor
 	if _, _, err := s.store.RotateIfActive(ctx, ss.c.TenantID, ss.id, v.ID, s.newVersion, audit); err != nil {
-		e.retryAt.Store(now.Add(rotationRetry).UnixNano())
+		r.err = err
+		e.retryAt.Store(s.now().Add(rotationRetry).UnixNano())
+		e.rotation.Store(nil)
 		s.log.WarnContext(ctx, "keyring: automatic rotation failed; will retry",
 			"encryption_id", ss.id, "version", v.Version, "request_id", ss.c.RequestID, "error", err)
-		if atBound {
-			return errAtBound(v, ss.id, err)
-		}
-		return nil
+		return
 	}
 	s.cache.invalidate(ss.id)
-	return ss.reload(ctx)
+	// Read once for every request waiting: they continue with the cached copy. A failure here
+	// leaves the cache empty and each of them reads for itself.
+	if _, err := s.load(ctx, ss.c.TenantID, ss.id, true); err != nil {
+		s.log.WarnContext(ctx, "keyring: reading a key context after its automatic rotation failed",
+			"encryption_id", ss.id, "request_id", ss.c.RequestID, "error", err)
+	}
 }
 
 func errAtBound(v postgres.KeyVersion, encryptionID uuid.UUID, cause error) error {

@@ -27,11 +27,6 @@ type session struct {
 	// neither rebuild the one nor look up the other again.
 	prepared []prepared
 
-	// Encryptions made but not yet added to the service's counter: one lock per version and
-	// request rather than per item.
-	countVersion uuid.UUID
-	countN       int64
-
 	// CLIENT contexts only.
 	priv    []byte
 	privErr error
@@ -77,9 +72,13 @@ func (s *Service) sessions(ctx context.Context, c Caller, ids []uuid.UUID) map[u
 		return out
 	}
 	gen := s.cache.generation()
+	noted := make(map[uuid.UUID]map[uuid.UUID]int64, len(missing))
+	for _, id := range missing {
+		noted[id] = s.counts.noteFlushed(id, s.now())
+	}
 	encs, err := s.store.GetEncryptions(ctx, c.TenantID, missing)
 	for _, enc := range encs {
-		out[enc.ID].e = s.cache.put(gen, enc)
+		out[enc.ID].e = s.cache.putEntry(gen, s.entryOf(enc, noted[enc.ID]))
 	}
 	for _, id := range missing {
 		ss := out[id]
@@ -93,26 +92,10 @@ func (s *Service) sessions(ctx context.Context, c Caller, ids []uuid.UUID) map[u
 	return out
 }
 
-// close adds the session's encryptions to the counter and clears the key material it unwrapped.
+// close clears the key material the session unwrapped.
 func (ss *session) close() {
-	ss.count(uuid.Nil)
 	clear(ss.priv)
 	ss.priv = nil
-}
-
-// count records one encryption with version id; uuid.Nil only flushes what is recorded.
-func (ss *session) count(id uuid.UUID) {
-	if id == ss.countVersion {
-		ss.countN++
-		return
-	}
-	if ss.countN > 0 {
-		ss.s.counts.add(ss.countVersion, ss.countN)
-	}
-	ss.countVersion, ss.countN = id, 0
-	if id != uuid.Nil {
-		ss.countN = 1
-	}
 }
 
 // reload reads the context again from the database. A private sealing key unwrapped from the
@@ -124,12 +107,32 @@ func (ss *session) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ss.use(e)
+	ss.fresh = true
+	return nil
+}
+
+// refresh continues with the context as cached now, which another request of this replica read
+// again after changing it, or as read from the database when the cache holds no newer copy.
+func (ss *session) refresh(ctx context.Context) error {
+	e, err := ss.s.load(ctx, ss.c.TenantID, ss.id, false)
+	if err != nil {
+		return err
+	}
+	if e == ss.e {
+		return ss.reload(ctx)
+	}
+	ss.use(e)
+	return nil
+}
+
+// use continues the session with e, a newer copy of its context.
+func (ss *session) use(e *entry) {
 	if ss.e != nil && !bytes.Equal(ss.e.enc.SealingPublicKey, e.enc.SealingPublicKey) {
 		clear(ss.priv)
 		ss.priv, ss.privErr = nil, nil
 	}
-	ss.e, ss.fresh = e, true
-	return nil
+	ss.e = e
 }
 
 // version returns version id of the context, reading the context again once if the cached copy
@@ -149,9 +152,48 @@ func (ss *session) version(ctx context.Context, id uuid.UUID) (postgres.KeyVersi
 	return postgres.KeyVersion{}, errs.E(errs.NotFound, "version %s of key context %s not found", id, ss.id)
 }
 
+// checkMode refuses a caller whose client master key does not fit the context's key mode: a
+// PLATFORM context refuses one (Invalid), a CLIENT context needs one (Unauthenticated). It reads
+// nothing and changes nothing.
+func (ss *session) checkMode() error {
+	enc := ss.e.enc
+	switch {
+	case enc.KeyMode == ModePlatform && ss.c.MasterKey != nil:
+		return errPlatformWithMasterKey(enc.ID)
+	case enc.KeyMode == ModeClient && ss.c.MasterKey == nil:
+		return errs.E(errs.Unauthenticated,
+			"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", enc.ID)
+	}
+	return nil
+}
+
+// unlock checks the caller's key (checkMode) and, for a CLIENT context, unwraps the private
+// sealing key with it, once per session: a wrong client master key is PermissionDenied. The first
+// unwrap binds a legacy context's public keys (bindLegacy).
+func (ss *session) unlock(ctx context.Context) error {
+	if err := ss.checkMode(); err != nil {
+		return err
+	}
+	if ss.e.enc.KeyMode == ModePlatform {
+		return nil
+	}
+	if ss.priv == nil && ss.privErr == nil {
+		var legacy bool
+		ss.priv, legacy, ss.privErr = ss.s.unwrapSealingKey(ss.e.enc, ss.c.MasterKey)
+		if ss.privErr == nil {
+			// The client master key can check what legacy rows left unbound: do, and bind it.
+			if ss.privErr = ss.s.bindLegacy(ctx, ss.c, ss.e, ss.priv, legacy); ss.privErr != nil {
+				clear(ss.priv)
+				ss.priv = nil
+			}
+		}
+	}
+	return ss.privErr
+}
+
 // prepare returns version v's associated data and cipher: the cached cipher for a PLATFORM
 // context, or for a CLIENT context one opened with the caller's client master key for this session
-// only.
+// only. The caller's key is checked first (unlock).
 func (ss *session) prepare(ctx context.Context, v postgres.KeyVersion) ([]byte, aead.Cipher, error) {
 	enc := ss.e.enc
 	if v.Material == nil {
@@ -162,32 +204,15 @@ func (ss *session) prepare(ctx context.Context, v postgres.KeyVersion) ([]byte, 
 			return p.ad, p.cipher, nil
 		}
 	}
+	if err := ss.unlock(ctx); err != nil {
+		return nil, nil, err
+	}
 	var c aead.Cipher
 	var ad []byte
 	var err error
-	switch {
-	case enc.KeyMode == ModePlatform && ss.c.MasterKey != nil:
-		return nil, nil, errPlatformWithMasterKey(enc.ID)
-	case enc.KeyMode == ModePlatform:
+	if enc.KeyMode == ModePlatform {
 		c, ad, err = ss.s.platformCipher(ss.e, v)
-	case ss.c.MasterKey == nil:
-		return nil, nil, errs.E(errs.Unauthenticated,
-			"key context %s is zero-knowledge (CLIENT): send its client master key in X-Master-Key", enc.ID)
-	default:
-		if ss.priv == nil && ss.privErr == nil {
-			var legacy bool
-			ss.priv, legacy, ss.privErr = ss.s.unwrapSealingKey(enc, ss.c.MasterKey)
-			if ss.privErr == nil {
-				// The client master key can check what legacy rows left unbound: do, and bind it.
-				if ss.privErr = ss.s.bindLegacy(ctx, ss.c, ss.e, ss.priv, legacy); ss.privErr != nil {
-					clear(ss.priv)
-					ss.priv = nil
-				}
-			}
-		}
-		if ss.privErr != nil {
-			return nil, nil, ss.privErr
-		}
+	} else {
 		c, err = ss.s.clientCipher(enc, v, ss.priv)
 	}
 	if err != nil {
@@ -233,27 +258,36 @@ func (ss *session) decrypt(ctx context.Context, versionID uuid.UUID, ciphertext 
 }
 
 // encrypt is Encrypt within the session, without the size check (rewrap encrypts data that was
-// accepted before).
-func (ss *session) encrypt(ctx context.Context, versionID uuid.UUID, data []byte) (Encrypted, error) {
+// accepted before). Every check of the caller — the client master key, the version named — comes
+// before anything changes: a refused request never rotates a due version.
+func (ss *session) encrypt(ctx context.Context, versionID uuid.NullUUID, data []byte) (Encrypted, error) {
 	if ss.err != nil {
 		return Encrypted{}, ss.err
 	}
-	v, err := ss.encryptionVersion(ctx, versionID)
+	if err := ss.checkMode(); err != nil {
+		return Encrypted{}, err
+	}
+	if err := ss.checkVersion(ctx, versionID); err != nil {
+		return Encrypted{}, err
+	}
+	if err := ss.unlock(ctx); err != nil {
+		return Encrypted{}, err
+	}
+	v, slot, err := ss.reserve(ctx, versionID)
 	if err != nil {
 		return Encrypted{}, err
 	}
 	ad, ciph, err := ss.prepare(ctx, v)
 	if err != nil {
+		slot.made.Add(-1)
 		return Encrypted{}, err
 	}
-	e := ss.e
 	ct, meta, err := ciph.Encrypt(data, ad)
 	if err != nil {
+		slot.made.Add(-1)
 		return Encrypted{}, errs.Wrap(errs.Internal, err, "encrypt")
 	}
-	e.encrypted.Add(1)
-	ss.count(v.ID)
-	return Encrypted{CipherText: ct, VersionID: v.ID, Algorithm: e.enc.Algorithm, Metadata: meta}, nil
+	return Encrypted{CipherText: ct, VersionID: v.ID, Algorithm: ss.e.enc.Algorithm, Metadata: meta}, nil
 }
 
 // rewrap is Rewrap within the session.
@@ -263,37 +297,39 @@ func (ss *session) rewrap(ctx context.Context, versionID uuid.UUID, ciphertext [
 		return Encrypted{}, err
 	}
 	defer clear(pt)
-	return ss.encrypt(ctx, uuid.Nil, pt)
+	return ss.encrypt(ctx, uuid.NullUUID{}, pt)
 }
 
-// encryptionVersion returns the version that encrypts: the active one, rotated first when it is
-// due. A versionID other than uuid.Nil must name that version.
-func (ss *session) encryptionVersion(ctx context.Context, versionID uuid.UUID) (postgres.KeyVersion, error) {
+// checkVersion checks that versionID, when given, names the context's active version, reading the
+// context again once when the cached copy lacks it (another replica may have rotated since).
+// Errors: NotFound for a version the context does not have (the nil UUID among them);
+// FailedPrecondition for one that no longer encrypts, or a context without an active version.
+func (ss *session) checkVersion(ctx context.Context, versionID uuid.NullUUID) error {
 	v, ok := ss.e.active()
 	if !ok {
-		return v, errs.E(errs.FailedPrecondition, "key context %s has no active version", ss.id)
+		return errNoActive(ss.id)
 	}
-	if ss.s.due(ss.e, v) {
-		if err := ss.rotateDue(ctx, v); err != nil {
-			return postgres.KeyVersion{}, err
-		}
-		if v, ok = ss.e.active(); !ok {
-			return v, errs.E(errs.FailedPrecondition, "key context %s has no active version", ss.id)
-		}
+	if !versionID.Valid || versionID.UUID == v.ID {
+		return nil
 	}
-	if versionID == uuid.Nil || versionID == v.ID {
-		return v, nil
-	}
-	named, err := ss.version(ctx, versionID)
+	named, err := ss.version(ctx, versionID.UUID)
 	if err != nil {
-		return named, err
+		return err
 	}
 	if named.State != StateActive {
-		return postgres.KeyVersion{}, errs.E(errs.FailedPrecondition,
-			"version %d of key context %s is %s and no longer encrypts: omit encryptionVersionId to use the active version",
-			named.Version, ss.id, named.State)
+		return errNoLongerEncrypts(named, ss.id)
 	}
-	return named, nil // active in a fresher copy of the context than v's
+	return nil // active in a fresher copy of the context
+}
+
+func errNoActive(encryptionID uuid.UUID) error {
+	return errs.E(errs.FailedPrecondition, "key context %s has no active version", encryptionID)
+}
+
+func errNoLongerEncrypts(v postgres.KeyVersion, encryptionID uuid.UUID) error {
+	return errs.E(errs.FailedPrecondition,
+		"version %d of key context %s is %s and no longer encrypts: omit encryptionVersionId to use the active version",
+		v.Version, encryptionID, v.State)
 }
 
 func errDestroyed(v postgres.KeyVersion, encryptionID uuid.UUID) error {
@@ -304,7 +340,7 @@ func errDestroyed(v postgres.KeyVersion, encryptionID uuid.UUID) error {
 // EncryptItem is one item of EncryptBatch: Encrypt's arguments.
 type EncryptItem struct {
 	EncryptionID uuid.UUID
-	VersionID    uuid.UUID // uuid.Nil: the active version
+	VersionID    uuid.NullUUID // not Valid: the active version
 	Data         []byte
 }
 
