@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -62,6 +64,42 @@ func newClient(target Target) (*client, error) {
 	}, nil
 }
 
+// addr is the target's host:port, the https port when the URL names none.
+func (c *client) addr() string {
+	u, err := url.Parse(c.base)
+	if err != nil {
+		return c.base
+	}
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return u.Host
+}
+
+// handshakeTLS12 makes a TLS handshake with the target offering at most TLS 1.2, with the client
+// certificate, and returns the version it completed with; an error when it was refused.
+func (c *client) handshakeTLS12() (uint16, error) {
+	cfg := c.tls.config(c.tls.cert)
+	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: c.timeout}, "tcp", c.addr(), cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().Version, nil
+}
+
+// tls12Hint explains a failed first request when the target completes a TLS 1.2 handshake, the
+// kit's client offering TLS 1.3 only: the target does not speak TLS 1.3. It is "" otherwise.
+func (c *client) tls12Hint() string {
+	v, err := c.handshakeTLS12()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("\nthe service does not speak TLS 1.3: a handshake offering at most TLS 1.2 completed with %s, "+
+		"while the kit's client, which offers TLS 1.3 only, got no answer; every listener must be TLS 1.3", tlsName(v))
+}
+
 // tenant returns the tenant's credential headers plus extra (key, value) pairs.
 func (c *client) tenant(extra ...string) map[string]string {
 	h := map[string]string{hdrTenantID: c.target.TenantID, hdrTenantSecret: c.target.TenantSecret}
@@ -92,10 +130,9 @@ type request struct {
 
 // response is what came back.
 type response struct {
-	status     int
-	body       []byte
-	obj        map[string]any // the body as a JSON object (numbers as json.Number); nil otherwise
-	tlsVersion uint16
+	status int
+	body   []byte
+	obj    map[string]any // the body as a JSON object (numbers as json.Number); nil otherwise
 }
 
 // exchange is one request and its response, for checks and reports.
@@ -151,9 +188,6 @@ func (c *client) send(hc *http.Client, req request) (response, error) {
 		return response{}, fmt.Errorf("read answer: %w", err)
 	}
 	resp := response{status: hresp.StatusCode, body: raw}
-	if hresp.TLS != nil {
-		resp.tlsVersion = hresp.TLS.Version
-	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var obj map[string]any

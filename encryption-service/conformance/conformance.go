@@ -140,8 +140,8 @@ func Run(t *testing.T, target Target) *Report {
 	// rather than one per check.
 	probe := request{method: "POST", path: "/v1/encrypt", header: c.tenant(), body: []byte("{}")}
 	if _, err := c.send(c.http, probe); err != nil {
-		t.Fatalf("cannot reach the encryption service at %s: %s\n(is it running, and do CONFORMANCE_URL, the CA and the client certificate belong to it?)",
-			c.base, c.redact(err.Error()))
+		t.Fatalf("cannot reach the encryption service at %s: %s%s\n(is it running, and do CONFORMANCE_URL, the CA and the client certificate belong to it?)",
+			c.base, c.redact(err.Error()), c.tls12Hint())
 	}
 	s := &suite{target: target, c: c, report: &Report{skipped: map[Section]string{}}}
 	sections := []struct {

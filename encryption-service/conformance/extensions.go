@@ -505,10 +505,25 @@ func (s *suite) lifecycle(t *testing.T) {
 				x.fail(t, `"encryptionId": %q`, id)
 			}
 		}
-		y := s.decrypt(t, ten, d2)
-		y.refused(t, "the context was destroyed")
-		checkNoLeak(t, y, "data", d2.data)
-		s.c.do(t, "POST", "/v1/encrypt", ten, map[string]any{"encryptionId": id, "data": "x"}).refused(t, "the context was destroyed")
+		// A destroyed context answers exactly as one that never existed.
+		unknown := newUUID()
+		for _, use := range []struct {
+			path string
+			body func(id string) any
+		}{
+			{"/v1/decrypt", func(id string) any { return d2.with("encryptionId", id) }},
+			{"/v1/encrypt", func(id string) any { return map[string]any{"encryptionId": id, "data": "x"} }},
+		} {
+			y := s.c.do(t, "POST", use.path, ten, use.body(id))
+			y.status(t, http.StatusNotFound)
+			checkNoLeak(t, y, "data", d2.data)
+			u := s.c.do(t, "POST", use.path, ten, use.body(unknown))
+			if !sameAnswer(y, u, id, unknown) {
+				t.Errorf("\n  sent:     %s\n  received: %s\n  and sent: %s\n  received: %s\n"+
+					"  expected: the same answer (ids aside) for the destroyed context as for one that never existed",
+					y.sent(), y.received(), u.sent(), u.received())
+			}
+		}
 	})
 }
 
@@ -663,7 +678,7 @@ func (s *suite) tenants(t *testing.T) {
 			checkNoLeak(t, x, "data", it.data)
 			// Never revealing which: the answer is the one for an id that does not exist.
 			u := send(unknown)
-			if strings.ReplaceAll(string(x.resp.body), id, unknown) != string(u.resp.body) {
+			if !sameAnswer(x, u, id, unknown) {
 				t.Errorf("\n  sent:     %s\n  received: %s\n  and sent: %s\n  received: %s\n"+
 					"  expected: the same answer (ids aside) for another tenant's context as for one that does not exist",
 					x.sent(), x.received(), u.sent(), u.received())

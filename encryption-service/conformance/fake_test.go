@@ -24,24 +24,30 @@ type fakeES struct {
 	full             bool
 	defect           string // one of the defect* constants, or ""
 
-	mu   sync.Mutex
-	ctxs map[string]*fakeContext
+	mu        sync.Mutex
+	ctxs      map[string]*fakeContext
+	destroyed map[string]bool // contexts DELETE erased
 }
 
 // Defects of fakeES: each is a realistic way to get the contract wrong.
 const (
-	defectWrongFieldName     = "wrong_field_name"      // encrypt answers "cipher_text"
-	defectAlteredData        = "altered_data"          // decrypt turns non-ASCII characters into '?'
-	defectRotateKeepsVersion = "rotate_keeps_version"  // rotate answers the current version, makes none
-	defectAcceptsTampered    = "accepts_tampered"      // a ciphertext that does not authenticate decrypts to ""
-	defectNoAuth             = "no_auth"               // the tenant secret is not checked
-	defectLaxJSON            = "lax_json"              // unknown JSON fields are ignored
-	defectUnknownIs400       = "unknown_is_400"        // an unknown context answers 400, not 404
-	defectBatchFailsAll      = "batch_fails_all"       // one bad item fails the whole batch
-	defectDisableIgnored     = "disable_ignored"       // a disabled version still decrypts
-	defectRewrapKeepsVersion = "rewrap_keeps_version"  // rewrap re-encrypts under the same version
-	defectTLS12              = "tls12"                 // the listener also speaks TLS 1.2 (set on the server)
-	defectNoClientCert       = "no_client_certificate" // the listener does not require a client certificate (ditto)
+	defectWrongFieldName      = "wrong_field_name"       // encrypt answers "cipher_text"
+	defectAlteredData         = "altered_data"           // decrypt turns non-ASCII characters into '?'
+	defectRotateKeepsVersion  = "rotate_keeps_version"   // rotate answers the current version, makes none
+	defectAcceptsTampered     = "accepts_tampered"       // a ciphertext that does not authenticate decrypts to ""
+	defectNoAuth              = "no_auth"                // the tenant secret is not checked
+	defectLaxJSON             = "lax_json"               // unknown JSON fields are ignored
+	defectUnknownIs400        = "unknown_is_400"         // an unknown context answers 400, not 404
+	defectBatchFailsAll       = "batch_fails_all"        // one bad item fails the whole batch
+	defectDisableIgnored      = "disable_ignored"        // a disabled version still decrypts
+	defectRewrapKeepsVersion  = "rewrap_keeps_version"   // rewrap re-encrypts under the same version
+	defectTLS12               = "tls12"                  // the listener also speaks TLS 1.2 (set on the server)
+	defectNoClientCert        = "no_client_certificate"  // the listener does not require a client certificate (ditto)
+	defectTLS12Only           = "tls12_only"             // the listener speaks TLS 1.2 at most (ditto)
+	defectTenantOracle        = "tenant_oracle"          // 401 bodies tell an unknown tenant from a wrong secret
+	defectDestroyedIs400      = "destroyed_is_400"       // a destroyed context answers 400 "destroyed", not 404
+	defectDestroyedToldApart  = "destroyed_told_apart"   // a destroyed context answers 404, saying it was destroyed
+	defectUnknownVersionIs400 = "unknown_version_is_400" // encrypt naming an unknown version answers 400, not 404
 )
 
 type fakeContext struct {
@@ -84,7 +90,7 @@ func precondition(msg string) *apiError { return &apiError{400, 9, msg} }
 var fakeUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 func newFakeES(tenantID, secret string, full bool, defect string) *fakeES {
-	return &fakeES{tenantID: tenantID, secret: secret, full: full, defect: defect, ctxs: map[string]*fakeContext{}}
+	return &fakeES{tenantID: tenantID, secret: secret, full: full, defect: defect, ctxs: map[string]*fakeContext{}, destroyed: map[string]bool{}}
 }
 
 // newContext makes a key context with one active version and returns its id.
@@ -174,7 +180,16 @@ func (f *fakeES) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ok := subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Tenant-Id")), []byte(f.tenantID)) == 1 &&
 			subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Tenant-Secret")), []byte(f.secret)) == 1
-		if !ok && f.defect != defectNoAuth {
+		switch {
+		case !ok && f.defect == defectTenantOracle:
+			// The same message, yet another body: enough to tell tenants apart.
+			reason := "no such tenant"
+			if r.Header.Get("X-Tenant-Id") == f.tenantID {
+				reason = "wrong secret for this tenant"
+			}
+			writeFake(w, 401, map[string]any{"message": "missing or wrong tenant credential", "reason": reason})
+			return
+		case !ok && f.defect != defectNoAuth:
 			writeFake(w, 401, map[string]any{"message": "missing or wrong tenant credential"})
 			return
 		}
@@ -256,6 +271,12 @@ func (f *fakeES) lookup(id string) (*fakeContext, *apiError) {
 		return nil, invalid("encryptionId: not a UUID")
 	}
 	c, ok := f.ctxs[id]
+	switch {
+	case !ok && f.destroyed[id] && f.defect == defectDestroyedIs400:
+		return nil, precondition("key context " + id + " was destroyed")
+	case !ok && f.destroyed[id] && f.defect == defectDestroyedToldApart:
+		return nil, &apiError{404, 5, "key context " + id + " was destroyed"}
+	}
 	if !ok {
 		if f.defect == defectUnknownIs400 {
 			return nil, invalid("bad encryptionId")
@@ -290,7 +311,10 @@ func (f *fakeES) encrypt(req encryptReq) (any, *apiError) {
 		if !fakeUUID.MatchString(req.EncryptionVersionID) {
 			return nil, invalid("encryptionVersionId: not a UUID")
 		}
-		if v = c.version(req.EncryptionVersionID); v == nil {
+		if v = c.version(req.EncryptionVersionID); v == nil && f.defect == defectUnknownVersionIs400 {
+			return nil, invalid("encryptionVersionId: no such version")
+		}
+		if v == nil {
 			return nil, &apiError{404, 5, "version not found"}
 		}
 	}
@@ -448,6 +472,7 @@ func (f *fakeES) destroyContext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(f.ctxs, c.id)
+	f.destroyed[c.id] = true
 	writeFake(w, 200, map[string]any{"encryptionId": c.id, "versionsDestroyed": len(c.versions)})
 }
 

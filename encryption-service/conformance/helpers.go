@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -251,4 +252,65 @@ func flipBit(b64 string, i int) (string, bool) {
 func alterBase64(b64 string, f func([]byte) []byte) string {
 	raw, _ := base64.StdEncoding.DecodeString(b64)
 	return base64.StdEncoding.EncodeToString(f(raw))
+}
+
+// variesPerCall are the names, lower-cased without '_' and '-', of answer fields that differ on
+// every call and so are left out when two answers are compared: the request's own identifiers and
+// the time.
+var variesPerCall = []string{"requestid", "traceid", "spanid", "correlationid", "timestamp"}
+
+// sameAnswer reports whether a and b got the same answer: the same status and the same body, once
+// each id of ids (pairs: an id in a's request, its counterpart in b's) is replaced in a's body by
+// its counterpart, and the fields that vary per call (variesPerCall) are left out, at any depth.
+// Bodies that are not JSON are compared byte for byte.
+func sameAnswer(a, b *exchange, ids ...string) bool {
+	if a.resp.status != b.resp.status {
+		return false
+	}
+	body := string(a.resp.body)
+	for i := 0; i+1 < len(ids); i += 2 {
+		for _, form := range []string{ids[i], strings.ToLower(ids[i]), strings.ToUpper(ids[i])} {
+			body = strings.ReplaceAll(body, form, ids[i+1])
+		}
+	}
+	ja, okA := normalized(body)
+	jb, okB := normalized(string(b.resp.body))
+	if !okA || !okB {
+		return body == string(b.resp.body)
+	}
+	return ja == jb
+}
+
+// normalized is a JSON body re-encoded without the fields that vary per call; ok is false for a
+// body that is not JSON.
+func normalized(body string) (string, bool) {
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return "", false
+	}
+	out, err := json.Marshal(withoutPerCall(v))
+	return string(out), err == nil
+}
+
+func withoutPerCall(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, vv := range x {
+			name := strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k))
+			if !slices.Contains(variesPerCall, name) {
+				out[k] = withoutPerCall(vv)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, vv := range x {
+			out[i] = withoutPerCall(vv)
+		}
+		return out
+	}
+	return v
 }

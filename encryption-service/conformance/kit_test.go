@@ -26,6 +26,7 @@ func TestKitReportsBrokenServices(t *testing.T) {
 		name   string
 		full   bool     // the fake offers key contexts, rewrap, batches and lifecycle
 		defect string   // "" for a correct fake
+		stops  bool     // the run fails as a whole, before any check
 		fail   []string // subtests of TestConformance that must fail
 		pass   []string // subtests that must still pass
 		says   []string // what the report must say
@@ -46,7 +47,7 @@ func TestKitReportsBrokenServices(t *testing.T) {
 			name:   "wrong field name",
 			defect: defectWrongFieldName,
 			fail:   []string{"seed/encrypt/exactly_the_seed_fields", "seed/encrypt/cipherText_is_base64"},
-			pass:   []string{"transport/tls13_negotiated", "seed/encrypt/metadata_is_an_object"},
+			pass:   []string{"transport/tls12_refused", "seed/encrypt/metadata_is_an_object"},
 			says:   []string{`received: 200 {"algorithm":"AES-256-GCM","cipher_text":`, `expected: a JSON object with a string field "cipherText"`},
 		},
 		{
@@ -95,8 +96,46 @@ func TestKitReportsBrokenServices(t *testing.T) {
 			name:   "TLS 1.2 accepted",
 			defect: defectTLS12,
 			fail:   []string{"transport/tls12_refused"},
-			pass:   []string{"transport/tls13_negotiated", "transport/no_client_certificate_refused"},
+			pass:   []string{"transport/no_client_certificate_refused", "transport/untrusted_client_certificate_refused"},
 			says:   []string{"received: the handshake completed with TLS 1.2"},
+		},
+		{
+			name:   "TLS 1.2 only",
+			defect: defectTLS12Only,
+			stops:  true,
+			says: []string{"the service does not speak TLS 1.3: a handshake offering at most TLS 1.2 completed with TLS 1.2",
+				"--- FAIL: TestConformance "},
+		},
+		{
+			name:   "unknown tenant told from wrong secret",
+			defect: defectTenantOracle,
+			fail: []string{"auth/same_answer_for_unknown_tenant_and_wrong_secret/encrypt",
+				"auth/same_answer_for_unknown_tenant_and_wrong_secret/rotate"},
+			pass: []string{"auth/wrong_secret/encrypt", "auth/unknown_tenant/encrypt"},
+			says: []string{`"reason":"no such tenant"`, "expected: the same status and body for both"},
+		},
+		{
+			name:   "unknown version is 400",
+			defect: defectUnknownVersionIs400,
+			fail:   []string{"seed/encryption_version_id/unknown_version_refused"},
+			pass:   []string{"seed/encryption_version_id/active_version_used", "seed/encryption_version_id/malformed_400"},
+			says:   []string{"expected: status 404 Not Found"},
+		},
+		{
+			name:   "destroyed context is 400",
+			full:   true,
+			defect: defectDestroyedIs400,
+			fail:   []string{"lifecycle/destroy_context"},
+			pass:   []string{"lifecycle/destroy/data_unrecoverable", "lifecycle/unknown_version_404"},
+			says:   []string{"expected: status 404 Not Found", "was destroyed"},
+		},
+		{
+			name:   "destroyed context told from an unknown one",
+			full:   true,
+			defect: defectDestroyedToldApart,
+			fail:   []string{"lifecycle/destroy_context"},
+			pass:   []string{"lifecycle/destroy/data_unrecoverable"},
+			says:   []string{"expected: the same answer (ids aside) for the destroyed context as for one that never existed"},
 		},
 		{
 			name:   "client certificate not required",
@@ -136,10 +175,11 @@ func TestKitReportsBrokenServices(t *testing.T) {
 			out, err := runKitAgainstFake(t, tt.full, tt.defect)
 			t.Logf("TestConformance against the fake (go test -v shows it):\n%s", out)
 			var exit *exec.ExitError
+			broken := len(tt.fail) > 0 || tt.stops
 			switch {
-			case len(tt.fail) == 0 && err != nil:
+			case !broken && err != nil:
 				t.Errorf("TestConformance against the correct fake = %v, want success; output:\n%s", err, out)
-			case len(tt.fail) > 0 && !errors.As(err, &exit):
+			case broken && !errors.As(err, &exit):
 				t.Errorf("TestConformance against the fake with defect %s = %v, want a failing exit; output:\n%s", tt.defect, err, out)
 			}
 			for _, name := range tt.fail {
@@ -185,6 +225,8 @@ func runKitAgainstFake(t *testing.T, full bool, defect string) (string, error) {
 		srv.TLS.MinVersion = tls.VersionTLS12
 	case defectNoClientCert:
 		srv.TLS.ClientAuth = tls.VerifyClientCertIfGiven
+	case defectTLS12Only:
+		srv.TLS.MinVersion, srv.TLS.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
 	}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point
 	srv.StartTLS()

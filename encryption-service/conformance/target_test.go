@@ -109,3 +109,36 @@ func TestShortenKeepsCharactersWhole(t *testing.T) {
 }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\ufffd") == s }
+
+// TestSameAnswer: two answers are the same when status and body are, ids and per-call fields
+// aside; any other field, at any depth, tells them apart.
+func TestSameAnswer(t *testing.T) {
+	const idA, idB = "0e2a3b4c-1d2e-4f30-8a4b-5c6d7e8f9a0b", "9b8a7f6e-5d4c-4b3a-8f1e-0d2c3b4a5f6e"
+	answer := func(status int, body string) *exchange {
+		return &exchange{resp: response{status: status, body: []byte(body)}}
+	}
+	tests := []struct {
+		name string
+		a, b *exchange
+		want bool
+	}{
+		{"identical", answer(401, `{"code":16,"message":"no"}`), answer(401, `{"code":16,"message":"no"}`), true},
+		{"ids aside", answer(404, `{"message":"key context `+idA+` not found"}`), answer(404, `{"message":"key context `+idB+` not found"}`), true},
+		{"id in upper case", answer(404, `{"message":"`+strings.ToUpper(idA)+`"}`), answer(404, `{"message":"`+idB+`"}`), true},
+		{"request ids aside", answer(401, `{"message":"no","requestId":"r1","error":{"request_id":"r1","trace-id":"t1"}}`),
+			answer(401, `{"message":"no","requestId":"r2","error":{"request_id":"r2","trace-id":"t2"}}`), true},
+		{"key order", answer(401, `{"a":1,"b":2}`), answer(401, `{"b":2,"a":1}`), true},
+		{"other status", answer(401, `{"message":"no"}`), answer(403, `{"message":"no"}`), false},
+		{"extra field", answer(401, `{"message":"no","reason":"no such tenant"}`), answer(401, `{"message":"no"}`), false},
+		{"nested field differs", answer(401, `{"message":"no","details":[{"why":"x"}]}`), answer(401, `{"message":"no","details":[{"why":"y"}]}`), false},
+		{"not JSON, same", answer(401, "no"), answer(401, "no"), true},
+		{"not JSON, different", answer(401, "no such tenant"), answer(401, "wrong secret"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sameAnswer(tt.a, tt.b, idA, idB); got != tt.want {
+				t.Errorf("sameAnswer(%s, %s) = %v, want %v", tt.a.resp.body, tt.b.resp.body, got, tt.want)
+			}
+		})
+	}
+}
