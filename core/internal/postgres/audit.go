@@ -215,6 +215,9 @@ func nilIfNilPtr(id *uuid.UUID) *uuid.UUID {
 	return id
 }
 
+// maxCursorMicros is the last microsecond of the year 9999, the latest time a cursor may hold.
+const maxCursorMicros = 253402300799999999
+
 // auditCursor encodes the position after an event: its time in
 // microseconds (PostgreSQL's precision, so it round-trips exactly) and id.
 func auditCursor(t time.Time, id uuid.UUID) string {
@@ -232,7 +235,9 @@ func parseAuditCursor(cursor string) (time.Time, uuid.UUID, error) {
 		return time.Time{}, uuid.Nil, invalid
 	}
 	us, err := strconv.ParseInt(micros, 10, 64)
-	if err != nil {
+	// Cursors hold the times of stored events; one outside 1970–9999 was not made here, and
+	// would wrap around in PostgreSQL's encoding and match every event.
+	if err != nil || us < 0 || us > maxCursorMicros {
 		return time.Time{}, uuid.Nil, invalid
 	}
 	id, err := uuid.Parse(idText)

@@ -162,7 +162,10 @@ func TestListAuditEvents(t *testing.T) {
 	}
 
 	for _, cursor := range []string{"x", base64.RawURLEncoding.EncodeToString([]byte("12.not-a-uuid")),
-		base64.RawURLEncoding.EncodeToString([]byte("nodot")), base64.RawURLEncoding.EncodeToString([]byte("x." + uuid.NewString()))} {
+		base64.RawURLEncoding.EncodeToString([]byte("nodot")), base64.RawURLEncoding.EncodeToString([]byte("x." + uuid.NewString())),
+		// Times no event has, which PostgreSQL's encoding would wrap into "after every event".
+		base64.RawURLEncoding.EncodeToString([]byte("-9223372036854775807." + uuid.NewString())),
+		base64.RawURLEncoding.EncodeToString([]byte("253402300800000000." + uuid.NewString()))} {
 		_, _, err := s.ListAuditEvents(ctx, postgres.AuditFilter{Cursor: cursor})
 		wantKind(t, fmt.Sprintf("ListAuditEvents(cursor %q)", cursor), err, errs.Invalid, "invalid audit cursor")
 	}

@@ -85,6 +85,9 @@ func (s *Store) ListAuditEvents(ctx context.Context, filter AuditFilter) ([]Audi
 	return events, auditCursor(last.OccurredAt, last.ID), nil
 }
 
+// maxCursorMicros is the last microsecond of the year 9999, the latest time a cursor may hold.
+const maxCursorMicros = 253402300799999999
+
 // auditCursor encodes the position after an event: its time in
 // microseconds (PostgreSQL's precision, so it round-trips exactly) and id.
 func auditCursor(t time.Time, id uuid.UUID) string {
@@ -102,7 +105,9 @@ func parseAuditCursor(cursor string) (time.Time, uuid.UUID, error) {
 		return time.Time{}, uuid.Nil, invalid
 	}
 	us, err := strconv.ParseInt(micros, 10, 64)
-	if err != nil {
+	// Cursors hold the times of stored events; one outside 1970–9999 was not made here, and
+	// would wrap around in PostgreSQL's encoding and match every event.
+	if err != nil || us < 0 || us > maxCursorMicros {
 		return time.Time{}, uuid.Nil, invalid
 	}
 	id, err := uuid.Parse(idText)

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"encoding/base64"
 	"slices"
 	"testing"
 	"time"
@@ -96,7 +97,10 @@ func TestAuditRefusals(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	s, pool, _ := mustStore(t)
-	for _, cursor := range []string{"%%%", "bm90LWEtY3Vyc29y", "MTIzLm5vdC1hLXV1aWQ"} {
+	for _, cursor := range []string{"%%%", "bm90LWEtY3Vyc29y", "MTIzLm5vdC1hLXV1aWQ",
+		// Times no event has, which PostgreSQL's encoding would wrap into "after every event".
+		base64.RawURLEncoding.EncodeToString([]byte("-9223372036854775807." + uuid.NewString())),
+		base64.RawURLEncoding.EncodeToString([]byte("253402300800000000." + uuid.NewString()))} {
 		_, _, err := s.ListAuditEvents(ctx, postgres.AuditFilter{Cursor: cursor})
 		wantKind(t, "ListAuditEvents(Cursor: "+cursor+")", err, errs.Invalid, "invalid audit cursor")
 	}
