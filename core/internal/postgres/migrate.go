@@ -180,6 +180,17 @@ func migrateFS(ctx context.Context, databaseURL string, logger *slog.Logger, mig
 	stop := context.AfterFunc(ctx, func() { m.GracefulStop <- true })
 	defer stop()
 
+	// Declare which older builds may serve on the schema this one migrates to before migrating:
+	// recorded afterwards, the record would trail the new version, and an older replica starting
+	// or checking its readiness in between would find the schema newer and not declared
+	// compatible. (The version read here, outside migrate's lock, only decides whether to write
+	// early; a record is never replaced by an older build's.)
+	if v, dirty, err := currentVersion(m); err == nil && !dirty && v < want {
+		if err := recordCompatibility(ctx, connConfig, want); err != nil {
+			return fmt.Errorf("record schema compatibility on %s: %w", RedactURL(databaseURL), err)
+		}
+	}
+
 	// The version is only trusted when read under migrate's lock, which Up
 	// holds: a read outside it can see another replica's migration in
 	// flight, marked dirty until it completes.

@@ -482,3 +482,47 @@ func TestNewerCompatibleSchemaIsAccepted(t *testing.T) {
 	}
 	assertVersion(t, url, latest+1, false)
 }
+
+// TestCompatibilityIsRecordedBeforeMigrating: an additive migration keeps older replicas serving,
+// including the moment its version is recorded — so the record declaring them compatible is
+// written before the migration runs, never after (checked by the migration itself), and older
+// builds serve on the result at once.
+func TestCompatibilityIsRecordedBeforeMigrating(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := testdb.New(t)
+	latest := postgres.LatestVersion()
+	fsys := fstest.MapFS{}
+	entries, err := fs.ReadDir(postgres.Migrations(), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := fs.ReadFile(postgres.Migrations(), e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys[e.Name()] = &fstest.MapFile{Data: b}
+	}
+	next := latest + 1
+	fsys[fmt.Sprintf("%04d_additive.up.sql", next)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(`
+DO $$ BEGIN
+  IF (SELECT version FROM %[1]s.schema_compatibility) IS DISTINCT FROM %[2]d THEN
+    RAISE EXCEPTION 'schema_compatibility does not declare version %[2]d before its migration';
+  END IF;
+END $$;
+CREATE TABLE %[1]s.additive (id int);`, postgres.Schema, next))}
+	fsys[fmt.Sprintf("%04d_additive.down.sql", next)] = &fstest.MapFile{Data: []byte(fmt.Sprintf("DROP TABLE %s.additive;", postgres.Schema))}
+
+	if err := postgres.MigrateFS(ctx, url, nil, fsys); err != nil {
+		t.Fatalf("MigrateFS(additive migration) = %v, want nil: the compatibility record must come first", err)
+	}
+	assertVersion(t, url, next, false)
+	// This build is now the older one: it starts and stays ready on the newer schema.
+	if err := postgres.Migrate(ctx, url, nil); err != nil {
+		t.Errorf("older build's Migrate on the additive schema = %v, want nil", err)
+	}
+	if err := postgres.CheckReady(ctx, mustOpen(t, url)); err != nil {
+		t.Errorf("older build's CheckReady on the additive schema = %v, want nil", err)
+	}
+}
