@@ -84,9 +84,13 @@ type Client interface {
 	GetContext(ctx context.Context, encryptionID string) (Context, error)
 	// RewrapBatch turns each item's ciphertext into one under its context's active version
 	// without the plaintext leaving the service, with one result per item, in order; a bad item
-	// does not fail the others. At most the service's batch limit (1000 by default) per call:
-	// over it, ResourceExhausted. FailedPrecondition "the encryption service cannot rewrap" when
-	// the service lacks the method. Retried on Unavailable.
+	// does not fail the others. The items are sent in one call, not split: it must stay within
+	// the service's batch limit (1000 items by default) and its limit on a request
+	// (ES_MAX_REQUEST_BYTES, DefaultServiceMaxRequestBytes by default; over gRPC the message,
+	// over HTTPS the body, either mostly the ciphertexts). Over either, ResourceExhausted and
+	// nothing is rewrapped: callers bound their batches by the ciphertexts' size and split a
+	// refused batch. FailedPrecondition "the encryption service cannot rewrap" when the service
+	// lacks the method. Retried on Unavailable.
 	RewrapBatch(ctx context.Context, items []Ciphertext, masterKey []byte) ([]RewrapResult, error)
 	// DisableVersion makes a version refuse decryption and rewrap; FailedPrecondition for the
 	// active version. Disabling a disabled version changes nothing. Never retried.
@@ -106,6 +110,12 @@ type Client interface {
 	// the method. Retried on Unavailable: a repeat finds it gone.
 	DestroyContext(ctx context.Context, encryptionID string) error
 }
+
+// DefaultServiceMaxRequestBytes is the encryption service's default limit on one request
+// (ES_MAX_REQUEST_BYTES): the most a RewrapBatch call may carry, unless the tenant's service was
+// configured otherwise. Core cannot read a service's limit; it stays well below this one and
+// splits a batch the service refuses as too large.
+const DefaultServiceMaxRequestBytes = 4 << 20
 
 // masterKeySize is the size of a client master key.
 const masterKeySize = 32

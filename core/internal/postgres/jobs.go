@@ -1,9 +1,12 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,8 +51,9 @@ type Job struct {
 	Scope        string    // JobScopeTenant or JobScopeOwner
 	OwnerID      uuid.UUID // the owner, for JobScopeOwner; uuid.Nil otherwise
 	State        string
-	// Total counts the items to move, found as contexts are planned; Done those moved, Skipped
-	// those edited or deleted meanwhile, Failed those the encryption service refused.
+	// Total counts the items to move, found as contexts are planned (and again when a context is
+	// swept: ReplanJobContext); Done those moved, Skipped those edited or deleted meanwhile (also
+	// with their owner), Failed those the encryption service refused.
 	Total, Done, Skipped, Failed int64
 	// WaitingItems are items of WaitingContexts zero-knowledge contexts a TENANT job cannot move.
 	WaitingItems    int64
@@ -81,7 +85,7 @@ type JobContext struct {
 	KeyMode         string
 	State           string    // JobContextPending, …
 	ActiveVersionID uuid.UUID // the version items move to; uuid.Nil until planned
-	ToMove          int64     // items not on ActiveVersionID when planned
+	ToMove          int64     // items not on ActiveVersionID when planned, and when swept again
 	Checkpoint      uuid.UUID // every item of the context with an id up to this one has been dealt with
 }
 
@@ -130,6 +134,27 @@ func scanJob(row pgx.Row) (Job, error) {
 // unfinished job of the same tenant (TENANT) or owner (OWNER) exists (the message names it), or
 // the owner has no zero-knowledge key context; NotFound for an unknown tenant or owner.
 func (s *Store) CreateJob(ctx context.Context, j Job, lease Lease, audit AuditEvent) (Job, error) {
+	return s.createJob(ctx, j, lease, audit, false)
+}
+
+// CreateRotationJob is CreateJob for the TENANT job of a key rotation, which its creator holds
+// (lease) while the tenant's contexts rotate. It is also refused while an OWNER job of the tenant
+// is unfinished: rotating would leave that job moving items to versions that are no longer active.
+// Job creation is serialized per tenant, so an owner's job created at the same moment is either
+// seen here or created after the rotation's job (and then moves items to the versions the
+// rotation made, or to older ones if it read its context's active version before the rotation
+// reached it: the rotation's job then counts those items as waiting, and the owner starts again).
+//
+// Errors: those of CreateJob; FailedPrecondition naming the unfinished owner's job.
+func (s *Store) CreateRotationJob(ctx context.Context, j Job, lease Lease, audit AuditEvent) (Job, error) {
+	if j.Scope != JobScopeTenant {
+		return Job{}, errs.E(errs.Invalid, "a rotation's job is a %s job", JobScopeTenant)
+	}
+	return s.createJob(ctx, j, lease, audit, true)
+}
+
+// createJob is CreateJob and, with rotation, CreateRotationJob.
+func (s *Store) createJob(ctx context.Context, j Job, lease Lease, audit AuditEvent, rotation bool) (Job, error) {
 	if j.Scope != JobScopeTenant && j.Scope != JobScopeOwner {
 		return Job{}, errs.E(errs.Invalid, "job scope must be %s or %s", JobScopeTenant, JobScopeOwner)
 	}
@@ -153,6 +178,20 @@ func (s *Store) CreateJob(ctx context.Context, j Job, lease Lease, audit AuditEv
 	}
 	var out Job
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := lockAdvisory(ctx, tx, advisoryLockKey("reencryption-jobs/"+j.TenantID.String())); err != nil {
+			return err
+		}
+		if rotation {
+			owner, err := scanJob(tx.QueryRow(ctx, `SELECT `+jobColumns+` FROM reencryption_jobs
+				WHERE tenant_id = $1 AND scope = 'OWNER' AND state IN ('PENDING', 'RUNNING') ORDER BY created_at LIMIT 1`, j.TenantID))
+			if err == nil {
+				return errs.E(errs.FailedPrecondition, "re-encryption job %s of a zero-knowledge owner is still running, and rotating now "+
+					"would leave it moving items to versions that are no longer active; wait for it to finish (GET /v1/keys/jobs/%s)", owner.ID, owner.ID)
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
 		var err error
 		out, err = scanJob(tx.QueryRow(ctx, `INSERT INTO reencryption_jobs (id, tenant_id, scope, owner_id, state,
 			created_by_type, created_by, lease_owner, lease_until)
@@ -353,18 +392,12 @@ func (s *Store) ParkJob(ctx context.Context, id uuid.UUID, lease Lease, since ti
 
 // JobContexts returns the key contexts of job id in the order a worker goes through them.
 func (s *Store) JobContexts(ctx context.Context, id uuid.UUID) ([]JobContext, error) {
-	rows, err := s.pool.Query(ctx, `SELECT encryption_id, key_mode, state, active_version_id, to_move, checkpoint
+	rows, err := s.pool.Query(ctx, `SELECT `+jobContextColumns+`
 		FROM reencryption_job_contexts WHERE job_id = $1 ORDER BY encryption_id`, id)
 	if err != nil {
 		return nil, fail("list job contexts", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (JobContext, error) {
-		var c JobContext
-		var active *uuid.UUID
-		err := r.Scan(&c.EncryptionID, &c.KeyMode, &c.State, &active, &c.ToMove, &c.Checkpoint)
-		c.ActiveVersionID = deref(active)
-		return c, err
-	})
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (JobContext, error) { return scanJobContext(r) })
 	if err != nil {
 		return nil, fail("list job contexts", err)
 	}
@@ -374,42 +407,55 @@ func (s *Store) JobContexts(ctx context.Context, id uuid.UUID) ([]JobContext, er
 // PlanJobContext records the active version of a PENDING context of job id, counts the context's
 // items on other versions and adds them to the job: to Total when the context will be moved
 // (state JobContextMoving), to the waiting counts for a zero-knowledge context this job cannot
-// move (JobContextWaitingForKey). Planning a context twice changes nothing. Either way the job has
-// made progress: its Job.UnavailableSince is cleared. It returns the context as planned.
+// move (JobContextWaitingForKey). A context whose key context is gone from the database (its owner
+// was deleted since the job was created, items and all) is planned JobContextDone with nothing to
+// move, whatever state was asked; state JobContextDone itself (with activeVersionID uuid.Nil) says
+// that the encryption service no longer knows the context, and is accepted only for such a one.
+// Planning a context twice changes nothing. Either way the job has made progress: its
+// Job.UnavailableSince is cleared. It returns the context as planned.
 //
 // Errors: Aborted (IsLeaseLost) when lease.Owner no longer holds the job; Invalid for another
-// state; NotFound for a context not in the job.
+// state; NotFound for a context not in the job; FailedPrecondition for JobContextDone while the
+// key context is still in the database.
 func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, encryptionID, activeVersionID uuid.UUID, state string) (JobContext, error) {
-	if state != JobContextMoving && state != JobContextWaitingForKey {
-		return JobContext{}, errs.E(errs.Invalid, "a planned context is %s or %s", JobContextMoving, JobContextWaitingForKey)
+	if state != JobContextMoving && state != JobContextWaitingForKey && state != JobContextDone {
+		return JobContext{}, errs.E(errs.Invalid, "a planned context is %s, %s or %s", JobContextMoving, JobContextWaitingForKey, JobContextDone)
 	}
 	var out JobContext
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := holdLease(ctx, tx, id, lease); err != nil {
 			return err
 		}
-		var current string
-		err := tx.QueryRow(ctx, `SELECT state FROM reencryption_job_contexts WHERE job_id = $1 AND encryption_id = $2 FOR UPDATE`,
-			id, encryptionID).Scan(&current)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errs.E(errs.NotFound, "key context %s is not part of job %s", encryptionID, id)
-		}
+		current, err := lockJobContext(ctx, tx, id, encryptionID)
 		if err != nil {
 			return err
 		}
-		if current == JobContextPending {
-			var n int64
-			if err := tx.QueryRow(ctx, `SELECT count(*) FROM items WHERE encryption_id = $1 AND encryption_version_id <> $2`,
-				encryptionID, activeVersionID).Scan(&n); err != nil {
+		if current.State == JobContextPending {
+			var gone bool
+			if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM key_contexts WHERE encryption_id = $1)`, encryptionID).Scan(&gone); err != nil {
 				return err
+			}
+			switch {
+			case gone:
+				state = JobContextDone
+			case state == JobContextDone:
+				return errs.E(errs.FailedPrecondition, "key context %s is still in the database", encryptionID)
+			}
+			var n int64
+			if !gone {
+				if err := tx.QueryRow(ctx, `SELECT count(*) FROM items WHERE encryption_id = $1 AND encryption_version_id <> $2`,
+					encryptionID, activeVersionID).Scan(&n); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.Exec(ctx, `UPDATE reencryption_job_contexts SET state = $3, active_version_id = $4, to_move = $5
 				WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID, state, activeVersionID, n); err != nil {
 				return err
 			}
-			if state == JobContextMoving {
+			switch {
+			case state == JobContextMoving:
 				_, err = tx.Exec(ctx, `UPDATE reencryption_jobs SET total = total + $2, updated_at = now() WHERE id = $1`, id, n)
-			} else if n > 0 {
+			case state == JobContextWaitingForKey && n > 0:
 				_, err = tx.Exec(ctx, `UPDATE reencryption_jobs SET waiting_items = waiting_items + $2,
 					waiting_contexts = waiting_contexts + 1, updated_at = now() WHERE id = $1`, id, n)
 			}
@@ -421,9 +467,8 @@ func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, e
 			WHERE id = $1 AND unavailable_since IS NOT NULL`, id); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, `SELECT encryption_id, key_mode, state, active_version_id, to_move, checkpoint
-			FROM reencryption_job_contexts WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID).
-			Scan(&out.EncryptionID, &out.KeyMode, &out.State, &out.ActiveVersionID, &out.ToMove, &out.Checkpoint)
+		out, err = readJobContext(ctx, tx, id, encryptionID)
+		return err
 	})
 	if err != nil {
 		return JobContext{}, fail("plan job context", err)
@@ -431,20 +476,140 @@ func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, e
 	return out, nil
 }
 
-// ItemsToMove returns up to limit items of tenantID in key context encryptionID that are not on
-// activeVersionID and whose id is above after, in id order: the next page of a job.
-func (s *Store) ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int) ([]Item, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items
-		WHERE encryption_id = $1 AND id > $2 AND encryption_version_id <> $3 AND tenant_id = $4
-		ORDER BY id LIMIT $5`, encryptionID, after, activeVersionID, tenantID, limit)
+// ReplanJobContext sweeps a DONE context of job id once more, for the items an owner's write put
+// back on an older version after the job had moved them (see ContextsToSweep): it records
+// activeVersionID, the context's active version now, and if items of the context are on other
+// versions it counts them, adds them to the job's Total and sets the context MOVING again from the
+// start, so that the job moves them as it moved the others. With none it stays DONE. The job has
+// made progress: its Job.UnavailableSince is cleared. Replanning again, before any page is
+// written, changes nothing. It returns the context as replanned.
+//
+// Errors: Aborted (IsLeaseLost) when lease.Owner no longer holds the job; NotFound for a context
+// not in the job; FailedPrecondition for a context that is not DONE, or was done with nothing to
+// move because its key context was gone.
+func (s *Store) ReplanJobContext(ctx context.Context, id uuid.UUID, lease Lease, encryptionID, activeVersionID uuid.UUID) (JobContext, error) {
+	var out JobContext
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := holdLease(ctx, tx, id, lease); err != nil {
+			return err
+		}
+		current, err := lockJobContext(ctx, tx, id, encryptionID)
+		if err != nil {
+			return err
+		}
+		replanned := current.State == JobContextMoving && current.Checkpoint == uuid.Nil && current.ActiveVersionID == activeVersionID
+		if !replanned {
+			if current.State != JobContextDone || current.ActiveVersionID == uuid.Nil {
+				return errs.E(errs.FailedPrecondition, "key context %s of job %s is %s, not done moving: nothing to sweep", encryptionID, id, current.State)
+			}
+			var n int64
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM items WHERE encryption_id = $1 AND encryption_version_id <> $2`,
+				encryptionID, activeVersionID).Scan(&n); err != nil {
+				return err
+			}
+			state := JobContextDone
+			if n > 0 {
+				state = JobContextMoving
+			}
+			if _, err := tx.Exec(ctx, `UPDATE reencryption_job_contexts SET state = $3, active_version_id = $4, to_move = to_move + $5,
+				checkpoint = CASE WHEN $5 > 0 THEN '00000000-0000-0000-0000-000000000000'::uuid ELSE checkpoint END
+				WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID, state, activeVersionID, n); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET total = total + $2, updated_at = now() WHERE id = $1`, id, n); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET unavailable_since = NULL
+			WHERE id = $1 AND unavailable_since IS NOT NULL`, id); err != nil {
+			return err
+		}
+		out, err = readJobContext(ctx, tx, id, encryptionID)
+		return err
+	})
 	if err != nil {
-		return nil, fail("list items to move", err)
+		return JobContext{}, fail("sweep job context", err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	return out, nil
+}
+
+// lockJobContext locks context encryptionID of job id and returns it. Errors: NotFound for a
+// context not in the job.
+func lockJobContext(ctx context.Context, tx pgx.Tx, id, encryptionID uuid.UUID) (JobContext, error) {
+	c, err := scanJobContext(tx.QueryRow(ctx, `SELECT `+jobContextColumns+` FROM reencryption_job_contexts
+		WHERE job_id = $1 AND encryption_id = $2 FOR UPDATE`, id, encryptionID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return JobContext{}, errs.E(errs.NotFound, "key context %s is not part of job %s", encryptionID, id)
+	}
+	return c, err
+}
+
+// readJobContext returns context encryptionID of job id.
+func readJobContext(ctx context.Context, tx pgx.Tx, id, encryptionID uuid.UUID) (JobContext, error) {
+	return scanJobContext(tx.QueryRow(ctx, `SELECT `+jobContextColumns+` FROM reencryption_job_contexts
+		WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID))
+}
+
+const jobContextColumns = `encryption_id, key_mode, state, active_version_id, to_move, checkpoint`
+
+func scanJobContext(row pgx.Row) (JobContext, error) {
+	var c JobContext
+	var active *uuid.UUID
+	err := row.Scan(&c.EncryptionID, &c.KeyMode, &c.State, &active, &c.ToMove, &c.Checkpoint)
+	c.ActiveVersionID = deref(active)
+	return c, err
+}
+
+// ContextsToSweep returns the contexts of job id that are DONE yet have items on another
+// version than the one the job moved them to, in the order the job goes through them: items an
+// owner's write put back on an older version (data encrypted before a rotation, stored after the
+// job passed the item), items imported meanwhile, and items the encryption service put on a newer
+// version if it rotated the context by itself during the job. One statement for every context.
+func (s *Store) ContextsToSweep(ctx context.Context, id uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT c.encryption_id FROM reencryption_job_contexts c
+		WHERE c.job_id = $1 AND c.state = 'DONE' AND EXISTS (SELECT 1 FROM items i
+			WHERE i.encryption_id = c.encryption_id AND i.encryption_version_id <> c.active_version_id)
+		ORDER BY c.encryption_id`, id)
 	if err != nil {
-		return nil, fail("list items to move", err)
+		return nil, fail("find contexts to sweep", err)
 	}
-	return items, nil
+	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fail("find contexts to sweep", err)
+	}
+	return out, nil
+}
+
+// ItemsToMove returns the next page of a job: items of tenantID in key context encryptionID that
+// are not on activeVersionID and whose id is above after, in id order — at most limit of them,
+// and no more than fit in maxBytes of ciphertext (as stored), but always the first whatever its
+// size — and whether more such items follow. Bounding a page by size bounds the rewrap call that
+// carries it to the encryption service, and what the worker holds in memory.
+func (s *Store) ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int, maxBytes int64) (items []Item, more bool, err error) {
+	// The window runs over the candidates in id order, read from the (encryption_id, id) index,
+	// and stops after limit + 1 of them: the one past the page only says that more follow.
+	rows, err := s.pool.Query(ctx, `WITH candidates AS (
+			SELECT id, row_number() OVER w AS n, sum(octet_length(cipher_text)) OVER w AS bytes
+			FROM items WHERE encryption_id = $1 AND id > $2 AND encryption_version_id <> $3 AND tenant_id = $4
+			WINDOW w AS (ORDER BY id ROWS UNBOUNDED PRECEDING)
+			ORDER BY id LIMIT $5 + 1)
+		SELECT `+itemColumns+`, (SELECT count(*) FROM candidates)
+		FROM candidates JOIN items USING (id)
+		WHERE n <= $5 AND (n = 1 OR bytes <= $6) ORDER BY id`,
+		encryptionID, after, activeVersionID, tenantID, limit, maxBytes)
+	if err != nil {
+		return nil, false, fail("list items to move", err)
+	}
+	var candidates int
+	items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) {
+		var it Item
+		err := r.Scan(append(itemFields(&it), &candidates)...)
+		return it, err
+	})
+	if err != nil {
+		return nil, false, fail("list items to move", err)
+	}
+	return items, candidates > len(items), nil
 }
 
 // Move is one item of a page: its new ciphertext under the active version, to be written only if
@@ -456,25 +621,62 @@ type Move struct {
 	To            Item // CipherText, EncryptionID, VersionID, Algorithm and Metadata are used
 }
 
+// Unknown is an item of a page that the encryption service did not rewrap because it does not
+// know the item's key context or version (NotFound): the owner was deleted meanwhile and their
+// key context erased — or the context is missing for another reason.
+type Unknown struct {
+	ID     uuid.UUID
+	Reason string // the service's answer, safe to show; never data
+}
+
 // Page is what a worker did with one page of a job's context.
 type Page struct {
-	Moves      []Move
-	Failed     int64     // items of the page the encryption service refused
-	Checkpoint uuid.UUID // the last item id of the page: everything up to it has been dealt with
-	Last       bool      // no item of the context is left after Checkpoint
-	Message    *string   // sets the job's message, when not nil
-	Failure    string    // the first refused item of the page and why, kept if the job has none yet
+	Moves   []Move
+	Failed  int64     // items of the page the encryption service refused
+	Unknown []Unknown // items of the page whose key context or version the service does not know
+	// Checkpoint is the last item id of the page: everything up to it has been dealt with.
+	Checkpoint uuid.UUID
+	Last       bool    // no item of the context is left after Checkpoint
+	Message    *string // sets the job's message, when not nil
+	Failure    string  // the first refused item of the page and why, kept if the job has none yet
+}
+
+// Applied is how ApplyPage counted the items of a page.
+type Applied struct {
+	Done    int64 // written under the active version
+	Skipped int64 // edited or deleted meanwhile, or gone with their owner
+	Failed  int64 // refused by the encryption service
+}
+
+// errVersionDisabled marks ApplyPage's refusal of a page rewrapped into a version disabled since.
+var errVersionDisabled = errors.New("key version disabled")
+
+// IsVersionDisabled reports whether err is ApplyPage's refusal of a page rewrapped into a key
+// version that was disabled since: nothing was written, and the page is to be rewrapped again.
+func IsVersionDisabled(err error) bool {
+	return errors.Is(err, errVersionDisabled)
 }
 
 // ApplyPage writes a page back in one transaction: each move only if its item is still at the
 // revision and version it was read at (an item edited meanwhile is already current and is never
 // overwritten: it counts as skipped, as does a deleted one), the context's checkpoint, the job's
-// counts, and a renewal of lease. The job has made progress: its Job.UnavailableSince is cleared. Item revisions and update times are left alone: re-encryption
-// changes no content, so it must not make an owner's next update look stale.
+// counts, and a renewal of lease. The job has made progress: its Job.UnavailableSince is cleared.
+// Item revisions and update times are left alone: re-encryption changes no content, so it must
+// not make an owner's next update look stale.
 //
-// It returns how many moves were written and how many skipped. Errors: Aborted (IsLeaseLost) when
-// lease.Owner no longer holds the job (nothing is written).
-func (s *Store) ApplyPage(ctx context.Context, id uuid.UUID, lease Lease, encryptionID uuid.UUID, p Page) (done, skipped int64, err error) {
+// The moves are written under the key context's share lock, as an owner's writes are (see
+// lockedDisabledVersion): if a version they were rewrapped into was disabled meanwhile (the
+// encryption service rotated the context, and an admin disabled the version while no item used
+// it yet), nothing is written, the checkpoint stays, and the error says so (IsVersionDisabled):
+// rewrapped again, the page goes to the version active now. An Unknown item counts as skipped if
+// the item or its key context is gone from the database (its owner was deleted), as failed
+// otherwise. A page whose checkpoint the context has already reached — written by an earlier
+// attempt whose answer was lost — changes nothing and counts nothing (zero Applied).
+//
+// It returns how the page's items were counted. Errors: Aborted (IsLeaseLost) when lease.Owner no
+// longer holds the job, Aborted (IsVersionDisabled) as above — nothing is written either way;
+// NotFound for a context not in the job.
+func (s *Store) ApplyPage(ctx context.Context, id uuid.UUID, lease Lease, encryptionID uuid.UUID, p Page) (Applied, error) {
 	if p.Message != nil {
 		m := truncate(*p.Message, maxJobMessage)
 		p.Message = &m
@@ -482,35 +684,58 @@ func (s *Store) ApplyPage(ctx context.Context, id uuid.UUID, lease Lease, encryp
 	if !validText(p.Failure, 0, 10*maxJobMessage) {
 		p.Failure = "(unprintable)"
 	}
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		done, skipped = 0, 0
+	var out Applied
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		out = Applied{}
 		if err := holdLease(ctx, tx, id, lease); err != nil {
 			return err
 		}
+		current, err := lockJobContext(ctx, tx, id, encryptionID)
+		if err != nil {
+			return err
+		}
+		if len(p.Moves) > 0 || p.Failed > 0 || len(p.Unknown) > 0 {
+			if bytes.Compare(current.Checkpoint[:], p.Checkpoint[:]) >= 0 {
+				return nil // written already
+			}
+		}
 		if len(p.Moves) > 0 {
-			b := &pgx.Batch{}
+			var targets []uuid.UUID
 			for _, m := range p.Moves {
-				b.Queue(`UPDATE items SET cipher_text = $4, encryption_version_id = $5, algorithm = $6, metadata = $7
-					WHERE id = $1 AND revision = $2 AND encryption_version_id = $3 AND encryption_id = $8`,
-					m.ID, m.Revision, m.FromVersionID, m.To.CipherText, m.To.VersionID, m.To.Algorithm, m.To.Metadata, encryptionID)
-			}
-			res := tx.SendBatch(ctx, b)
-			for range p.Moves {
-				tag, err := res.Exec()
-				if err != nil {
-					res.Close()
-					return err
-				}
-				if tag.RowsAffected() == 1 {
-					done++
-				} else {
-					skipped++
+				if !slices.Contains(targets, m.To.VersionID) {
+					targets = append(targets, m.To.VersionID)
 				}
 			}
-			if err := res.Close(); err != nil {
+			v, disabled, err := lockedDisabledVersion(ctx, tx, encryptionID, targets)
+			if err != nil {
+				return err
+			}
+			if disabled {
+				return errs.Wrap(errs.Aborted, errVersionDisabled, fmt.Sprintf(
+					"key version %s was disabled after this page was rewrapped into it: nothing was written; rewrap the page again", v))
+			}
+			if out.Done, out.Skipped, err = applyMoves(ctx, tx, encryptionID, p.Moves); err != nil {
 				return err
 			}
 		}
+		failure := p.Failure
+		if len(p.Unknown) > 0 {
+			present, err := presentItems(ctx, tx, p.Unknown)
+			if err != nil {
+				return err
+			}
+			for _, u := range p.Unknown {
+				if !present[u.ID] {
+					out.Skipped++
+					continue
+				}
+				out.Failed++
+				if failure == "" {
+					failure = fmt.Sprintf("item %s: %s", u.ID, u.Reason)
+				}
+			}
+		}
+		out.Failed += p.Failed
 		state := JobContextMoving
 		if p.Last {
 			state = JobContextDone
@@ -519,16 +744,67 @@ func (s *Store) ApplyPage(ctx context.Context, id uuid.UUID, lease Lease, encryp
 			WHERE job_id = $1 AND encryption_id = $2`, id, encryptionID, p.Checkpoint, state); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET done = done + $2, skipped = skipped + $3, failed = failed + $4,
+		_, err = tx.Exec(ctx, `UPDATE reencryption_jobs SET done = done + $2, skipped = skipped + $3, failed = failed + $4,
 			message = COALESCE($5, message), updated_at = now(), lease_until = now() + $6 * interval '1 millisecond',
 			unavailable_since = NULL, first_failure = CASE WHEN first_failure = '' THEN $7 ELSE first_failure END
-			WHERE id = $1`, id, done, skipped, p.Failed, p.Message, lease.For.Milliseconds(), truncate(p.Failure, maxJobMessage))
+			WHERE id = $1`, id, out.Done, out.Skipped, out.Failed, p.Message, lease.For.Milliseconds(), truncate(failure, maxJobMessage))
 		return err
 	})
 	if err != nil {
-		return 0, 0, fail("write re-encrypted items", err)
+		return Applied{}, fail("write re-encrypted items", err)
+	}
+	return out, nil
+}
+
+// applyMoves writes each move whose item is still at its revision and version, and counts those
+// written and those skipped.
+func applyMoves(ctx context.Context, tx pgx.Tx, encryptionID uuid.UUID, moves []Move) (done, skipped int64, err error) {
+	b := &pgx.Batch{}
+	for _, m := range moves {
+		b.Queue(`UPDATE items SET cipher_text = $4, encryption_version_id = $5, algorithm = $6, metadata = $7
+			WHERE id = $1 AND revision = $2 AND encryption_version_id = $3 AND encryption_id = $8`,
+			m.ID, m.Revision, m.FromVersionID, m.To.CipherText, m.To.VersionID, m.To.Algorithm, m.To.Metadata, encryptionID)
+	}
+	res := tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := res.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	for range moves {
+		tag, err := res.Exec()
+		if err != nil {
+			return 0, 0, err
+		}
+		if tag.RowsAffected() == 1 {
+			done++
+		} else {
+			skipped++
+		}
 	}
 	return done, skipped, nil
+}
+
+// presentItems reports which of items are still in the database with their key context.
+func presentItems(ctx context.Context, tx pgx.Tx, items []Unknown) (map[uuid.UUID]bool, error) {
+	ids := make([]uuid.UUID, len(items))
+	for i, u := range items {
+		ids[i] = u.ID
+	}
+	rows, err := tx.Query(ctx, `SELECT i.id FROM items i JOIN key_contexts k ON k.encryption_id = i.encryption_id
+		WHERE i.id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, err
+	}
+	present := make(map[uuid.UUID]bool, len(found))
+	for _, id := range found {
+		present[id] = true
+	}
+	return present, nil
 }
 
 // FinishJob ends job id in state (SUCCEEDED, FAILED or WAITING_FOR_KEY) with message, frees its
@@ -706,7 +982,9 @@ func decodePosition(cursor string) (time.Time, uuid.UUID, bool) {
 	}
 	us, err1 := strconv.ParseInt(micros, 10, 64)
 	id, err2 := uuid.Parse(idText)
-	if err1 != nil || err2 != nil {
+	// Positions hold the times of stored rows; one outside 1970–9999 was not made here, and
+	// would wrap around in PostgreSQL's encoding and page from everything.
+	if err1 != nil || err2 != nil || us < 0 || us > maxCursorMicros {
 		return time.Time{}, uuid.Nil, false
 	}
 	return time.UnixMicro(us), id, true

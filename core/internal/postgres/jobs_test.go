@@ -149,7 +149,7 @@ func TestClaimJobLeases(t *testing.T) {
 		t.Errorf("RenewLease(a) after b took over = %v, want lease lost", err)
 	}
 	cs, _ := s.JobContexts(ctx, job.ID)
-	_, _, err = s.ApplyPage(ctx, job.ID, a, cs[0].EncryptionID, postgres.Page{Checkpoint: uuid.Max, Last: true})
+	_, err = s.ApplyPage(ctx, job.ID, a, cs[0].EncryptionID, postgres.Page{Checkpoint: uuid.Max, Last: true})
 	if !postgres.IsLeaseLost(err) {
 		t.Errorf("ApplyPage(a) after b took over = %v, want lease lost", err)
 	}
@@ -230,7 +230,7 @@ func TestParkJob(t *testing.T) {
 	if got, ok, err := s.ClaimJob(ctx, c); !ok || err != nil || !got.UnavailableSince.Equal(since) {
 		t.Fatalf("ClaimJob(c) = %+v, %v, %v; want the job, unavailable since %v", got, ok, err, since)
 	}
-	if _, _, err := s.ApplyPage(ctx, job.ID, c, f.kc.EncryptionID, postgres.Page{Checkpoint: uuid.Max, Last: true}); err != nil {
+	if _, err := s.ApplyPage(ctx, job.ID, c, f.kc.EncryptionID, postgres.Page{Checkpoint: uuid.Max, Last: true}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.GetJob(ctx, f.tenant.ID, job.ID); !got.UnavailableSince.IsZero() {
@@ -314,9 +314,9 @@ func TestApplyPageNeverOverwritesEdits(t *testing.T) {
 		t.Errorf("job total = %d, want 5", j.Total)
 	}
 
-	page, err := s.ItemsToMove(ctx, f.tenant.ID, f.kc.EncryptionID, v2, uuid.Nil, 100)
-	if err != nil || len(page) != 5 {
-		t.Fatalf("ItemsToMove() = %d items, %v; want 5", len(page), err)
+	page, more, err := s.ItemsToMove(ctx, f.tenant.ID, f.kc.EncryptionID, v2, uuid.Nil, 100, 1<<20)
+	if err != nil || len(page) != 5 || more {
+		t.Fatalf("ItemsToMove() = %d items, more %v, %v; want 5, none more", len(page), more, err)
 	}
 	for i := 1; i < len(page); i++ {
 		if page[i-1].ID.String() >= page[i].ID.String() {
@@ -339,9 +339,9 @@ func TestApplyPageNeverOverwritesEdits(t *testing.T) {
 		to.CipherText, to.VersionID, to.Metadata = "rewrapped-"+it.ID.String(), v2, json.RawMessage(`{"v":1,"iv":"bmV3"}`)
 		p.Moves = append(p.Moves, postgres.Move{ID: it.ID, Revision: it.Revision, FromVersionID: it.VersionID, To: to})
 	}
-	done, skipped, err := s.ApplyPage(ctx, job.ID, lease, f.kc.EncryptionID, p)
-	if err != nil || done != 3 || skipped != 2 {
-		t.Fatalf("ApplyPage() = %d done, %d skipped, %v; want 3 and 2", done, skipped, err)
+	applied, err := s.ApplyPage(ctx, job.ID, lease, f.kc.EncryptionID, p)
+	if err != nil || applied != (postgres.Applied{Done: 3, Skipped: 2}) {
+		t.Fatalf("ApplyPage() = %+v, %v; want 3 done and 2 skipped", applied, err)
 	}
 	got, err := s.GetItem(ctx, f.user.ID, edited.ID)
 	if err != nil || got.CipherText != "edited" || got.Revision != 2 {
@@ -351,7 +351,7 @@ func TestApplyPageNeverOverwritesEdits(t *testing.T) {
 	if err != nil || moved.VersionID != v2 || moved.CipherText != "rewrapped-"+page[0].ID.String() || moved.Revision != 1 || !moved.UpdatedAt.Equal(page[0].UpdatedAt) {
 		t.Errorf("moved item = %+v, %v; want v2 with the new ciphertext, revision and update time unchanged", moved, err)
 	}
-	if left, _ := s.ItemsToMove(ctx, f.tenant.ID, f.kc.EncryptionID, v2, uuid.Nil, 100); len(left) != 0 {
+	if left, _, _ := s.ItemsToMove(ctx, f.tenant.ID, f.kc.EncryptionID, v2, uuid.Nil, 100, 1<<20); len(left) != 0 {
 		t.Errorf("ItemsToMove() after the page = %d items, want none", len(left))
 	}
 	cs, _ := s.JobContexts(ctx, job.ID)

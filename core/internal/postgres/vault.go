@@ -105,30 +105,22 @@ const itemColumns = `id, tenant_id, owner_id, revision, cipher_text, encryption_
 
 func scanItem(row pgx.Row) (Item, error) {
 	var it Item
-	err := row.Scan(&it.ID, &it.TenantID, &it.OwnerID, &it.Revision, &it.CipherText, &it.EncryptionID,
-		&it.VersionID, &it.Algorithm, &it.Metadata, &it.CreatedAt, &it.UpdatedAt)
+	err := row.Scan(itemFields(&it)...)
 	return it, err
+}
+
+// itemFields are the scan destinations of itemColumns in it.
+func itemFields(it *Item) []any {
+	return []any{&it.ID, &it.TenantID, &it.OwnerID, &it.Revision, &it.CipherText, &it.EncryptionID,
+		&it.VersionID, &it.Algorithm, &it.Metadata, &it.CreatedAt, &it.UpdatedAt}
 }
 
 // checkVersionEnabled refuses, with Aborted, a write of data encrypted under a version that core
 // disabled in the meantime (see DisableUnusedVersion): the data was encrypted while the version was
 // active, and the rotation, re-encryption and disable completed before the write reached the
-// database. The key context's row is share-locked first, so a disable in progress (which holds it
-// for update) finishes before the check, and the check, a statement of its own (with a snapshot
-// taken after the lock), sees it. Both go in one round trip.
+// database (see lockedDisabledVersion).
 func checkVersionEnabled(ctx context.Context, tx pgx.Tx, encryptionID, versionID uuid.UUID) error {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT 1 FROM key_contexts WHERE encryption_id = $1 FOR SHARE`, encryptionID)
-	b.Queue(`SELECT EXISTS (SELECT 1 FROM disabled_key_versions WHERE encryption_version_id = $1)`, versionID)
-	res := tx.SendBatch(ctx, b)
-	var disabled bool
-	_, err := res.Exec()
-	if err == nil {
-		err = res.QueryRow().Scan(&disabled)
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
+	_, disabled, err := lockedDisabledVersion(ctx, tx, encryptionID, []uuid.UUID{versionID})
 	if err != nil {
 		return err
 	}
@@ -136,6 +128,35 @@ func checkVersionEnabled(ctx context.Context, tx pgx.Tx, encryptionID, versionID
 		return errs.E(errs.Aborted, "key version %s was disabled while this request was in flight: nothing was stored; send the request again", versionID)
 	}
 	return nil
+}
+
+// lockedDisabledVersion share-locks key context encryptionID's row and reports the first of
+// versionIDs that core has disabled (DisableUnusedVersion), if any. A disable in progress holds
+// the row for update, so it finishes before the check, and the check, a statement of its own (with
+// a snapshot taken after the lock), sees it; a disable that comes later waits for tx and then
+// counts what tx wrote under the version. Both go in one round trip. A context gone from the
+// database locks nothing and has no disabled versions.
+func lockedDisabledVersion(ctx context.Context, tx pgx.Tx, encryptionID uuid.UUID, versionIDs []uuid.UUID) (uuid.UUID, bool, error) {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT 1 FROM key_contexts WHERE encryption_id = $1 FOR SHARE`, encryptionID)
+	b.Queue(`SELECT encryption_version_id FROM disabled_key_versions WHERE encryption_version_id = ANY($1) LIMIT 1`, versionIDs)
+	res := tx.SendBatch(ctx, b)
+	var disabled uuid.UUID
+	_, err := res.Exec()
+	if err == nil {
+		err = res.QueryRow().Scan(&disabled)
+	}
+	found := err == nil
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = nil
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return uuid.Nil, false, err
+	}
+	return disabled, found, nil
 }
 
 // CreateItem stores a new item (revision 1) and returns it as stored. Data encrypted under a

@@ -28,6 +28,11 @@ type fakeES struct {
 	// beforeRotate, when set, runs before each Rotate call, outside the lock; an error it
 	// returns is the call's.
 	beforeRotate func(encryptionID string) error
+	// maxRequest, when set, is the service's limit on a request: a RewrapBatch call whose
+	// ciphertexts add up to more is refused ResourceExhausted, as the real service refuses a
+	// message over ES_MAX_REQUEST_BYTES. requests records the size of every call it took.
+	maxRequest int
+	requests   []int
 }
 
 type fakeContext struct {
@@ -43,6 +48,20 @@ func (f *fakeES) hook(fn func(ctx context.Context, call int, items []esclient.Ci
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.beforeRewrap = fn
+}
+
+// limitRequests sets maxRequest and forgets the requests taken so far.
+func (f *fakeES) limitRequests(maxRequest int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.maxRequest, f.requests = maxRequest, nil
+}
+
+// taken returns the sizes of the rewrap calls taken since limitRequests.
+func (f *fakeES) taken() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.requests...)
 }
 
 // setDown takes the service offline (true) or brings it back.
@@ -180,6 +199,14 @@ func (f *fakeES) RewrapBatch(ctx context.Context, items []esclient.Ciphertext, m
 	if f.down {
 		return nil, errOffline
 	}
+	size := 0
+	for _, ct := range items {
+		size += len(ct.CipherText)
+	}
+	if f.maxRequest > 0 && size > f.maxRequest {
+		return nil, errs.E(errs.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", size, f.maxRequest)
+	}
+	f.requests = append(f.requests, size)
 	out := make([]esclient.RewrapResult, len(items))
 	for i, ct := range items {
 		c, data, err := f.open(ct, masterKey)

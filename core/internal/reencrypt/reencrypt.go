@@ -49,6 +49,7 @@ type Store interface {
 	EnableVersion(ctx context.Context, tenantID, encryptionID, versionID uuid.UUID, enable func(context.Context) error, audit postgres.AuditEvent) error
 
 	CreateJob(ctx context.Context, j postgres.Job, lease postgres.Lease, audit postgres.AuditEvent) (postgres.Job, error)
+	CreateRotationJob(ctx context.Context, j postgres.Job, lease postgres.Lease, audit postgres.AuditEvent) (postgres.Job, error)
 	UnfinishedJob(ctx context.Context, tenantID, ownerID uuid.UUID) (postgres.Job, bool, error)
 	GetJob(ctx context.Context, tenantID, id uuid.UUID) (postgres.Job, error)
 	ListJobs(ctx context.Context, tenantID uuid.UUID, pageSize int, cursor string) ([]postgres.Job, string, error)
@@ -59,8 +60,10 @@ type Store interface {
 	ParkJob(ctx context.Context, id uuid.UUID, lease postgres.Lease, since time.Time, wait time.Duration, message string) error
 	JobContexts(ctx context.Context, id uuid.UUID) ([]postgres.JobContext, error)
 	PlanJobContext(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID, activeVersionID uuid.UUID, state string) (postgres.JobContext, error)
-	ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int) ([]postgres.Item, error)
-	ApplyPage(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID uuid.UUID, p postgres.Page) (done, skipped int64, err error)
+	ReplanJobContext(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID, activeVersionID uuid.UUID) (postgres.JobContext, error)
+	ContextsToSweep(ctx context.Context, id uuid.UUID) ([]uuid.UUID, error)
+	ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int, maxBytes int64) ([]postgres.Item, bool, error)
+	ApplyPage(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID uuid.UUID, p postgres.Page) (postgres.Applied, error)
 	FinishJob(ctx context.Context, id uuid.UUID, lease postgres.Lease, state, message string, audit postgres.AuditEvent) (postgres.Job, error)
 }
 
@@ -74,7 +77,7 @@ type Router interface {
 // Metrics receives the worker's progress; the nil funcs are skipped. Wire them to counters.
 type Metrics struct {
 	ItemsMoved   func(n int64)      // items written under the active version
-	ItemsSkipped func(n int64)      // items edited or deleted meanwhile
+	ItemsSkipped func(n int64)      // items edited or deleted meanwhile, or gone with their owner
 	ItemsFailed  func(n int64)      // items the encryption service refused
 	JobFinished  func(state string) // a job ended SUCCEEDED, FAILED or WAITING_FOR_KEY
 	Retry        func()             // the worker backed off: the encryption service or database was unavailable
@@ -120,6 +123,7 @@ func (m Metrics) parked() {
 // Defaults of Options.
 const (
 	DefaultPageSize     = 200
+	DefaultPageBytes    = esclient.DefaultServiceMaxRequestBytes / 2
 	DefaultLease        = 30 * time.Second
 	DefaultPollInterval = 2 * time.Second
 	DefaultMaxJobs      = 2
@@ -133,9 +137,16 @@ const (
 
 // Options tune the service; zero values mean the defaults.
 type Options struct {
-	// PageSize is how many items one rewrap call and one transaction move (DefaultPageSize; the
-	// encryption service takes at most 1000).
+	// PageSize is how many items one page moves, at most: one rewrap call and one transaction
+	// (DefaultPageSize; the encryption service takes at most 1000 in a call).
 	PageSize int
+	// PageBytes bounds the ciphertext (as stored: base64) of a page, so that its rewrap call fits
+	// the encryption service's limit on a request (DefaultPageBytes: half the service's default
+	// of 4 MiB, leaving room for the call's other fields; any single item fits, as core bounds an
+	// item's encoded name and data to 1 MiB). A page holds at least one item whatever its size.
+	// A call the service still refuses as too large (ResourceExhausted: it was configured with a
+	// lower limit) is split in halves, down to one item; the rest of the run keeps to that size.
+	PageBytes int64
 	// Lease is how long a replica holds a job without renewing it (DefaultLease); another
 	// replica takes a job over this long after its replica died. Renewed every Lease/3.
 	Lease time.Duration
@@ -173,6 +184,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PageSize <= 0 || o.PageSize > 1000 {
 		o.PageSize = DefaultPageSize
+	}
+	if o.PageBytes <= 0 {
+		o.PageBytes = DefaultPageBytes
 	}
 	def(&o.Lease, DefaultLease)
 	def(&o.PollInterval, DefaultPollInterval)
@@ -237,8 +251,8 @@ type Call struct {
 // FAILED at once, so that rotating again is not refused.
 //
 // Errors: PermissionDenied for a caller outside a tenant; FailedPrecondition while another
-// tenant-wide job is unfinished (rotating again would leave it moving items to versions that are
-// no longer active); the encryption service's errors (Unavailable: contexts rotated before the
+// tenant-wide job, or a zero-knowledge owner's job of the tenant, is unfinished (rotating would
+// leave it moving items to versions that are no longer active); the encryption service's errors (Unavailable: contexts rotated before the
 // failure keep their new version — rotating again is harmless).
 func (s *Service) RotateKeys(ctx context.Context, c Call) (int, postgres.Job, error) {
 	p, err := admin(ctx)
@@ -254,7 +268,7 @@ func (s *Service) RotateKeys(ctx context.Context, c Call) (int, postgres.Job, er
 		return 0, postgres.Job{}, err
 	}
 	lease := s.newLease()
-	job, err := s.store.CreateJob(ctx, newJob(p, postgres.JobScopeTenant), lease, event(p, c, "keys.rotate"))
+	job, err := s.store.CreateRotationJob(ctx, newJob(p, postgres.JobScopeTenant), lease, event(p, c, "keys.rotate"))
 	if err != nil {
 		return 0, postgres.Job{}, err
 	}
@@ -381,7 +395,7 @@ func (s *Service) checkKey(ctx context.Context, tenantID, encryptionID uuid.UUID
 	if err != nil {
 		return errs.E(errs.Internal, "the encryption service answered an active version that is not a UUID")
 	}
-	items, err := s.store.ItemsToMove(ctx, tenantID, encryptionID, active, uuid.Nil, 1)
+	items, _, err := s.store.ItemsToMove(ctx, tenantID, encryptionID, active, uuid.Nil, 1, s.opts.PageBytes)
 	if err != nil || len(items) == 0 {
 		return err
 	}

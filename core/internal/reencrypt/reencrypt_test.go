@@ -390,7 +390,7 @@ func TestEditsDuringAJobSurvive(t *testing.T) {
 // itemWith finds the id of p's item holding ciphertext ct.
 func itemWith(tb testing.TB, e *env, p principal.Principal, ct esclient.Ciphertext) uuid.UUID {
 	tb.Helper()
-	items, err := e.store.ItemsToMove(context.Background(), e.tenant.ID, uuid.MustParse(ct.EncryptionID), uuid.New(), uuid.Nil, 1000)
+	items, _, err := e.store.ItemsToMove(context.Background(), e.tenant.ID, uuid.MustParse(ct.EncryptionID), uuid.New(), uuid.Nil, 1000, 1<<30)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -419,18 +419,18 @@ func (f *frozenStore) RenewLease(ctx context.Context, id uuid.UUID, lease postgr
 	return f.Store.RenewLease(ctx, id, lease, message)
 }
 
-func (f *frozenStore) ApplyPage(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID uuid.UUID, p postgres.Page) (int64, int64, error) {
+func (f *frozenStore) ApplyPage(ctx context.Context, id uuid.UUID, lease postgres.Lease, encryptionID uuid.UUID, p postgres.Page) (postgres.Applied, error) {
 	if f.frozen.Load() {
-		return 0, 0, errFrozen
+		return postgres.Applied{}, errFrozen
 	}
 	return f.Store.ApplyPage(ctx, id, lease, encryptionID, p)
 }
 
-func (f *frozenStore) ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int) ([]postgres.Item, error) {
+func (f *frozenStore) ItemsToMove(ctx context.Context, tenantID, encryptionID, activeVersionID, after uuid.UUID, limit int, maxBytes int64) ([]postgres.Item, bool, error) {
 	if f.frozen.Load() {
-		return nil, errFrozen
+		return nil, false, errFrozen
 	}
-	return f.Store.ItemsToMove(ctx, tenantID, encryptionID, activeVersionID, after, limit)
+	return f.Store.ItemsToMove(ctx, tenantID, encryptionID, activeVersionID, after, limit, maxBytes)
 }
 
 func (f *frozenStore) ClaimJob(ctx context.Context, lease postgres.Lease) (postgres.Job, bool, error) {

@@ -222,7 +222,7 @@ func (s *Service) heartbeat(ctx context.Context, cancel context.CancelCauseFunc,
 // ends in with its message. An error means the job stopped before the end; errParked that it was
 // parked.
 func (s *Service) run(ctx context.Context, job postgres.Job, lease postgres.Lease, key []byte) (string, string, error) {
-	r := &runner{s: s, job: job, lease: lease, key: key, since: job.UnavailableSince,
+	r := &runner{s: s, job: job, lease: lease, key: key, since: job.UnavailableSince, callItems: s.opts.PageSize,
 		wasParked: !job.UnavailableSince.IsZero(), degraded: !job.UnavailableSince.IsZero()}
 	var es esclient.Client
 	if err := r.retryES(ctx, "reach the encryption service", func() error {
@@ -262,13 +262,21 @@ func (s *Service) run(ctx context.Context, job postgres.Job, lease postgres.Leas
 			return "", "", err
 		}
 	}
-	var end postgres.Job
-	if err := r.retry(ctx, "read the job", func() error {
-		var err error
-		end, err = s.store.GetJob(ctx, job.TenantID, job.ID)
-		return err
-	}); err != nil {
+	end, err := r.readJob(ctx)
+	if err != nil {
 		return "", "", err
+	}
+	if end.Failed == 0 {
+		// With failures the job ends FAILED anyway, and sweeping would only count them again.
+		swept, err := r.sweep(ctx)
+		if err != nil {
+			return "", "", err
+		}
+		if swept {
+			if end, err = r.readJob(ctx); err != nil {
+				return "", "", err
+			}
+		}
 	}
 	switch {
 	case end.Failed > 0:
@@ -281,6 +289,14 @@ func (s *Service) run(ctx context.Context, job postgres.Job, lease postgres.Leas
 	return postgres.JobSucceeded, "", nil
 }
 
+// maxSweeps bounds how many times a run goes through the job's contexts again after moving them
+// (see runner.sweep); maxRedos how many times in a row it rewraps a page whose target version was
+// disabled before the page was written (see runner.move).
+const (
+	maxSweeps = 2
+	maxRedos  = 3
+)
+
 // runner is one run of one job.
 type runner struct {
 	s     *Service
@@ -288,6 +304,9 @@ type runner struct {
 	lease postgres.Lease
 	key   []byte
 	es    esclient.Client
+	// callItems bounds the items of one rewrap call: Options.PageSize, halved each time the
+	// encryption service refuses a call as too large (see rewrap).
+	callItems int
 	// degraded is set while the run retries after an outage; the next page clears the message.
 	degraded bool
 	// since is when the job began waiting for something unavailable — in this run, or in an
@@ -313,7 +332,11 @@ func (r *runner) plan(ctx context.Context, c postgres.JobContext) (postgres.JobC
 		var err error
 		info, err = r.es.GetContext(ctx, c.EncryptionID.String())
 		return err
-	}); err != nil {
+	}); errs.Is(err, errs.NotFound) {
+		// Erased with its owner, who was deleted since the job was created: nothing to move.
+		// If the database still has the context, the service lost it: the job fails with its answer.
+		return r.planGone(ctx, c, err)
+	} else if err != nil {
 		return c, err
 	}
 	active, err := uuid.Parse(info.ActiveVersionID)
@@ -336,19 +359,113 @@ func (r *runner) plan(ctx context.Context, c postgres.JobContext) (postgres.JobC
 	return planned, err
 }
 
+// planGone plans c, whose key context the encryption service does not know (notFound, its
+// answer), as done with nothing to move if the key context is gone from the database too.
+func (r *runner) planGone(ctx context.Context, c postgres.JobContext, notFound error) (postgres.JobContext, error) {
+	var planned postgres.JobContext
+	err := r.retry(ctx, "plan the key context", func() error {
+		var err error
+		planned, err = r.s.store.PlanJobContext(ctx, r.job.ID, r.lease, c.EncryptionID, uuid.Nil, postgres.JobContextDone)
+		return err
+	})
+	if errs.Is(err, errs.FailedPrecondition) {
+		return c, notFound
+	}
+	if err == nil {
+		r.progressed()
+	}
+	return planned, err
+}
+
+// readJob reads the job as it stands.
+func (r *runner) readJob(ctx context.Context) (postgres.Job, error) {
+	var j postgres.Job
+	err := r.retry(ctx, "read the job", func() error {
+		var err error
+		j, err = r.s.store.GetJob(ctx, r.job.TenantID, r.job.ID)
+		return err
+	})
+	return j, err
+}
+
+// sweep goes once more through the contexts the job has moved, for items that are on another
+// version than the one they were moved to (see postgres.Store.ContextsToSweep): typically an
+// owner's edit encrypted before the rotation and stored after the job passed the item (it carries
+// the item's revision, so it succeeds). Such a context is planned again under its active version
+// now and moved from the start, its items counted into Total again. It does so up to maxSweeps
+// times, so that edits landing during a sweep are caught too, and reports whether it moved
+// anything.
+func (r *runner) sweep(ctx context.Context) (bool, error) {
+	swept := false
+	for range maxSweeps {
+		var behind []uuid.UUID
+		if err := r.retry(ctx, "look for items left behind", func() error {
+			var err error
+			behind, err = r.s.store.ContextsToSweep(ctx, r.job.ID)
+			return err
+		}); err != nil {
+			return swept, err
+		}
+		again := false
+		for _, enc := range behind {
+			var info esclient.Context
+			err := r.retryES(ctx, "read the key context", func() error {
+				var err error
+				info, err = r.es.GetContext(ctx, enc.String())
+				return err
+			})
+			if errs.Is(err, errs.NotFound) {
+				continue // erased with its owner meanwhile
+			}
+			if err != nil {
+				return swept, err
+			}
+			active, err := uuid.Parse(info.ActiveVersionID)
+			if err != nil {
+				return swept, errs.E(errs.Internal, "the encryption service answered an active version that is not a UUID")
+			}
+			var c postgres.JobContext
+			if err := r.retry(ctx, "sweep the key context", func() error {
+				var err error
+				c, err = r.s.store.ReplanJobContext(ctx, r.job.ID, r.lease, enc, active)
+				return err
+			}); err != nil {
+				return swept, err
+			}
+			r.progressed()
+			if c.State != postgres.JobContextMoving {
+				continue // all on the active version after all: the service rotated by itself
+			}
+			r.s.log.InfoContext(ctx, "re-encryption: items left on an older version; moving them too", "job_id", r.job.ID,
+				"encryption_id", enc, "items", c.ToMove)
+			if err := r.move(ctx, c); err != nil {
+				return swept, err
+			}
+			swept, again = true, true
+		}
+		if !again {
+			break
+		}
+	}
+	return swept, nil
+}
+
 // move moves c's items page by page from its checkpoint.
 func (r *runner) move(ctx context.Context, c postgres.JobContext) error {
 	after := c.Checkpoint
+	redos := 0
 	for {
 		var items []postgres.Item
+		var more bool
 		if err := r.retry(ctx, "read items", func() error {
 			var err error
-			items, err = r.s.store.ItemsToMove(ctx, r.job.TenantID, c.EncryptionID, c.ActiveVersionID, after, r.s.opts.PageSize)
+			items, more, err = r.s.store.ItemsToMove(ctx, r.job.TenantID, c.EncryptionID, c.ActiveVersionID, after,
+				r.s.opts.PageSize, r.s.opts.PageBytes)
 			return err
 		}); err != nil {
 			return err
 		}
-		page := postgres.Page{Checkpoint: after, Last: len(items) < r.s.opts.PageSize}
+		page := postgres.Page{Checkpoint: after, Last: !more}
 		if len(items) > 0 {
 			page.Checkpoint = items[len(items)-1].ID
 			if err := r.rewrap(ctx, items, &page); err != nil {
@@ -359,22 +476,34 @@ func (r *runner) move(ctx context.Context, c postgres.JobContext) error {
 			clearMsg := ""
 			page.Message, r.degraded = &clearMsg, false
 		}
-		// If a commit succeeded but its answer was lost, the retry finds the items moved and
-		// counts them skipped: the counts may then overstate, never the items.
-		var done, skipped int64
-		if err := r.retry(ctx, "write items", func() error {
+		// If a commit succeeded but its answer was lost, the retry finds the page written and
+		// counts nothing more.
+		var applied postgres.Applied
+		err := r.retry(ctx, "write items", func() error {
 			var err error
-			done, skipped, err = r.s.store.ApplyPage(ctx, r.job.ID, r.lease, c.EncryptionID, page)
+			applied, err = r.s.store.ApplyPage(ctx, r.job.ID, r.lease, c.EncryptionID, page)
 			return err
-		}); err != nil {
+		})
+		if postgres.IsVersionDisabled(err) && redos < maxRedos {
+			// Rewrapped into a version disabled since (the service rotated the context by itself,
+			// and an admin disabled the version that no item used yet): rewrapped again, the page
+			// goes to the version active now.
+			redos++
+			r.degraded = r.degraded || page.Message != nil
+			r.s.log.WarnContext(ctx, "re-encryption: page rewrapped into a version disabled since; rewrapping it again", "job_id", r.job.ID,
+				"encryption_id", c.EncryptionID, "error", err)
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		redos = 0
 		r.progressed()
-		r.s.opts.Metrics.moved(done)
-		r.s.opts.Metrics.skipped(skipped)
-		r.s.opts.Metrics.failed(page.Failed)
+		r.s.opts.Metrics.moved(applied.Done)
+		r.s.opts.Metrics.skipped(applied.Skipped)
+		r.s.opts.Metrics.failed(applied.Failed)
 		r.s.log.DebugContext(ctx, "re-encryption page written", "job_id", r.job.ID, "encryption_id", c.EncryptionID,
-			"done", done, "skipped", skipped, "failed", page.Failed)
+			"done", applied.Done, "skipped", applied.Skipped, "failed", applied.Failed)
 		if page.Last {
 			return nil
 		}
@@ -382,30 +511,36 @@ func (r *runner) move(ctx context.Context, c postgres.JobContext) error {
 	}
 }
 
-// rewrap rewraps items and fills page with the moves and failures. An item the service refuses
-// on its own fails; an unavailable service is retried for the whole page; a refused master key
-// fails the job.
+// rewrap rewraps items and fills page with the moves and failures. They go to the service in
+// calls of at most callItems: the whole page, unless the service refused a call as too large
+// (ResourceExhausted), which is then split in halves, down to one item, and the rest of the run
+// keeps to the size taken; an item refused so on its own fails. An item the service refuses on
+// its own fails, unless it does not know the item's key context or version (then ApplyPage finds
+// out whether its owner is gone); an unavailable service is retried for the call; a refused
+// master key fails the job.
 func (r *runner) rewrap(ctx context.Context, items []postgres.Item, page *postgres.Page) error {
 	cts := make([]esclient.Ciphertext, len(items))
 	for i, it := range items {
 		cts[i] = vault.Ciphertext(it)
 	}
-	var results []esclient.RewrapResult
-	err := r.retryES(ctx, "rewrap", func() error {
-		var err error
-		results, err = r.es.RewrapBatch(ctx, cts, r.key)
-		if err != nil {
+	results := make([]esclient.RewrapResult, len(items))
+	for start := 0; start < len(cts); {
+		end := min(start+r.callItems, len(cts))
+		err := r.rewrapCall(ctx, cts[start:end], results[start:end])
+		switch {
+		case errs.Is(err, errs.ResourceExhausted) && end-start > 1:
+			// Over the service's limit on a request or on a batch's items (it was configured
+			// below the page budget): half as many, for this call and the rest of the run.
+			r.callItems = (end - start) / 2
+			r.s.log.DebugContext(ctx, "re-encryption: rewrap call refused as too large; splitting it", "job_id", r.job.ID,
+				"items", end-start, "error", err)
+			continue
+		case errs.Is(err, errs.ResourceExhausted):
+			results[start].Err = err // too large on its own: it fails alone
+		case err != nil:
 			return err
 		}
-		for _, res := range results {
-			if errs.Is(res.Err, errs.Unavailable) {
-				return res.Err // the service is in trouble: the whole page again
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+		start = end
 	}
 	for i, res := range results {
 		it := items[i]
@@ -420,6 +555,10 @@ func (r *runner) rewrap(ctx context.Context, items []postgres.Item, page *postgr
 			if errs.Is(res.Err, errs.PermissionDenied) || errs.Is(res.Err, errs.Unauthenticated) {
 				return errs.Wrap(errs.PermissionDenied, res.Err, "the encryption service refused the master key: "+message(res.Err))
 			}
+			if errs.Is(res.Err, errs.NotFound) {
+				page.Unknown = append(page.Unknown, postgres.Unknown{ID: it.ID, Reason: message(res.Err)})
+				continue
+			}
 			page.Failed++
 			if page.Failure == "" {
 				page.Failure = fmt.Sprintf("item %s: %s", it.ID, message(res.Err))
@@ -428,6 +567,33 @@ func (r *runner) rewrap(ctx context.Context, items []postgres.Item, page *postgr
 		}
 		page.Moves = append(page.Moves, postgres.Move{ID: it.ID, Revision: it.Revision, FromVersionID: it.VersionID, To: to})
 	}
+	return nil
+}
+
+// rewrapCall rewraps cts into out in one call. The service's answer for the call as a whole is
+// returned as is, unless it was unavailable (then the call is retried: see retryES).
+func (r *runner) rewrapCall(ctx context.Context, cts []esclient.Ciphertext, out []esclient.RewrapResult) error {
+	var results []esclient.RewrapResult
+	err := r.retryES(ctx, "rewrap", func() error {
+		var err error
+		results, err = r.es.RewrapBatch(ctx, cts, r.key)
+		if err != nil {
+			return err
+		}
+		for _, res := range results {
+			if errs.Is(res.Err, errs.Unavailable) {
+				return res.Err // the service is in trouble: the whole call again
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(results) != len(cts) {
+		return errs.E(errs.Internal, "the encryption service answered %d rewrap results for %d items", len(results), len(cts))
+	}
+	copy(out, results)
 	return nil
 }
 
