@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -218,31 +217,13 @@ func nilIfNilPtr(id *uuid.UUID) *uuid.UUID {
 // maxCursorMicros is the last microsecond of the year 9999, the latest time a cursor may hold.
 const maxCursorMicros = 253402300799999999
 
-// auditCursor encodes the position after an event: its time in
-// microseconds (PostgreSQL's precision, so it round-trips exactly) and id.
-func auditCursor(t time.Time, id uuid.UUID) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + "." + id.String()))
-}
+// auditCursor encodes the position after an event (see encodePosition).
+func auditCursor(t time.Time, id uuid.UUID) string { return encodePosition(t, id) }
 
 func parseAuditCursor(cursor string) (time.Time, uuid.UUID, error) {
-	invalid := errs.E(errs.Invalid, "invalid audit cursor")
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil {
-		return time.Time{}, uuid.Nil, invalid
-	}
-	micros, idText, ok := strings.Cut(string(b), ".")
+	t, id, ok := decodePosition(cursor)
 	if !ok {
-		return time.Time{}, uuid.Nil, invalid
+		return time.Time{}, uuid.Nil, errs.E(errs.Invalid, "invalid audit cursor")
 	}
-	us, err := strconv.ParseInt(micros, 10, 64)
-	// Cursors hold the times of stored events; one outside 1970–9999 was not made here, and
-	// would wrap around in PostgreSQL's encoding and match every event.
-	if err != nil || us < 0 || us > maxCursorMicros {
-		return time.Time{}, uuid.Nil, invalid
-	}
-	id, err := uuid.Parse(idText)
-	if err != nil || len(idText) != 36 {
-		return time.Time{}, uuid.Nil, invalid
-	}
-	return time.UnixMicro(us), id, nil
+	return t, id, nil
 }

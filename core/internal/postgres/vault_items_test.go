@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -62,7 +63,10 @@ func TestListItemsPageTokenIsAPosition(t *testing.T) {
 		t.Errorf("ListItems(after deleting the first page) = %d items, %v; want the 3rd and 4th items", len(page2), err)
 	}
 
-	for _, bad := range []string{"not-a-token", items[0].ID.String(), "MTIz"} {
+	for _, bad := range []string{"not-a-token", items[0].ID.String(), "MTIz",
+		// Times no item has, which PostgreSQL's encoding would wrap into "before everything".
+		base64.RawURLEncoding.EncodeToString([]byte("-9223372036854775807." + uuid.NewString())),
+		base64.RawURLEncoding.EncodeToString([]byte("253402300800000000." + uuid.NewString()))} {
 		_, _, err := s.ListItems(ctx, f.user.ID, 2, bad)
 		wantKind(t, "ListItems(token "+bad+")", err, errs.Invalid, "pageToken")
 	}
