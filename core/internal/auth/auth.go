@@ -44,7 +44,7 @@ type Store interface {
 	GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant, error)
 	ChangePassword(ctx context.Context, id uuid.UUID, passwordHash string, hint *string, newStamp string, keepSession uuid.UUID, audit postgres.AuditEvent) error
 	SetPendingTOTP(ctx context.Context, id uuid.UUID, sealed []byte) error
-	EnableTOTP(ctx context.Context, id uuid.UUID, step int64, recoveryHashes [][]byte, newStamp string, audit postgres.AuditEvent) error
+	EnableTOTP(ctx context.Context, id uuid.UUID, confirmed []byte, step int64, recoveryHashes [][]byte, newStamp string, audit postgres.AuditEvent) error
 	DisableTOTP(ctx context.Context, id uuid.UUID, newStamp string, audit postgres.AuditEvent) error
 	AdvanceTOTPStep(ctx context.Context, id uuid.UUID, step int64) (bool, error)
 	UseRecoveryCode(ctx context.Context, userID uuid.UUID, hash []byte) (bool, error)
@@ -342,7 +342,7 @@ func (s *Service) Login(ctx context.Context, r Request, username, pw string) (Lo
 		s.audit(ctx, r, nilIfZero(u.TenantID), "user", &u.ID, "auth.login", "mfa required", "ok")
 		return LoginResult{MFARequired: true, MFAToken: mfa}, nil
 	}
-	t, err := s.startSession(ctx, r, u)
+	t, err := s.startSession(ctx, r, u, "")
 	if err != nil {
 		return LoginResult{}, err
 	}
@@ -371,7 +371,8 @@ func (s *Service) rehash(ctx context.Context, u postgres.User, pw string) {
 }
 
 // VerifyMFA completes a login with a TOTP code (a replayed one is refused) or a single-use
-// recovery code.
+// recovery code. An MFA token opens one session: used again, even with another right code, it is
+// Unauthenticated ("MFA token already used").
 func (s *Service) VerifyMFA(ctx context.Context, r Request, mfaToken, code string) (Tokens, error) {
 	claims, err := s.verify(ctx, mfaToken, token.PurposeMFA)
 	if err != nil {
@@ -388,7 +389,8 @@ func (s *Service) VerifyMFA(ctx context.Context, r Request, mfaToken, code strin
 	if err := s.checkSecondFactor(ctx, r, u, code); err != nil {
 		return Tokens{}, err
 	}
-	t, err := s.startSession(ctx, r, u)
+	// One MFA token opens one session: a copy kept after its use opens none (CreateSession).
+	t, err := s.startSession(ctx, r, u, claims.ID)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -586,7 +588,7 @@ func (s *Service) ChangePassword(ctx context.Context, r Request, current, next, 
 		return Tokens{}, err
 	}
 	u.SecurityStamp = stamp
-	return s.startSession(ctx, r, u)
+	return s.startSession(ctx, r, u, "")
 }
 
 // Enrollment is a pending TOTP enrolment.
@@ -650,7 +652,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, r Request, code string) ([]st
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "generate recovery codes")
 	}
-	if err := s.store.EnableTOTP(ctx, u.ID, step, hashes, newStamp(), s.event(r, nilIfZero(u.TenantID), "user", &u.ID, "auth.totp.enable", "", "ok")); err != nil {
+	if err := s.store.EnableTOTP(ctx, u.ID, u.TOTPSecretSealed, step, hashes, newStamp(), s.event(r, nilIfZero(u.TenantID), "user", &u.ID, "auth.totp.enable", "", "ok")); err != nil {
 		return nil, err
 	}
 	return codes, nil
@@ -742,13 +744,15 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, r Request, keyID, secr
 
 // startSession creates a refresh-token family and the first tokens of it, recording the client
 // address and software of r.
-func (s *Service) startSession(ctx context.Context, r Request, u postgres.User) (Tokens, error) {
+// startSession opens a session of u; mfaTokenID is the jti of the MFA token whose second factor
+// it follows, if any. Errors: CreateSession's.
+func (s *Service) startSession(ctx context.Context, r Request, u postgres.User, mfaTokenID string) (Tokens, error) {
 	refresh, hash, err := token.NewRefreshToken(s.opts.Rand)
 	if err != nil {
 		return Tokens{}, errs.Wrap(errs.Internal, err, "generate refresh token")
 	}
 	sess, err := s.store.CreateSession(ctx, u.ID, u.SecurityStamp, hash, s.opts.Now().Add(min(s.opts.RefreshTTL, s.opts.SessionTTL)),
-		postgres.SessionOrigin{RemoteAddr: r.host(), UserAgent: r.UserAgent})
+		postgres.SessionOrigin{RemoteAddr: r.host(), UserAgent: r.UserAgent, MFATokenID: mfaTokenID})
 	if err != nil {
 		return Tokens{}, err
 	}

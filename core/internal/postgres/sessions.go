@@ -42,6 +42,9 @@ var errRefreshRejected = errs.E(errs.Unauthenticated, "refresh token rejected")
 type SessionOrigin struct {
 	RemoteAddr string // the client address
 	UserAgent  string // the client software as it named itself: shown, never trusted
+	// MFATokenID is the jti of the MFA token whose second factor opened the session, if any:
+	// one token opens one session at most.
+	MFATokenID string
 }
 
 // CreateSession starts a session of user userID whose first refresh token
@@ -54,8 +57,9 @@ type SessionOrigin struct {
 // Errors: Invalid for a hash that is not 32 bytes or a zero expiresAt;
 // NotFound ("user <id> not found"); FailedPrecondition ("user <id> is
 // disabled"); Unauthenticated ("credentials changed during login") for a
-// stale stamp; Conflict ("refresh token already exists") if the hash is
-// taken.
+// stale stamp, or ("MFA token already used") for an origin's MFATokenID that
+// opened a session before; Conflict ("refresh token already exists") if the
+// hash is taken.
 func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp string, refreshHash []byte, expiresAt time.Time, origin SessionOrigin) (Session, error) {
 	if err := validateRefreshToken(refreshHash, expiresAt); err != nil {
 		return Session{}, err
@@ -89,8 +93,12 @@ func (s *Store) CreateSession(ctx context.Context, userID uuid.UUID, stamp strin
 		if subtle.ConstantTimeCompare([]byte(current), []byte(stamp)) != 1 {
 			return errs.E(errs.Unauthenticated, "credentials changed during login: log in again")
 		}
-		if err := tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id, remote_addr, user_agent) VALUES ($1, $2, $3, $4) RETURNING created_at",
-			id, userID, truncate(origin.RemoteAddr, 200), truncate(origin.UserAgent, 200)).Scan(&sess.CreatedAt); err != nil {
+		err = tx.QueryRow(ctx, "INSERT INTO sessions (id, user_id, remote_addr, user_agent, mfa_token_id) VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+			id, userID, truncate(origin.RemoteAddr, 200), truncate(origin.UserAgent, 200), nullIfEmpty(origin.MFATokenID)).Scan(&sess.CreatedAt)
+		if c, dup := uniqueViolation(err); dup && c == "sessions_mfa_token_id_key" {
+			return errs.E(errs.Unauthenticated, "MFA token already used: log in again")
+		}
+		if err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
 		return insertRefreshToken(ctx, tx, id, refreshHash, expiresAt)
@@ -272,12 +280,18 @@ func (s *Store) RevokeSessionByRefreshToken(ctx context.Context, hash []byte, al
 		)
 		// FOR NO KEY UPDATE of the user orders a logout everywhere with a
 		// concurrent CreateSession (FOR SHARE), as RevokeUserSessions does.
+		var live bool
 		err := tx.QueryRow(ctx, `
-			SELECT s.id, u.id, u.tenant_id
+			SELECT s.id, u.id, u.tenant_id, s.revoked_at IS NULL AND t.expires_at > now()
 			  FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
 			 WHERE t.token_hash = $1
-			   FOR NO KEY UPDATE OF u`, hash).Scan(&sessionID, &userID, &tenantID)
+			   FOR NO KEY UPDATE OF u`, hash).Scan(&sessionID, &userID, &tenantID, &live)
 		switch {
+		case err == nil && all && !live:
+			// The token of an ended session — revoked, by a password change or a detected reuse,
+			// or expired — proves nothing now: a thief keeping one must not be able to end the
+			// owner's new sessions.
+			return errs.E(errs.Unauthenticated, "refresh token rejected: its session has ended, so nothing was ended; log in, then log out everywhere again")
 		case errors.Is(err, pgx.ErrNoRows) && all:
 			return errs.E(errs.Unauthenticated, "refresh token rejected: nothing was ended; log in, then log out everywhere again")
 		case errors.Is(err, pgx.ErrNoRows):

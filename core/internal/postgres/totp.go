@@ -47,7 +47,8 @@ func (s *Store) SetPendingTOTP(ctx context.Context, id uuid.UUID, sealed []byte)
 	return fail("set pending TOTP", err)
 }
 
-// EnableTOTP confirms user id's pending TOTP enrolment: MFA is on from now,
+// EnableTOTP confirms user id's pending TOTP enrolment, confirmed, the sealed
+// secret whose code the caller checked: MFA is on from now,
 // step is recorded as the last accepted time step (so the confirming code
 // cannot be replayed), recoveryHashes (SHA-256 of each recovery code)
 // replace the user's recovery codes, newStamp replaces the security stamp,
@@ -56,8 +57,10 @@ func (s *Store) SetPendingTOTP(ctx context.Context, id uuid.UUID, sealed []byte)
 // Errors: Invalid for an empty or over-long newStamp, a negative step, no
 // recovery hashes or more than 100, one that is not 32 bytes, or duplicates;
 // NotFound ("user <id> not found"); FailedPrecondition ("MFA is already
-// enabled", or "no MFA enrolment is pending" without a pending secret).
-func (s *Store) EnableTOTP(ctx context.Context, id uuid.UUID, step int64, recoveryHashes [][]byte, newStamp string, audit AuditEvent) error {
+// enabled", "no MFA enrolment is pending" without a pending secret, or "the
+// enrolment was replaced" when the pending secret is no longer confirmed: a
+// newer enrolment must be confirmed with its own code).
+func (s *Store) EnableTOTP(ctx context.Context, id uuid.UUID, confirmed []byte, step int64, recoveryHashes [][]byte, newStamp string, audit AuditEvent) error {
 	if err := validateStamp(newStamp); err != nil {
 		return err
 	}
@@ -77,6 +80,8 @@ func (s *Store) EnableTOTP(ctx context.Context, id uuid.UUID, step int64, recove
 			return errMFAEnabled
 		case len(u.TOTPSecretSealed) == 0:
 			return errNoEnrolment
+		case !bytes.Equal(u.TOTPSecretSealed, confirmed):
+			return errs.E(errs.FailedPrecondition, "the enrolment was replaced by a newer one meanwhile: confirm that one, with a code of its own secret")
 		}
 		_, err = tx.Exec(ctx, `
 			UPDATE users SET totp_enabled_at = now(), totp_last_step = GREATEST(totp_last_step, $2),

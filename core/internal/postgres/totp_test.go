@@ -22,7 +22,7 @@ func TestTOTPLifecycle(t *testing.T) {
 	sess, _ := mustSession(t, s, u.ID)
 	codes := [][]byte{hash(t), hash(t)}
 
-	err := s.EnableTOTP(ctx, u.ID, 100, codes, "stamp-on", auditEvent("user.mfa.enable"))
+	err := s.EnableTOTP(ctx, u.ID, nil, 100, codes, "stamp-on", auditEvent("user.mfa.enable"))
 	wantKind(t, "EnableTOTP(nothing pending)", err, errs.FailedPrecondition, "no MFA enrolment is pending")
 	wantKind(t, "DisableTOTP(not enabled)", s.DisableTOTP(ctx, u.ID, "stamp-off", auditEvent("user.mfa.disable")),
 		errs.FailedPrecondition, "MFA is not enabled")
@@ -39,7 +39,15 @@ func TestTOTPLifecycle(t *testing.T) {
 	}
 	wantRevoked(t, pool, sess.ID, "") // a pending enrolment changes no session
 
-	if err := s.EnableTOTP(ctx, u.ID, 100, codes, "stamp-on", auditEvent("user.mfa.enable")); err != nil {
+	// Confirming the replaced enrolment (its code was checked against it) enables nothing.
+	wantKind(t, "EnableTOTP(replaced enrolment)", s.EnableTOTP(ctx, u.ID, first, 100, codes, "stamp-on", auditEvent("user.mfa.enable")),
+		errs.FailedPrecondition, "replaced by a newer one")
+	if got := mustGetUser(t, s, u.ID); got.TOTPEnabled || got.SecurityStamp == "stamp-on" {
+		t.Fatalf("after confirming a replaced enrolment: %+v, want MFA still off", got)
+	}
+	wantRevoked(t, pool, sess.ID, "")
+
+	if err := s.EnableTOTP(ctx, u.ID, pending, 100, codes, "stamp-on", auditEvent("user.mfa.enable")); err != nil {
 		t.Fatalf("EnableTOTP() = %v", err)
 	}
 	got = mustGetUser(t, s, u.ID)
@@ -57,7 +65,7 @@ func TestTOTPLifecycle(t *testing.T) {
 
 	wantKind(t, "SetPendingTOTP(enabled)", s.SetPendingTOTP(ctx, u.ID, mustRandom(t, 48)),
 		errs.FailedPrecondition, "MFA is already enabled")
-	wantKind(t, "EnableTOTP(enabled)", s.EnableTOTP(ctx, u.ID, 200, [][]byte{hash(t)}, "s", auditEvent("user.mfa.enable")),
+	wantKind(t, "EnableTOTP(enabled)", s.EnableTOTP(ctx, u.ID, pending, 200, [][]byte{hash(t)}, "s", auditEvent("user.mfa.enable")),
 		errs.FailedPrecondition, "MFA is already enabled")
 
 	sess2, _ := mustSession(t, s, u.ID)
@@ -80,7 +88,7 @@ func TestTOTPLifecycle(t *testing.T) {
 	if err := s.SetPendingTOTP(ctx, u.ID, first); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EnableTOTP(ctx, u.ID, 50, [][]byte{hash(t)}, "stamp-on-2", auditEvent("user.mfa.enable")); err != nil {
+	if err := s.EnableTOTP(ctx, u.ID, first, 50, [][]byte{hash(t)}, "stamp-on-2", auditEvent("user.mfa.enable")); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGetUser(t, s, u.ID); got.TOTPLastStep != 100 {
@@ -94,7 +102,7 @@ func TestTOTPLifecycle(t *testing.T) {
 
 	id := uuid.New()
 	wantKind(t, "SetPendingTOTP(unknown)", s.SetPendingTOTP(ctx, id, []byte{1}), errs.NotFound, "not found")
-	wantKind(t, "EnableTOTP(unknown)", s.EnableTOTP(ctx, id, 1, [][]byte{hash(t)}, "s", auditEvent("x")), errs.NotFound, "not found")
+	wantKind(t, "EnableTOTP(unknown)", s.EnableTOTP(ctx, id, []byte{1}, 1, [][]byte{hash(t)}, "s", auditEvent("x")), errs.NotFound, "not found")
 	wantKind(t, "DisableTOTP(unknown)", s.DisableTOTP(ctx, id, "s", auditEvent("x")), errs.NotFound, "not found")
 }
 
@@ -103,7 +111,8 @@ func TestEnableTOTPRefusals(t *testing.T) {
 	ctx := t.Context()
 	s, _, _ := mustStore(t)
 	u := mustUser(t, s, mustTenant(t, s, "").ID, postgres.RoleMember)
-	if err := s.SetPendingTOTP(ctx, u.ID, mustRandom(t, 48)); err != nil {
+	pending := mustRandom(t, 48)
+	if err := s.SetPendingTOTP(ctx, u.ID, pending); err != nil {
 		t.Fatal(err)
 	}
 	wantKind(t, "SetPendingTOTP(empty)", s.SetPendingTOTP(ctx, u.ID, nil), errs.Invalid, "secret is required")
@@ -123,7 +132,7 @@ func TestEnableTOTPRefusals(t *testing.T) {
 		{"no stamp", 1, [][]byte{hash(t)}, "", "security stamp"},
 	}
 	for _, tt := range tests {
-		err := s.EnableTOTP(ctx, u.ID, tt.step, tt.codes, tt.stamp, auditEvent("user.mfa.enable"))
+		err := s.EnableTOTP(ctx, u.ID, pending, tt.step, tt.codes, tt.stamp, auditEvent("user.mfa.enable"))
 		wantKind(t, "EnableTOTP("+tt.name+")", err, errs.Invalid, tt.message)
 	}
 	if got := mustGetUser(t, s, u.ID); got.TOTPEnabled {

@@ -356,9 +356,12 @@ func (s *Store) SetUserDisabled(ctx context.Context, id uuid.UUID, disabled bool
 				return err
 			}
 		}
+		// A stamp change drops a pending TOTP enrolment, as a password change does.
 		u, err = scanUser(tx.QueryRow(ctx, `
 			UPDATE users SET disabled_at = CASE WHEN $2 THEN COALESCE(disabled_at, now()) END,
-			       security_stamp = COALESCE($3, security_stamp), updated_at = now()
+			       security_stamp = COALESCE($3, security_stamp), updated_at = now(),
+			       totp_secret_sealed = CASE WHEN $3::text IS NOT NULL AND totp_enabled_at IS NULL THEN NULL
+			                                 ELSE totp_secret_sealed END
 			 WHERE id = $1
 			RETURNING `+userColumns, id, disabled, nullIfEmpty(newStamp)))
 		if err != nil {
@@ -483,9 +486,10 @@ func (s *Store) RehashPassword(ctx context.Context, id uuid.UUID, oldHash, newHa
 }
 
 // ChangePassword replaces user id's password hash and security stamp, and
-// its hint unless hint is nil (a pointer to "" removes it), and revokes every
-// session of the user but keepSession (reason "password changed"; uuid.Nil
-// keeps none).
+// its hint unless hint is nil (a pointer to "" removes it), drops a pending
+// TOTP enrolment (one made with the old password must not be confirmed after
+// it), and revokes every session of the user but keepSession (reason
+// "password changed"; uuid.Nil keeps none).
 //
 // Errors: Invalid for an empty password hash, an empty or over-long
 // newStamp, or a hint over 200 characters; NotFound ("user <id> not found").
@@ -509,7 +513,8 @@ func (s *Store) ChangePassword(ctx context.Context, id uuid.UUID, passwordHash s
 		var tenantID *uuid.UUID
 		err := tx.QueryRow(ctx, `
 			UPDATE users SET password_hash = $2, security_stamp = $3, updated_at = now(),
-			       password_hint = CASE WHEN $4::text IS NULL THEN password_hint ELSE NULLIF($4, '') END
+			       password_hint = CASE WHEN $4::text IS NULL THEN password_hint ELSE NULLIF($4, '') END,
+			       totp_secret_sealed = CASE WHEN totp_enabled_at IS NULL THEN NULL ELSE totp_secret_sealed END
 			 WHERE id = $1
 			RETURNING tenant_id`, id, passwordHash, newStamp, hintArg).Scan(&tenantID)
 		if errors.Is(err, pgx.ErrNoRows) {

@@ -504,14 +504,15 @@ func TestChangePassword(t *testing.T) {
 func mustEnableTOTP(tb testing.TB, s *postgres.Store, id uuid.UUID, n int) [][]byte {
 	tb.Helper()
 	ctx := context.Background()
-	if err := s.SetPendingTOTP(ctx, id, mustRandom(tb, 48)); err != nil {
+	secret := mustRandom(tb, 48)
+	if err := s.SetPendingTOTP(ctx, id, secret); err != nil {
 		tb.Fatalf("SetPendingTOTP() = %v", err)
 	}
 	codes := make([][]byte, n)
 	for i := range codes {
 		codes[i] = hash(tb)
 	}
-	if err := s.EnableTOTP(ctx, id, 1000, codes, "stamp-mfa", auditEvent("user.mfa.enable")); err != nil {
+	if err := s.EnableTOTP(ctx, id, secret, 1000, codes, "stamp-mfa", auditEvent("user.mfa.enable")); err != nil {
 		tb.Fatalf("EnableTOTP() = %v", err)
 	}
 	return codes
