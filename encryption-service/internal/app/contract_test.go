@@ -460,6 +460,35 @@ func TestTenantCredentials(t *testing.T) {
 	}
 }
 
+// TestListTenantsPagesAtTheLargestPageSize: a full page at the largest page size (1000) carries a
+// nextPageToken when more tenants follow, so that paging lists every tenant; the last page has none.
+func TestListTenantsPagesAtTheLargestPageSize(t *testing.T) {
+	url := testdb.New(t)
+	if _, err := mustPool(t, url).Exec(context.Background(),
+		`INSERT INTO encryption.tenants (id, name) SELECT gen_random_uuid(), 'bulk-' || g FROM generate_series(1, 1005) g`); err != nil {
+		t.Fatal(err)
+	}
+	r := newREST(t, startInstance(t, url, testcerts.New(t)))
+	seen := map[string]bool{}
+	var sizes []int
+	token := ""
+	for range 3 {
+		got := r.must(200, "GET", "/v1/admin/tenants?pageSize=1000&pageToken="+token, r.admin(), nil)
+		page := got["tenants"].([]any)
+		sizes = append(sizes, len(page))
+		for _, x := range page {
+			seen[x.(map[string]any)["tenantId"].(string)] = true
+		}
+		if token, _ = got["nextPageToken"].(string); token == "" {
+			break
+		}
+	}
+	if len(seen) != 1005 || !slices.Equal(sizes, []int{1000, 5}) {
+		t.Errorf("paging GET /v1/admin/tenants?pageSize=1000 over 1005 tenants: pages of %v, %d tenants; want pages of [1000 5], 1005 tenants",
+			sizes, len(seen))
+	}
+}
+
 func TestAdminPlaneNeedsTheToken(t *testing.T) {
 	certs := testcerts.New(t)
 	r := newREST(t, startInstance(t, testdb.New(t), certs))

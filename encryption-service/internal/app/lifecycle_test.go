@@ -412,6 +412,40 @@ func TestDestroyContextAndTenant(t *testing.T) {
 	}
 }
 
+// TestTenantDestroyAuditsEachContext: destroying a tenant records the erasure of each of its key
+// contexts in the context's own trail (GET /v1/admin/audit?encryptionId=…), by the tenant
+// destroy's actor, so that no context looks alive in its trail after its tenant is gone.
+func TestTenantDestroyAuditsEachContext(t *testing.T) {
+	r := newREST(t, startInstance(t, testdb.New(t), testcerts.New(t)))
+	ten := r.newTenant("acme")
+	ids := []string{
+		r.must(200, "POST", "/v1/encryptions", ten, `{}`)["encryptionId"].(string),
+		r.must(200, "POST", "/v1/encryptions", ten.with("X-Master-Key", clientKey), `{"keyMode":"CLIENT"}`)["encryptionId"].(string),
+	}
+	r.must(200, "DELETE", "/v1/admin/tenants/"+ten["X-Tenant-Id"], r.admin(), nil)
+	events := r.must(200, "GET", "/v1/admin/audit?tenantId="+ten["X-Tenant-Id"], r.admin(), nil)["events"].([]any)
+	destroy := events[0].(map[string]any)
+	if destroy["action"] != "tenant.destroy" {
+		t.Fatalf("latest audit event of the tenant = %v, want tenant.destroy", destroy)
+	}
+	for _, id := range ids {
+		var actions []string
+		for _, e := range r.must(200, "GET", "/v1/admin/audit?encryptionId="+id, r.admin(), nil)["events"].([]any) {
+			actions = append(actions, e.(map[string]any)["action"].(string))
+		}
+		if !slices.Equal(actions, []string{"encryption.destroy", "encryption.create"}) {
+			t.Errorf("audit of context %s after its tenant was destroyed = %v, want its erasure and its creation", id, actions)
+			continue
+		}
+		erased := r.must(200, "GET", "/v1/admin/audit?encryptionId="+id, r.admin(), nil)["events"].([]any)[0].(map[string]any)
+		for _, k := range []string{"actor", "tenantId", "time", "requestId"} {
+			if erased[k] != destroy[k] {
+				t.Errorf("erasure of context %s: %s = %v, want the tenant destroy's, %v", id, k, erased[k], destroy[k])
+			}
+		}
+	}
+}
+
 func TestAutoRotation(t *testing.T) {
 	certs := testcerts.New(t)
 	url := testdb.New(t)

@@ -100,15 +100,15 @@ func runTenant(ctx context.Context, args []string, getenv func(string) string, s
 		var all []postgres.Tenant
 		after := uuid.Nil
 		for {
-			page, err := svc.List(ctx, 500, after)
+			page, next, err := svc.List(ctx, 500, after)
 			if err != nil {
 				return err
 			}
 			all = append(all, page...)
-			if len(page) < 500 {
+			if next == uuid.Nil {
 				break
 			}
-			after = page[len(page)-1].ID
+			after = next
 		}
 		return printTenants(stdout, asJSON, all)
 	}

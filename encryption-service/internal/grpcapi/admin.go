@@ -61,14 +61,13 @@ func (s *AdminServer) ListTenants(ctx context.Context, req *encryptionv1.ListTen
 		return nil, err
 	}
 	// The page token is the last tenant id of the previous page: every id sorts after the nil UUID.
-	list, err := s.Tenants.List(ctx, size+1, after.UUID)
+	list, next, err := s.Tenants.List(ctx, size, after.UUID)
 	if err != nil {
 		return nil, err
 	}
 	resp := &encryptionv1.ListTenantsResponse{}
-	if len(list) > size {
-		list = list[:size]
-		resp.NextPageToken = list[size-1].ID.String()
+	if next != uuid.Nil {
+		resp.NextPageToken = next.String()
 	}
 	for _, t := range list {
 		resp.Tenants = append(resp.Tenants, tenantToProto(t))

@@ -101,6 +101,8 @@ type Store interface {
 	DestroyEncryption(ctx context.Context, tenantID, encryptionID uuid.UUID, audit postgres.AuditEvent) (int, error)
 	ChangeSealingKey(ctx context.Context, tenantID, encryptionID uuid.UUID,
 		change func(e postgres.Encryption) (postgres.SealingKeyChange, error), audit postgres.AuditEvent) (postgres.Encryption, error)
+	BindLegacyKeys(ctx context.Context, tenantID, encryptionID uuid.UUID,
+		bind func(e postgres.Encryption) (postgres.LegacyBinding, error), audit postgres.AuditEvent) (bool, error)
 }
 
 var _ Store = (*postgres.Store)(nil)
@@ -731,9 +733,11 @@ func (s *Service) checkClientVersion(enc postgres.Encryption, v postgres.KeyVers
 // only the private halves can tell a genuine public key from one swapped in the database. Here
 // they can: every legacy RSA version's public key is checked against its private key (a mismatch
 // fails with Internal, refusing the request), then the legacy blobs are rewritten bound to the
-// public keys they were checked against, in one transaction that checks the row again as it is
-// then. Failing to store the upgrade (database unavailable, a concurrent change) does not fail
-// the request, whose keys were checked: it is logged, and retried at the next use.
+// public keys they were checked against, in one transaction that checks the rows again as they
+// are then, locked: only the legacy blobs are written, so that a blob a platform master-key rotation
+// rewrapped meanwhile is never written back as it was (RotateMasterKey's final count stays true).
+// Failing to store the upgrade (database unavailable, a concurrent change) does not fail the
+// request, whose keys were checked: it is logged, and retried at the next use.
 func (s *Service) bindLegacy(ctx context.Context, c Caller, e *entry, priv []byte, sealingLegacy bool) error {
 	enc := e.enc
 	if !sealingLegacy && e.bound.Load() {
@@ -761,7 +765,7 @@ func (s *Service) bindLegacy(ctx context.Context, c Caller, e *entry, priv []byt
 		return nil
 	}
 	audit := s.audit(c, "encryption.legacy-binding", &enc.ID, nil)
-	_, err := s.store.ChangeSealingKey(ctx, c.TenantID, enc.ID, func(cur postgres.Encryption) (postgres.SealingKeyChange, error) {
+	written, err := s.store.BindLegacyKeys(ctx, c.TenantID, enc.ID, func(cur postgres.Encryption) (postgres.LegacyBinding, error) {
 		return s.rebindContext(cur, c.MasterKey)
 	}, audit)
 	if err != nil {
@@ -770,55 +774,62 @@ func (s *Service) bindLegacy(ctx context.Context, c Caller, e *entry, priv []byt
 		return nil
 	}
 	s.cache.invalidate(enc.ID)
-	s.log.Info("keyring: legacy key context bound to its checked public keys", "encryption_id", enc.ID)
+	if written {
+		s.log.Info("keyring: legacy key context bound to its checked public keys", "encryption_id", enc.ID)
+	}
 	return nil
 }
 
-// rebindContext returns the change that binds CLIENT context enc's legacy blobs to their public
-// keys, keeping its key pair and every version's key: the private sealing key and each RSA
-// version are checked with the private halves that masterKey opens (Internal on a mismatch), and
-// only legacy blobs are rewrapped, under the active platform master key; the others are given back
-// as they are.
-func (s *Service) rebindContext(enc postgres.Encryption, masterKey []byte) (postgres.SealingKeyChange, error) {
+// rebindContext returns the binding of CLIENT context enc's legacy blobs to their public keys,
+// keeping its key pair and every version's key: the private sealing key and each RSA version are
+// checked with the private halves that masterKey opens (Internal on a mismatch), and only legacy
+// blobs are rewrapped, under the active platform master key. A blob that is already bound is left
+// out, so that the store keeps it as it is.
+func (s *Service) rebindContext(enc postgres.Encryption, masterKey []byte) (postgres.LegacyBinding, error) {
 	priv, sealingLegacy, err := s.unwrapSealingKey(enc, masterKey)
 	if err != nil {
-		return postgres.SealingKeyChange{}, err
+		return postgres.LegacyBinding{}, err
 	}
 	defer clear(priv)
-	ch := postgres.SealingKeyChange{PublicKey: enc.SealingPublicKey, PrivateKey: *enc.SealingPrivateKey,
-		Versions: make(map[uuid.UUID]postgres.WrappedKey, len(enc.Versions))}
+	var b postgres.LegacyBinding
 	if sealingLegacy {
 		inner, err := s.unwrapPlatform(*enc.SealingPrivateKey, sealingAD(enc))
 		if err != nil {
-			return postgres.SealingKeyChange{}, err
+			return postgres.LegacyBinding{}, err
 		}
-		ch.PrivateKey, err = s.wrapPlatform(inner, sealingWrapAD(enc))
+		w, err := s.wrapPlatform(inner, sealingWrapAD(enc))
 		clear(inner)
 		if err != nil {
-			return postgres.SealingKeyChange{}, err
+			return postgres.LegacyBinding{}, err
 		}
+		b.SealingPrivateKey = &w
+	}
+	if enc.Algorithm != aead.RSAOAEP3072SHA256 {
+		return b, nil // only RSA versions bind a public key
 	}
 	for _, v := range enc.Versions {
 		if v.State == StateDestroyed || v.Material == nil {
 			continue
 		}
-		w := *v.Material
-		if enc.Algorithm == aead.RSAOAEP3072SHA256 {
-			sealed, legacy, err := s.checkClientVersion(enc, v, priv)
-			if err != nil {
-				return postgres.SealingKeyChange{}, err
-			}
-			if legacy {
-				w, err = s.wrapPlatform(sealed, versionWrapAD(enc, v))
-			}
-			clear(sealed)
-			if err != nil {
-				return postgres.SealingKeyChange{}, err
-			}
+		sealed, legacy, err := s.checkClientVersion(enc, v, priv)
+		if err != nil {
+			return postgres.LegacyBinding{}, err
 		}
-		ch.Versions[v.ID] = w
+		if !legacy {
+			clear(sealed)
+			continue
+		}
+		w, err := s.wrapPlatform(sealed, versionWrapAD(enc, v))
+		clear(sealed)
+		if err != nil {
+			return postgres.LegacyBinding{}, err
+		}
+		if b.Versions == nil {
+			b.Versions = make(map[uuid.UUID]postgres.WrappedKey)
+		}
+		b.Versions[v.ID] = w
 	}
-	return ch, nil
+	return b, nil
 }
 
 func (s *Service) wrapPlatform(material, ad []byte) (postgres.WrappedKey, error) {

@@ -169,7 +169,7 @@ func (s *Store) GetEncryption(ctx context.Context, tenantID, encryptionID uuid.U
 	var e Encryption
 	err := s.inSnapshot(ctx, func(tx pgx.Tx) error {
 		var err error
-		e, err = loadEncryption(ctx, tx, tenantID, encryptionID, false)
+		e, err = loadEncryption(ctx, tx, tenantID, encryptionID, lockNone)
 		return err
 	})
 	if err != nil {
@@ -182,11 +182,28 @@ func encryptionNotFound(id uuid.UUID) error {
 	return errs.E(errs.NotFound, "key context %s not found", id)
 }
 
+// rowLock is what loadEncryption locks until the transaction ends.
+type rowLock int
+
+const (
+	lockNone rowLock = iota
+	// lockContext locks the context's row FOR UPDATE: lifecycle changes,
+	// rotations and changes of sealing key serialize on it.
+	lockContext
+	// lockContextAndVersions locks the context's row, then its versions'
+	// rows in id order (as AddEncryptions locks them, so that the two cannot
+	// deadlock), each read as it is once locked: for callers that write back
+	// blobs they read, so that what they write is derived from what is stored
+	// until they commit. A platform master-key rotation (RewrapStoredKeys)
+	// locks only version rows, and may have rewrapped one meanwhile.
+	lockContextAndVersions
+)
+
 // loadEncryption reads a live key context of tenantID and its versions,
-// locking the context's row FOR UPDATE if forUpdate.
-func loadEncryption(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, forUpdate bool) (Encryption, error) {
+// ordered by version, taking the row locks lock names.
+func loadEncryption(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, lock rowLock) (Encryption, error) {
 	query := "SELECT " + encryptionColumns + " FROM encryptions WHERE id = $1 AND tenant_id = $2 AND destroyed_at IS NULL"
-	if forUpdate {
+	if lock != lockNone {
 		query += " FOR UPDATE"
 	}
 	rows, err := tx.Query(ctx, query, id, tenantID)
@@ -201,7 +218,12 @@ func loadEncryption(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, forU
 		return Encryption{}, fmt.Errorf("get key context: %w", err)
 	}
 
-	rows, err = tx.Query(ctx, "SELECT "+versionColumns+" FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY version", id)
+	query = "SELECT " + versionColumns + " FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY version"
+	if lock == lockContextAndVersions {
+		// Locked rows are returned as they are once the lock is taken (READ COMMITTED).
+		query = "SELECT " + versionColumns + " FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY id FOR UPDATE"
+	}
+	rows, err = tx.Query(ctx, query, id)
 	if err != nil {
 		return Encryption{}, fmt.Errorf("list key versions: %w", err)
 	}
@@ -209,6 +231,7 @@ func loadEncryption(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID, forU
 	if err != nil {
 		return Encryption{}, fmt.Errorf("list key versions: %w", err)
 	}
+	slices.SortFunc(e.Versions, func(a, b KeyVersion) int { return a.Version - b.Version })
 	return e, nil
 }
 
@@ -279,7 +302,7 @@ func (s *Store) rotate(ctx context.Context, tenantID, encryptionID, expectedActi
 	rotated := false
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		rotated = false
-		e, err := loadEncryption(ctx, tx, tenantID, encryptionID, true)
+		e, err := loadEncryption(ctx, tx, tenantID, encryptionID, lockContext)
 		if err != nil {
 			return err
 		}

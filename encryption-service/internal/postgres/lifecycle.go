@@ -150,7 +150,7 @@ func (s *Store) SetVersionState(ctx context.Context, tenantID, encryptionID, ver
 	var out KeyVersion
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		// The context's row lock serializes lifecycle changes with rotations.
-		e, err := loadEncryption(ctx, tx, tenantID, encryptionID, true)
+		e, err := loadEncryption(ctx, tx, tenantID, encryptionID, lockContext)
 		if err != nil {
 			return err
 		}
@@ -225,7 +225,7 @@ func checkTransition(encryptionID uuid.UUID, v KeyVersion, to string) error {
 func (s *Store) DestroyEncryption(ctx context.Context, tenantID, encryptionID uuid.UUID, audit AuditEvent) (int, error) {
 	var n int
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := loadEncryption(ctx, tx, tenantID, encryptionID, true); err != nil {
+		if _, err := loadEncryption(ctx, tx, tenantID, encryptionID, lockContext); err != nil {
 			return err
 		}
 		var err error
@@ -274,8 +274,10 @@ type SealingKeyChange struct {
 // ChangeSealingKey replaces the sealing key pair of CLIENT key context
 // encryptionID and the key material of all its versions not DESTROYED, in one
 // transaction, for a change of client master key. Under the context's row
-// lock (and its versions', taken in id order) it calls change with the
-// context as stored (versions included); change opens every version's key with
+// lock and its versions' (taken in id order before the versions are read, so
+// that a blob a platform master-key rotation rewrapped meanwhile is read as
+// rewrapped) it calls change with the context as stored (versions included);
+// change opens every version's key with
 // the old private half, which the old client master key unwraps, and returns a
 // new pair with every such version sealed to it. change runs inside the
 // transaction, and again if it is retried. Nothing the old client master key
@@ -293,17 +295,11 @@ func (s *Store) ChangeSealingKey(ctx context.Context, tenantID, encryptionID uui
 	var e Encryption
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if e, err = loadEncryption(ctx, tx, tenantID, encryptionID, true); err != nil {
+		if e, err = loadEncryption(ctx, tx, tenantID, encryptionID, lockContextAndVersions); err != nil {
 			return err
 		}
 		if e.KeyMode != KeyModeClient {
 			return errs.E(errs.FailedPrecondition, "key context %s is %s: it has no client master key", encryptionID, e.KeyMode)
-		}
-		// In id order, as AddEncryptions locks them, so that the two cannot deadlock. Rows
-		// rewrapped meanwhile by a platform master-key rotation hold the same keys.
-		if _, err := tx.Exec(ctx, `SELECT id FROM encryption_key_versions WHERE encryption_id = $1 ORDER BY id FOR UPDATE`,
-			encryptionID); err != nil {
-			return fmt.Errorf("lock key versions: %w", err)
 		}
 		ch, err := change(e)
 		if err != nil {
@@ -347,6 +343,115 @@ func (s *Store) ChangeSealingKey(ctx context.Context, tenantID, encryptionID uui
 		return Encryption{}, fail("change sealing key", err)
 	}
 	return e, nil
+}
+
+// LegacyBinding is what binding a CLIENT key context's legacy blobs (written
+// before public keys were bound) stores: those blobs rewrapped bound to their
+// public keys, and nothing else. The key pair, the public keys and every
+// version's key stay as they are.
+type LegacyBinding struct {
+	SealingPrivateKey *WrappedKey              // nil: the stored one is kept
+	Versions          map[uuid.UUID]WrappedKey // by version id; a version left out keeps its stored blob
+}
+
+// BindLegacyKeys rewrites the legacy blobs of CLIENT key context encryptionID,
+// once their public keys have been checked with the client master key. Under
+// the context's row lock and its versions' (taken in id order before the
+// versions are read) it calls bind with the context as stored; bind returns
+// the blobs it rewrapped, and only those rows are written, so that a blob it
+// leaves out keeps whatever it holds — a platform master-key rotation that
+// committed before the locks were taken is never undone. bind runs inside the
+// transaction, and again if it is retried. An empty binding (another replica
+// bound the context first) writes nothing and records no audit event. It
+// returns whether anything was written. The rows' updated_at is kept: only
+// the outer wrapping changes, as in RewrapStoredKeys.
+//
+// Errors: NotFound ("key context <id> not found") alike when the context does
+// not exist, is destroyed or belongs to another tenant; FailedPrecondition
+// for a PLATFORM context; Invalid for an incomplete blob, or a version that
+// is DESTROYED or unknown; an *errs.Error from bind as it is, any other error
+// from it as Internal. Nothing is changed on any error.
+func (s *Store) BindLegacyKeys(ctx context.Context, tenantID, encryptionID uuid.UUID,
+	bind func(e Encryption) (LegacyBinding, error), audit AuditEvent) (bool, error) {
+	written := false
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		written = false
+		e, err := loadEncryption(ctx, tx, tenantID, encryptionID, lockContextAndVersions)
+		if err != nil {
+			return err
+		}
+		if e.KeyMode != KeyModeClient {
+			return errs.E(errs.FailedPrecondition, "key context %s is %s: it has no client master key", encryptionID, e.KeyMode)
+		}
+		b, err := bind(e)
+		if err != nil {
+			var kindErr *errs.Error
+			if errors.As(err, &kindErr) {
+				return err
+			}
+			return errs.Wrap(errs.Internal, err, "cannot bind the legacy keys")
+		}
+		if err := checkLegacyBinding(e, b); err != nil {
+			return err
+		}
+		if b.SealingPrivateKey == nil && len(b.Versions) == 0 {
+			return nil
+		}
+		if b.SealingPrivateKey != nil {
+			if _, err := tx.Exec(ctx, `UPDATE encryptions SET sealing_private_key = $2, sealing_master_key_id = $3 WHERE id = $1`,
+				encryptionID, b.SealingPrivateKey.Blob, b.SealingPrivateKey.MasterKeyID); err != nil {
+				return fmt.Errorf("bind sealing key: %w", err)
+			}
+		}
+		if len(b.Versions) > 0 {
+			ids := make([]uuid.UUID, 0, len(b.Versions))
+			blobs := make([][]byte, 0, len(b.Versions))
+			mks := make([]string, 0, len(b.Versions))
+			for id, w := range b.Versions {
+				ids, blobs, mks = append(ids, id), append(blobs, w.Blob), append(mks, w.MasterKeyID)
+			}
+			if _, err := tx.Exec(ctx, `
+				UPDATE encryption_key_versions t SET key_material = u.blob, master_key_id = u.mk
+				  FROM unnest($2::uuid[], $3::bytea[], $4::text[]) AS u (id, blob, mk)
+				 WHERE t.id = u.id AND t.encryption_id = $1`, encryptionID, ids, blobs, mks); err != nil {
+				return fmt.Errorf("bind key versions: %w", err)
+			}
+		}
+		if err := insertAudit(ctx, tx, audit.withDefaults(&tenantID, &encryptionID, nil)); err != nil {
+			return err
+		}
+		written = true
+		return notify(ctx, tx, ChangeEncryption, encryptionID)
+	})
+	if err != nil {
+		return false, fail("bind legacy keys", err)
+	}
+	return written, nil
+}
+
+// checkLegacyBinding refuses a binding that is incomplete or names a version
+// e does not have or that keeps no key material.
+func checkLegacyBinding(e Encryption, b LegacyBinding) error {
+	if b.SealingPrivateKey != nil && !validWrappedKey(b.SealingPrivateKey) {
+		return errs.E(errs.Invalid, "key context %s: a wrapped sealing key and its master key id are required", e.ID)
+	}
+	found := 0
+	for _, v := range e.Versions {
+		w, ok := b.Versions[v.ID]
+		switch {
+		case !ok:
+		case v.State == StateDestroyed:
+			return errs.E(errs.Invalid, "key context %s: version %d is destroyed and keeps no key material", e.ID, v.Version)
+		case !validWrappedKey(&w):
+			return errs.E(errs.Invalid, "key context %s: version %d needs its key material and its master key id", e.ID, v.Version)
+		default:
+			found++
+		}
+	}
+	if found != len(b.Versions) {
+		return errs.E(errs.Invalid, "key context %s: key material given for a version it does not have", e.ID)
+	}
+	return nil
 }
 
 // checkSealingKeyChange refuses a change that would leave a live version

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,15 +155,47 @@ func TestDestroyTenant(t *testing.T) {
 	tenant, _ := mustTenant(t, s, "")
 	mustAddSecret(t, s, tenant.ID)
 	neighbour, _ := mustTenant(t, s, "")
+	var contexts []uuid.UUID
 	for range 3 {
-		mustContext(t, s, tenant.ID)
+		contexts = append(contexts, mustContext(t, s, tenant.ID).ID)
 	}
-	mustClientContext(t, s, tenant.ID)
+	contexts = append(contexts, mustClientContext(t, s, tenant.ID).ID)
+	erased := mustContext(t, s, tenant.ID)
+	if _, err := s.DestroyEncryption(ctx, tenant.ID, erased.ID, auditEvent("encryption.destroy")); err != nil {
+		t.Fatal(err)
+	}
 	spared := mustContext(t, s, neighbour.ID)
 
 	n, err := s.DestroyTenant(ctx, tenant.ID, auditEvent("tenant.destroy"))
 	if err != nil || n != 4 {
 		t.Fatalf("DestroyTenant() = %d, %v; want 4, nil", n, err)
+	}
+	// Each context it erased shows its erasure in its own trail, in the tenant's transaction; the
+	// tenant's event lists first (newest).
+	// (erased, destroyed before, is not erased again: its trail keeps its own erasure only.)
+	for _, id := range append(contexts, erased.ID) {
+		events, _, err := s.ListAuditEvents(ctx, postgres.AuditFilter{EncryptionID: &id})
+		if err != nil || len(events) != 2 {
+			t.Fatalf("ListAuditEvents(context %s) = %d events, %v; want its creation and its erasure", id, len(events), err)
+		}
+		wantRequest := "req-tenant.destroy"
+		if id == erased.ID {
+			wantRequest = "req-encryption.destroy"
+		}
+		e := events[0]
+		if e.Action != "encryption.destroy" || e.Actor != "test" || e.RequestID != wantRequest ||
+			e.TenantID == nil || *e.TenantID != tenant.ID || e.VersionID != nil {
+			t.Errorf("latest event of context %s = %+v, want encryption.destroy of tenant %s by test, request %s", id, e, tenant.ID, wantRequest)
+		}
+	}
+	events, _, err := s.ListAuditEvents(ctx, postgres.AuditFilter{TenantID: &tenant.ID, PageSize: 6})
+	if err != nil || len(events) != 6 || events[0].Action != "tenant.destroy" || events[0].EncryptionID != nil {
+		t.Fatalf("ListAuditEvents(tenant) = %+v, %v; want tenant.destroy first, then 4 encryption.destroy", events, err)
+	}
+	for _, e := range events[1:5] {
+		if e.Action != "encryption.destroy" || !e.OccurredAt.Equal(events[0].OccurredAt) {
+			t.Errorf("event after tenant.destroy = %+v, want encryption.destroy at %v", e, events[0].OccurredAt)
+		}
 	}
 	_, err = s.DestroyTenant(ctx, tenant.ID, auditEvent("tenant.destroy"))
 	wantKind(t, "DestroyTenant(destroyed)", err, errs.NotFound, "not found")
@@ -337,6 +370,155 @@ func TestChangeSealingKey(t *testing.T) {
 	}
 	if after := mustGet(t, s, tenant.ID, client.ID); !reflect.DeepEqual(after, got) {
 		t.Errorf("refused changes altered the context:\n got %+v\nwant %+v", after, got)
+	}
+}
+
+// TestSealingKeyChangesReadLockedVersions: ChangeSealingKey and BindLegacyKeys read a context's
+// versions only once they hold their rows, so that a blob a platform master-key rotation rewrapped
+// meanwhile (RewrapStoredKeys locks only version rows) is seen rewrapped, never written back as it
+// was before.
+func TestSealingKeyChangesReadLockedVersions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		change func(ctx context.Context, s *postgres.Store, e postgres.Encryption, seen chan<- postgres.Encryption) error
+	}{
+		{"ChangeSealingKey", func(ctx context.Context, s *postgres.Store, e postgres.Encryption, seen chan<- postgres.Encryption) error {
+			ch := postgres.SealingKeyChange{PublicKey: bytes.Repeat([]byte{1}, 32), PrivateKey: postgres.WrappedKey{MasterKeyID: "mk-2", Blob: []byte("new")}}
+			_, err := s.ChangeSealingKey(ctx, e.TenantID, e.ID, func(cur postgres.Encryption) (postgres.SealingKeyChange, error) {
+				seen <- cur
+				ch.Versions = map[uuid.UUID]postgres.WrappedKey{cur.Versions[0].ID: {MasterKeyID: "mk-2", Blob: []byte("resealed")}}
+				return ch, nil
+			}, auditEvent("encryption.master-key.change"))
+			return err
+		}},
+		{"BindLegacyKeys", func(ctx context.Context, s *postgres.Store, e postgres.Encryption, seen chan<- postgres.Encryption) error {
+			_, err := s.BindLegacyKeys(ctx, e.TenantID, e.ID, func(cur postgres.Encryption) (postgres.LegacyBinding, error) {
+				seen <- cur
+				return postgres.LegacyBinding{}, nil
+			}, auditEvent("encryption.legacy-binding"))
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			s, pool, _ := mustStore(t)
+			tenant, _ := mustTenant(t, s, "")
+			e := mustClientContext(t, s, tenant.ID)
+			rewrapped := postgres.WrappedKey{MasterKeyID: "mk-2", Blob: mustRandom(t, 60)}
+			entered, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			free := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(free) // a failed test leaves no transaction waiting
+			rotation := make(chan error, 1)
+			go func() {
+				_, err := s.RewrapStoredKeys(ctx, []string{"mk-1"}, 1, func(postgres.StoredKey) (postgres.WrappedKey, error) {
+					close(entered)
+					<-release
+					return rewrapped, nil
+				}, auditEvent("masterkey.rewrap"))
+				rotation <- err
+			}()
+			<-entered // the rotation holds the version, about to rewrap it
+			seen := make(chan postgres.Encryption, 2)
+			changed := make(chan error, 1)
+			go func() { changed <- tt.change(ctx, s, e, seen) }()
+			waitLockWaiter(t, pool)
+			free()
+			if err := <-rotation; err != nil {
+				t.Fatalf("RewrapStoredKeys() = %v", err)
+			}
+			if err := <-changed; err != nil {
+				t.Fatalf("%s() = %v", tt.name, err)
+			}
+			if got := (<-seen).Versions[0].Material; !reflect.DeepEqual(got, &rewrapped) {
+				t.Errorf("%s saw version 1 under master key %q, want it as the rotation committed it, under %q",
+					tt.name, got.MasterKeyID, rewrapped.MasterKeyID)
+			}
+		})
+	}
+}
+
+// TestBindLegacyKeys: a binding writes the blobs it is given and nothing else.
+func TestBindLegacyKeys(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, pool, _ := mustStore(t)
+	tenant, _ := mustTenant(t, s, "")
+	client := mustClientContext(t, s, tenant.ID)
+	platform := mustContext(t, s, tenant.ID)
+	v1 := mustGet(t, s, tenant.ID, client.ID).Versions[0]
+	v2 := mustRotate(t, s, tenant.ID, client.ID)
+	v3 := mustRotate(t, s, tenant.ID, client.ID)
+	for _, st := range []string{postgres.StateDisabled, postgres.StateDestroyed} {
+		if _, err := s.SetVersionState(ctx, tenant.ID, client.ID, v1.ID, st, auditEvent("state")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bindings := func() int {
+		return count(t, pool, "SELECT count(*) FROM encryption.audit_events WHERE action = 'encryption.legacy-binding'")
+	}
+	bind := func(b postgres.LegacyBinding) func(postgres.Encryption) (postgres.LegacyBinding, error) {
+		return func(postgres.Encryption) (postgres.LegacyBinding, error) { return b, nil }
+	}
+
+	before := mustGet(t, s, tenant.ID, client.ID)
+	written, err := s.BindLegacyKeys(ctx, tenant.ID, client.ID, bind(postgres.LegacyBinding{}), auditEvent("encryption.legacy-binding"))
+	if err != nil || written {
+		t.Fatalf("BindLegacyKeys(nothing to bind) = %v, %v; want false, nil", written, err)
+	}
+	if got := mustGet(t, s, tenant.ID, client.ID); !reflect.DeepEqual(got, before) || bindings() != 0 {
+		t.Errorf("an empty binding changed the context or was audited (%d events)", bindings())
+	}
+
+	sealing, bound := *wrapped(t), *wrapped(t)
+	written, err = s.BindLegacyKeys(ctx, tenant.ID, client.ID, bind(postgres.LegacyBinding{
+		SealingPrivateKey: &sealing, Versions: map[uuid.UUID]postgres.WrappedKey{v2.ID: bound},
+	}), auditEvent("encryption.legacy-binding"))
+	if err != nil || !written {
+		t.Fatalf("BindLegacyKeys() = %v, %v; want true, nil", written, err)
+	}
+	got := mustGet(t, s, tenant.ID, client.ID)
+	want := before
+	want.SealingPrivateKey = &sealing
+	want.Versions = slices.Clone(before.Versions)
+	want.Versions[1].Material = &bound // the same row otherwise: updated_at kept
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("after BindLegacyKeys:\n got %+v\nwant %+v (only the given blobs changed)", got, want)
+	}
+	if n := bindings(); n != 1 {
+		t.Errorf("legacy-binding audit events = %d, want 1", n)
+	}
+
+	errWrong := errs.E(errs.PermissionDenied, "wrong client master key")
+	refusals := []struct {
+		name    string
+		id      uuid.UUID
+		bind    func(postgres.Encryption) (postgres.LegacyBinding, error)
+		kind    errs.Kind
+		message string
+	}{
+		{"platform context", platform.ID, bind(postgres.LegacyBinding{}), errs.FailedPrecondition, "no client master key"},
+		{"unknown context", uuid.New(), bind(postgres.LegacyBinding{}), errs.NotFound, "not found"},
+		{"wrong client master key", client.ID, func(postgres.Encryption) (postgres.LegacyBinding, error) {
+			return postgres.LegacyBinding{}, errWrong
+		}, errs.PermissionDenied, "wrong client master key"},
+		{"plain error", client.ID, func(postgres.Encryption) (postgres.LegacyBinding, error) {
+			return postgres.LegacyBinding{}, errors.New("boom")
+		}, errs.Internal, "cannot bind"},
+		{"incomplete sealing key", client.ID, bind(postgres.LegacyBinding{SealingPrivateKey: &postgres.WrappedKey{Blob: []byte("x")}}), errs.Invalid, "required"},
+		{"a destroyed version", client.ID, bind(postgres.LegacyBinding{Versions: map[uuid.UUID]postgres.WrappedKey{v1.ID: *wrapped(t)}}), errs.Invalid, "destroyed"},
+		{"an unknown version", client.ID, bind(postgres.LegacyBinding{Versions: map[uuid.UUID]postgres.WrappedKey{uuid.New(): *wrapped(t)}}), errs.Invalid, "does not have"},
+		{"empty material", client.ID, bind(postgres.LegacyBinding{SealingPrivateKey: wrapped(t), Versions: map[uuid.UUID]postgres.WrappedKey{v3.ID: {}}}), errs.Invalid, "version 3"},
+	}
+	for _, tt := range refusals {
+		_, err := s.BindLegacyKeys(ctx, tenant.ID, tt.id, tt.bind, auditEvent("encryption.legacy-binding"))
+		wantKind(t, "BindLegacyKeys("+tt.name+")", err, tt.kind, tt.message)
+	}
+	if after := mustGet(t, s, tenant.ID, client.ID); !reflect.DeepEqual(after, got) || bindings() != 1 {
+		t.Errorf("refused bindings altered the context or were audited:\n got %+v\nwant %+v", after, got)
 	}
 }
 

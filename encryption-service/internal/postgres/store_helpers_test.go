@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -135,3 +136,19 @@ func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.T
 }
 
 func (c *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// waitLockWaiter waits until a session of pool's database waits for a row lock.
+func waitLockWaiter(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := count(tb, pool, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("no session waits for a lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

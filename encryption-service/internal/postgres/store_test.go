@@ -32,6 +32,6 @@ func TestStoreUnavailable(t *testing.T) {
 	_, pool, _ := mustStore(t)
 	closed := postgres.NewStore(pool)
 	pool.Close()
-	_, err = closed.ListTenants(ctx, 10, uuid.Nil)
+	_, _, err = closed.ListTenants(ctx, 10, uuid.Nil)
 	wantKind(t, "ListTenants(closed pool)", err, errs.Unavailable, "database unavailable")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -108,18 +109,21 @@ func insertSecret(ctx context.Context, tx pgx.Tx, sec TenantSecret) error {
 	return nil
 }
 
-// ListTenants returns up to pageSize tenants (100 if pageSize <= 0, at most
-// 1000) whose id sorts after after (uuid.Nil: from the start), ordered by id,
-// each with all its secrets. Destroyed tenants are left out. The next page
-// starts after the last id returned; a short page is the last.
-func (s *Store) ListTenants(ctx context.Context, pageSize int, after uuid.UUID) ([]Tenant, error) {
+// ListTenants returns a page of up to pageSize tenants (100 if pageSize <= 0,
+// at most 1000) whose id sorts after after (uuid.Nil: from the start),
+// ordered by id, each with all its secrets, and next, the id the next page
+// starts after (pass it as after), or uuid.Nil when no tenant follows this
+// page. Destroyed tenants are left out. A full page may be the last: only
+// next tells.
+func (s *Store) ListTenants(ctx context.Context, pageSize int, after uuid.UUID) (page []Tenant, next uuid.UUID, err error) {
 	limit := clampPageSize(pageSize)
 	var tenants []Tenant
-	err := s.inSnapshot(ctx, func(tx pgx.Tx) error {
+	err = s.inSnapshot(ctx, func(tx pgx.Tx) error {
+		// One row more than the page tells whether another page follows.
 		rows, err := tx.Query(ctx, `
 			SELECT id, name, created_at FROM tenants
 			 WHERE id > $1 AND destroyed_at IS NULL
-			 ORDER BY id LIMIT $2`, after, limit)
+			 ORDER BY id LIMIT $2`, after, limit+1)
 		if err != nil {
 			return fmt.Errorf("list tenants: %w", err)
 		}
@@ -131,15 +135,19 @@ func (s *Store) ListTenants(ctx context.Context, pageSize int, after uuid.UUID) 
 		if err != nil {
 			return fmt.Errorf("list tenants: %w", err)
 		}
+		if len(tenants) > limit {
+			tenants = tenants[:limit]
+			next = tenants[limit-1].ID
+		}
 		return loadSecrets(ctx, tx, tenants)
 	})
 	if err != nil {
-		return nil, fail("list tenants", err)
+		return nil, uuid.Nil, fail("list tenants", err)
 	}
 	if tenants == nil {
 		tenants = []Tenant{}
 	}
-	return tenants, nil
+	return tenants, next, nil
 }
 
 // loadSecrets fills in the Secrets of tenants with one query.
@@ -342,6 +350,13 @@ func (s *Store) ActiveSecrets(ctx context.Context, tenantID uuid.UUID) ([]Tenant
 // is destroyed. One transaction erases everything: a tenant with very many
 // contexts holds their locks until it commits.
 //
+// Besides audit (completed with the tenant's id), it records for each key
+// context it destroys an encryption.destroy event with audit's actor,
+// outcome, request id and time, the tenant's id and the context's, so that
+// each context's own trail shows its erasure. These are recorded first, with
+// time-ordered ids: when audit.ID is zero, the tenant's event sorts as the
+// newest of the transaction in [Store.ListAuditEvents].
+//
 // Errors: NotFound ("tenant <id> not found") if it does not exist or is
 // already destroyed.
 func (s *Store) DestroyTenant(ctx context.Context, tenantID uuid.UUID, audit AuditEvent) (int, error) {
@@ -369,6 +384,9 @@ func (s *Store) DestroyTenant(ctx context.Context, tenantID uuid.UUID, audit Aud
 		if _, err := tx.Exec(ctx, "UPDATE tenants SET destroyed_at = now() WHERE id = $1", tenantID); err != nil {
 			return fmt.Errorf("destroy tenant: %w", err)
 		}
+		if err := insertDestroyAudits(ctx, tx, audit, tenantID, ids); err != nil {
+			return err
+		}
 		if err := insertAudit(ctx, tx, audit.withDefaults(&tenantID, nil, nil)); err != nil {
 			return err
 		}
@@ -380,4 +398,41 @@ func (s *Store) DestroyTenant(ctx context.Context, tenantID uuid.UUID, audit Aud
 		return 0, fail("destroy tenant", err)
 	}
 	return n, nil
+}
+
+// encryptionDestroyAction is the audit action of a key context's erasure, as
+// keyring records it for DestroyEncryption.
+const encryptionDestroyAction = "encryption.destroy"
+
+// insertDestroyAudits records, in one statement, an encryption.destroy event
+// of tenant tenantID for each key context of ids, with tenantAudit's actor,
+// outcome, request id and time (the transaction's when zero).
+func insertDestroyAudits(ctx context.Context, tx pgx.Tx, tenantAudit AuditEvent, tenantID uuid.UUID, ids []uuid.UUID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := validateAudit(tenantAudit); err != nil {
+		return err
+	}
+	eventIDs := make([]uuid.UUID, len(ids))
+	for i := range ids {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("new audit event id: %w", err)
+		}
+		eventIDs[i] = id
+	}
+	var occurredAt *time.Time
+	if !tenantAudit.OccurredAt.IsZero() {
+		occurredAt = &tenantAudit.OccurredAt
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO audit_events (id, occurred_at, tenant_id, actor, action, encryption_id, outcome, request_id)
+		SELECT u.id, COALESCE($3, now()), $4, $5, $6, u.encryption_id, $7, $8
+		  FROM unnest($1::uuid[], $2::uuid[]) AS u (id, encryption_id)`,
+		eventIDs, ids, occurredAt, tenantID, tenantAudit.Actor, encryptionDestroyAction, tenantAudit.Outcome, tenantAudit.RequestID)
+	if err != nil {
+		return fmt.Errorf("insert key context destroy audit events: %w", err)
+	}
+	return nil
 }

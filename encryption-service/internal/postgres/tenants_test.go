@@ -130,7 +130,7 @@ func TestListTenants(t *testing.T) {
 	var all []uuid.UUID
 	after := uuid.Nil
 	for page := 0; ; page++ {
-		got, err := s.ListTenants(ctx, 2, after)
+		got, next, err := s.ListTenants(ctx, 2, after)
 		if err != nil {
 			t.Fatalf("ListTenants(2, %s) = %v", after, err)
 		}
@@ -147,10 +147,13 @@ func TestListTenants(t *testing.T) {
 				t.Errorf("tenant %s secrets = %v, want %v", tenant.ID, secrets, want[tenant.ID])
 			}
 		}
-		if len(got) < 2 {
+		if next == uuid.Nil {
 			break
 		}
-		after = got[len(got)-1].ID
+		if next != got[len(got)-1].ID {
+			t.Errorf("ListTenants(2, %s) next = %s, want the last id of the page, %s", after, next, got[len(got)-1].ID)
+		}
+		after = next
 		if page > 5 {
 			t.Fatal("ListTenants does not stop")
 		}
@@ -162,9 +165,23 @@ func TestListTenants(t *testing.T) {
 		t.Errorf("ListTenants listed %d tenants, want %d (the destroyed one left out)", len(all), len(want))
 	}
 
-	empty, err := s.ListTenants(ctx, 10, all[len(all)-1])
-	if err != nil || empty == nil || len(empty) != 0 {
-		t.Errorf("ListTenants(after last) = %#v, %v, want an empty slice", empty, err)
+	empty, next, err := s.ListTenants(ctx, 10, all[len(all)-1])
+	if err != nil || empty == nil || len(empty) != 0 || next != uuid.Nil {
+		t.Errorf("ListTenants(after last) = %#v, %s, %v; want an empty slice and no next page", empty, next, err)
+	}
+	// A full page tells whether another follows: the page size alone cannot.
+	for _, tt := range []struct {
+		pageSize int
+		next     uuid.UUID
+	}{
+		{len(all) - 1, all[len(all)-2]},
+		{len(all), uuid.Nil},
+	} {
+		got, next, err := s.ListTenants(ctx, tt.pageSize, uuid.Nil)
+		if err != nil || len(got) != tt.pageSize || next != tt.next {
+			t.Errorf("ListTenants(%d of %d) = %d tenants, next %s, %v; want %d, next %s",
+				tt.pageSize, len(all), len(got), next, err, tt.pageSize, tt.next)
+		}
 	}
 
 	// The number of statements does not grow with the page: no query per tenant.
@@ -183,7 +200,7 @@ func TestListTenants(t *testing.T) {
 	ts := postgres.NewStore(traced)
 	statements := func(pageSize int) int64 {
 		before := counter.n.Load()
-		if got, err := ts.ListTenants(ctx, pageSize, uuid.Nil); err != nil || len(got) != pageSize {
+		if got, _, err := ts.ListTenants(ctx, pageSize, uuid.Nil); err != nil || len(got) != pageSize {
 			t.Fatalf("ListTenants(%d) = %d tenants, %v", pageSize, len(got), err)
 		}
 		return counter.n.Load() - before

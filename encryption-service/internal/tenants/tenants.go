@@ -37,7 +37,7 @@ const secretBytes = 32
 // Store is what tenants needs from the database.
 type Store interface {
 	CreateTenant(ctx context.Context, t postgres.Tenant, first postgres.TenantSecret, audit postgres.AuditEvent) error
-	ListTenants(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.Tenant, error)
+	ListTenants(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.Tenant, uuid.UUID, error)
 	GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant, error)
 	AddTenantSecret(ctx context.Context, s postgres.TenantSecret, audit postgres.AuditEvent) error
 	RevokeTenantSecret(ctx context.Context, tenantID, secretID uuid.UUID, audit postgres.AuditEvent) (postgres.TenantSecret, error)
@@ -111,8 +111,10 @@ func (s *Service) Create(ctx context.Context, actor Actor, name string) (Issued,
 	return Issued{TenantID: t.ID, SecretID: stored.ID, Secret: secret}, nil
 }
 
-// List returns up to pageSize tenants with ids after after (uuid.Nil: from the start), by id.
-func (s *Service) List(ctx context.Context, pageSize int, after uuid.UUID) ([]postgres.Tenant, error) {
+// List returns up to pageSize tenants (1 to 1000; 100 for 0 or less) with ids after after
+// (uuid.Nil: from the start), by id, and the id the next page starts after, uuid.Nil when this
+// page is the last. Errors: the store's (Unavailable, Internal).
+func (s *Service) List(ctx context.Context, pageSize int, after uuid.UUID) (page []postgres.Tenant, next uuid.UUID, err error) {
 	return s.store.ListTenants(ctx, pageSize, after)
 }
 
@@ -250,8 +252,11 @@ func validName(name string) error {
 	return nil
 }
 
+// audit is the event of an administrative change to tenant tenantID. Its ID is left to the store,
+// which assigns a time-ordered one: a tenant's destruction then lists after the erasures of its
+// key contexts recorded in the same transaction.
 func audit(actor Actor, tenantID uuid.UUID, action string) postgres.AuditEvent {
 	return postgres.AuditEvent{
-		ID: uuid.New(), TenantID: &tenantID, Actor: actor.Name, Action: action, Outcome: "ok", RequestID: actor.RequestID,
+		TenantID: &tenantID, Actor: actor.Name, Action: action, Outcome: "ok", RequestID: actor.RequestID,
 	}
 }
