@@ -26,7 +26,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 run: ## start PostgreSQL (if needed) and both services with dev certificates; Ctrl-C stops all
-	@scripts/run-dev.sh
+	@"$(CURDIR)/scripts/run-dev.sh"
 
 test: proto-check lint test-go ## everything CI checks: contracts, formatting, vet, all tests
 

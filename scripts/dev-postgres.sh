@@ -6,7 +6,7 @@
 #   scripts/dev-postgres.sh createdb NAME [SERVER] ensure database NAME exists on that server (or on
 #                                                  SERVER, a URL `url` printed), print its URL
 #   scripts/dev-postgres.sh dropdb NAME [SERVER]   drop database NAME on that server (or SERVER) if it exists
-#   scripts/dev-postgres.sh status                 exit 0 when the throwaway cluster runs, else 1
+#   scripts/dev-postgres.sh status                 exit 0 when the throwaway cluster runs, else non-zero
 #   scripts/dev-postgres.sh stop                   stop the throwaway cluster (no-op if not running)
 #   scripts/dev-postgres.sh --help
 #

@@ -57,7 +57,17 @@ if [[ "${1:-}" == clean-db ]]; then
     exit 0
   fi
   { IFS= read -r server; IFS= read -r name; IFS= read -r url; } <"$db_record"
-  if ! comment="$(db_comment "$url" 2>/dev/null)"; then
+  answered=0
+  comment="$(db_comment "$url" 2>/dev/null)" && answered=1
+  # A throwaway cluster that Ctrl-C of `make run` stopped is started again to drop the database: its
+  # data directory may live outside .run/ (CUSTOS_DEV_PG_DIR) and outlive the keys. `make clean`
+  # stops it afterwards.
+  if ((answered == 0)) && [[ -f "${CUSTOS_DEV_PG_DIR:-$run_dir/postgres}/PG_VERSION" ]] &&
+    throwaway="$(CUSTOS_DEV_PG_FORCE_THROWAWAY=1 scripts/dev-postgres.sh url 2>/dev/null)" &&
+    [[ "$throwaway" == "$server" ]]; then
+    comment="$(db_comment "$url" 2>/dev/null)" && answered=1
+  fi
+  if ((answered == 0)); then
     echo "make clean: database '$name' does not answer (its server stopped?); not dropped" >&2
   elif [[ "$comment" == "custos dev $(keys_fingerprint)" ]]; then
     scripts/dev-postgres.sh dropdb "$name" "$server"
