@@ -645,6 +645,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, r Request, code string) ([]st
 	}
 	step, err := totp.Validate(string(secret), code, s.opts.Now(), 0)
 	if err != nil {
+		s.audit(ctx, r, nilIfZero(u.TenantID), "user", &u.ID, "auth.totp.enable", "", "INVALID_ARGUMENT")
 		return nil, errs.E(errs.Invalid, "code: not the current code of the authenticator being enrolled")
 	}
 	a.ok(ctx)
@@ -801,6 +802,7 @@ func (s *Service) reauthenticate(ctx context.Context, r Request, p principal.Pri
 		return postgres.User{}, serr
 	}
 	if err != nil || !ok {
+		s.audit(ctx, r, nilIfZero(u.TenantID), "user", &u.ID, "auth.reauth", "", "UNAUTHENTICATED")
 		return postgres.User{}, errs.E(errs.Unauthenticated, "password rejected")
 	}
 	a.ok(ctx)

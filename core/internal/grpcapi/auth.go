@@ -36,23 +36,39 @@ type Guard struct {
 	Audit Auditor
 }
 
-// Interceptors returns the unary and stream interceptors.
+// Interceptors returns the unary and stream interceptors. Besides the policy's refusals, they
+// audit those a service makes itself (PermissionDenied from the handler: an admin making an owner,
+// a tenant admin reading another tenant's audit trail, a wrong client master key…).
 func (g *Guard) Interceptors() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, err := g.check(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		resp, err := handler(ctx, req)
+		g.deniedBy(ctx, info.FullMethod, err)
+		return resp, err
 	}
 	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, err := g.check(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
 		}
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		g.deniedBy(ctx, info.FullMethod, err)
+		return err
 	}
 	return unary, stream
+}
+
+// deniedBy audits err when it is a refusal (PermissionDenied) a service made for the caller of ctx.
+func (g *Guard) deniedBy(ctx context.Context, method string, err error) {
+	if err == nil || !strings.HasPrefix(method, "/custos.core.v1.") || !errs.Is(err, errs.PermissionDenied) {
+		return
+	}
+	if p := principal.FromContext(ctx); p.Kind != principal.Anonymous {
+		g.deny(context.WithoutCancel(ctx), request(ctx), p, method)
+	}
 }
 
 type wrappedStream struct {

@@ -1114,7 +1114,8 @@ type AuditEvent struct {
 	ActorType string `protobuf:"bytes,3,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
 	// UUID of the user or API key, when known.
 	ActorId string `protobuf:"bytes,4,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	// What happened, e.g. "auth.login", "auth.login.failed", "item.create", "authz.denied".
+	// What happened, e.g. "auth.login" (a failed one has outcome UNAUTHENTICATED), "item.create",
+	// "authz.denied".
 	Action string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
 	// The object acted on, e.g. "item:<uuid>".
 	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
