@@ -101,7 +101,7 @@ func newAdminClient(t *testing.T, opts ...client.Option) (*client.Client, *admin
 func TestAdminCallsREST(t *testing.T) {
 	ctx := context.Background()
 	c, stub := newAdminClient(t)
-	const uid = "3f2b6c1e-0000-4000-8000-000000000001"
+	const uid, tid = "3f2b6c1e-0000-4000-8000-000000000001", "7e1a0c5d-0000-4000-8000-000000000001"
 
 	u, err := c.SetUserRole(ctx, uid, "admin")
 	if err != nil || u.ID != uid || u.Role != "admin" {
@@ -115,7 +115,7 @@ func TestAdminCallsREST(t *testing.T) {
 		t.Errorf("DeleteUser = %+v, %v; want the id and keyErasure pending", d, err)
 	}
 	off := false
-	tn, err := c.UpdateTenant(ctx, "t-1", client.TenantUpdate{PasswordHints: &off})
+	tn, err := c.UpdateTenant(ctx, tid, client.TenantUpdate{PasswordHints: &off})
 	if err != nil || tn.Name != "renamed" || tn.PasswordHintsEnabled {
 		t.Errorf("UpdateTenant = %+v, %v", tn, err)
 	}
@@ -129,7 +129,7 @@ func TestAdminCallsREST(t *testing.T) {
 		"POST /v1/users/" + uid + ":setRole",
 		"GET /v1/users/" + uid,
 		"DELETE /v1/users/" + uid,
-		"PATCH /v1/tenants/t-1",
+		"PATCH /v1/tenants/" + tid,
 		"GET /v1/audit?action=user.disable&actorId=u-1&pageSize=1000",
 		"GET /v1/audit?action=user.disable&actorId=u-1&pageSize=1000&pageToken=next",
 	}
@@ -147,7 +147,7 @@ func TestAdminCallsREST(t *testing.T) {
 // An update that changes nothing is refused before anything is sent.
 func TestUpdateTenantRefusesNoChange(t *testing.T) {
 	c, stub := newAdminClient(t)
-	_, err := c.UpdateTenant(context.Background(), "t-1", client.TenantUpdate{})
+	_, err := c.UpdateTenant(context.Background(), "7e1a0c5d-0000-4000-8000-000000000001", client.TenantUpdate{})
 	if err == nil || !strings.Contains(err.Error(), "nothing to change") {
 		t.Errorf("UpdateTenant with nothing set = %v, want a refusal", err)
 	}

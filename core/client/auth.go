@@ -114,7 +114,7 @@ func (c *Client) login(ctx context.Context, username, sent, masterKey string, pl
 		c.masterKey = masterKey
 		c.mu.Unlock()
 	}
-	if err := c.setSession(ctx, s); err != nil {
+	if err := c.saveNewSession(ctx, s); err != nil {
 		return Me{}, err
 	}
 	return me, nil
@@ -162,10 +162,27 @@ func (c *Client) Locked(ctx context.Context) (bool, error) {
 }
 
 // Logout ends the session on core (with allSessions, every session of the person) and forgets
-// it, and the master key, locally. Without a session it does nothing. If core cannot be reached
-// the session is forgotten locally all the same and the error returned. A session of another core
-// (ErrOtherServer) is neither sent nor forgotten.
+// it, and the master key, locally. If core cannot be reached the session is forgotten locally all
+// the same and the error returned. A session of another core (ErrOtherServer) is neither sent nor
+// forgotten.
+//
+// A session that has already ended (expired, revoked) is forgotten, and for a logout of that
+// session alone that is all there is to do: nil. A logout of every session, though, needs a live
+// session to prove who asks: from an ended one core ends nothing, and Logout returns an *Error
+// UNAUTHENTICATED saying so (the other sessions stay open: log in, then log out of every session
+// again); without any session it returns ErrNotLoggedIn, for the same reason. Without a session,
+// a logout of this session alone does nothing.
 func (c *Client) Logout(ctx context.Context, allSessions bool) error {
+	// The store's lock, and its latest tokens: a refresh under way elsewhere would otherwise
+	// spend the refresh token sent here, or save the session again after it is forgotten.
+	unlock, err := c.lockStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c.mu.Lock()
+	c.loaded = false
+	c.mu.Unlock()
 	s, err := c.Session(ctx)
 	if err != nil {
 		return err
@@ -173,9 +190,17 @@ func (c *Client) Logout(ctx context.Context, allSessions bool) error {
 	var callErr error
 	if s.RefreshToken != "" {
 		callErr = c.invoke(ctx, logoutCall, &corev1.LogoutRequest{RefreshToken: s.RefreshToken, AllSessions: allSessions}, &corev1.LogoutResponse{})
-		if errors.Is(callErr, ErrUnauthenticated) {
+		var e *Error
+		switch {
+		case !errors.As(callErr, &e) || e.Code != "UNAUTHENTICATED":
+		case allSessions:
+			callErr = &Error{HTTPStatus: e.HTTPStatus, Code: e.Code, Message: "this session had already ended (it expired or was revoked), " +
+				"so no session was ended and the others stay open: log in, then log out of every session again"}
+		default:
 			callErr = nil // already over
 		}
+	} else if allSessions {
+		callErr = fmt.Errorf("%w: no session was ended; log in, then log out of every session again", ErrNotLoggedIn)
 	}
 	c.mu.Lock()
 	c.masterKey = ""
@@ -267,7 +292,7 @@ func (c *Client) ChangePassword(ctx context.Context, current, newPassword, newHi
 		c.masterKey = next.MasterKey
 		c.mu.Unlock()
 	}
-	return c.setSession(ctx, s)
+	return c.saveNewSession(ctx, s)
 }
 
 // TOTPEnrollment is a new TOTP secret, not yet active: confirm it with a first code.

@@ -9,7 +9,10 @@
 // no login. Every method that talks to core returns a *[Error] when core answered with an error,
 // so callers can branch on [Error.Code] (or with errors.Is on the sentinels such as [ErrNotFound]);
 // other failures (network, a malformed answer, a refused derivation) are plain errors wrapping
-// their cause and, where one applies, one of this package's sentinel errors.
+// their cause and, where one applies, one of this package's sentinel errors. Input core would
+// refuse anyway is refused before anything is sent, with the INVALID_ARGUMENT *[Error] core
+// would answer over either transport: an id that is not a UUID (a method's id argument is never
+// spliced into a REST path as it is), text that is not UTF-8.
 //
 // Credentials go only where they belong: the Client never follows an HTTP redirect
 // ([ErrRedirect]), and never sends a stored session to another core than the one it was opened
@@ -109,7 +112,8 @@ func WithHTTPClient(hc *http.Client) Option {
 }
 
 // WithTimeout bounds each unary call (default 60 seconds; exports, imports and WaitJob are
-// bounded only by their context).
+// bounded only by their context). A call core does not answer in time gets an *Error
+// DEADLINE_EXCEEDED ([ErrDeadlineExceeded]), over REST and gRPC alike.
 func WithTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -207,7 +211,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	c.http = o.buildHTTP(tlsCfg)
 	if o.grpcAddr != "" {
-		conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), grpc.WithUserAgent(o.agent))
+		// Answers are bounded as over REST (maxAnswerBytes), not by gRPC's default of 4 MiB.
+		conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), grpc.WithUserAgent(o.agent),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAnswerBytes)))
 		if err != nil {
 			return nil, fmt.Errorf("client: gRPC %s: %w", o.grpcAddr, err)
 		}

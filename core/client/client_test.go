@@ -271,7 +271,7 @@ func TestListItemsPagesAndExport(t *testing.T) {
 		t.Errorf("Export wrote %q, want one bare record per line", buf.String())
 	}
 	var polls []string
-	j, err := c.WaitJob(ctx, "job-1", 1, func(j client.Job) { polls = append(polls, j.State) })
+	j, err := c.WaitJob(ctx, "0b7c1f5e-0000-4000-8000-000000000001", 1, func(j client.Job) { polls = append(polls, j.State) })
 	if err != nil || j.State != client.JobSucceeded || j.Total != 4 || len(polls) < 2 {
 		t.Errorf("WaitJob = %+v, %v after polls %v", j, err, polls)
 	}

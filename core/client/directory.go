@@ -53,7 +53,8 @@ func (c *Client) CreateTenant(ctx context.Context, t NewTenant) (Tenant, error) 
 // otherwise).
 func (c *Client) GetTenant(ctx context.Context, id string) (Tenant, error) {
 	r := &corev1.GetTenantResponse{}
-	cl := call{method: corev1.TenantService_GetTenant_FullMethodName, verb: "GET", path: "/v1/tenants/" + esc(id), respField: "tenant", auth: true}
+	cl := call{method: corev1.TenantService_GetTenant_FullMethodName, verb: "GET", path: "/v1/tenants/" + esc(id), respField: "tenant", auth: true,
+		ids: []pathID{{"tenantId", id}}}
 	if err := c.invoke(ctx, cl, &corev1.GetTenantRequest{TenantId: id}, r); err != nil {
 		return Tenant{}, err
 	}
@@ -94,7 +95,7 @@ func (c *Client) UpdateTenant(ctx context.Context, id string, u TenantUpdate) (T
 	}
 	r := &corev1.UpdateTenantResponse{}
 	cl := call{method: corev1.TenantService_UpdateTenant_FullMethodName, verb: "PATCH", path: "/v1/tenants/" + esc(id), body: true,
-		respField: "tenant", auth: true}
+		respField: "tenant", auth: true, ids: []pathID{{"tenantId", id}}}
 	req := &corev1.UpdateTenantRequest{TenantId: id, Name: u.Name, PasswordHintsEnabled: u.PasswordHints}
 	if err := c.invoke(ctx, cl, req, r); err != nil {
 		return Tenant{}, err
@@ -137,6 +138,9 @@ type NewUser struct {
 // answers ALREADY_EXISTS for a taken username and PERMISSION_DENIED when the caller may not grant
 // role.
 func (c *Client) CreateUser(ctx context.Context, tenantID string, u NewUser) (User, error) {
+	if err := checkIDs(pathID{"tenantId", tenantID}); err != nil {
+		return User{}, err // before the derivation, whose prelogin would be sent for nothing
+	}
 	if err := password.Validate(u.Password); err != nil {
 		return User{}, fmt.Errorf("%w: %w", ErrWeakPassword, err)
 	}
@@ -146,7 +150,7 @@ func (c *Client) CreateUser(ctx context.Context, tenantID string, u NewUser) (Us
 	}
 	r := &corev1.CreateUserResponse{}
 	cl := call{method: corev1.UserService_CreateUser_FullMethodName, verb: "POST", path: "/v1/tenants/" + esc(tenantID) + "/users",
-		body: true, respField: "user", auth: true}
+		body: true, respField: "user", auth: true, ids: []pathID{{"tenantId", tenantID}}}
 	if t, err := c.GetTenant(ctx, tenantID); err == nil && t.KeyMode == "CLIENT" {
 		cl.header = map[string]string{"X-Master-Key": secrets.MasterKey}
 	}
@@ -163,7 +167,7 @@ func (c *Client) Users(ctx context.Context, tenantID string) iter.Seq2[User, err
 	return pages(func(token string) ([]User, string, error) {
 		r := &corev1.ListUsersResponse{}
 		cl := call{method: corev1.UserService_ListUsers_FullMethodName, verb: "GET", path: "/v1/tenants/" + esc(tenantID) + "/users",
-			query: pageQuery(100, token), auth: true}
+			query: pageQuery(100, token), auth: true, ids: []pathID{{"tenantId", tenantID}}}
 		if err := c.invoke(ctx, cl, &corev1.ListUsersRequest{TenantId: tenantID, PageSize: 100, PageToken: token}, r); err != nil {
 			return nil, "", err
 		}
@@ -179,7 +183,8 @@ func (c *Client) Users(ctx context.Context, tenantID string) iter.Seq2[User, err
 // tenants alike).
 func (c *Client) GetUser(ctx context.Context, userID string) (User, error) {
 	r := &corev1.GetUserResponse{}
-	cl := call{method: corev1.UserService_GetUser_FullMethodName, verb: "GET", path: "/v1/users/" + esc(userID), respField: "user", auth: true}
+	cl := call{method: corev1.UserService_GetUser_FullMethodName, verb: "GET", path: "/v1/users/" + esc(userID), respField: "user", auth: true,
+		ids: []pathID{{"userId", userID}}}
 	if err := c.invoke(ctx, cl, &corev1.GetUserRequest{UserId: userID}, r); err != nil {
 		return User{}, err
 	}
@@ -190,7 +195,7 @@ func (c *Client) GetUser(ctx context.Context, userID string) (User, error) {
 func (c *Client) DisableUser(ctx context.Context, userID string) (User, error) {
 	r := &corev1.DisableUserResponse{}
 	cl := call{method: corev1.UserService_DisableUser_FullMethodName, verb: "POST", path: "/v1/users/" + esc(userID) + ":disable",
-		body: true, respField: "user", auth: true}
+		body: true, respField: "user", auth: true, ids: []pathID{{"userId", userID}}}
 	if err := c.invoke(ctx, cl, &corev1.DisableUserRequest{UserId: userID}, r); err != nil {
 		return User{}, err
 	}
@@ -201,7 +206,7 @@ func (c *Client) DisableUser(ctx context.Context, userID string) (User, error) {
 func (c *Client) EnableUser(ctx context.Context, userID string) (User, error) {
 	r := &corev1.EnableUserResponse{}
 	cl := call{method: corev1.UserService_EnableUser_FullMethodName, verb: "POST", path: "/v1/users/" + esc(userID) + ":enable",
-		body: true, respField: "user", auth: true}
+		body: true, respField: "user", auth: true, ids: []pathID{{"userId", userID}}}
 	if err := c.invoke(ctx, cl, &corev1.EnableUserRequest{UserId: userID}, r); err != nil {
 		return User{}, err
 	}
@@ -216,7 +221,7 @@ func (c *Client) EnableUser(ctx context.Context, userID string) (User, error) {
 func (c *Client) SetUserRole(ctx context.Context, userID, role string) (User, error) {
 	r := &corev1.SetUserRoleResponse{}
 	cl := call{method: corev1.UserService_SetUserRole_FullMethodName, verb: "POST", path: "/v1/users/" + esc(userID) + ":setRole",
-		body: true, respField: "user", auth: true}
+		body: true, respField: "user", auth: true, ids: []pathID{{"userId", userID}}}
 	if err := c.invoke(ctx, cl, &corev1.SetUserRoleRequest{UserId: userID, Role: role}, r); err != nil {
 		return User{}, err
 	}
@@ -253,7 +258,7 @@ type DeletedTenant struct {
 func (c *Client) DeleteTenant(ctx context.Context, id, confirmName string) (DeletedTenant, error) {
 	r := &corev1.DeleteTenantResponse{}
 	cl := call{method: corev1.TenantService_DeleteTenant_FullMethodName, verb: "DELETE", path: "/v1/tenants/" + esc(id),
-		query: url.Values{"confirmName": {confirmName}}, auth: true}
+		query: url.Values{"confirmName": {confirmName}}, auth: true, ids: []pathID{{"tenantId", id}}}
 	if err := c.invoke(ctx, cl, &corev1.DeleteTenantRequest{TenantId: id, ConfirmName: confirmName}, r); err != nil {
 		return DeletedTenant{}, err
 	}
@@ -275,7 +280,8 @@ type DeletedUser struct {
 // FAILED_PRECONDITION for a tenant's last owner.
 func (c *Client) DeleteUser(ctx context.Context, userID string) (DeletedUser, error) {
 	r := &corev1.DeleteUserResponse{}
-	cl := call{method: corev1.UserService_DeleteUser_FullMethodName, verb: "DELETE", path: "/v1/users/" + esc(userID), auth: true}
+	cl := call{method: corev1.UserService_DeleteUser_FullMethodName, verb: "DELETE", path: "/v1/users/" + esc(userID), auth: true,
+		ids: []pathID{{"userId", userID}}}
 	if err := c.invoke(ctx, cl, &corev1.DeleteUserRequest{UserId: userID}, r); err != nil {
 		return DeletedUser{}, err
 	}
@@ -346,7 +352,8 @@ func (c *Client) APIKeys(ctx context.Context) iter.Seq2[APIKey, error] {
 // ends it at once; at most 30 days).
 func (c *Client) RotateAPIKey(ctx context.Context, id string, overlap time.Duration) (APIKeyCredential, error) {
 	r := &corev1.RotateApiKeyResponse{}
-	cl := call{method: corev1.ApiKeyService_RotateApiKey_FullMethodName, verb: "POST", path: "/v1/apikeys/" + esc(id) + ":rotate", body: true, auth: true}
+	cl := call{method: corev1.ApiKeyService_RotateApiKey_FullMethodName, verb: "POST", path: "/v1/apikeys/" + esc(id) + ":rotate", body: true, auth: true,
+		ids: []pathID{{"apiKeyId", id}}}
 	if err := c.invoke(ctx, cl, &corev1.RotateApiKeyRequest{ApiKeyId: id, Overlap: durationpb.New(overlap)}, r); err != nil {
 		return APIKeyCredential{}, err
 	}
@@ -355,6 +362,7 @@ func (c *Client) RotateAPIKey(ctx context.Context, id string, overlap time.Durat
 
 // RevokeAPIKey makes a key stop working at once.
 func (c *Client) RevokeAPIKey(ctx context.Context, id string) error {
-	cl := call{method: corev1.ApiKeyService_RevokeApiKey_FullMethodName, verb: "DELETE", path: "/v1/apikeys/" + esc(id), auth: true}
+	cl := call{method: corev1.ApiKeyService_RevokeApiKey_FullMethodName, verb: "DELETE", path: "/v1/apikeys/" + esc(id), auth: true,
+		ids: []pathID{{"apiKeyId", id}}}
 	return c.invoke(ctx, cl, &corev1.RevokeApiKeyRequest{ApiKeyId: id}, &corev1.RevokeApiKeyResponse{})
 }

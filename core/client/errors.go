@@ -14,11 +14,14 @@ import (
 // Error is an error answered by core: over REST the HTTP status and the body's gRPC code and
 // message, over gRPC the status (and the HTTP status the REST mapping would have answered). A
 // transport failure (core unreachable, TLS refused) is an Error with Code "UNAVAILABLE" and
-// HTTPStatus 0, wrapping the cause. An import file the client refuses before core sees it (over
-// gRPC, where the client reads the records) is the Error core would have answered: 400
-// INVALID_ARGUMENT.
+// HTTPStatus 0, wrapping the cause; a call core did not answer within the client's timeout
+// (WithTimeout), an Error with Code "DEADLINE_EXCEEDED" and HTTPStatus 0, over REST and gRPC
+// alike. The caller's own cancellation or deadline is not an Error: it is reported as
+// context.Canceled or context.DeadlineExceeded (wrapped). Input the client refuses before core
+// sees it (an import file that is not an export, an id that is not a UUID, text that is not
+// UTF-8) is the Error core would have answered: 400 INVALID_ARGUMENT.
 type Error struct {
-	HTTPStatus int    // e.g. 404; 0 when core could not be reached
+	HTTPStatus int    // e.g. 404; 0 when core could not be reached or did not answer in time
 	Code       string // the gRPC code's canonical name, e.g. "NOT_FOUND", "ABORTED"
 	Message    string // core's message, safe to show: it never holds data, keys or secrets
 	err        error
@@ -32,7 +35,8 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s (%d %s)", e.Message, e.HTTPStatus, e.Code)
 }
 
-// Unwrap returns the transport error behind an UNAVAILABLE error, if any.
+// Unwrap returns the transport error behind an UNAVAILABLE or DEADLINE_EXCEEDED error found by
+// the client, if any.
 func (e *Error) Unwrap() error { return e.err }
 
 // Is reports whether target is an *Error with the same Code (and the same HTTPStatus, when the
@@ -57,6 +61,7 @@ var (
 	ErrResourceExhausted  = &Error{Code: "RESOURCE_EXHAUSTED"}  // 429: throttled, or too large
 	ErrUnimplemented      = &Error{Code: "UNIMPLEMENTED"}       // 501: this release of core does not offer it
 	ErrUnavailable        = &Error{Code: "UNAVAILABLE"}         // 503, or core unreachable
+	ErrDeadlineExceeded   = &Error{Code: "DEADLINE_EXCEEDED"}   // core did not answer within the client's timeout
 )
 
 // Errors of the client itself.

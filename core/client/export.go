@@ -44,7 +44,9 @@ type ExportResult struct {
 // oldest first. No plaintext is ever in it; Import takes the file back unchanged. If the export
 // breaks off, what was written is complete records and the result's LastCursor resumes it. An
 // access token refused (401) before the first record is refreshed once and the export started
-// again, as unary calls are. A core that does not offer export yet answers UNIMPLEMENTED.
+// again, as unary calls are. A core that does not offer export yet answers UNIMPLEMENTED. A
+// record over 8 MiB, larger than any core writes (and than Import takes), is refused with an
+// error as it is read, and nothing of it is written.
 func (c *Client) Export(ctx context.Context, w io.Writer, opts ...ExportOption) (ExportResult, error) {
 	var o exportOptions
 	for _, opt := range opts {
@@ -85,23 +87,39 @@ func (c *Client) exportREST(ctx context.Context, w io.Writer, o exportOptions, h
 		return ExportResult{}, restError(resp.StatusCode, firstLine(raw))
 	}
 	// The gateway streams {"result":{"record":{…}}} per record, or {"error":{…}} if the stream
-	// breaks off; the file gets the records only.
+	// breaks off; the file gets the records only. Lines are read with a bound, so that a broken
+	// or hostile core cannot make the client buffer a record of any size.
 	var res ExportResult
-	dec := json.NewDecoder(resp.Body)
+	body := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
+		raw, err := readBoundedLine(body, maxExportLine)
+		if errors.Is(err, errLineTooLong) {
+			return res, fmt.Errorf("export: record %d is over %d bytes, larger than any export record (and than Import takes): "+
+				"refused; the %d records before it are complete", res.Records+1, maxImportLine, res.Records)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 {
+			if err == nil {
+				continue // blank lines carry no record
+			}
+			if errors.Is(err, io.EOF) {
+				return res, nil
+			}
+		}
 		var line struct {
 			Result *struct {
 				Record json.RawMessage `json:"record"`
 			} `json:"result"`
 			Error json.RawMessage `json:"error"`
 		}
-		if err := dec.Decode(&line); errors.Is(err, io.EOF) {
-			return res, nil
-		} else if err != nil {
+		if err != nil && !errors.Is(err, io.EOF) {
 			if perr := ctxErr(ctx); perr != nil {
 				return res, perr
 			}
 			return res, unreachable(c.base.Host, fmt.Errorf("export broke off after %d records: %w", res.Records, err))
+		}
+		if jerr := json.Unmarshal(raw, &line); jerr != nil {
+			// A line cut short: the connection broke in the middle of a record.
+			return res, unreachable(c.base.Host, fmt.Errorf("export broke off after %d records: %w", res.Records, jerr))
 		}
 		if line.Error != nil {
 			return res, restError(http.StatusInternalServerError, line.Error)
@@ -115,6 +133,10 @@ func (c *Client) exportREST(ctx context.Context, w io.Writer, o exportOptions, h
 	}
 }
 
+// maxExportLine bounds a line of the REST export stream: a record of at most maxImportLine bytes
+// and its wrapping, {"result":{"record":…}}.
+const maxExportLine = maxImportLine + 1<<10
+
 func (r *ExportResult) write(w io.Writer, record []byte, progress func(int)) error {
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, record); err != nil {
@@ -125,6 +147,10 @@ func (r *ExportResult) write(w io.Writer, record []byte, progress func(int)) err
 	}
 	_ = json.Unmarshal(record, &c)
 	buf.WriteByte('\n')
+	if buf.Len() > maxImportLine {
+		return fmt.Errorf("export: record %d is over %d bytes, larger than any export record (and than Import takes): "+
+			"refused; the %d records before it are complete", r.Records+1, maxImportLine, r.Records)
+	}
 	if _, err := w.Write(buf.Bytes()); err != nil {
 		return fmt.Errorf("export: write: %w", err)
 	}
@@ -318,28 +344,44 @@ func (p *partReader) next() ([]byte, int, error) {
 }
 
 // readLine reads one line with its newline (added if the last line lacks one); io.EOF with the
-// last line, or alone at the end.
+// last line, or alone at the end. A line over maxImportLine is INVALID_ARGUMENT: not a record.
 func (p *partReader) readLine() ([]byte, error) {
+	line, err := readBoundedLine(p.r, maxImportLine)
+	switch {
+	case errors.Is(err, errLineTooLong):
+		return nil, invalidInput("import: line %d is over %d bytes: not an export record", p.line+1, maxImportLine)
+	case errors.Is(err, io.EOF) && len(line) > 0:
+		p.line++
+		return append(line, '\n'), io.EOF
+	case err != nil:
+		return nil, err
+	}
+	p.line++
+	return line, nil
+}
+
+// errLineTooLong: a line is longer than readBoundedLine may read.
+var errLineTooLong = errors.New("line too long")
+
+// readBoundedLine reads one line of r with its newline, of at most max bytes; errLineTooLong for a
+// longer one, having read little more than max bytes of it; io.EOF with the last line when it
+// lacks a newline, or alone at the end.
+func readBoundedLine(r *bufio.Reader, max int) ([]byte, error) {
 	var line []byte
 	for {
-		chunk, err := p.r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > maxImportLine {
-			return nil, fmt.Errorf("line %d is over %d bytes: not an export record", p.line+1, maxImportLine)
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			return nil, errLineTooLong
 		}
+		line = append(line, chunk...)
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case errors.Is(err, io.EOF):
-			if len(line) == 0 {
-				return nil, io.EOF
-			}
-			p.line++
-			return append(line, '\n'), io.EOF
+		case errors.Is(err, io.EOF) && len(line) == 0:
+			return nil, io.EOF
 		case err != nil:
-			return nil, err
+			return line, err
 		}
-		p.line++
 		return line, nil
 	}
 }

@@ -63,7 +63,7 @@ func startFake() *fakeCore {
 	mux.HandleFunc("POST /v1/auth/refresh", f.doRefresh)
 	mux.HandleFunc("POST /v1/auth/logout", func(w http.ResponseWriter, r *http.Request) { answer(w, 200, map[string]any{}) })
 	mux.HandleFunc("GET /v1/me", f.authed(func(w http.ResponseWriter, r *http.Request) {
-		answer(w, 200, map[string]any{"principalType": "user", "principalId": "u-1", "username": "alice", "tenantId": "t-1", "role": "owner", "mfaEnabled": f.mfa})
+		answer(w, 200, map[string]any{"principalType": "user", "principalId": "u-1", "username": "alice", "tenantId": "7e1a0c5d-0000-4000-8000-000000000001", "role": "owner", "mfaEnabled": f.mfa})
 	}))
 	mux.HandleFunc("GET /v1/tenants/{id}", f.authed(func(w http.ResponseWriter, r *http.Request) {
 		answer(w, 200, map[string]any{"tenantId": r.PathValue("id"), "name": "acme", "keyMode": f.keyMode})

@@ -42,7 +42,8 @@ func tsTime(ts *timestamppb.Timestamp) time.Time {
 // PutItem encrypts and stores a new item. A bad name or data gets INVALID_ARGUMENT naming the
 // field and the limit: an empty name, a name over 1 KiB, data over 1016 KiB (1,040,384 bytes), or
 // data that JSON escaping makes too large for the encryption service (quotes and backslashes count
-// 2 bytes, control characters up to 6, within 1 MiB for name and data together).
+// 2 bytes, control characters up to 6, within 1 MiB for name and data together). A name or data
+// that is not UTF-8 is refused before anything is sent, with INVALID_ARGUMENT naming the field.
 func (c *Client) PutItem(ctx context.Context, name, data string) (Item, error) {
 	r := &corev1.CreateItemResponse{}
 	cl := call{method: corev1.VaultService_CreateItem_FullMethodName, verb: "POST", path: "/v1/items", body: true,
@@ -58,15 +59,16 @@ func (c *Client) PutItem(ctx context.Context, name, data string) (Item, error) {
 func (c *Client) GetItem(ctx context.Context, id string) (Item, error) {
 	r := &corev1.GetItemResponse{}
 	cl := call{method: corev1.VaultService_GetItem_FullMethodName, verb: "GET", path: "/v1/items/" + esc(id),
-		respField: "item", auth: true, masterKey: true}
+		respField: "item", auth: true, masterKey: true, ids: []pathID{{"id", id}}}
 	if err := c.invoke(ctx, cl, &corev1.GetItemRequest{Id: id}, r); err != nil {
 		return Item{}, err
 	}
 	return itemFrom(r.GetItem()), nil
 }
 
-// ListItems iterates over the caller's items, decrypted, newest first, fetching pages of 100 as
-// it goes. An error ends the iteration (yielded once, with a zero Item).
+// ListItems iterates over the caller's items, decrypted, newest first, fetching pages of up to 100
+// as it goes (core sends fewer when they are large: a page holds at most 2 MiB of ciphertext). An
+// error ends the iteration (yielded once, with a zero Item).
 func (c *Client) ListItems(ctx context.Context) iter.Seq2[Item, error] {
 	return pages(func(token string) ([]Item, string, error) {
 		r := &corev1.ListItemsResponse{}
@@ -92,7 +94,7 @@ func (c *Client) UpdateItem(ctx context.Context, id string, revision int, name, 
 	}
 	r := &corev1.UpdateItemResponse{}
 	cl := call{method: corev1.VaultService_UpdateItem_FullMethodName, verb: "PUT", path: "/v1/items/" + esc(id), body: true,
-		respField: "item", auth: true, masterKey: true}
+		respField: "item", auth: true, masterKey: true, ids: []pathID{{"id", id}}}
 	if err := c.invoke(ctx, cl, &corev1.UpdateItemRequest{Id: id, Name: name, Data: data, Revision: int32(revision)}, r); err != nil {
 		return Item{}, err
 	}
@@ -102,7 +104,8 @@ func (c *Client) UpdateItem(ctx context.Context, id string, revision int, name, 
 // DeleteItem deletes one of the caller's items (NOT_FOUND if there is no such item of theirs). It
 // needs no master key.
 func (c *Client) DeleteItem(ctx context.Context, id string) error {
-	cl := call{method: corev1.VaultService_DeleteItem_FullMethodName, verb: "DELETE", path: "/v1/items/" + esc(id), auth: true}
+	cl := call{method: corev1.VaultService_DeleteItem_FullMethodName, verb: "DELETE", path: "/v1/items/" + esc(id), auth: true,
+		ids: []pathID{{"id", id}}}
 	return c.invoke(ctx, cl, &corev1.DeleteItemRequest{Id: id}, &corev1.DeleteItemResponse{})
 }
 

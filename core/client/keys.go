@@ -78,7 +78,8 @@ func (c *Client) StartReencryption(ctx context.Context) (Job, error) {
 // GetJob reports a job's progress (NOT_FOUND for unknown jobs and other tenants' alike).
 func (c *Client) GetJob(ctx context.Context, id string) (Job, error) {
 	r := &corev1.GetJobResponse{}
-	cl := call{method: corev1.KeyService_GetJob_FullMethodName, verb: "GET", path: "/v1/keys/jobs/" + esc(id), respField: "job", auth: true}
+	cl := call{method: corev1.KeyService_GetJob_FullMethodName, verb: "GET", path: "/v1/keys/jobs/" + esc(id), respField: "job", auth: true,
+		ids: []pathID{{"jobId", id}}}
 	if err := c.invoke(ctx, cl, &corev1.GetJobRequest{JobId: id}, r); err != nil {
 		return Job{}, err
 	}
@@ -175,7 +176,8 @@ func (c *Client) KeyStatus(ctx context.Context) ([]KeyContextStatus, error) {
 func (c *Client) EnableKeyVersion(ctx context.Context, encryptionID, versionID string) (KeyVersionStatus, error) {
 	r := &corev1.EnableKeyVersionResponse{}
 	cl := call{method: corev1.KeyService_EnableKeyVersion_FullMethodName, verb: "POST",
-		path: "/v1/keys/" + esc(encryptionID) + "/versions/" + esc(versionID) + ":enable", body: true, auth: true}
+		path: "/v1/keys/" + esc(encryptionID) + "/versions/" + esc(versionID) + ":enable", body: true, auth: true,
+		ids: []pathID{{"encryptionId", encryptionID}, {"versionId", versionID}}}
 	if err := c.invoke(ctx, cl, &corev1.EnableKeyVersionRequest{EncryptionId: encryptionID, VersionId: versionID}, r); err != nil {
 		return KeyVersionStatus{}, err
 	}
@@ -186,7 +188,8 @@ func (c *Client) EnableKeyVersion(ctx context.Context, encryptionID, versionID s
 func (c *Client) DisableKeyVersion(ctx context.Context, encryptionID, versionID string) (KeyVersionStatus, error) {
 	r := &corev1.DisableKeyVersionResponse{}
 	cl := call{method: corev1.KeyService_DisableKeyVersion_FullMethodName, verb: "POST",
-		path: "/v1/keys/" + esc(encryptionID) + "/versions/" + esc(versionID) + ":disable", body: true, auth: true}
+		path: "/v1/keys/" + esc(encryptionID) + "/versions/" + esc(versionID) + ":disable", body: true, auth: true,
+		ids: []pathID{{"encryptionId", encryptionID}, {"versionId", versionID}}}
 	if err := c.invoke(ctx, cl, &corev1.DisableKeyVersionRequest{EncryptionId: encryptionID, VersionId: versionID}, r); err != nil {
 		return KeyVersionStatus{}, err
 	}

@@ -212,6 +212,34 @@ func (c *Client) setSession(ctx context.Context, s Session) error {
 	return nil
 }
 
+// lockStore takes the token store's lock when it is a TokenLocker; unlock does nothing otherwise.
+// It fails when the lock cannot be taken before ctx ends.
+func (c *Client) lockStore(ctx context.Context) (unlock func(), err error) {
+	l, ok := c.store.(TokenLocker)
+	if !ok {
+		return func() {}, nil
+	}
+	if unlock, err = l.LockTokens(ctx); err != nil {
+		return nil, fmt.Errorf("lock the session: %w", err)
+	}
+	return unlock, nil
+}
+
+// saveNewSession saves a session core has just issued (a login, a password change) under the
+// token store's lock, so that a refresh of the session it replaces, under way in another Client or
+// process, cannot save that one over it afterwards. Core has issued the tokens already, so the
+// save goes on when ctx ends meanwhile, bounded by refreshTimeout, as a refresh's does.
+func (c *Client) saveNewSession(ctx context.Context, s Session) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
+	unlock, err := c.lockStore(sctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return c.setSession(sctx, s)
+}
+
 var refreshCall = call{method: corev1.AuthService_Refresh_FullMethodName, verb: "POST", path: "/v1/auth/refresh", body: true}
 
 // refresh exchanges the refresh token for new tokens, unless the access token is no longer stale

@@ -38,6 +38,6 @@ func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
 // client's session too; it then needs a new login.
 func (c *Client) RevokeSession(ctx context.Context, id string) error {
 	cl := call{method: corev1.AuthService_RevokeSession_FullMethodName, verb: "POST", path: "/v1/auth/sessions/" + esc(id) + ":revoke",
-		body: true, auth: true}
+		body: true, auth: true, ids: []pathID{{"sessionId", id}}}
 	return c.invoke(ctx, cl, &corev1.RevokeSessionRequest{SessionId: id}, &corev1.RevokeSessionResponse{})
 }

@@ -32,9 +32,16 @@ type call struct {
 	// an access token about to expire before any call.)
 	reauth bool
 	header map[string]string
+	// ids are the ids the call names (in its REST path): each must be a UUID, checked before
+	// anything is sent.
+	ids []pathID
 }
 
-// maxAnswerBytes bounds one unary answer; items are at most a few MiB.
+// pathID is an id a call names, with the name of its field in core's API.
+type pathID struct{ field, value string }
+
+// maxAnswerBytes bounds one answer: a unary answer over REST, a message over gRPC. Core keeps
+// its answers far below (a page of items holds at most 2 MiB of ciphertext).
 const maxAnswerBytes = 64 << 20
 
 var (
@@ -45,8 +52,16 @@ var (
 )
 
 // invoke runs cl with req, filling resp. An authenticated call refused with 401 is sent once more
-// after refreshing the session, unless it re-authenticates (cl.reauth).
+// after refreshing the session, unless it re-authenticates (cl.reauth). An id of cl that is not a
+// UUID, or a text field of req that is not UTF-8, gets the INVALID_ARGUMENT core would answer,
+// and nothing is sent.
 func (c *Client) invoke(ctx context.Context, cl call, req, resp proto.Message) error {
+	if err := checkIDs(cl.ids...); err != nil {
+		return err
+	}
+	if err := checkUTF8(req.ProtoReflect(), ""); err != nil {
+		return err
+	}
 	hdr, used, err := c.credentials(ctx, cl)
 	if err != nil {
 		return err
@@ -120,13 +135,11 @@ func (c *Client) send(ctx context.Context, cl call, hdr map[string]string, req, 
 }
 
 func (c *Client) sendGRPC(ctx context.Context, cl call, hdr map[string]string, req, resp proto.Message) error {
-	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	callCtx, cancel := context.WithTimeoutCause(ctx, c.timeout, errCallTimeout)
 	defer cancel()
 	err := c.conn.Invoke(outgoing(callCtx, hdr), cl.method, req, resp)
-	if err != nil {
-		if perr := ctxErr(ctx); perr != nil {
-			return perr
-		}
+	if err != nil && callCtx.Err() != nil {
+		return c.transportError(callCtx, err)
 	}
 	return grpcError(err)
 }
@@ -161,24 +174,45 @@ func (c *Client) sendREST(ctx context.Context, cl call, hdr map[string]string, r
 	return nil
 }
 
-// rest sends one request and reads the whole answer.
+// rest sends one request, bounded by the client's timeout, and reads the whole answer: at most
+// maxAnswerBytes (a longer one is refused as too large, not cut short).
 func (c *Client) rest(ctx context.Context, verb, path string, query url.Values, hdr map[string]string, body io.Reader) (int, []byte, error) {
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errCallTimeout)
 	defer cancel()
 	resp, err := c.do(ctx, verb, path, query, hdr, body)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
-		if perr := ctxErr(parent); perr != nil {
-			return 0, nil, perr
-		}
-		return 0, nil, unreachable(c.base.Host, err)
+		return 0, nil, c.transportError(ctx, err)
+	}
+	if len(raw) > maxAnswerBytes {
+		return 0, nil, fmt.Errorf("answer too large: core answered %s %s with more than %d MiB, the most the client reads in one answer", verb, path, maxAnswerBytes>>20)
 	}
 	return resp.StatusCode, raw, nil
+}
+
+// errCallTimeout is the cause of a unary call's context when the client's own timeout
+// (WithTimeout) ends it, told apart from the caller's context ending.
+var errCallTimeout = errors.New("the call timed out")
+
+// transportError is the error of a call that failed in ctx without an answer from core: the
+// caller's cancellation or deadline as it is (ctxErr); the client's own timeout as an Error
+// DEADLINE_EXCEEDED, the same over REST and gRPC; else UNAVAILABLE.
+func (c *Client) transportError(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return unreachable(c.base.Host, err)
+	}
+	if errors.Is(context.Cause(ctx), errCallTimeout) {
+		where := c.base.Host
+		if c.grpc != "" {
+			where = c.grpc
+		}
+		return &Error{Code: "DEADLINE_EXCEEDED", Message: fmt.Sprintf("core at %s did not answer within %s (the client's timeout)", where, c.timeout), err: err}
+	}
+	return ctxErr(ctx)
 }
 
 // do sends one REST request and returns the open answer.
@@ -201,10 +235,7 @@ func (c *Client) do(ctx context.Context, verb, path string, query url.Values, hd
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if perr := ctxErr(ctx); perr != nil {
-			return nil, perr
-		}
-		return nil, unreachable(c.base.Host, err)
+		return nil, c.transportError(ctx, err)
 	}
 	if resp.StatusCode/100 == 3 {
 		resp.Body.Close()

@@ -290,7 +290,7 @@ encryption service was unreachable ("pending": core keeps retrying), or there we
 				return err
 			}
 			if !yes {
-				if err := e.confirmDelete(u); err != nil {
+				if err := e.confirmDelete(cmd.Context(), u); err != nil {
 					return err
 				}
 			}
@@ -310,11 +310,14 @@ encryption service was unreachable ("pending": core keeps retrying), or there we
 
 // confirmDelete has the operator type u's username on the terminal; anything else, or no answer,
 // is an error and nothing is deleted.
-func (e *env) confirmDelete(u client.User) error {
+func (e *env) confirmDelete(ctx context.Context, u client.User) error {
 	fmt.Fprintf(e.stderr, "This deletes %s (%s) with all their items and destroys their keys: nothing encrypted for them,\n"+
 		"exports and backups included, can be decrypted again.\n", u.Username, u.ID)
-	typed, ok := e.line(fmt.Sprintf("Type the username (%s) to confirm: ", u.Username))
-	if !ok || !strings.EqualFold(typed, u.Username) {
+	typed, err := e.line(ctx, fmt.Sprintf("Type the username (%s) to confirm: ", u.Username))
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(typed, u.Username) {
 		return errors.New("not confirmed: nothing was deleted")
 	}
 	return nil
@@ -354,11 +357,11 @@ func (e *env) tenantOrOwn(ctx context.Context, c *client.Client, id, how string)
 	return me.TenantID, nil
 }
 
-// userArg returns the id of a USER_ID|USERNAME argument: a UUID as it is, a username looked up in
-// tenant (default: the caller's own).
+// userArg returns the id of a USER_ID|USERNAME argument: a UUID in its canonical form (the only
+// one core takes), a username looked up in tenant (default: the caller's own).
 func (e *env) userArg(ctx context.Context, c *client.Client, tenant, arg string) (string, error) {
-	if _, err := uuid.Parse(arg); err == nil {
-		return arg, nil
+	if id, err := uuid.Parse(arg); err == nil {
+		return id.String(), nil
 	}
 	u, err := e.findUser(ctx, c, tenant, arg)
 	return u.ID, err
@@ -366,8 +369,8 @@ func (e *env) userArg(ctx context.Context, c *client.Client, tenant, arg string)
 
 // user describes the user of a USER_ID|USERNAME argument (NOT_FOUND when there is none).
 func (e *env) user(ctx context.Context, c *client.Client, tenant, arg string) (client.User, error) {
-	if _, err := uuid.Parse(arg); err == nil {
-		return c.GetUser(ctx, arg)
+	if id, err := uuid.Parse(arg); err == nil {
+		return c.GetUser(ctx, id.String())
 	}
 	return e.findUser(ctx, c, tenant, arg)
 }
@@ -563,8 +566,11 @@ core keeps retrying), or are on the tenant's own encryption service, which core 
 			if !yes {
 				fmt.Fprintf(e.stderr, "This deletes tenant %s (%s) with all its people and items and destroys its keys:\n"+
 					"nothing encrypted for it, exports and backups included, can be decrypted again.\n", oneLine(t.Name), t.ID)
-				typed, ok := e.line("Type the tenant's name to confirm: ")
-				if !ok || typed != t.Name {
+				typed, err := e.line(cmd.Context(), "Type the tenant's name to confirm: ")
+				if err != nil {
+					return err
+				}
+				if typed != t.Name {
 					return errors.New("not confirmed: nothing was deleted")
 				}
 			}

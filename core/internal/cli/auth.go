@@ -3,11 +3,14 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/custos-platform/custos/core/client"
 )
 
 func (e *env) loginCommand() *cobra.Command {
@@ -47,14 +50,16 @@ from its configuration without the derivation.`,
 			}
 			user := firstNonEmpty(username, e.getenv("CUSTOS_USERNAME"), t.Username)
 			if user == "" {
-				var ok bool
-				if user, ok = e.line("Username: "); !ok || user == "" {
+				if user, err = e.line(ctx, "Username: "); err != nil {
+					return err
+				}
+				if user == "" {
 					return usageErr("which user? give --username or set CUSTOS_USERNAME")
 				}
 			}
 			var pw string
 			if pwStdin {
-				line, err := bufio.NewReader(e.stdin).ReadString('\n')
+				line, err := bufio.NewReader(e.input(ctx, e.stdin)).ReadString('\n')
 				if err != nil && err != io.EOF {
 					return fmt.Errorf("read the password from standard input: %w", err)
 				}
@@ -115,6 +120,10 @@ func (e *env) logoutCommand() *cobra.Command {
 			}
 			defer c.Close()
 			if err := c.Logout(cmd.Context(), all); err != nil {
+				if all && (errors.Is(err, client.ErrUnauthenticated) || errors.Is(err, client.ErrNotLoggedIn)) {
+					// Core ended nothing: this profile's session had ended, or there was none.
+					return &hintedError{err: err, hint: "run: custos login, then custos logout --all again"}
+				}
 				return err
 			}
 			return e.print(map[string]bool{"loggedOut": true}, func(w io.Writer) { fmt.Fprintln(w, "Logged out.") })

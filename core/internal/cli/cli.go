@@ -124,6 +124,15 @@ type authError struct{ msg string }
 
 func (a *authError) Error() string { return a.msg }
 
+// hintedError is an error with the hint to show with it (the "hint" of --output json).
+type hintedError struct {
+	err  error
+	hint string
+}
+
+func (h *hintedError) Error() string { return h.err.Error() }
+func (h *hintedError) Unwrap() error { return h.err }
+
 // ranError marks an error from a command's own work, as opposed to cobra's argument checks.
 type ranError struct{ err error }
 
@@ -197,8 +206,13 @@ func exitCode(ctx context.Context, err error) int {
 func (e *env) reportError(err error, code int) {
 	msg := err.Error()
 	hint := ""
-	var broke *brokeOffError
+	var (
+		broke  *brokeOffError
+		hinted *hintedError
+	)
 	switch {
+	case errors.As(err, &hinted):
+		hint = hinted.hint
 	case errors.Is(err, client.ErrOtherServer):
 		hint = "a profile keeps the session of one core: log in to this one with another profile (custos --profile NAME login)"
 	case errors.Is(err, client.ErrNotLoggedIn), errors.Is(err, client.ErrSessionExpired):

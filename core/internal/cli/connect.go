@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -149,17 +150,63 @@ func (e *env) warn(format string, args ...any) {
 	}
 }
 
-// line reads a line with echo from a terminal stdin (a username).
-func (e *env) line(prompt string) (string, bool) {
+// line reads a line with echo from a terminal stdin (a username, a confirmation): "" when stdin is
+// not a terminal or gives no answer; ctx's error when it ends first (Ctrl-C).
+func (e *env) line(ctx context.Context, prompt string) (string, error) {
 	if !e.stdinIsTerminal() {
-		return "", false
+		return "", nil
 	}
 	fmt.Fprint(e.stderr, prompt)
-	s, err := bufio.NewReader(e.stdin).ReadString('\n')
-	if err != nil && s == "" {
-		return "", false
+	s, err := bufio.NewReader(e.input(ctx, e.stdin)).ReadString('\n')
+	if cerr := ctx.Err(); cerr != nil {
+		fmt.Fprintln(e.stderr)
+		return "", cerr
 	}
-	return strings.TrimSpace(s), true
+	if err != nil && s == "" {
+		return "", nil
+	}
+	return strings.TrimSpace(s), nil
+}
+
+// input returns r read so that ctx ending (Ctrl-C) ends a read blocked on it at once, with ctx's
+// error: a terminal waiting for a line, a pipe that stalls. Main keeps SIGINT trapped until then.
+func (e *env) input(ctx context.Context, r io.Reader) io.Reader {
+	return &ctxReader{ctx: ctx, r: r}
+}
+
+// ctxReader is an io.Reader whose Read returns ctx's error as soon as ctx ends. The read under
+// way goes on in the background, into a buffer of its own, and its result is dropped: the
+// process is about to exit, and the reader is not read again.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+	buf []byte
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(c.buf) < len(p) {
+		c.buf = make([]byte, len(p))
+	}
+	buf := c.buf[:len(p)]
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := c.r.Read(buf)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		return copy(p, buf[:r.n]), r.err
+	case <-c.ctx.Done():
+		c.buf = nil // the abandoned read may still write into buf
+		return 0, c.ctx.Err()
+	}
 }
 
 // unlock makes sure c holds the master key when the tenant is zero-knowledge: the key is derived
@@ -217,17 +264,21 @@ func (e *env) readData(cmd *cobra.Command, d dataFlags) (string, error) {
 			return "", fmt.Errorf("--data-file: %w", err)
 		}
 		defer f.Close()
-		return readText(f, d.file)
+		return readText(e.input(cmd.Context(), f), d.file) // a FIFO may stall too
 	}
 	if e.stdinIsTerminal() {
 		fmt.Fprintln(e.stderr, "Reading the data from standard input; end with Ctrl-D.")
 	}
-	return readText(e.stdin, "standard input")
+	return readText(e.input(cmd.Context(), e.stdin), "standard input")
 }
 
-// readText reads all of r, which must be UTF-8 text of at most maxInput bytes.
+// readText reads all of r, which must be UTF-8 text of at most maxInput bytes. A read that r ends
+// with its context's error (Ctrl-C) returns that error.
 func readText(r io.Reader, name string) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(r, maxInput+1))
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return "", err
+	}
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", name, err)
 	}

@@ -114,13 +114,29 @@ func writeFile0600(path string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// On disk before the rename: a crash must not leave an empty or partial file in place of
+	// the tokens (a spent refresh token would then be all that is left, or nothing).
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	syncDir(dir)
 	return nil
+}
+
+// syncDir makes a rename in dir durable, where the system allows it (best effort: some
+// filesystems and systems cannot sync a directory, and the file itself is already on disk).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
 }
 
 // privateDir makes dir, a directory of custos's configuration (profiles/ or tokens/), if needed,

@@ -242,7 +242,7 @@ func (e *env) importCommand() *cobra.Command {
 			}
 			defer c.Close()
 			bar := e.progress("importing")
-			res, err := c.Import(cmd.Context(), r, client.ImportProgress(func(n int64) { bar.bytes(n, size) }))
+			res, err := c.Import(cmd.Context(), e.input(cmd.Context(), r), client.ImportProgress(func(n int64) { bar.bytes(n, size) }))
 			bar.done()
 			if err != nil {
 				return err

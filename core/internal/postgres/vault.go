@@ -197,38 +197,55 @@ func (s *Store) GetItem(ctx context.Context, ownerID, id uuid.UUID) (Item, error
 	return it, nil
 }
 
+// ListPageBytes bounds the ciphertext (as stored: base64) of one ListItems page, whatever its
+// pageSize: the page's answer, decrypted, stays well within gRPC's default message limit of 4 MiB
+// and the clients' cap on a REST answer. A page holds at least one item whatever its size (an
+// item's encoded name and data are at most 1 MiB).
+const ListPageBytes = 2 << 20
+
 // ListItems returns a page of owner's items, newest first by (created_at, id), and the token of
-// the next page ("" on the last). pageSize <= 0 means 100, at most 1000. pageToken ("" from the
+// the next page ("" on the last). A page holds at most pageSize items (pageSize <= 0 means 100, at
+// most 1000) and ListPageBytes of ciphertext, or a single larger item. pageToken ("" from the
 // start) is a position, not an item: the listing continues where it was even if the last item it
 // returned has been deleted since. Errors: Invalid naming pageToken for a token ListItems did not
 // return.
 func (s *Store) ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, pageToken string) ([]Item, string, error) {
 	limit := clampPageSize(pageSize)
-	var rows pgx.Rows
-	var err error
-	if pageToken == "" {
-		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items WHERE owner_id = $1
-			ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, limit+1)
-	} else {
+	// The window runs over the owner's items in listing order, read from the items_owner index,
+	// summing the lengths of their ciphertext, and stops after limit + 1 of them: the one past
+	// the page only says that more follow. Only the page's rows are read whole.
+	from, args := "", []any{ownerID, limit, ListPageBytes}
+	if pageToken != "" {
 		t, id, ok := decodePosition(pageToken)
 		if !ok {
 			return nil, "", errs.E(errs.Invalid, "pageToken: not a token ListItems returned")
 		}
-		rows, err = s.pool.Query(ctx, `SELECT `+itemColumns+` FROM items WHERE owner_id = $1
-			AND (created_at, id) < ($3, $4) ORDER BY created_at DESC, id DESC LIMIT $2`, ownerID, limit+1, t, id)
+		from, args = `AND (created_at, id) < ($4, $5)`, append(args, t, id)
 	}
+	rows, err := s.pool.Query(ctx, `WITH candidates AS (
+			SELECT id, row_number() OVER w AS n, sum(octet_length(cipher_text)) OVER w AS bytes
+			FROM items WHERE owner_id = $1 `+from+`
+			WINDOW w AS (ORDER BY created_at DESC, id DESC ROWS UNBOUNDED PRECEDING)
+			ORDER BY created_at DESC, id DESC LIMIT $2 + 1)
+		SELECT `+itemColumns+`, (SELECT count(*) FROM candidates)
+		FROM candidates JOIN items USING (id)
+		WHERE n <= $2 AND (n = 1 OR bytes <= $3) ORDER BY n`, args...)
 	if err != nil {
 		return nil, "", fail("list items", err)
 	}
-	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) { return scanItem(r) })
+	var candidates int
+	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) {
+		var it Item
+		err := r.Scan(append(itemFields(&it), &candidates)...)
+		return it, err
+	})
 	if err != nil {
 		return nil, "", fail("list items", err)
 	}
-	if len(items) <= limit {
+	if candidates <= len(items) {
 		return items, "", nil
 	}
-	items = items[:limit]
-	last := items[limit-1]
+	last := items[len(items)-1]
 	return items, encodePosition(last.CreatedAt, last.ID), nil
 }
 
