@@ -1131,6 +1131,13 @@ func checkPrometheusRules(t *testing.T, r rendered, on bool) {
 				if rule.Annotations["summary"] == "" {
 					t.Errorf("PrometheusRule %s: %s has no summary", pr.Name, rule.Alert)
 				}
+				// Prometheus fills in {{ $labels.x }} and {{ $value }}; anything else left of Helm's
+				// escaping would show as written, or fail the rule.
+				for _, a := range rule.Annotations {
+					if strings.Count(a, "{{") != len(promTemplate.FindAllString(a, -1)) {
+						t.Errorf("PrometheusRule %s: %s: annotation %q holds a template other than {{ $labels.<name> }} or {{ $value }}", pr.Name, rule.Alert, a)
+					}
+				}
 			}
 		}
 		if n < 3 {
@@ -1138,6 +1145,9 @@ func checkPrometheusRules(t *testing.T, r rendered, on bool) {
 		}
 	}
 }
+
+// promTemplate matches the alert templates the chart's annotations may use.
+var promTemplate = regexp.MustCompile(`\{\{ \$(labels\.[a-z_]+|value) \}\}`)
 
 // promDuration matches a Prometheus duration such as 5m or 1h30m.
 var promDuration = regexp.MustCompile(`^([0-9]+(ms|s|m|h|d|w|y))+$`)

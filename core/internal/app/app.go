@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	"github.com/custos-platform/custos/core/internal/auth"
 	"github.com/custos-platform/custos/core/internal/config"
@@ -241,6 +243,9 @@ func secretBox(keys, active string) (*secretbox.Box, error) {
 }
 
 func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingConfig, version string, logger *slog.Logger) error {
+	// The OpenTelemetry SDK reports failed exports through its one global handler; without this it
+	// would print them as plain text among the JSON log lines.
+	otel.SetErrorHandler(telemetry.NewErrorHandler(logger, time.Minute))
 	metrics, err := telemetry.NewMetrics(prometheus.NewRegistry(), version)
 	if err != nil {
 		return err
@@ -402,7 +407,10 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	}()
 
 	router := esclient.NewRouter(es, store, box, esclient.RouterOptions{Timeout: cfg.ES.Timeout, Logger: logger, DialOptions: esDial,
-		RequestID: server.RequestID})
+		RequestID: server.RequestID, Tracing: tracing,
+		ObserveHTTPS: func(method string, code codes.Code, elapsed time.Duration) {
+			metrics.ObserveESCall(method, code, telemetry.TransportHTTPS, elapsed)
+		}})
 	defer router.Close()
 	vaultSvc := vault.New(store, router, vault.Limits{})
 	vaultSvc.Log = logger

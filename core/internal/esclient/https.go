@@ -13,6 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 
 	"github.com/custos-platform/custos/core/internal/errs"
@@ -31,6 +35,7 @@ type httpsClient struct {
 	cred        credential
 	call        *caller
 	maxResponse int64
+	hooks       httpsHooks
 }
 
 var _ Client = (*httpsClient)(nil)
@@ -77,49 +82,119 @@ func (h *httpsClient) roundTrip(ctx context.Context, o op, method, path string, 
 		}
 	}
 	return h.call.do(ctx, o, func(ctx context.Context, _ bool) error {
-		req, err := http.NewRequestWithContext(ctx, method, h.base+path, bytes.NewReader(body))
-		if err != nil {
-			return errs.Wrap(errs.Internal, err, "the tenant's encryption service URL is malformed")
+		start := time.Now()
+		ctx, span := h.hooks.startSpan(ctx, o, method, h.base+path)
+		status, err := h.attempt(ctx, o, method, path, body, mk, nk, out)
+		code := attemptCode(err)
+		endSpan(span, status, code)
+		if h.hooks.observe != nil {
+			h.hooks.observe(o.name, code, time.Since(start))
 		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		req.Header.Set("Accept", "application/json")
-		req.Header.Set("X-Tenant-Id", h.cred.tenantID)
-		req.Header.Set("X-Tenant-Secret", h.cred.secret)
-		if id := h.call.requestIDOf(ctx); id != "" {
-			req.Header.Set("X-Request-Id", id)
-		}
-		if mk != "" {
-			req.Header.Set("X-Master-Key", mk)
-		}
-		if nk != "" {
-			req.Header.Set("X-New-Master-Key", nk)
-		}
-		resp, err := h.http.Do(req)
-		if err != nil {
-			return transportErr(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-			return httpErr(o, resp.StatusCode, b)
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, h.maxResponse+1))
-		if err != nil {
-			return transportErr(err)
-		}
-		if int64(len(b)) > h.maxResponse {
-			return errs.E(errs.Internal, "the encryption service's answer is over core's limit of %d bytes", h.maxResponse)
-		}
-		if out == nil {
-			return nil
-		}
-		if err := json.Unmarshal(b, out); err != nil {
-			return errs.Wrap(errs.Internal, err, "the encryption service answered malformed JSON")
-		}
-		return nil
+		return err
 	})
+}
+
+// attempt makes one request and returns the HTTP status answered (0: none) with the attempt's
+// error, a *remoteError or an *errs.Error.
+func (h *httpsClient) attempt(ctx context.Context, o op, method, path string, body []byte, mk, nk string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "the tenant's encryption service URL is malformed")
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("X-Tenant-Id", h.cred.tenantID)
+	req.Header.Set("X-Tenant-Secret", h.cred.secret)
+	if id := h.call.requestIDOf(ctx); id != "" {
+		req.Header.Set("X-Request-Id", id)
+	}
+	if mk != "" {
+		req.Header.Set("X-Master-Key", mk)
+	}
+	if nk != "" {
+		req.Header.Set("X-New-Master-Key", nk)
+	}
+	if h.hooks.propagator != nil {
+		h.hooks.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
+	resp, err := h.http.Do(req)
+	if err != nil {
+		return 0, transportErr(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return resp.StatusCode, httpErr(o, resp.StatusCode, b)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, h.maxResponse+1))
+	if err != nil {
+		return resp.StatusCode, transportErr(err)
+	}
+	if int64(len(b)) > h.maxResponse {
+		return resp.StatusCode, errs.E(errs.Internal, "the encryption service's answer is over core's limit of %d bytes", h.maxResponse)
+	}
+	if out == nil {
+		return resp.StatusCode, nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return resp.StatusCode, errs.Wrap(errs.Internal, err, "the encryption service answered malformed JSON")
+	}
+	return resp.StatusCode, nil
+}
+
+// attemptCode is the gRPC code an attempt ended with, for metrics and spans: that of its
+// remoteError, Internal for the faults found on core's side (*errs.Error).
+func attemptCode(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	var re *remoteError
+	if errors.As(err, &re) {
+		return re.code
+	}
+	return codes.Internal
+}
+
+// tracerName names the tracer of the HTTPS client's spans.
+const tracerName = "github.com/custos-platform/custos/core/internal/esclient"
+
+// httpsHooks are what RouterOptions.ObserveHTTPS and Tracing give every HTTPS client; the zero
+// value does nothing.
+type httpsHooks struct {
+	observe    func(method string, code codes.Code, elapsed time.Duration)
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+}
+
+// startSpan starts the client span of one attempt, as otelgrpc does for each gRPC attempt; it
+// returns nil without a tracer. The span carries the method and URL, never a header or body.
+func (k httpsHooks) startSpan(ctx context.Context, o op, method, url string) (context.Context, trace.Span) {
+	if k.tracer == nil {
+		return ctx, nil
+	}
+	return k.tracer.Start(ctx, "HTTPS "+o.name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("rpc.method", o.name),
+		attribute.String("http.request.method", method),
+		attribute.String("url.full", url),
+	))
+}
+
+// endSpan ends span (nil: none) with the attempt's outcome. Its status names the code only: the
+// error's text is for core's log.
+func endSpan(span trace.Span, httpStatus int, code codes.Code) {
+	if span == nil {
+		return
+	}
+	if httpStatus != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", httpStatus))
+	}
+	span.SetAttributes(attribute.Int64("rpc.grpc.status_code", int64(code)))
+	if code != codes.OK {
+		span.SetStatus(otelcodes.Error, code.String())
+	}
+	span.End()
 }
 
 // transportErr classifies a failure to get an answer. A certificate the client does not trust,

@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/custos-platform/custos/core/internal/errs"
@@ -67,6 +70,26 @@ type RouterOptions struct {
 	// x-request-id (X-Request-Id over HTTPS), so that both services log the same id for it. Nil,
 	// or an empty id, sends none.
 	RequestID func(context.Context) string
+	// ObserveHTTPS, when not nil, is called after every attempt of a call to a hosted service over
+	// HTTPS with the contract's method name ("Encrypt"), the gRPC code the attempt ended with and
+	// how long it took: OK; the code the service's answer names, else the one its HTTP status
+	// stands for; Unavailable or DeadlineExceeded when it could not be reached in time; Internal
+	// for a fault of core's side or its configuration (an untrusted certificate, a redirect, a
+	// malformed answer). Core passes telemetry.Metrics.ObserveESCall with TransportHTTPS. gRPC
+	// connections are measured by an interceptor in DialOptions instead.
+	ObserveHTTPS func(method string, code codes.Code, elapsed time.Duration)
+	// Tracing, when not nil, gives every HTTPS attempt a client span and sends its trace context
+	// along as W3C traceparent and tracestate headers (*telemetry.Tracing is one). gRPC
+	// connections get theirs from DialOptions instead.
+	Tracing HTTPSTracing
+}
+
+// HTTPSTracing is what the HTTPS client needs of tracing.
+type HTTPSTracing interface {
+	// Tracer returns the tracer of the client spans.
+	Tracer(name string) trace.Tracer
+	// Propagator returns the propagator that writes the trace context into the request headers.
+	Propagator() propagation.TextMapPropagator
 }
 
 func (o RouterOptions) withDefaults() RouterOptions {
@@ -106,6 +129,7 @@ type Router struct {
 	tenants  TenantLookup
 	box      *secretbox.Box
 	opts     RouterOptions
+	hooks    httpsHooks // of every HTTPS client
 
 	mu        sync.Mutex
 	closed    bool
@@ -139,6 +163,11 @@ func NewRouter(platform *grpc.ClientConn, tenants TenantLookup, box *secretbox.B
 		opts:      opts.withDefaults(),
 		clients:   make(map[uuid.UUID]cachedClient),
 		endpoints: make(map[string]*endpoint),
+	}
+	r.hooks.observe = r.opts.ObserveHTTPS
+	if r.opts.Tracing != nil {
+		r.hooks.tracer = r.opts.Tracing.Tracer(tracerName)
+		r.hooks.propagator = r.opts.Tracing.Propagator()
 	}
 	if platform != nil {
 		r.platform = &endpoint{caller: r.newCaller("platform"), rpc: encryptionv1.NewEncryptionServiceClient(platform)}
@@ -206,7 +235,8 @@ func (r *Router) For(ctx context.Context, tenantID uuid.UUID) (Client, error) {
 	}
 	var c Client
 	if ep.http != nil {
-		c = &httpsClient{base: ep.base, http: ep.http, cred: cred, call: ep.caller, maxResponse: r.opts.MaxResponseBytes}
+		c = &httpsClient{base: ep.base, http: ep.http, cred: cred, call: ep.caller, maxResponse: r.opts.MaxResponseBytes,
+			hooks: r.hooks}
 	} else {
 		c = &grpcClient{rpc: ep.rpc, cred: cred, call: ep.caller}
 	}

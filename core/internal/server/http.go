@@ -8,13 +8,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // newGatewayMux returns the REST mux: camelCase JSON, unknown fields and
@@ -77,8 +82,145 @@ func (j strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
 		if _, err := d.Token(); !errors.Is(err, io.EOF) {
 			return errTrailingData
 		}
-		return j.JSONPb.NewDecoder(bytes.NewReader(raw)).Decode(v)
+		if err := j.JSONPb.NewDecoder(bytes.NewReader(raw)).Decode(v); err != nil {
+			return wellKnownFieldError(err, raw, v)
+		}
+		return nil
 	})
+}
+
+// wellKnownFieldError rewrites err when it is protojson's error about the value of a well-known
+// type (see protoWellKnownError), which quotes the value and not the field: the value gives way
+// to the field's name (" in field rotationPolicy.maxAge"), found from the error's position in raw
+// and the fields of v, the message decoded. Only names of fields are written, never a key the
+// caller sent that names none (a map key). Any other error, or one whose field cannot be told,
+// passes unchanged for bodyError.
+func wellKnownFieldError(err error, raw []byte, v any) error {
+	m := protoWellKnownError.FindStringSubmatch(err.Error())
+	if m == nil || m[5] != "" {
+		return err
+	}
+	var msg protoreflect.MessageDescriptor
+	for rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && !rv.IsNil(); rv = rv.Elem() {
+		if pm, ok := rv.Interface().(proto.Message); ok {
+			msg = pm.ProtoReflect().Descriptor()
+			break
+		}
+	}
+	line, _ := strconv.Atoi(m[1])
+	col, _ := strconv.Atoi(m[2])
+	keys, ok := keysAt(raw, offsetOf(raw, line, col))
+	if msg == nil || !ok {
+		return err
+	}
+	field, ok := fieldPath(msg, keys)
+	if !ok {
+		return err
+	}
+	what := "invalid " + m[3] + " value"
+	if m[4] != "" {
+		what = m[4] + " value out of range"
+	}
+	return fmt.Errorf("proto: (line %d:%d): %s in field %s", line, col, what, field)
+}
+
+// offsetOf returns the byte offset of line:column (from 1, the column in characters) in raw, as
+// protojson counts them; -1 when raw has no such place.
+func offsetOf(raw []byte, line, col int) int {
+	off := 0
+	for range line - 1 {
+		i := bytes.IndexByte(raw[off:], '\n')
+		if i < 0 {
+			return -1
+		}
+		off += i + 1
+	}
+	for range col - 1 {
+		if off >= len(raw) {
+			return -1
+		}
+		_, size := utf8.DecodeRune(raw[off:])
+		off += size
+	}
+	return off
+}
+
+// keysAt returns the object keys leading from the top of raw, a JSON value, to the value that
+// starts at byte pos (an array adds none: its elements are its field's); false when no value
+// starts there.
+func keysAt(raw []byte, pos int) ([]string, bool) {
+	type frame struct {
+		object, wantKey bool
+		key             string
+	}
+	var stack []frame
+	d := json.NewDecoder(bytes.NewReader(raw))
+	for {
+		start := d.InputOffset() // the previous token's end: separators and space lead to this one
+		tok, err := d.Token()
+		if err != nil {
+			return nil, false
+		}
+		top := len(stack) - 1
+		if top >= 0 && stack[top].wantKey {
+			if key, ok := tok.(string); ok {
+				stack[top].key, stack[top].wantKey = key, false
+				continue
+			}
+		}
+		if tok == json.Delim('}') || tok == json.Delim(']') {
+			stack = stack[:top]
+			if top > 0 && stack[top-1].object {
+				stack[top-1].wantKey = true
+			}
+			continue
+		}
+		if int64(pos) >= start && int64(pos) < d.InputOffset() {
+			var keys []string
+			for _, f := range stack {
+				if f.object {
+					keys = append(keys, f.key)
+				}
+			}
+			return keys, true
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		default:
+			if top >= 0 && stack[top].object {
+				stack[top].wantKey = true
+			}
+		}
+	}
+}
+
+// fieldPath returns the JSON names of the fields keys lead through from a message of msg, joined
+// by dots ("rotationPolicy.maxAge"); a map field's key is the caller's data and is left out.
+// False when a key names no field (protojson takes JSON and proto names).
+func fieldPath(msg protoreflect.MessageDescriptor, keys []string) (string, bool) {
+	var names []string
+	for i := 0; i < len(keys); i++ {
+		if msg == nil {
+			return "", false
+		}
+		fd := msg.Fields().ByJSONName(keys[i])
+		if fd == nil {
+			fd = msg.Fields().ByTextName(keys[i])
+		}
+		if fd == nil {
+			return "", false
+		}
+		names = append(names, fd.JSONName())
+		msg = fd.Message()
+		if fd.IsMap() {
+			i++ // the map key
+			msg = fd.MapValue().Message()
+		}
+	}
+	return strings.Join(names, "."), len(names) > 0
 }
 
 // gatewayQueryError matches the gateway's errors about a query parameter, which quote its value
@@ -168,6 +310,23 @@ var protoValueError = regexp.MustCompile(`^proto:[ \x{00a0}]\(line (\d+):(\d+)\)
 // protoSyntaxToken matches the token protojson quotes after a syntax error.
 var protoSyntaxToken = regexp.MustCompile(`(syntax error \(line \d+:\d+\): (?:unexpected token|invalid value)) .*$`)
 
+// protoWellKnownError matches protojson's message for a malformed or out-of-range value of a
+// well-known type (google.protobuf.Timestamp, Duration…): where it is and the type, then the value
+// itself, or " in field <name>" where strictJSON's decoder could tell the field (see
+// wellKnownFieldError). The value follows a quote or a colon, so it cannot pass for a field.
+var protoWellKnownError = regexp.MustCompile(`^proto:[ \x{00a0}]\(line (\d+):(\d+)\): (?:invalid (google\.protobuf\.[A-Za-z]+)(?: value|:)|(google\.protobuf\.[A-Za-z]+) value out of range)(?: in field ([A-Za-z0-9_.]{1,200})$)?`)
+
+// wellKnownWant says what a value of a well-known type should be, or "".
+func wellKnownWant(typ string) string {
+	switch typ {
+	case "google.protobuf.Timestamp":
+		return "; want an RFC 3339 time from year 1 to 9999, such as 2026-01-02T15:04:05Z"
+	case "google.protobuf.Duration":
+		return "; want seconds with the suffix s, such as 3600s or 0.5s"
+	}
+	return ""
+}
+
 // bodyError rewrites the gateway's own JSON decoding errors so that they
 // name the field and what it should hold, without echoing the value or token
 // sent (which may be long, or data the caller meant to protect). Every other
@@ -195,6 +354,18 @@ func bodyError(err error) error {
 			}
 		}
 		return status.Errorf(codes.InvalidArgument, "%s: invalid value (want %s) at line %s, column %s of the request body", m[4], want, m[1], m[2])
+	}
+	// A time or duration the caller sent may be anything, a secret too: its field and type only.
+	if m := protoWellKnownError.FindStringSubmatch(st.Message()); m != nil {
+		field, problem := "request body", "invalid "+m[3]+" value"
+		if m[4] != "" {
+			problem = m[4] + " value out of range"
+		}
+		if m[5] != "" {
+			field = m[5]
+		}
+		return status.Errorf(codes.InvalidArgument, "%s: %s (not shown%s) at line %s, column %s of the request body",
+			field, problem, wellKnownWant(m[3]+m[4]), m[1], m[2])
 	}
 	msg = "request body: " + strings.TrimLeft(msg, " \u00a0")
 	// A syntax error quotes the token it stopped at, which may be an unquoted password or datum.

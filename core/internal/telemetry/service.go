@@ -55,8 +55,13 @@ func newServiceMetrics() serviceMetrics {
 			Help: "Attempts to have an encryption service destroy a key context core no longer uses (a deleted user's), by result: erased, or failed (queued for another attempt).",
 		}, []string{"result"}),
 	}
+	// Every series an alert reads exists from the start: increase() sees nothing of a series whose
+	// first sample already counts the event (CustosCoreReencryptionJobFailed reads FAILED).
 	for _, r := range []string{"moved", "skipped", "failed"} {
 		s.reencryptItems.WithLabelValues(r)
+	}
+	for _, state := range []string{"SUCCEEDED", "FAILED", "WAITING_FOR_KEY"} { // reencrypt's final states
+		s.reencryptJobs.WithLabelValues(state)
 	}
 	for _, r := range []string{"erased", "failed"} {
 		s.keyErasures.WithLabelValues(r)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc"
 
 	"github.com/custos-platform/custos/encryption-service/internal/config"
@@ -32,8 +33,11 @@ import (
 const component = "the encryption service"
 
 // forwardHeaders are the HTTP headers the REST gateway passes on to the gRPC services.
+// traceparent and tracestate carry a REST caller's trace (core's HTTPS client sends them) to the
+// gRPC server's spans, as gRPC callers' metadata does.
 var forwardHeaders = []string{
 	"x-tenant-id", "x-tenant-secret", "x-master-key", "x-new-master-key", "x-admin-token", "x-request-id",
+	"traceparent", "tracestate",
 }
 
 const usage = `usage: encryption-service [command]
@@ -136,6 +140,9 @@ func newLogger(w io.Writer, level slog.Level, version string) *slog.Logger {
 }
 
 func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingConfig, version string, logger *slog.Logger) error {
+	// The OpenTelemetry SDK reports failed exports through its one global handler; without this it
+	// would print them as plain text among the JSON log lines.
+	otel.SetErrorHandler(telemetry.NewErrorHandler(logger, time.Minute))
 	metrics, err := telemetry.NewMetrics(prometheus.NewRegistry(), version)
 	if err != nil {
 		return err
@@ -191,6 +198,9 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 		CacheMisses:              metrics.KeyCacheMisses(),
 	})
 	tenantSvc := tenants.New(store, nil)
+	if err := metrics.WatchChangeListener(keys.Listening); err != nil {
+		return err
+	}
 
 	// Caches follow changes made by every replica: the database notifies each of them.
 	listenCtx, stopListening := context.WithCancel(ctx)

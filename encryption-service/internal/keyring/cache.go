@@ -204,3 +204,8 @@ func (e *entry) active() (postgres.KeyVersion, bool) {
 	}
 	return postgres.KeyVersion{}, false
 }
+
+// Listening reports whether the change listener is connected, as last told through Hearing: what
+// the cache goes by to trust its entries for maxAge rather than postgres.UnheardMaxAge. It is
+// cheap and never blocks, for the custos_change_listener_connected gauge.
+func (s *Service) Listening() bool { return s.cache.hearing.Load() }

@@ -35,3 +35,23 @@ func (m *Metrics) KeyCacheHits() prometheus.Counter {
 func (m *Metrics) KeyCacheMisses() prometheus.Counter {
 	return m.service.keyCacheLookups.WithLabelValues("miss")
 }
+
+// WatchChangeListener registers custos_change_listener_connected, whose value
+// at each scrape is 1 when connected reports true, else 0: whether this
+// replica's listener for other replicas' changes (PostgreSQL LISTEN) is
+// connected. While it is not, the caches trust what they hold for a second
+// only, and every busy key context is read from the database again and
+// again. connected must be cheap and must not block.
+//
+// It fails when called twice on the same Metrics.
+func (m *Metrics) WatchChangeListener(connected func() bool) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "change_listener_connected",
+		Help: "1 while this replica's change listener (PostgreSQL LISTEN for other replicas' changes) is connected, else 0: its caches then trust entries for a second only.",
+	}, func() float64 {
+		if connected() {
+			return 1
+		}
+		return 0
+	}))
+}

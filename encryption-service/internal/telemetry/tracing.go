@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -83,7 +87,8 @@ func ParseTracingEnv(getenv func(string) string, serviceName, version string) (T
 	}
 	if arg := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER_ARG")); arg != "" {
 		r, err := strconv.ParseFloat(arg, 64)
-		if err != nil || r < 0 || r > 1 {
+		// Written so that NaN, which every comparison is false for, is refused too.
+		if err != nil || !(r >= 0 && r <= 1) {
 			errs = append(errs, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG: want a ratio in [0, 1], got %q", arg))
 		}
 		cfg.SampleRatio = r
@@ -111,8 +116,8 @@ type Tracing struct {
 // loses spans, never fails calls). Trace context travels as W3C traceparent
 // and tracestate metadata; baggage is not propagated.
 //
-// It fails only when the OTLP exporter cannot be set up. Call Shutdown to
-// flush the last spans.
+// It fails when cfg.SampleRatio is NaN or the OTLP exporter cannot be set
+// up. Call Shutdown to flush the last spans.
 func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	exp := cfg.Exporter
 	if exp == nil {
@@ -127,6 +132,8 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	}
 	ratio := cfg.SampleRatio
 	switch {
+	case math.IsNaN(ratio):
+		return nil, errors.New("telemetry: SampleRatio is NaN, want a ratio in [0, 1]")
 	case ratio == 0 || ratio > 1:
 		ratio = 1
 	case ratio < 0:
@@ -228,4 +235,47 @@ func (t *Tracing) ForceFlush(ctx context.Context) error {
 		return nil
 	}
 	return t.provider.ForceFlush(ctx)
+}
+
+// ErrorHandler logs what the OpenTelemetry SDK reports through otel.Handle,
+// errors no call returns to the service (a failed export to the collector, a
+// span queue overflowing), through the service's logger: JSON like every other
+// line, at warning level, with the message "telemetry: OpenTelemetry error".
+// Without one (otel.SetErrorHandler), the SDK prints them as plain text
+// through the standard log package. An unreachable collector fails every
+// export, so it logs at most one line per interval; the next line says how
+// many it left out ("suppressed"). Safe for concurrent use.
+type ErrorHandler struct {
+	log      *slog.Logger
+	interval time.Duration
+
+	mu         sync.Mutex
+	next       time.Time // no line before
+	suppressed int
+}
+
+// NewErrorHandler returns an ErrorHandler logging to logger at most once per
+// interval (zero or less: every error).
+func NewErrorHandler(logger *slog.Logger, interval time.Duration) *ErrorHandler {
+	return &ErrorHandler{log: logger, interval: interval}
+}
+
+// Handle implements otel.ErrorHandler.
+func (h *ErrorHandler) Handle(err error) {
+	h.mu.Lock()
+	now := time.Now()
+	if now.Before(h.next) {
+		h.suppressed++
+		h.mu.Unlock()
+		return
+	}
+	h.next = now.Add(h.interval)
+	n := h.suppressed
+	h.suppressed = 0
+	h.mu.Unlock()
+	attrs := []any{"error", err}
+	if n > 0 {
+		attrs = append(attrs, "suppressed", n)
+	}
+	h.log.Warn("telemetry: OpenTelemetry error", attrs...)
 }
