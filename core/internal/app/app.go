@@ -418,7 +418,7 @@ func serve(ctx context.Context, cfg config.Config, tracingCfg telemetry.TracingC
 	// People of PLATFORM tenants get their key context with their account; those of CLIENT tenants
 	// too when the creating request carried their master key, else at their first request carrying it.
 	dir.AfterCreateUser = func(ctx context.Context, u postgres.User, masterKey []byte) {
-		if _, err := vaultSvc.EnsureContext(ctx, u.ID, u.TenantID, masterKey); err != nil && !errs.Is(err, errs.Unauthenticated) {
+		if _, err := vaultSvc.EnsureContext(ctx, u.ID, u.TenantID, masterKey, u.SecurityStamp); err != nil && !errs.Is(err, errs.Unauthenticated) {
 			logger.Warn("create key context with the user; it will be created at their first vault request", "user_id", u.ID, "error", err)
 		}
 	}

@@ -42,7 +42,7 @@ type Store interface {
 	GetUser(ctx context.Context, id uuid.UUID) (postgres.User, error)
 	GetUserByUsername(ctx context.Context, username string) (postgres.User, error)
 	GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant, error)
-	ChangePassword(ctx context.Context, id uuid.UUID, passwordHash string, hint *string, newStamp string, keepSession uuid.UUID, audit postgres.AuditEvent) error
+	ChangePassword(ctx context.Context, id uuid.UUID, passwordHash string, hint *string, newStamp string, keepSession uuid.UUID, keyContext *uuid.UUID, audit postgres.AuditEvent) error
 	SetPendingTOTP(ctx context.Context, id uuid.UUID, sealed []byte) error
 	EnableTOTP(ctx context.Context, id uuid.UUID, confirmed []byte, step int64, recoveryHashes [][]byte, newStamp string, audit postgres.AuditEvent) error
 	DisableTOTP(ctx context.Context, id uuid.UUID, newStamp string, audit postgres.AuditEvent) error
@@ -68,7 +68,9 @@ var _ Store = (*postgres.Store)(nil)
 
 // MasterKeyChanger rewraps a user's zero-knowledge keys from one client master key to another.
 type MasterKeyChanger interface {
-	ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) error
+	// ChangeMasterKey moves the user's zero-knowledge key context from oldKey to newKey. It reports
+	// whether the tenant is zero-knowledge and, if so, the context it moved (uuid.Nil: none yet).
+	ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) (zeroKnowledge bool, moved uuid.UUID, err error)
 }
 
 // Limits are the throttling thresholds: after Limit failures within Window, Lockout.
@@ -570,17 +572,22 @@ func (s *Service) ChangePassword(ctx context.Context, r Request, current, next, 
 		return Tokens{}, errs.Wrap(errs.Internal, err, "hash password")
 	}
 	rewrapped := false
+	var keyContext *uuid.UUID // zero-knowledge: the context the new password's key opens
 	if s.opts.MasterKeys != nil && !u.PlatformAdmin {
-		if err := s.opts.MasterKeys.ChangeMasterKey(ctx, u.ID, u.TenantID, oldKey, newKey); err != nil {
+		zk, moved, err := s.opts.MasterKeys.ChangeMasterKey(ctx, u.ID, u.TenantID, oldKey, newKey)
+		if err != nil {
 			return Tokens{}, err
 		}
-		rewrapped = oldKey != nil && newKey != nil
+		if zk {
+			keyContext = &moved
+		}
+		rewrapped = moved != uuid.Nil && oldKey != nil && newKey != nil
 	}
 	stamp := newStamp()
 	h := hint
-	if err := s.store.ChangePassword(ctx, u.ID, hash, &h, stamp, uuid.Nil, s.event(r, nilIfZero(u.TenantID), "user", &u.ID, "auth.password.change", "", "ok")); err != nil {
+	if err := s.store.ChangePassword(ctx, u.ID, hash, &h, stamp, uuid.Nil, keyContext, s.event(r, nilIfZero(u.TenantID), "user", &u.ID, "auth.password.change", "", "ok")); err != nil {
 		if rewrapped {
-			if rerr := s.opts.MasterKeys.ChangeMasterKey(context.WithoutCancel(ctx), u.ID, u.TenantID, newKey, oldKey); rerr != nil {
+			if _, _, rerr := s.opts.MasterKeys.ChangeMasterKey(context.WithoutCancel(ctx), u.ID, u.TenantID, newKey, oldKey); rerr != nil {
 				s.opts.Logger.ErrorContext(ctx, "password change failed after the keys moved to the new master key, and moving them back failed too: the user's keys follow the NEW password",
 					"user_id", u.ID, "error", rerr)
 			}
@@ -702,7 +709,7 @@ func (s *Service) AuthenticateBearer(ctx context.Context, r Request, bearer stri
 	// The role is the one in force now, not the token's: a demotion takes effect at once.
 	p := principal.Principal{
 		Kind: principal.User, ID: userID, Role: st.Role, PlatformAdmin: claims.PlatformAdmin,
-		SessionID: sessionID, RemoteAddr: r.RemoteAddr,
+		SessionID: sessionID, RemoteAddr: r.RemoteAddr, SecurityStamp: claims.SecurityStamp,
 	}
 	if claims.TenantID != "" {
 		if p.TenantID, err = uuid.Parse(claims.TenantID); err != nil {

@@ -230,3 +230,52 @@ func TestDeleteTenant(t *testing.T) {
 		t.Errorf("ErasureBacklog() = %+v, %v; want 2: the deleted tenant and the other tenant's unused context", b, err)
 	}
 }
+
+// TestPutKeyContextUnderAChangedPassword: a zero-knowledge context made with the master key of a
+// password that changed since (the user's stamp moved on) is not recorded but queued for erasure,
+// and the caller is told to log in again; one recorded before the change (an earlier attempt of
+// the same call) stays the user's; the password change itself refuses to commit over a context it
+// did not move.
+func TestPutKeyContextUnderAChangedPassword(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, _, _ := mustStore(t)
+	tn := mustTenant(t, s, "")
+	mustUser(t, s, tn.ID, postgres.RoleOwner)
+	u := mustUser(t, s, tn.ID, postgres.RoleMember)
+	stale := u.SecurityStamp
+	none := uuid.Nil
+	if err := s.ChangePassword(ctx, u.ID, "hash-2", nil, "stamp-2", uuid.Nil, &none, auditEvent("user.password")); err != nil {
+		t.Fatal(err)
+	}
+	late := postgres.KeyContext{UserID: u.ID, TenantID: tn.ID, EncryptionID: uuid.New(), KeyMode: "CLIENT"}
+	_, err := s.PutKeyContextUnder(ctx, late, stale)
+	wantKind(t, "PutKeyContextUnder(stale stamp)", err, errs.Unauthenticated, "password changed")
+	if _, err := s.GetKeyContext(ctx, u.ID); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetKeyContext after a refused context = %v, want none recorded", err)
+	}
+	if e, err := s.GetErasure(ctx, late.EncryptionID); err != nil || e.Reason != postgres.ErasureUnused {
+		t.Errorf("GetErasure(refused context) = %+v, %v; want it queued as unused", e, err)
+	}
+
+	current := postgres.KeyContext{UserID: u.ID, TenantID: tn.ID, EncryptionID: uuid.New(), KeyMode: "CLIENT"}
+	if _, err := s.PutKeyContextUnder(ctx, current, "stamp-2"); err != nil {
+		t.Fatalf("PutKeyContextUnder(current stamp) = %v", err)
+	}
+	// The change after it: a context the change did not move refuses it; the recorded one stays
+	// the user's for a retry of the same recording made under the old stamp.
+	err = s.ChangePassword(ctx, u.ID, "hash-3", nil, "stamp-3", uuid.Nil, &none, auditEvent("user.password"))
+	wantKind(t, "ChangePassword(over a context it did not move)", err, errs.Aborted, "change the password again")
+	if got := mustGetUser(t, s, u.ID); got.SecurityStamp != "stamp-2" || got.PasswordHash != "hash-2" {
+		t.Errorf("user after a refused change = stamp %q hash %q, want stamp-2 hash-2", got.SecurityStamp, got.PasswordHash)
+	}
+	if err := s.ChangePassword(ctx, u.ID, "hash-3", nil, "stamp-3", uuid.Nil, &current.EncryptionID, auditEvent("user.password")); err != nil {
+		t.Fatalf("ChangePassword(having moved the context) = %v", err)
+	}
+	if got, err := s.PutKeyContextUnder(ctx, current, "stamp-2"); err != nil || got.EncryptionID != current.EncryptionID {
+		t.Errorf("PutKeyContextUnder(recorded context, old stamp) = %+v, %v; want the recorded context", got, err)
+	}
+	if _, err := s.GetErasure(ctx, current.EncryptionID); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetErasure(recorded context) = %v, want none: it is the user's", err)
+	}
+}

@@ -489,12 +489,16 @@ func (s *Store) RehashPassword(ctx context.Context, id uuid.UUID, oldHash, newHa
 // its hint unless hint is nil (a pointer to "" removes it), drops a pending
 // TOTP enrolment (one made with the old password must not be confirmed after
 // it), and revokes every session of the user but keepSession (reason
-// "password changed"; uuid.Nil keeps none).
+// "password changed"; uuid.Nil keeps none). When keyContext is not nil, the
+// user's key context must be *keyContext (uuid.Nil: none) — the one the caller
+// moved to the new password's master key — or nothing is changed: a context
+// recorded since (see PutKeyContextUnder) would stay bound to the old password.
 //
 // Errors: Invalid for an empty password hash, an empty or over-long
-// newStamp, or a hint over 200 characters; NotFound ("user <id> not found").
+// newStamp, or a hint over 200 characters; NotFound ("user <id> not found");
+// Aborted when the user's key context is not *keyContext.
 func (s *Store) ChangePassword(ctx context.Context, id uuid.UUID, passwordHash string, hint *string, newStamp string,
-	keepSession uuid.UUID, audit AuditEvent,
+	keepSession uuid.UUID, keyContext *uuid.UUID, audit AuditEvent,
 ) error {
 	if passwordHash == "" {
 		return errs.E(errs.Invalid, "password hash is required")
@@ -522,6 +526,17 @@ func (s *Store) ChangePassword(ctx context.Context, id uuid.UUID, passwordHash s
 		}
 		if err != nil {
 			return fmt.Errorf("update password: %w", err)
+		}
+		if keyContext != nil {
+			// The row lock the update took orders this after any context recorded meanwhile.
+			var current uuid.UUID
+			err := tx.QueryRow(ctx, "SELECT encryption_id FROM key_contexts WHERE user_id = $1", id).Scan(&current)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read key context: %w", err)
+			}
+			if current != *keyContext {
+				return errs.E(errs.Aborted, "your key context was created while the password changed: nothing was changed; change the password again")
+			}
 		}
 		if err := revokeSessions(ctx, tx, id, keepSession, RevokePasswordChanged); err != nil {
 			return err

@@ -458,7 +458,7 @@ func TestChangePassword(t *testing.T) {
 	for i, tt := range tests {
 		stamp := fmt.Sprintf("stamp-%d", i)
 		hashStr := fmt.Sprintf("$argon2id$new-%d", i)
-		if err := s.ChangePassword(ctx, u.ID, hashStr, tt.hint, stamp, tt.keep, auditEvent("user.password")); err != nil {
+		if err := s.ChangePassword(ctx, u.ID, hashStr, tt.hint, stamp, tt.keep, nil, auditEvent("user.password")); err != nil {
 			t.Fatalf("%s: ChangePassword() = %v", tt.name, err)
 		}
 		got := mustGetUser(t, s, u.ID)
@@ -488,11 +488,11 @@ func TestChangePassword(t *testing.T) {
 		{"long hint", "h", "s", ptr(strings.Repeat("x", 201)), errs.Invalid, "hint"},
 	}
 	for _, tt := range refusals {
-		err := s.ChangePassword(ctx, u.ID, tt.hash, tt.hint, tt.stamp, uuid.Nil, auditEvent("user.password"))
+		err := s.ChangePassword(ctx, u.ID, tt.hash, tt.hint, tt.stamp, uuid.Nil, nil, auditEvent("user.password"))
 		wantKind(t, "ChangePassword("+tt.name+")", err, tt.kind, tt.message)
 	}
 	id := uuid.New()
-	err := s.ChangePassword(ctx, id, "h", nil, "s", uuid.Nil, auditEvent("user.password"))
+	err := s.ChangePassword(ctx, id, "h", nil, "s", uuid.Nil, nil, auditEvent("user.password"))
 	wantKind(t, "ChangePassword(unknown user)", err, errs.NotFound, fmt.Sprintf("user %s not found", id))
 	if n := count(t, pool, "SELECT count(*) FROM core.audit_events WHERE action = 'user.password'"); n != len(tests) {
 		t.Errorf("user.password audit events = %d, want %d", n, len(tests))

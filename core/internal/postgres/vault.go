@@ -70,8 +70,50 @@ func (s *Store) GetKeyContext(ctx context.Context, userID uuid.UUID) (KeyContext
 //
 // Errors: NotFound when the user does not exist (any more).
 func (s *Store) PutKeyContext(ctx context.Context, k KeyContext) (KeyContext, error) {
+	return s.PutKeyContextUnder(ctx, k, "")
+}
+
+// errStampChanged refuses to record a zero-knowledge context made with a master key of a password
+// that changed meanwhile.
+var errStampChanged = errs.E(errs.Unauthenticated,
+	"your password changed while this request ran: nothing was stored; log in again")
+
+// PutKeyContextUnder is PutKeyContext for a context bound to a master key derived from the
+// password in force under security stamp stamp ("" checks nothing): when the user has no context
+// yet and their stamp is no longer stamp (the password changed while the context was being made,
+// so the change could not move it to the new password's key), the context is not recorded but
+// queued for erasure, and the answer is Unauthenticated. A context already recorded is answered as
+// by PutKeyContext. The user's row is share-locked, so a password change commits either before
+// (this sees its stamp) or after (it sees the context; see ChangePassword).
+func (s *Store) PutKeyContextUnder(ctx context.Context, k KeyContext, stamp string) (KeyContext, error) {
 	var kc KeyContext
+	refused := false
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		refused = false
+		if stamp != "" {
+			var current string
+			err := tx.QueryRow(ctx, "SELECT security_stamp FROM users WHERE id = $1 FOR SHARE", k.UserID).Scan(&current)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return userNotFound(k.UserID)
+			}
+			if err != nil {
+				return fmt.Errorf("lock user: %w", err)
+			}
+			if current != stamp {
+				err := tx.QueryRow(ctx, `SELECT user_id, tenant_id, encryption_id, key_mode, created_at
+					FROM key_contexts WHERE user_id = $1`, k.UserID).
+					Scan(&kc.UserID, &kc.TenantID, &kc.EncryptionID, &kc.KeyMode, &kc.CreatedAt)
+				switch {
+				case err == nil && kc.EncryptionID == k.EncryptionID:
+					return nil // recorded before the change (an earlier attempt of this call): it is the user's
+				case err == nil || errors.Is(err, pgx.ErrNoRows):
+					refused = true
+					return queueErasure(ctx, tx, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0)
+				default:
+					return fmt.Errorf("read key context: %w", err)
+				}
+			}
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO key_contexts (user_id, tenant_id, encryption_id, key_mode)
 			VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING`, k.UserID, k.TenantID, k.EncryptionID, k.KeyMode); err != nil {
 			return err
@@ -87,6 +129,16 @@ func (s *Store) PutKeyContext(ctx context.Context, k KeyContext) (KeyContext, er
 		}
 		return nil
 	})
+	if err == nil && refused {
+		return KeyContext{}, errStampChanged
+	}
+	if errs.Is(err, errs.NotFound) {
+		// The user is gone: queue the context on its own.
+		if qerr := queueErasure(ctx, s.pool, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0); qerr != nil {
+			return KeyContext{}, fail("record key context", qerr)
+		}
+		return KeyContext{}, err
+	}
 	if _, ok := foreignKeyViolation(err); ok {
 		// The transaction recorded nothing: queue the context on its own.
 		if qerr := queueErasure(ctx, s.pool, k.EncryptionID, k.TenantID, k.UserID, ErasureUnused, 0); qerr != nil {

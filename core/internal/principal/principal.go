@@ -37,6 +37,7 @@ type Principal struct {
 	PlatformAdmin bool
 	Scopes        []string  // machines only
 	SessionID     uuid.UUID // people: the refresh-token family of this access token
+	SecurityStamp string    // people: the user's stamp their access token was issued under
 	RemoteAddr    string
 }
 

@@ -28,6 +28,7 @@ type Store interface {
 	GetTenant(ctx context.Context, id uuid.UUID) (postgres.Tenant, error)
 	GetKeyContext(ctx context.Context, userID uuid.UUID) (postgres.KeyContext, error)
 	PutKeyContext(ctx context.Context, k postgres.KeyContext) (postgres.KeyContext, error)
+	PutKeyContextUnder(ctx context.Context, k postgres.KeyContext, stamp string) (postgres.KeyContext, error)
 	CreateItem(ctx context.Context, it postgres.Item, audit postgres.AuditEvent) (postgres.Item, error)
 	GetItem(ctx context.Context, ownerID, id uuid.UUID) (postgres.Item, error)
 	ListItems(ctx context.Context, ownerID uuid.UUID, pageSize int, pageToken string) ([]postgres.Item, string, error)
@@ -243,9 +244,12 @@ func (s *Service) Delete(ctx context.Context, c Call, id uuid.UUID) error {
 // destroyed here: if recording it fails, EnsureContext records it once more on a context of its
 // own (bounded, surviving the request's end) to learn which. Only if that fails too does the
 // context stay unknown; it is logged (Log) for an operator and left alone, as it may be the
-// user's. Errors: Unauthenticated (errMasterKeyNeeded) for a CLIENT tenant without masterKey;
-// NotFound for an unknown user or tenant; the store's and the encryption service's.
-func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID, masterKey []byte) (postgres.KeyContext, error) {
+// user's. A CLIENT context is recorded only while the user's security stamp is still stamp, the
+// one masterKey's password was in force under ("" checks nothing): a password changed meanwhile
+// is Unauthenticated (PutKeyContextUnder). Errors: Unauthenticated (errMasterKeyNeeded) for a
+// CLIENT tenant without masterKey; NotFound for an unknown user or tenant; the store's and the
+// encryption service's.
+func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID, masterKey []byte, stamp string) (postgres.KeyContext, error) {
 	kc, err := s.store.GetKeyContext(ctx, userID)
 	if err == nil || !errs.Is(err, errs.NotFound) {
 		return kc, err
@@ -258,7 +262,7 @@ func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID,
 		return postgres.KeyContext{}, errMasterKeyNeeded
 	}
 	if t.KeyMode != "CLIENT" {
-		masterKey = nil
+		masterKey, stamp = nil, ""
 	}
 	es, err := s.router.For(ctx, tenantID)
 	if err != nil {
@@ -273,8 +277,8 @@ func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID,
 		return postgres.KeyContext{}, errs.E(errs.Internal, "the encryption service answered a key context id that is not a UUID")
 	}
 	want := postgres.KeyContext{UserID: userID, TenantID: tenantID, EncryptionID: encID, KeyMode: t.KeyMode}
-	kc, err = s.store.PutKeyContext(ctx, want)
-	if err == nil || errs.Is(err, errs.NotFound) {
+	kc, err = s.store.PutKeyContextUnder(ctx, want, stamp)
+	if err == nil || errs.Is(err, errs.NotFound) || errs.Is(err, errs.Unauthenticated) {
 		return kc, err // recorded, or queued for erasure by the store
 	}
 	// The outcome is unknown: the transaction may have committed before the request ended or the
@@ -284,14 +288,14 @@ func (s *Service) EnsureContext(ctx context.Context, userID, tenantID uuid.UUID,
 	// queues the context for erasure if another is recorded or the user is gone.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	kc, rerr := s.store.PutKeyContext(rctx, want)
+	kc, rerr := s.store.PutKeyContextUnder(rctx, want, stamp)
 	switch {
 	case rerr == nil:
 		if ctx.Err() != nil {
 			return postgres.KeyContext{}, err
 		}
 		return kc, nil
-	case errs.Is(rerr, errs.NotFound):
+	case errs.Is(rerr, errs.NotFound), errs.Is(rerr, errs.Unauthenticated):
 		return postgres.KeyContext{}, rerr
 	}
 	// Still unknown: leave the context (it may be the user's) and say so.
@@ -310,7 +314,7 @@ var errMasterKeyNeeded = errs.E(errs.Unauthenticated,
 
 // context returns the tenant's client and the caller's key context, creating the context if needed.
 func (s *Service) context(ctx context.Context, p principal.Principal, c Call) (esclient.Client, postgres.KeyContext, error) {
-	kc, err := s.EnsureContext(ctx, p.ID, p.TenantID, c.MasterKey)
+	kc, err := s.EnsureContext(ctx, p.ID, p.TenantID, c.MasterKey, p.SecurityStamp)
 	if err != nil {
 		return nil, postgres.KeyContext{}, err
 	}
@@ -416,26 +420,35 @@ func event(p principal.Principal, c Call, action string) postgres.AuditEvent {
 }
 
 // ChangeMasterKey moves a user's zero-knowledge key context from the master key oldKey to newKey
-// (the encryption service rewraps it; no item is touched). A user without a key context, or of a
-// PLATFORM tenant, has nothing to change.
-func (s *Service) ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) error {
+// (the encryption service rewraps it; no item is touched). It reports whether the tenant is
+// zero-knowledge and the context it moved: uuid.Nil for a user without one yet, whose password
+// change must then find none recorded either (postgres.Store.ChangePassword), or a context made
+// meanwhile would stay bound to the old password. A PLATFORM tenant has nothing to move.
+func (s *Service) ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) (zeroKnowledge bool, moved uuid.UUID, err error) {
 	kc, err := s.store.GetKeyContext(ctx, userID)
 	if errs.Is(err, errs.NotFound) {
-		return nil
+		t, terr := s.store.GetTenant(ctx, tenantID)
+		if terr != nil {
+			return false, uuid.Nil, terr
+		}
+		return t.KeyMode == "CLIENT", uuid.Nil, nil
 	}
 	if err != nil {
-		return err
+		return false, uuid.Nil, err
 	}
 	if kc.KeyMode != "CLIENT" {
-		return nil
+		return false, uuid.Nil, nil
 	}
 	if oldKey == nil || newKey == nil {
-		return errs.E(errs.Invalid,
+		return true, uuid.Nil, errs.E(errs.Invalid,
 			"this tenant is zero-knowledge: a password change needs the current master key in X-Master-Key and the new one in X-New-Master-Key")
 	}
 	es, err := s.router.For(ctx, tenantID)
 	if err != nil {
-		return err
+		return true, uuid.Nil, err
 	}
-	return es.ChangeMasterKey(ctx, kc.EncryptionID.String(), oldKey, newKey)
+	if err := es.ChangeMasterKey(ctx, kc.EncryptionID.String(), oldKey, newKey); err != nil {
+		return true, uuid.Nil, err
+	}
+	return true, kc.EncryptionID, nil
 }

@@ -47,8 +47,8 @@ type router struct{ es esclient.Client }
 
 func (r router) For(context.Context, uuid.UUID) (esclient.Client, error) { return r.es, nil }
 
-// failingPut is the real store whose PutKeyContext fails as an unreachable database does; after
-// it calls the real one first (the transaction committed, but its answer was lost).
+// failingPut is the real store whose PutKeyContextUnder fails as an unreachable database does;
+// after it calls the real one first (the transaction committed, but its answer was lost).
 type failingPut struct {
 	*postgres.Store
 	after bool
@@ -57,13 +57,13 @@ type failingPut struct {
 	calls int
 }
 
-func (f *failingPut) PutKeyContext(ctx context.Context, k postgres.KeyContext) (postgres.KeyContext, error) {
+func (f *failingPut) PutKeyContextUnder(ctx context.Context, k postgres.KeyContext, stamp string) (postgres.KeyContext, error) {
 	f.mu.Lock()
 	f.calls++
 	first := f.calls == 1
 	f.mu.Unlock()
 	if f.after {
-		if _, err := f.Store.PutKeyContext(ctx, k); err != nil {
+		if _, err := f.Store.PutKeyContextUnder(ctx, k, stamp); err != nil {
 			return postgres.KeyContext{}, err
 		}
 		if !first {
@@ -144,18 +144,18 @@ func TestEnsureContextNeverDestroysWhatMayBeRecorded(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer traced.Close()
-			return New(postgres.NewStore(traced), router{es}, Limits{}).EnsureContext(ctx, user, tenant.ID, nil)
+			return New(postgres.NewStore(traced), router{es}, Limits{}).EnsureContext(ctx, user, tenant.ID, nil, "")
 		}, false, errs.Unavailable, true, false, false},
 		{"committed, the answer lost", func(_ *testing.T, user uuid.UUID, es *fakeES, _ *slog.Logger) (postgres.KeyContext, error) {
-			return New(&failingPut{Store: store, after: true}, router{es}, Limits{}).EnsureContext(t.Context(), user, tenant.ID, nil)
+			return New(&failingPut{Store: store, after: true}, router{es}, Limits{}).EnsureContext(t.Context(), user, tenant.ID, nil, "")
 		}, true, 0, true, false, false},
 		{"the database unreachable", func(_ *testing.T, user uuid.UUID, es *fakeES, log *slog.Logger) (postgres.KeyContext, error) {
 			v := New(&failingPut{Store: store}, router{es}, Limits{})
 			v.Log = log
-			return v.EnsureContext(t.Context(), user, tenant.ID, nil)
+			return v.EnsureContext(t.Context(), user, tenant.ID, nil, "")
 		}, false, errs.Unavailable, false, false, true},
 		{"the user is gone", func(_ *testing.T, _ uuid.UUID, es *fakeES, _ *slog.Logger) (postgres.KeyContext, error) {
-			return New(store, router{es}, Limits{}).EnsureContext(t.Context(), uuid.New(), tenant.ID, nil)
+			return New(store, router{es}, Limits{}).EnsureContext(t.Context(), uuid.New(), tenant.ID, nil, "")
 		}, false, errs.NotFound, false, true, false},
 	}
 	for _, c := range cases {

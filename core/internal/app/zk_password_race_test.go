@@ -1,0 +1,94 @@
+package app
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func execSQL(tb testing.TB, url, sql string) {
+	tb.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(context.Background(), sql); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// waitForSleeper waits until a statement on the database at url sleeps in pg_sleep.
+func waitForSleeper(t *testing.T, url string) {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+	}
+	t.Fatal("no statement came to sleep")
+}
+
+// TestKeyContextCreationRacingPasswordChange: a zero-knowledge user's first vault request (made
+// with the old password's master key) racing their password change must not leave the new key
+// context bound to the old password. Whichever commits first, the other notices: here the context
+// is recorded first, the change is refused (409, change it again), and after the change the new
+// password's key opens everything.
+func TestKeyContextCreationRacingPasswordChange(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("zkrace", "CLIENT")
+	oldKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("o", 32)))
+	newKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("n", 32)))
+	db := p.core.env["CORE_DATABASE_URL"]
+	// Hold the first request between the encryption service creating the context and core
+	// recording it.
+	execSQL(t, db, `CREATE FUNCTION core.slow_key_context() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
+		CREATE TRIGGER slow_key_context BEFORE INSERT ON core.key_contexts FOR EACH ROW EXECUTE FUNCTION core.slow_key_context();`)
+	type answer struct {
+		code int
+		body map[string]any
+	}
+	done := make(chan answer, 1)
+	go func() {
+		c, got := p.call("POST", "/v1/items", withMasterKey(f.member, oldKey), map[string]string{"name": "n", "data": "precious"})
+		done <- answer{c, got}
+	}()
+	waitForSleeper(t, db)
+	change := func() (int, map[string]any) {
+		return p.call("POST", "/v1/auth/password", cred{
+			"Authorization": f.member["Authorization"], "X-Master-Key": oldKey, "X-New-Master-Key": newKey,
+		}, map[string]string{"currentPassword": "password-of-member", "newPassword": "new-password-of-member"})
+	}
+	code, got := change()
+	created := <-done
+	execSQL(t, db, `DROP TRIGGER slow_key_context ON core.key_contexts`)
+	if created.code != 200 {
+		t.Fatalf("the racing first request = %d %v, want 200 (recorded before the change)", created.code, created.body)
+	}
+	if code != 409 || !strings.Contains(got["message"].(string), "change the password again") {
+		t.Fatalf("the racing password change = %d %v, want 409 asking to change it again", code, got)
+	}
+	p.must(200, "POST", "/v1/auth/password", cred{
+		"Authorization": f.member["Authorization"], "X-Master-Key": oldKey, "X-New-Master-Key": newKey,
+	}, map[string]string{"currentPassword": "password-of-member", "newPassword": "new-password-of-member"})
+	tok, _ := p.login("zkrace-member", "new-password-of-member")
+	fresh := withMasterKey(bearer(tok), newKey)
+	if got := p.must(200, "GET", "/v1/items/"+created.body["id"].(string), fresh, nil); got["data"] != "precious" {
+		t.Errorf("item made during the race, read with the new password's key = %v", got)
+	}
+	p.must(200, "POST", "/v1/items", fresh, map[string]string{"name": "n2", "data": "x"})
+}
