@@ -92,3 +92,52 @@ func TestKeyContextCreationRacingPasswordChange(t *testing.T) {
 	}
 	p.must(200, "POST", "/v1/items", fresh, map[string]string{"name": "n2", "data": "x"})
 }
+
+// TestPasswordChangeCutShortIsFinishedByRetrying: a password change that moved the keys to the new
+// password's master key, then could neither store the new password nor move the keys back, leaves
+// the keys following a password not in force. Retrying the same change finishes it: the keys
+// already follow the new password, which is then stored.
+func TestPasswordChangeCutShortIsFinishedByRetrying(t *testing.T) {
+	p := startPlatform(t, nil)
+	f := p.newTenant("zkcut", "CLIENT")
+	oldKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("o", 32)))
+	newKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("n", 32)))
+	item := p.must(200, "POST", "/v1/items", withMasterKey(f.member, oldKey), map[string]string{"name": "n", "data": "precious"})
+	coreDB := p.core.env["CORE_DATABASE_URL"]
+	// Storing the new password fails, and so does moving the keys back: the encryption service
+	// accepts one master-key change of the context, then refuses.
+	execSQL(t, coreDB, `CREATE FUNCTION core.refuse_password() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+		IF NEW.password_hash <> OLD.password_hash THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_password BEFORE UPDATE ON core.users FOR EACH ROW EXECUTE FUNCTION core.refuse_password();`)
+	execSQL(t, p.es.DatabaseURL, `CREATE TABLE encryption.test_moves (n int);
+		CREATE FUNCTION encryption.one_move() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+		  IF NEW.sealing_public_key IS DISTINCT FROM OLD.sealing_public_key THEN
+		    IF EXISTS (SELECT FROM encryption.test_moves) THEN RAISE EXCEPTION 'injected failure'; END IF;
+		    INSERT INTO encryption.test_moves VALUES (1);
+		  END IF;
+		  RETURN NEW; END $$;
+		CREATE TRIGGER one_move BEFORE UPDATE ON encryption.encryptions FOR EACH ROW EXECUTE FUNCTION encryption.one_move();`)
+	change := func(c cred) (int, map[string]any) {
+		return p.call("POST", "/v1/auth/password", cred{
+			"Authorization": c["Authorization"], "X-Master-Key": oldKey, "X-New-Master-Key": newKey,
+		}, map[string]string{"currentPassword": "password-of-member", "newPassword": "new-password-of-member"})
+	}
+	if code, got := change(f.member); code == 200 {
+		t.Fatalf("the change with storing refused = %d %v, want a failure", code, got)
+	}
+	execSQL(t, coreDB, `DROP TRIGGER refuse_password ON core.users`)
+	execSQL(t, p.es.DatabaseURL, `DROP TRIGGER one_move ON encryption.encryptions`)
+	// The old password is still in force, but its key no longer opens the items.
+	tok, _ := p.login("zkcut-member", "password-of-member")
+	if code, _ := p.call("GET", "/v1/items/"+item["id"].(string), withMasterKey(bearer(tok), oldKey), nil); code != 403 {
+		t.Fatalf("old key after the cut-short change = %d, want 403 (the keys moved): the test did not cut the change short", code)
+	}
+	code, got := change(bearer(tok))
+	if code != 200 {
+		t.Fatalf("retrying the same change = %d %v, want 200: it finishes the change", code, got)
+	}
+	fresh, _ := p.login("zkcut-member", "new-password-of-member")
+	if got := p.must(200, "GET", "/v1/items/"+item["id"].(string), withMasterKey(bearer(fresh), newKey), nil); got["data"] != "precious" {
+		t.Errorf("item with the new password's key = %v", got)
+	}
+}

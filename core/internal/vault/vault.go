@@ -423,7 +423,9 @@ func event(p principal.Principal, c Call, action string) postgres.AuditEvent {
 // (the encryption service rewraps it; no item is touched). It reports whether the tenant is
 // zero-knowledge and the context it moved: uuid.Nil for a user without one yet, whose password
 // change must then find none recorded either (postgres.Store.ChangePassword), or a context made
-// meanwhile would stay bound to the old password. A PLATFORM tenant has nothing to move.
+// meanwhile would stay bound to the old password. A PLATFORM tenant has nothing to move. When
+// oldKey is refused but newKey already opens the context (an earlier attempt moved the keys and
+// could neither store the password nor move them back), the move counts as done.
 func (s *Service) ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUID, oldKey, newKey []byte) (zeroKnowledge bool, moved uuid.UUID, err error) {
 	kc, err := s.store.GetKeyContext(ctx, userID)
 	if errs.Is(err, errs.NotFound) {
@@ -448,7 +450,21 @@ func (s *Service) ChangeMasterKey(ctx context.Context, userID, tenantID uuid.UUI
 		return true, uuid.Nil, err
 	}
 	if err := es.ChangeMasterKey(ctx, kc.EncryptionID.String(), oldKey, newKey); err != nil {
-		return true, uuid.Nil, err
+		if !errs.Is(err, errs.PermissionDenied) {
+			return true, uuid.Nil, err
+		}
+		// The current password's key does not open the context. If the new password's does, an
+		// earlier attempt at this very change moved the keys, then could neither store the
+		// password nor move them back: they already follow the new password, and storing it
+		// finishes the change. (A probe encryption is the one call that needs the key and
+		// changes nothing stored.)
+		if _, perr := es.Encrypt(ctx, kc.EncryptionID.String(), "probe", newKey); perr != nil {
+			return true, uuid.Nil, err
+		}
+		if s.Log != nil {
+			s.Log.WarnContext(ctx, "password change: the keys already followed the new password (an earlier attempt was cut short); finishing it",
+				"user_id", userID, "encryption_id", kc.EncryptionID)
+		}
 	}
 	return true, kc.EncryptionID, nil
 }
