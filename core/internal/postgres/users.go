@@ -528,7 +528,8 @@ func (s *Store) ChangePassword(ctx context.Context, id uuid.UUID, passwordHash s
 			return fmt.Errorf("update password: %w", err)
 		}
 		if keyContext != nil {
-			// The row lock the update took orders this after any context recorded meanwhile.
+			// The row lock the update took orders this after any context recorded meanwhile; the
+			// statement sees it because inTx runs at READ COMMITTED (a snapshot per statement).
 			var current uuid.UUID
 			err := tx.QueryRow(ctx, "SELECT encryption_id FROM key_contexts WHERE user_id = $1", id).Scan(&current)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {

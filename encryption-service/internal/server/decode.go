@@ -81,10 +81,13 @@ func checkUnaryDecode(h grpc.MethodHandler) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 		var decodeErr error
 		decode := func(v any) error {
-			// A request refused while being read (over the size limit) has had its status
-			// sent already; it too passes the interceptors, to be logged and counted.
-			if decodeErr = dec(v); decodeErr == nil {
-				decodeErr = takeDecodeFailure(v)
+			// A request refused while being read (over the size limit, or a second message where
+			// one is due) has had its status sent already; it too passes the interceptors, to be
+			// logged and counted. The note of a message that did not decode is taken either way:
+			// left behind, it would never be.
+			decodeErr = dec(v)
+			if note := takeDecodeFailure(v); decodeErr == nil {
+				decodeErr = note
 			}
 			return nil // the refusal is made inside the interceptors, below
 		}
@@ -103,8 +106,9 @@ func checkUnaryDecode(h grpc.MethodHandler) grpc.MethodHandler {
 type decodeCheckingStream struct{ grpc.ServerStream }
 
 func (s decodeCheckingStream) RecvMsg(m any) error {
-	if err := s.ServerStream.RecvMsg(m); err != nil {
-		return err
+	err := s.ServerStream.RecvMsg(m)
+	if note := takeDecodeFailure(m); err == nil { // taken whatever RecvMsg answered
+		err = note
 	}
-	return takeDecodeFailure(m)
+	return err
 }

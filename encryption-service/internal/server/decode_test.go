@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -114,4 +115,37 @@ func TestUndecodableRequestIsInvalidArgument(t *testing.T) {
 	if n := server.PendingDecodeFailures(); n != 0 {
 		t.Errorf("%d decoding notes left after the calls ended, want 0", n)
 	}
+}
+
+// TestUndecodableSecondMessageLeavesNoNote: a unary call whose client sends a second message,
+// one that does not decode, is refused by grpc-go itself (cardinality), after the codec noted the
+// failure: the note is taken all the same, so such calls cannot pile notes up.
+func TestUndecodableSecondMessageLeavesNoNote(t *testing.T) {
+	e := mustStart(t, nil)
+	conn := e.mustGRPC(t, e.certs.ClientConfig())
+	for _, method := range []string{"/" + probeService + "/Echo", "/grpc.health.v1.Health/Check"} {
+		for range 5 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method, grpc.ForceCodec(rawCodec{}))
+			if err != nil {
+				cancel()
+				t.Fatal(err)
+			}
+			first, second := []byte{}, []byte{0x0f}
+			_ = cs.SendMsg(&first)
+			_ = cs.SendMsg(&second)
+			_ = cs.CloseSend()
+			var out []byte
+			if err := cs.RecvMsg(&out); err == nil {
+				_ = cs.RecvMsg(&out)
+			}
+			cancel()
+		}
+	}
+	eventually(t, "no decoding notes left", func() error {
+		if n := server.PendingDecodeFailures(); n != 0 {
+			return fmt.Errorf("%d decoding notes left after the calls ended", n)
+		}
+		return nil
+	})
 }
