@@ -46,7 +46,7 @@ func TestConfirmEnablesOnlyTheSecretItChecked(t *testing.T) {
 		c, got := p.call("POST", "/v1/auth/totp/confirm", f.member, map[string]string{"code": codeA})
 		done <- answer{c, got}
 	}()
-	waitForLockWaiter(t, p.core.env["CORE_DATABASE_URL"])
+	waitForBackend(t, p.core.env["CORE_DATABASE_URL"], "wait_event_type = 'Lock'")
 	b := p.must(200, "POST", "/v1/auth/totp/enroll", f.member, map[string]string{"password": "password-of-member"})["secret"].(string)
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -64,8 +64,9 @@ func TestConfirmEnablesOnlyTheSecretItChecked(t *testing.T) {
 	p.must(200, "POST", "/v1/auth/totp/confirm", f.member, map[string]string{"code": codeB})
 }
 
-// waitForLockWaiter waits until a statement on the database at url waits for a lock.
-func waitForLockWaiter(t *testing.T, url string) {
+// waitForBackend waits until a statement on the database at url is in the state where names, a
+// pg_stat_activity condition: a test holding a lock or a sleeping trigger knows its request got there.
+func waitForBackend(t *testing.T, url, where string) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
@@ -76,14 +77,14 @@ func waitForLockWaiter(t *testing.T, url string) {
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var n int
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			WHERE datname = current_database() AND `+where).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {
 			return
 		}
 	}
-	t.Fatal("no statement came to wait for the held lock")
+	t.Fatalf("no statement came to %s", where)
 }
 
 // TestPasswordChangeDropsAPendingEnrolment: an enrolment started under the old password (by

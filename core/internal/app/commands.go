@@ -37,6 +37,20 @@ func openStore(ctx context.Context, db config.Database) (*postgres.Store, func()
 	return postgres.NewStore(pool), pool.Close, nil
 }
 
+// openSealedStore is openStore with the box of core's secret keys, for the commands that seal or
+// open stored secrets (needSecretKeys checked the keys are configured).
+func openSealedStore(ctx context.Context, db config.Database) (*postgres.Store, *secretbox.Box, func(), error) {
+	box, err := secretBox(db.SecretKeys, db.ActiveSecretKeyID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, done, err := openStore(ctx, db)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return store, box, done, nil
+}
+
 // adminBootstrap creates the platform admin from CORE_ADMIN_USERNAME and CORE_ADMIN_PASSWORD.
 func adminBootstrap(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, version string) error {
 	db, err := config.LoadDatabase(getenv)
@@ -52,11 +66,7 @@ func adminBootstrap(ctx context.Context, getenv func(string) string, stdout, std
 	if err := postgres.Migrate(ctx, db.DatabaseURL, newLogger(stderr, db.LogLevel, version)); err != nil {
 		return err
 	}
-	box, err := secretBox(db.SecretKeys, db.ActiveSecretKeyID)
-	if err != nil {
-		return err
-	}
-	store, done, err := openStore(ctx, db)
+	store, box, done, err := openSealedStore(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -88,11 +98,7 @@ func rotateSigningKey(ctx context.Context, getenv func(string) string, stdout io
 	if err := needSecretKeys(db); err != nil {
 		return err
 	}
-	box, err := secretBox(db.SecretKeys, db.ActiveSecretKeyID)
-	if err != nil {
-		return err
-	}
-	store, done, err := openStore(ctx, db)
+	store, box, done, err := openSealedStore(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -125,11 +131,7 @@ func secretKeys(ctx context.Context, args []string, getenv func(string) string, 
 	if err := needSecretKeys(db); err != nil {
 		return err
 	}
-	box, err := secretBox(db.SecretKeys, db.ActiveSecretKeyID)
-	if err != nil {
-		return err
-	}
-	store, done, err := openStore(ctx, db)
+	store, box, done, err := openSealedStore(ctx, db)
 	if err != nil {
 		return err
 	}

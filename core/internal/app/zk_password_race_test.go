@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -20,27 +19,6 @@ func execSQL(tb testing.TB, url, sql string) {
 	if _, err := c.Exec(context.Background(), sql); err != nil {
 		tb.Fatal(err)
 	}
-}
-
-// waitForSleeper waits until a statement on the database at url sleeps in pg_sleep.
-func waitForSleeper(t *testing.T, url string) {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		var n int
-		if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event = 'PgSleep'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return
-		}
-	}
-	t.Fatal("no statement came to sleep")
 }
 
 // TestKeyContextCreationRacingPasswordChange: a zero-knowledge user's first vault request (made
@@ -67,7 +45,7 @@ func TestKeyContextCreationRacingPasswordChange(t *testing.T) {
 		c, got := p.call("POST", "/v1/items", withMasterKey(f.member, oldKey), map[string]string{"name": "n", "data": "precious"})
 		done <- answer{c, got}
 	}()
-	waitForSleeper(t, db)
+	waitForBackend(t, db, "wait_event = 'PgSleep'")
 	change := func() (int, map[string]any) {
 		return p.call("POST", "/v1/auth/password", cred{
 			"Authorization": f.member["Authorization"], "X-Master-Key": oldKey, "X-New-Master-Key": newKey,

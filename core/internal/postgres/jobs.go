@@ -463,8 +463,7 @@ func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, e
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET unavailable_since = NULL
-			WHERE id = $1 AND unavailable_since IS NOT NULL`, id); err != nil {
+		if err := madeProgress(ctx, tx, id); err != nil {
 			return err
 		}
 		out, err = readJobContext(ctx, tx, id, encryptionID)
@@ -474,6 +473,14 @@ func (s *Store) PlanJobContext(ctx context.Context, id uuid.UUID, lease Lease, e
 		return JobContext{}, fail("plan job context", err)
 	}
 	return out, nil
+}
+
+// madeProgress records that job id made progress: it is no longer waiting for an unavailable
+// encryption service (Job.UnavailableSince).
+func madeProgress(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
+	_, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET unavailable_since = NULL
+		WHERE id = $1 AND unavailable_since IS NOT NULL`, id)
+	return err
 }
 
 // ReplanJobContext sweeps a DONE context of job id once more, for the items an owner's write put
@@ -520,8 +527,7 @@ func (s *Store) ReplanJobContext(ctx context.Context, id uuid.UUID, lease Lease,
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE reencryption_jobs SET unavailable_since = NULL
-			WHERE id = $1 AND unavailable_since IS NOT NULL`, id); err != nil {
+		if err := madeProgress(ctx, tx, id); err != nil {
 			return err
 		}
 		out, err = readJobContext(ctx, tx, id, encryptionID)

@@ -231,18 +231,7 @@ func TestFailedMigrationLeavesDirtyState(t *testing.T) {
 	url := testdb.New(t)
 	latest := postgres.LatestVersion()
 
-	fsys := fstest.MapFS{}
-	entries, err := fs.ReadDir(postgres.Migrations(), ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := fs.ReadFile(postgres.Migrations(), e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		fsys[e.Name()] = &fstest.MapFile{Data: b}
-	}
+	fsys := embeddedMigrations(t)
 	broken := latest + 1
 	fsys[fmt.Sprintf("%04d_broken.up.sql", broken)] = &fstest.MapFile{
 		Data: []byte(fmt.Sprintf("CREATE TABLE %s.half_done (id int);\nSELECT 1/0;\n", postgres.Schema)),
@@ -251,7 +240,7 @@ func TestFailedMigrationLeavesDirtyState(t *testing.T) {
 		Data: []byte(fmt.Sprintf("DROP TABLE %s.half_done;\n", postgres.Schema)),
 	}
 
-	err = postgres.MigrateFS(ctx, url, nil, fsys)
+	err := postgres.MigrateFS(ctx, url, nil, fsys)
 	var verr *postgres.SchemaVersionError
 	if !errors.As(err, &verr) || !verr.Dirty || verr.Version != broken {
 		t.Fatalf("MigrateFS(broken migration) = %v, want *SchemaVersionError{Version: %d, Dirty: true}", err, broken)
@@ -492,18 +481,7 @@ func TestCompatibilityIsRecordedBeforeMigrating(t *testing.T) {
 	ctx := t.Context()
 	url := testdb.New(t)
 	latest := postgres.LatestVersion()
-	fsys := fstest.MapFS{}
-	entries, err := fs.ReadDir(postgres.Migrations(), ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := fs.ReadFile(postgres.Migrations(), e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		fsys[e.Name()] = &fstest.MapFile{Data: b}
-	}
+	fsys := embeddedMigrations(t)
 	next := latest + 1
 	fsys[fmt.Sprintf("%04d_additive.up.sql", next)] = &fstest.MapFile{Data: []byte(fmt.Sprintf(`
 DO $$ BEGIN
@@ -525,4 +503,22 @@ CREATE TABLE %[1]s.additive (id int);`, postgres.Schema, next))}
 	if err := postgres.CheckReady(ctx, mustOpen(t, url)); err != nil {
 		t.Errorf("older build's CheckReady on the additive schema = %v, want nil", err)
 	}
+}
+
+// embeddedMigrations returns a copy of the build's migrations, to which a test adds its own.
+func embeddedMigrations(tb testing.TB) fstest.MapFS {
+	tb.Helper()
+	fsys := fstest.MapFS{}
+	entries, err := fs.ReadDir(postgres.Migrations(), ".")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := fs.ReadFile(postgres.Migrations(), e.Name())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fsys[e.Name()] = &fstest.MapFile{Data: b}
+	}
+	return fsys
 }

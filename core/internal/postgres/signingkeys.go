@@ -66,6 +66,20 @@ func (s *Store) InsertSigningKey(ctx context.Context, k SigningKey) error {
 	return fail("insert signing key", insertSigningKey(ctx, s.pool, k))
 }
 
+// createSigningKey inserts and returns the key newKey makes; newKey's failure is Internal unless
+// it says otherwise (an *errs.Error).
+func createSigningKey(ctx context.Context, tx pgx.Tx, newKey func() (SigningKey, error)) (SigningKey, error) {
+	k, err := newKey()
+	if err != nil {
+		var e *errs.Error
+		if errors.As(err, &e) {
+			return SigningKey{}, err
+		}
+		return SigningKey{}, errs.Wrap(errs.Internal, err, "create signing key")
+	}
+	return k, insertSigningKey(ctx, tx, k)
+}
+
 func insertSigningKey(ctx context.Context, q querier, k SigningKey) error {
 	switch {
 	case !validText(k.ID, 1, maxSigningKeyIDLen):
@@ -144,15 +158,7 @@ func (s *Store) EnsureSigningKey(ctx context.Context, newKey func() (SigningKey,
 		if keys, err = listSigningKeys(ctx, tx); err != nil || len(keys) > 0 {
 			return err
 		}
-		k, err := newKey()
-		if err != nil {
-			var e *errs.Error
-			if errors.As(err, &e) {
-				return err
-			}
-			return errs.Wrap(errs.Internal, err, "create signing key")
-		}
-		if err := insertSigningKey(ctx, tx, k); err != nil {
+		if _, err := createSigningKey(ctx, tx, newKey); err != nil {
 			return err
 		}
 		keys, err = listSigningKeys(ctx, tx)
@@ -195,15 +201,8 @@ func (s *Store) RotateSigningKey(ctx context.Context, newKey func() (SigningKey,
 		if due > 0 && len(keys) > 0 && keys[0].CreatedAt.After(now.Add(-due)) {
 			return nil
 		}
-		k, err := newKey()
+		k, err := createSigningKey(ctx, tx, newKey)
 		if err != nil {
-			var e *errs.Error
-			if errors.As(err, &e) {
-				return err
-			}
-			return errs.Wrap(errs.Internal, err, "create signing key")
-		}
-		if err := insertSigningKey(ctx, tx, k); err != nil {
 			return err
 		}
 		// keys are newest first: keys[i-1] replaced keys[i].
